@@ -1,0 +1,1 @@
+"""autoretrain exporter: per-agent performance metrics for Prometheus."""

@@ -1,0 +1,1 @@
+"""autoretrain webhook: Alertmanager receiver and the retraining controller."""
