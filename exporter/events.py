@@ -69,11 +69,12 @@ class EventIdFactory:
     """
 
     def __init__(self) -> None:
-        self._prefix = os.urandom(8).hex()
-        self._counter = itertools.count(1)
+        self.prefix = os.urandom(8).hex() + "-"
+        self.counter = itertools.count(1)
 
     def __call__(self) -> str:
-        return f"{self._prefix}-{next(self._counter)}"
+        # Hot paths inline this expression to save the call.
+        return self.prefix + str(next(self.counter))
 
 
 def run_event(
@@ -177,7 +178,9 @@ def _number(obj: dict[str, Any], key: str, lo: float = 0.0, hi: float = math.inf
 
 def _timestamp(value: Any) -> float:
     if isinstance(value, bool):
-        raise InvalidEvent("field:timestamp", f"timestamp must be a number or ISO 8601, got {value!r}")
+        raise InvalidEvent(
+            "field:timestamp", f"timestamp must be a number or ISO 8601, got {value!r}"
+        )
     if isinstance(value, int | float):
         if not math.isfinite(value) or value < 0:
             raise InvalidEvent("field:timestamp", f"timestamp must be >= 0, got {value!r}")
@@ -223,18 +226,19 @@ def validate_event(obj: Any) -> dict[str, Any]:
         raise InvalidEvent("schema", f"schema must be {SCHEMA_VERSION}, got {schema!r:.40}")
     event_id = obj.get("event_id")
     if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_NAME_LENGTH:
-        raise InvalidEvent("field:event_id", f"event_id must be a non-empty string, got {event_id!r:.80}")
+        raise InvalidEvent(
+            "field:event_id", f"event_id must be a non-empty string, got {event_id!r:.80}"
+        )
     kind = obj.get("kind")
     if kind not in KINDS:
-        raise InvalidEvent("field:kind", f"kind must be one of {', '.join(KINDS)}, got {kind!r:.40}")
-    common = {
-        "event_id": event_id,
-        "timestamp": _timestamp(obj.get("timestamp")),
-        "agent_name": _name(obj, "agent_name"),
-        "agent_type": _name(obj, "agent_type", "unknown"),
-        "task_type": _name(obj, "task_type", "default"),
-        "context": _context(obj.get("context")),
-    }
+        raise InvalidEvent(
+            "field:kind", f"kind must be one of {', '.join(KINDS)}, got {kind!r:.40}"
+        )
+    timestamp = _timestamp(obj.get("timestamp"))
+    agent_name = _name(obj, "agent_name")
+    agent_type = _name(obj, "agent_type", "unknown")
+    task_type = _name(obj, "task_type", "default")
+    context = _context(obj.get("context"))
     if kind == "run":
         status = obj.get("status")
         if status not in RUN_STATUSES:
@@ -244,32 +248,34 @@ def validate_event(obj: Any) -> dict[str, Any]:
             )
         tokens = obj.get("tokens_used", 0)
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
-            raise InvalidEvent("field:tokens_used", f"tokens_used must be an integer >= 0, got {tokens!r:.40}")
+            raise InvalidEvent(
+                "field:tokens_used", f"tokens_used must be an integer >= 0, got {tokens!r:.40}"
+            )
         event = run_event(
-            event_id=common["event_id"],
-            timestamp=common["timestamp"],
-            agent_name=common["agent_name"],
-            agent_type=common["agent_type"],
+            event_id=event_id,
+            timestamp=timestamp,
+            agent_name=agent_name,
+            agent_type=agent_type,
             status=status,
             duration_ms=_number(obj, "duration_ms"),
             tokens_used=tokens,
             cost=_number({"cost": obj.get("cost", 0.0)}, "cost"),
-            task_type=common["task_type"],
-            context=common["context"],
+            task_type=task_type,
+            context=context,
         )
     else:
         task_id = obj.get("task_id", "")
         if not isinstance(task_id, str) or len(task_id) > MAX_NAME_LENGTH:
             raise InvalidEvent("field:task_id", f"task_id must be a string, got {task_id!r:.40}")
         event = accuracy_event(
-            event_id=common["event_id"],
-            timestamp=common["timestamp"],
-            agent_name=common["agent_name"],
-            agent_type=common["agent_type"],
+            event_id=event_id,
+            timestamp=timestamp,
+            agent_name=agent_name,
+            agent_type=agent_type,
             task_id=task_id,
             accuracy=_number(obj, "accuracy", 0.0, 1.0),
             feedback_source=_name(obj, "feedback_source", "unknown"),
-            task_type=common["task_type"],
-            context=common["context"],
+            task_type=task_type,
+            context=context,
         )
     return event

@@ -1,0 +1,108 @@
+"""``python -m exporter``: the standalone Kafka-fed exporter."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from .http import metrics_app, serve
+from .standalone import StandaloneExporter
+
+ENV_PREFIX = "AUTORETRAIN_EXPORTER_"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(ENV_PREFIX + name, default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m exporter",
+        description=(
+            "Consume autoretrain outcome events from Kafka and serve per-agent metrics "
+            "on /metrics (plus /healthz and /readyz). Every option can also be set "
+            f"with an environment variable {ENV_PREFIX}<NAME>, shown in brackets."
+        ),
+    )
+    p.add_argument(
+        "--kafka-servers",
+        default=_env("KAFKA_SERVERS", "localhost:9092"),
+        help="Kafka bootstrap servers, host:port[,...] [KAFKA_SERVERS] (default %(default)s)",
+    )
+    p.add_argument(
+        "--topic",
+        default=_env("TOPIC", "agent-outcomes"),
+        help="topic of outcome events [TOPIC] (default %(default)s)",
+    )
+    p.add_argument(
+        "--group",
+        default=_env("GROUP", "autoretrain-exporter"),
+        help="consumer group; instances in one group split the partitions [GROUP] "
+        "(default %(default)s)",
+    )
+    p.add_argument(
+        "--listen-address",
+        default=_env("LISTEN_ADDRESS", "0.0.0.0"),
+        help="address to serve metrics on [LISTEN_ADDRESS] (default %(default)s)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(_env("PORT", "9108")),
+        help="port to serve metrics on [PORT] (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-agents",
+        type=int,
+        default=int(_env("MAX_AGENTS", "500")),
+        help='distinct agent label values before new ones become agent="other" '
+        "[MAX_AGENTS] (default %(default)s)",
+    )
+    p.add_argument(
+        "--log-level",
+        default=_env("LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="[LOG_LEVEL] (default %(default)s)",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except ValueError as exc:  # a bad number in an environment variable
+        print(f"python -m exporter: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        exporter = StandaloneExporter(
+            args.kafka_servers, topic=args.topic, group_id=args.group, max_agents=args.max_agents
+        )
+    except ValueError as exc:
+        print(f"python -m exporter: {exc}", file=sys.stderr)
+        return 2
+    server, _ = serve(
+        metrics_app(exporter.registry, exporter.ready), args.listen_address, args.port
+    )
+    logging.getLogger("exporter").info(
+        "serving metrics on http://%s:%d/metrics", args.listen_address, server.server_port
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    exporter.start()
+    stop.wait()
+    exporter.stop()
+    server.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,327 @@
+"""The exporter's Prometheus metrics, as one custom collector.
+
+Recording a run is on the orchestrator's hot path, so the state is kept in
+plain per-series slot objects updated under one lock, and turned into
+metric families only when Prometheus scrapes. This is several times cheaper
+than ``Counter.labels(...).inc()`` per call (see ``bench/``), and it lets
+the number of distinct agents be bounded in one place: beyond
+``max_agents`` a new agent is recorded as ``agent="other"`` and counted in
+``agent_series_collapsed_total``.
+
+Series (DESIGN.md):
+
+- ``agent_runs_total{agent,agent_type,status}``
+- ``agent_run_duration_seconds{agent,agent_type}`` (histogram, a 5 s bucket)
+- ``agent_tokens_total{agent}``, ``agent_cost_total{agent}``
+- ``agent_prediction_accuracy{agent}`` (histogram on 0..1)
+- ``agent_accuracy_records_total{agent,feedback_source}``
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
+
+from .events import RUN_STATUSES
+
+__all__ = [
+    "ACCURACY_BUCKETS",
+    "DURATION_BUCKETS_SECONDS",
+    "OTHER_AGENT",
+    "AgentMetrics",
+]
+
+DURATION_BUCKETS_SECONDS: tuple[float, ...] = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.0,
+    3.0,
+    4.0,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+)
+ACCURACY_BUCKETS: tuple[float, ...] = (
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.55,
+    0.6,
+    0.65,
+    0.7,
+    0.75,
+    0.8,
+    0.85,
+    0.9,
+    0.95,
+    1.0,
+)
+OTHER_AGENT = "other"
+# The feedback_source label is bounded too: it comes from callers' free text.
+MAX_FEEDBACK_SOURCES = 20
+OTHER_SOURCE = "other"
+
+_STATUS_INDEX = {s: i for i, s in enumerate(RUN_STATUSES)}
+
+
+def _check_buckets(name: str, buckets: Sequence[float]) -> tuple[float, ...]:
+    b = tuple(float(x) for x in buckets)
+    if not b or list(b) != sorted(set(b)) or not all(math.isfinite(x) for x in b):
+        raise ValueError(
+            f"{name} must be finite, strictly increasing and non-empty, got {buckets!r}"
+        )
+    return b
+
+
+class _RunSeries:
+    __slots__ = ("buckets", "cost", "duration_sum", "statuses", "tokens")
+
+    def __init__(self, n_buckets: int) -> None:
+        self.statuses = [0, 0, 0, 0]
+        self.buckets = [0] * (n_buckets + 1)  # last slot: above the highest bound (+Inf)
+        self.duration_sum = 0.0
+        # Tokens and cost are exported per agent; keeping them here and
+        # summing at scrape time saves a lookup per recorded run.
+        self.tokens = 0
+        self.cost = 0.0
+
+
+class _AgentSeries:
+    __slots__ = ("acc_buckets", "acc_sum", "sources")
+
+    def __init__(self, n_buckets: int) -> None:
+        self.acc_buckets = [0] * (n_buckets + 1)
+        self.acc_sum = 0.0
+        self.sources: dict[str, int] = {}
+
+
+def _cumulative(counts: list[int], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    acc = 0
+    for bound, n in zip(bounds, counts, strict=False):
+        acc += n
+        out.append((floatToGoString(bound), acc))
+    out.append(("+Inf", acc + counts[-1]))
+    return out
+
+
+class AgentMetrics(Collector):
+    """Per-agent run, token, cost and accuracy metrics.
+
+    Parameters
+    ----------
+    registry
+        Where to register; ``None`` leaves the collector unregistered.
+    max_agents
+        Distinct agent label values exported before new agents collapse into
+        ``agent="other"``.
+    duration_buckets, accuracy_buckets
+        Histogram upper bounds (seconds, and 0..1).
+    lock
+        A lock shared with the caller: the monitor records runs, window and
+        metrics under one lock and calls the ``*_locked`` methods.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        max_agents: int = 500,
+        duration_buckets: Sequence[float] = DURATION_BUCKETS_SECONDS,
+        accuracy_buckets: Sequence[float] = ACCURACY_BUCKETS,
+        lock: threading.Lock | None = None,
+    ) -> None:
+        if isinstance(max_agents, bool) or not isinstance(max_agents, int) or max_agents < 1:
+            raise ValueError(f"max_agents must be an integer >= 1, got {max_agents!r}")
+        self.max_agents = max_agents
+        self.duration_buckets = _check_buckets("duration_buckets", duration_buckets)
+        self.accuracy_buckets = _check_buckets("accuracy_buckets", accuracy_buckets)
+        self._lock = lock if lock is not None else threading.Lock()
+        self._labels: dict[str, str] = {}  # agent name -> exported label value
+        self._runs: dict[tuple[str, str], _RunSeries] = {}
+        self._agents: dict[str, _AgentSeries] = {}
+        self._collapsed = 0
+        if registry is not None:
+            registry.register(self)
+
+    def _label(self, agent: str) -> str:
+        label = self._labels.get(agent)
+        if label is None:
+            if len(self._labels) < self.max_agents:
+                label = self._labels[agent] = agent
+            else:
+                label = OTHER_AGENT
+        if label is OTHER_AGENT:
+            self._collapsed += 1
+        return label
+
+    def record_run(
+        self,
+        agent: str,
+        agent_type: str,
+        status: str,
+        duration_seconds: float,
+        tokens: int = 0,
+        cost: float = 0.0,
+    ) -> None:
+        """Count one run. Arguments must already be valid (the monitor checks them)."""
+        with self._lock:
+            self.record_run_locked(
+                agent, agent_type, _STATUS_INDEX[status], duration_seconds, tokens, cost
+            )
+
+    def record_run_locked(
+        self,
+        agent: str,
+        agent_type: str,
+        status_index: int,
+        duration_seconds: float,
+        tokens: int = 0,
+        cost: float = 0.0,
+    ) -> None:
+        """:meth:`record_run` for a caller that holds the shared lock.
+
+        ``status_index`` is the status's position in ``RUN_STATUSES``.
+        """
+        label = self._labels.get(agent) or self._label(agent)
+        series = self._runs.get((label, agent_type))
+        if series is None:
+            series = self._runs[(label, agent_type)] = _RunSeries(len(self.duration_buckets))
+        series.statuses[status_index] += 1
+        series.buckets[bisect_left(self.duration_buckets, duration_seconds)] += 1
+        series.duration_sum += duration_seconds
+        series.tokens += tokens
+        series.cost += cost
+
+    def record_accuracy(self, agent: str, feedback_source: str, accuracy: float) -> None:
+        """Count one accuracy record (``accuracy`` in 0..1, already validated)."""
+        with self._lock:
+            self.record_accuracy_locked(agent, feedback_source, accuracy)
+
+    def record_accuracy_locked(self, agent: str, feedback_source: str, accuracy: float) -> None:
+        """:meth:`record_accuracy` for a caller that holds the shared lock."""
+        label = self._label(agent)
+        per_agent = self._agents.get(label)
+        if per_agent is None:
+            per_agent = self._agents[label] = _AgentSeries(len(self.accuracy_buckets))
+        per_agent.acc_buckets[bisect_left(self.accuracy_buckets, accuracy)] += 1
+        per_agent.acc_sum += accuracy
+        sources = per_agent.sources
+        if feedback_source not in sources and len(sources) >= MAX_FEEDBACK_SOURCES:
+            feedback_source = OTHER_SOURCE
+        sources[feedback_source] = sources.get(feedback_source, 0) + 1
+
+    def remove_agent(self, agent: str) -> None:
+        """Drop every series of an agent that went away (frees its label slot)."""
+        with self._lock:
+            label = self._labels.pop(agent, None)
+            if label is None:
+                return
+            self._agents.pop(label, None)
+            for key in [k for k in self._runs if k[0] == label]:
+                del self._runs[key]
+
+    @property
+    def collapsed(self) -> int:
+        """Records attributed to ``agent="other"`` so far."""
+        return self._collapsed
+
+    def describe(self) -> list[Metric]:
+        # Names only: registering must not walk the state.
+        return [
+            CounterMetricFamily(
+                "agent_runs",
+                "Agent runs by final status.",
+                labels=("agent", "agent_type", "status"),
+            ),
+            HistogramMetricFamily(
+                "agent_run_duration_seconds", "Run duration.", labels=("agent", "agent_type")
+            ),
+            CounterMetricFamily("agent_tokens", "LLM tokens used by runs.", labels=("agent",)),
+            CounterMetricFamily(
+                "agent_cost", "Cost of runs, in the platform's currency.", labels=("agent",)
+            ),
+            HistogramMetricFamily(
+                "agent_prediction_accuracy", "Accuracy against real outcomes.", labels=("agent",)
+            ),
+            CounterMetricFamily(
+                "agent_accuracy_records", "Accuracy records.", labels=("agent", "feedback_source")
+            ),
+            CounterMetricFamily(
+                "agent_series_collapsed", "Records collapsed into agent=other.", labels=()
+            ),
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        runs = CounterMetricFamily(
+            "agent_runs", "Agent runs by final status.", labels=("agent", "agent_type", "status")
+        )
+        duration = HistogramMetricFamily(
+            "agent_run_duration_seconds",
+            "Duration of agent runs, in seconds.",
+            labels=("agent", "agent_type"),
+        )
+        tokens = CounterMetricFamily(
+            "agent_tokens", "LLM tokens used by agent runs.", labels=("agent",)
+        )
+        cost = CounterMetricFamily(
+            "agent_cost", "Cost of agent runs, in the platform's currency.", labels=("agent",)
+        )
+        accuracy = HistogramMetricFamily(
+            "agent_prediction_accuracy",
+            "Accuracy of agent outputs against real outcomes (0..1).",
+            labels=("agent",),
+        )
+        records = CounterMetricFamily(
+            "agent_accuracy_records",
+            "Accuracy records received, by feedback source.",
+            labels=("agent", "feedback_source"),
+        )
+        collapsed = CounterMetricFamily(
+            "agent_series_collapsed",
+            'Records attributed to agent="other" because max_agents agents were already exported.',
+        )
+        with self._lock:
+            per_agent: dict[str, list[float]] = {}
+            for (agent, agent_type), s in self._runs.items():
+                for status, n in zip(RUN_STATUSES, s.statuses, strict=True):
+                    runs.add_metric((agent, agent_type, status), n)
+                duration.add_metric(
+                    (agent, agent_type),
+                    _cumulative(s.buckets, self.duration_buckets),
+                    s.duration_sum,
+                )
+                totals = per_agent.setdefault(agent, [0, 0.0])
+                totals[0] += s.tokens
+                totals[1] += s.cost
+            for agent, (n_tokens, total_cost) in per_agent.items():
+                tokens.add_metric((agent,), n_tokens)
+                cost.add_metric((agent,), total_cost)
+            for agent, a in self._agents.items():
+                if a.sources:
+                    accuracy.add_metric(
+                        (agent,), _cumulative(a.acc_buckets, self.accuracy_buckets), a.acc_sum
+                    )
+                    for source, n in a.sources.items():
+                        records.add_metric((agent, source), n)
+            collapsed.add_metric((), self._collapsed)
+        yield from (runs, duration, tokens, cost, accuracy, records, collapsed)

@@ -1,0 +1,82 @@
+"""Health score and recommendations of ``PerformanceMonitor.generate_report``."""
+
+from __future__ import annotations
+
+from .alerts import Violation
+from .thresholds import Thresholds
+from .window import AgentWindowMetrics
+
+__all__ = ["HEALTH_WEIGHTS", "health_score", "recommendations"]
+
+HEALTH_WEIGHTS = {"accuracy": 0.40, "success_rate": 0.30, "error_rate": 0.15, "latency_p95": 0.15}
+VIOLATION_PENALTY = 10.0
+
+
+def health_score(m: AgentWindowMetrics, t: Thresholds, violations: list[Violation]) -> float | None:
+    """A 0-100 summary of the figures, ``None`` without any data.
+
+    Each figure with data gives a component in 0..1: accuracy is the mean
+    accuracy, success is the success rate, errors is ``1 - error_rate``,
+    latency is ``min(1, latency_p95_max_ms / p95)``. The score is
+    ``100 * sum(w * c) / sum(w)`` over the components present, with weights
+    accuracy 0.40, success 0.30, errors 0.15, latency 0.15, minus 10 for each
+    threshold crossed (``violations`` of this entity), clamped to 0..100.
+    """
+    parts: list[tuple[float, float]] = []
+    if m.avg_accuracy is not None:
+        parts.append((HEALTH_WEIGHTS["accuracy"], m.avg_accuracy))
+    if m.success_rate is not None:
+        parts.append((HEALTH_WEIGHTS["success_rate"], m.success_rate))
+    if m.error_rate is not None:
+        parts.append((HEALTH_WEIGHTS["error_rate"], 1.0 - m.error_rate))
+    if m.latency_p95_ms is not None:
+        ratio = t.latency_p95_max_ms / m.latency_p95_ms if m.latency_p95_ms > 0 else 1.0
+        parts.append((HEALTH_WEIGHTS["latency_p95"], min(1.0, ratio)))
+    if not parts:
+        return None
+    score = 100.0 * sum(w * c for w, c in parts) / sum(w for w, _ in parts)
+    score -= VIOLATION_PENALTY * len(violations)
+    return round(min(100.0, max(0.0, score)), 1)
+
+
+_ACTIONS = {
+    "accuracy": (
+        "retrain the agent-selection model (incremental; full below the critical level) "
+        "so its task types move to better agents, and review the agent's prompts or model"
+    ),
+    "success_rate": "check the agent's failures in its logs and route its task types elsewhere",
+    "error_rate": "check the agent's errors and timeouts (upstream API, limits, time-outs)",
+    "latency_p95": "check the agent's slow runs (model size, retries, upstream latency)",
+}
+
+
+def recommendations(
+    system: AgentWindowMetrics,
+    agents: dict[str, AgentWindowMetrics],
+    violations: list[Violation] | None,
+    min_runs: int,
+) -> list[str]:
+    """What to do, derived from the crossed thresholds, worst first."""
+    if violations is None:
+        return [
+            f"Not enough data for a verdict: {system.total_runs} runs and "
+            f"{system.accuracy_records} accuracy records in the window, {min_runs} needed."
+        ]
+    out: list[str] = []
+    ordered = sorted(
+        violations, key=lambda v: (v.agent is not None, v.level != "critical", v.metric)
+    )
+    for v in ordered:
+        where = ""
+        if v.agent is not None and v.agent in agents:
+            tasks = ", ".join(sorted(agents[v.agent].task_types)) or "its tasks"
+            where = f" (task types: {tasks})"
+        out.append(f"{v.describe()}{where}: {_ACTIONS[v.metric]}.")
+    if system.accuracy_records == 0 and system.total_runs:
+        out.append(
+            "No accuracy records in the window: call record_accuracy() when real outcomes are "
+            "known, or accuracy drift goes unseen."
+        )
+    if not out:
+        out.append("All figures within thresholds: no action needed.")
+    return out

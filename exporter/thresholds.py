@@ -1,0 +1,215 @@
+"""The one thresholds file: the limits the monitor checks and the alert rules encode.
+
+The same YAML file feeds :class:`~exporter.PerformanceMonitor` (its
+``alert_thresholds`` defaults) and the Prometheus rule generator, so the
+in-process checker and Prometheus agree on what "degraded" means. See
+``prometheus/thresholds.yml`` for the annotated reference file.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "AlertSettings",
+    "Hysteresis",
+    "MonitorSettings",
+    "Thresholds",
+    "ThresholdsConfig",
+    "load_thresholds",
+]
+
+_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d))+$")
+
+
+def _ratio(section: str, key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ValueError(f"{section}.{key} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _positive(section: str, key: str, value: Any, *, allow_zero: bool = False) -> float:
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and (value >= 0 if allow_zero else value > 0)
+    )
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{section}.{key} must be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def _duration(section: str, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not _DURATION.match(value):
+        raise ValueError(
+            f"{section}.{key} must be a Prometheus duration such as '30s', '2m' or '1h', "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _check_keys(section: str, data: Any, allowed: tuple[str, ...]) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{section} must be a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"{section}: unknown key(s) {', '.join(map(str, unknown))}; "
+            f"allowed: {', '.join(allowed)}"
+        )
+    return data
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When an agent or the system counts as degraded.
+
+    ``accuracy_critical`` is the level below which a retrain is full rather
+    than incremental.
+    """
+
+    accuracy_min: float = 0.70
+    success_rate_min: float = 0.80
+    error_rate_max: float = 0.15
+    latency_p95_max_ms: float = 5000.0
+    accuracy_critical: float = 0.50
+
+    def __post_init__(self) -> None:
+        for key in ("accuracy_min", "success_rate_min", "error_rate_max", "accuracy_critical"):
+            _ratio("thresholds", key, getattr(self, key))
+        _positive("thresholds", "latency_p95_max_ms", self.latency_p95_max_ms)
+        if self.accuracy_critical > self.accuracy_min:
+            raise ValueError(
+                f"thresholds.accuracy_critical ({self.accuracy_critical}) must not exceed "
+                f"accuracy_min ({self.accuracy_min})"
+            )
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], section: str = "thresholds") -> Thresholds:
+        """Build from a mapping of overrides merged over the defaults."""
+        data = _check_keys(section, data, _names(cls))
+        return cls(**{**asdict(cls()), **data})
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+@dataclass(frozen=True)
+class Hysteresis:
+    """How far back past its threshold a value must go before a firing alert clears."""
+
+    accuracy: float = 0.03
+    success_rate: float = 0.03
+    error_rate: float = 0.03
+    latency_p95_ms: float = 500.0
+
+    def __post_init__(self) -> None:
+        for key in ("accuracy", "success_rate", "error_rate"):
+            _ratio("hysteresis", key, getattr(self, key))
+        _positive("hysteresis", "latency_p95_ms", self.latency_p95_ms, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Prometheus alert rule settings: how long a condition must hold, over what window."""
+
+    for_: str = "2m"
+    rate_window: str = "5m"
+    min_runs_per_second: float = 0.0
+
+    def __post_init__(self) -> None:
+        _duration("alerts", "for", self.for_)
+        _duration("alerts", "rate_window", self.rate_window)
+        _positive("alerts", "min_runs_per_second", self.min_runs_per_second, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """The in-process checker of :class:`~exporter.PerformanceMonitor`."""
+
+    check_interval_seconds: float = 5.0
+    min_runs: int = 20
+    cooldown_seconds: float = 600.0
+    full_retrain_grace_seconds: float = 900.0
+
+    def __post_init__(self) -> None:
+        _positive("monitor", "check_interval_seconds", self.check_interval_seconds)
+        _positive("monitor", "cooldown_seconds", self.cooldown_seconds, allow_zero=True)
+        _positive(
+            "monitor",
+            "full_retrain_grace_seconds",
+            self.full_retrain_grace_seconds,
+            allow_zero=True,
+        )
+        if (
+            isinstance(self.min_runs, bool)
+            or not isinstance(self.min_runs, int)
+            or self.min_runs < 1
+        ):
+            raise ValueError(f"monitor.min_runs must be an integer >= 1, got {self.min_runs!r}")
+
+
+@dataclass(frozen=True)
+class ThresholdsConfig:
+    """Everything the thresholds file holds."""
+
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    hysteresis: Hysteresis = field(default_factory=Hysteresis)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> ThresholdsConfig:
+        data = _check_keys("thresholds file", data or {}, _names(cls))
+        alerts = dict(
+            _check_keys(
+                "alerts", data.get("alerts", {}), ("for", "rate_window", "min_runs_per_second")
+            )
+        )
+        if "for" in alerts:
+            alerts["for_"] = alerts.pop("for")
+        return cls(
+            thresholds=Thresholds.from_mapping(data.get("thresholds", {})),
+            hysteresis=Hysteresis(
+                **_check_keys("hysteresis", data.get("hysteresis", {}), _names(Hysteresis))
+            ),
+            alerts=AlertSettings(**alerts),
+            monitor=MonitorSettings(
+                **_check_keys("monitor", data.get("monitor", {}), _names(MonitorSettings))
+            ),
+        )
+
+
+def load_thresholds(path: str | Path) -> ThresholdsConfig:
+    """Read and validate a thresholds file.
+
+    Raises ``ValueError`` naming the file, the key and what is allowed; a
+    missing file raises ``FileNotFoundError``.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        return ThresholdsConfig.from_mapping(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
