@@ -12,13 +12,11 @@ _EPS = 1e-9
 
 
 def _score_value(predicted: Any, actual: Any) -> float:
+    if isinstance(actual, bool) or isinstance(predicted, bool):
+        # True == 1 in Python; a yes/no outcome is matched as a yes/no.
+        return 1.0 if type(predicted) is type(actual) and predicted == actual else 0.0
     numeric = (int, float)
-    if (
-        isinstance(actual, numeric)
-        and isinstance(predicted, numeric)
-        and not isinstance(actual, bool)
-        and not isinstance(predicted, bool)
-    ):
+    if isinstance(actual, numeric) and isinstance(predicted, numeric):
         if not (math.isfinite(actual) and math.isfinite(predicted)):
             return 1.0 if predicted == actual else 0.0
         return max(0.0, 1.0 - abs(predicted - actual) / max(abs(actual), _EPS))

@@ -361,7 +361,7 @@ class PerformanceMonitor:
                 agent_type = self._agent_types.get(agent_name, "unknown")
             else:
                 _name("agent_type", agent_type)
-            self._metrics.record_accuracy(agent_name, feedback_source, accuracy)
+            self._metrics.record_accuracy_locked(agent_name, feedback_source, accuracy)
             self._window.add_accuracy(now, agent_name, accuracy, task_type)
             self._accuracy_recorded += 1
         if self._sink is not None:

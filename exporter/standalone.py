@@ -117,6 +117,7 @@ class StandaloneExporter:
         self._thread: threading.Thread | None = None
         self._consumer: Any = None
         self.last_error: str | None = "not started"
+        self.partitions: list[int] = []  # assigned to this instance, as of the last poll
 
     def handle(self, value: bytes | None) -> str:
         """Apply one message value; returns ``applied``, ``duplicate`` or ``invalid``."""
@@ -172,6 +173,7 @@ class StandaloneExporter:
                         self.group_id,
                     )
                 batches = self._consumer.poll(timeout_ms=500, max_records=2000)
+                self.partitions = sorted(tp.partition for tp in self._consumer.assignment())
                 self.last_error = None
                 self._connected.set(1)
                 backoff = 0.5

@@ -1,0 +1,38 @@
+# The README's two commands are `make demo` and `make test`; each sets up
+# what it needs on a fresh machine. `.ci/run` calls `make test`.
+PYTHON ?= python3
+PIP_FLAGS ?= --quiet --disable-pip-version-check --root-user-action=ignore
+
+.PHONY: demo test install install-test lint unit integration bench rules help
+
+help:
+	@echo "make demo   - run the closed-loop demo on the embedded bus (no servers needed)"
+	@echo "make test   - install Prometheus, Alertmanager, Kafka jars and Python deps, lint, run every test"
+	@echo "make lint   - ruff and mypy"
+	@echo "make bench  - benchmarks (bench/), figures for BENCHMARKS.md"
+
+install:
+	$(PYTHON) -m pip install $(PIP_FLAGS) -e .
+
+install-test:
+	scripts/install-test-deps
+	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[dev]'
+
+demo: install
+	$(PYTHON) examples/autonomous_retraining_example.py $(ARGS)
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
+
+test: install-test lint
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+unit:
+	$(PYTHON) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+integration:
+	$(PYTHON) -m pytest -m integration $(PYTEST_ARGS)
+
+bench: install
+	$(PYTHON) -m bench $(ARGS)

@@ -1,0 +1,149 @@
+"""Fixtures that start real Kafka, Prometheus and Alertmanager processes on 127.0.0.1.
+
+Policy: a server that cannot start is a test ERROR (never a skip), with a message
+that says to run ``scripts/install-test-deps``. Tests that use these fixtures are
+marked ``integration`` automatically, so ``-m "not integration"`` deselects them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from servers import (
+    AlertmanagerFactory,
+    AlertmanagerServer,
+    KafkaServer,
+    PrometheusFactory,
+    PrometheusServer,
+    ServerProcess,
+    ServerStartError,
+)
+
+# Fixtures whose users need a real server (directly or through another fixture).
+SERVER_FIXTURES = frozenset(
+    {"kafka_server", "kafka_topic", "prometheus_factory", "alertmanager_factory"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        # fixturenames is the closure, so indirect use through other fixtures counts.
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+S = TypeVar("S", bound=ServerProcess)
+
+
+def _start(server: S) -> S:
+    try:
+        return server.start()
+    except ServerStartError as exc:
+        message = str(exc)  # names scripts/install-test-deps and holds the log tail
+    # pytest.fail in a fixture reports the test as an ERROR, never a skip. Called
+    # outside the except block so the report is not a doubled exception chain.
+    pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def kafka_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaServer]:
+    """One KRaft broker for the whole session (a JVM start costs seconds).
+
+    Jars come from $AUTORETRAIN_KAFKA_LIBS or <repo>/.cache/kafka/libs, as in
+    scripts/install-kafka. Tests may ``kill()`` and ``restart()`` it; teardown
+    stops whatever state it is in. A failed start is cached by pytest for the
+    session, so it costs the start timeout once, not per test.
+    """
+    server = KafkaServer(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield _start(server)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def kafka_topic(kafka_server: KafkaServer, request: pytest.FixtureRequest) -> str:
+    """A fresh topic with 2 partitions, created and with leaders, on the session broker."""
+    # Unique per test so tests never see each other's messages; the test name
+    # (sanitized to Kafka's legal characters) helps when reading broker logs.
+    stem = re.sub(r"[^a-zA-Z0-9._-]", "-", request.node.name)[:60]
+    name = f"test-{stem}-{uuid.uuid4().hex[:8]}"
+    if not kafka_server.running():
+        # A fault test killed it and failed before restarting: heal here so one
+        # failure does not turn every later Kafka test into an error.
+        _start(kafka_server)
+    kafka_server.create_topic(name, partitions=2)
+    return name
+
+
+def _config_file(config: str | os.PathLike[str], workdir: Path, filename: str) -> Path:
+    # A path is used as is (its relative rule files keep working); a str is YAML text.
+    if isinstance(config, os.PathLike):
+        return Path(config)
+    if not isinstance(config, str):
+        raise TypeError(f"config must be YAML text (str) or a path (os.PathLike), got {config!r}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / filename
+    path.write_text(config)
+    return path
+
+
+@pytest.fixture
+def prometheus_factory(tmp_path: Path) -> Iterator[PrometheusFactory]:
+    """``prometheus_factory(config, port=None)`` starts a Prometheus and returns it.
+
+    ``config`` is YAML text (str) or a path (``pathlib.Path``). Pass ``port``
+    (e.g. from ``servers.free_port()``) when the config must name Prometheus'
+    own address. All servers are stopped at teardown.
+    """
+    started: list[PrometheusServer] = []
+
+    def factory(config: str | os.PathLike[str], port: int | None = None) -> PrometheusServer:
+        workdir = tmp_path / f"prometheus-{len(started)}"
+        path = _config_file(config, workdir, "prometheus.yml")
+        server = PrometheusServer(workdir, path, port=port)
+        started.append(server)
+        return _start(server)
+
+    yield factory
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def alertmanager_factory(tmp_path: Path) -> Iterator[AlertmanagerFactory]:
+    """``alertmanager_factory(config, port=None)`` starts an Alertmanager and returns it.
+
+    ``config`` is YAML text (str) or a path (``pathlib.Path``). All servers are
+    stopped at teardown.
+    """
+    started: list[AlertmanagerServer] = []
+
+    def factory(config: str | os.PathLike[str], port: int | None = None) -> AlertmanagerServer:
+        workdir = tmp_path / f"alertmanager-{len(started)}"
+        path = _config_file(config, workdir, "alertmanager.yml")
+        server = AlertmanagerServer(workdir, path, port=port)
+        started.append(server)
+        return _start(server)
+
+    yield factory
+    for server in reversed(started):
+        server.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped test fails the run: no real-server test may vanish silently."""
+    if not os.environ.get("CI"):
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter is not None else []
+    if skipped and exitstatus == 0:
+        names = ", ".join(r.nodeid for r in skipped[:10])
+        print(f"\nCI: {len(skipped)} test(s) skipped ({names}); skips are failures in CI")
+        session.exitstatus = 1

@@ -1,0 +1,142 @@
+"""Smoke tests: the server fixtures start real Kafka, Prometheus and Alertmanager processes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from servers import (
+    AlertmanagerFactory,
+    KafkaServer,
+    PrometheusFactory,
+    PrometheusServer,
+    ServerUnavailableError,
+    free_port,
+)
+from servers.common import http_ok
+
+
+def produce(bootstrap: str, topic: str, *values: bytes) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        for value in values:
+            producer.send(topic, value).get(timeout=10)
+    finally:
+        producer.close()
+
+
+def consume(bootstrap: str, topic: str, count: int, timeout: float = 20.0) -> list[bytes]:
+    """Read ``count`` values from the start of ``topic`` through a consumer group."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"group-{topic}",  # a group, so the group coordinator is exercised too
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(values) < count and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                values.extend(record.value for record in records)
+    finally:
+        consumer.close()
+    return values
+
+
+def port_open(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_kafka_round_trip(kafka_server: KafkaServer, kafka_topic: str) -> None:
+    produce(kafka_server.bootstrap, kafka_topic, b"hello")
+    assert consume(kafka_server.bootstrap, kafka_topic, 1) == [b"hello"]
+
+
+def test_kafka_kill_and_restart_keeps_address_and_data(
+    kafka_server: KafkaServer, kafka_topic: str
+) -> None:
+    bootstrap = kafka_server.bootstrap
+    produce(bootstrap, kafka_topic, b"before")
+
+    kafka_server.kill()
+    assert not kafka_server.running()
+    assert not port_open(bootstrap)
+
+    kafka_server.restart()
+    assert kafka_server.bootstrap == bootstrap
+    produce(bootstrap, kafka_topic, b"after")
+    assert sorted(consume(bootstrap, kafka_topic, 2)) == [b"after", b"before"]
+
+
+def test_prometheus_scrapes_itself(prometheus_factory: PrometheusFactory, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        "  - job_name: self\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+    )
+    subprocess.run(["promtool", "check", "config", str(config)], check=True, capture_output=True)
+
+    prometheus = prometheus_factory(config, port=port)
+
+    assert prometheus.url == f"http://127.0.0.1:{port}"
+    # Prometheus 2.42 hands discovered targets to the scraper only every 5s.
+    result = prometheus.wait_for('up{job="self"}', lambda r: len(r) == 1, timeout=30)
+    assert result[0]["metric"]["instance"] == f"127.0.0.1:{port}"
+    assert result[0]["value"][1] == "1"
+
+
+def test_prometheus_factory_accepts_yaml_text(prometheus_factory: PrometheusFactory) -> None:
+    prometheus = prometheus_factory("global: {scrape_interval: 1s}\n")
+    assert prometheus.query("vector(1)")[0]["value"][1] == "1"
+
+
+def test_alertmanager_starts_and_is_ready(
+    alertmanager_factory: AlertmanagerFactory, tmp_path: Path
+) -> None:
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(
+        "route: {receiver: hook, group_wait: 1s, group_interval: 1s, repeat_interval: 1h}\n"
+        "receivers:\n"
+        "  - name: hook\n"
+        f"    webhook_configs: [{{url: 'http://127.0.0.1:{free_port()}/unused'}}]\n"
+    )
+    subprocess.run(["amtool", "check-config", str(config)], check=True, capture_output=True)
+
+    alertmanager = alertmanager_factory(config)
+
+    assert http_ok(f"{alertmanager.url}/-/ready")
+    assert alertmanager.alerts() == []
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("tool", ["promtool", "amtool"])
+def test_config_checkers_are_installed(tool: str) -> None:
+    completed = subprocess.run([tool, "--version"], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    assert "version" in (completed.stdout + completed.stderr)
+
+
+def test_missing_binary_is_an_error_naming_the_install_script(tmp_path: Path) -> None:
+    server = PrometheusServer(tmp_path, tmp_path / "p.yml", binary="no-such-prometheus")
+    with pytest.raises(ServerUnavailableError, match="scripts/install-test-deps"):
+        server.start()
+
+
+def test_missing_kafka_jars_is_an_error_naming_the_install_script(tmp_path: Path) -> None:
+    server = KafkaServer(tmp_path / "kafka", libs=tmp_path / "empty")
+    with pytest.raises(ServerUnavailableError, match="scripts/install-test-deps"):
+        server.start()

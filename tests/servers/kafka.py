@@ -1,0 +1,227 @@
+"""A single-node KRaft Kafka 4.1 broker run from the Maven jars of scripts/install-kafka."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    INSTALL_HINT,
+    ServerProcess,
+    ServerUnavailableError,
+    free_port,
+    log_tail,
+    require_executable,
+)
+
+__all__ = ["KafkaServer", "default_kafka_libs"]
+
+_REPO = Path(__file__).resolve().parents[2]
+_LOG4J_CONFIG = _REPO / "scripts" / "kafka" / "log4j2.properties"
+
+
+def default_kafka_libs() -> Path:
+    """Jar dir of scripts/install-kafka: $AUTORETRAIN_KAFKA_LIBS or <repo>/.cache/kafka/libs."""
+    env = os.environ.get("AUTORETRAIN_KAFKA_LIBS")
+    return Path(env) if env else _REPO / ".cache" / "kafka" / "libs"
+
+
+def _cluster_id() -> str:
+    """A random id as `StorageTool random-uuid` makes it, without paying a JVM start."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # Like Kafka's Uuid.randomUuid: an id starting with "-" would be read
+        # as an option by StorageTool's argument parser (1 start in 64 failed).
+        if not text.startswith("-"):
+            return text
+
+
+class KafkaServer(ServerProcess):
+    """Kafka broker+controller in one JVM, listening on two free 127.0.0.1 ports.
+
+    ``bootstrap`` is the client address. Data lives in ``workdir/data`` and
+    survives ``kill()``/``restart()``, so tests can crash the broker and bring
+    it back at the same address with the same topics and offsets.
+    """
+
+    name = "kafka"
+    # A cold JVM on a busy 2-core CI box; the usual start is a few seconds.
+    start_timeout = 90.0
+    stop_timeout = 20.0
+
+    def __init__(
+        self,
+        workdir: Path,
+        libs: Path | None = None,
+        java: str = "java",
+        heap: str = "512m",
+        extra_properties: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(workdir)
+        self.libs = default_kafka_libs() if libs is None else libs
+        self.java = java
+        self.heap = heap
+        self.port = free_port()
+        self.controller_port = free_port()
+        self.data_dir = workdir / "data"
+        self.logs_dir = workdir / "logs"
+        self.properties_path = workdir / "server.properties"
+        self.extra_properties = dict(extra_properties or {})
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` for ``bootstrap_servers``."""
+        return f"127.0.0.1:{self.port}"
+
+    def _properties(self) -> dict[str, str]:
+        controller = f"127.0.0.1:{self.controller_port}"
+        listeners = f"PLAINTEXT://{self.bootstrap},CONTROLLER://{controller}"
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": controller,
+            "listeners": listeners,
+            "advertised.listeners": listeners,
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": "1",
+            "auto.create.topics.enable": "true",
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # The internal topics default to 50 partitions each; creating them on
+            # the first consumer group / transaction costs seconds on 2 cores.
+            "offsets.topic.num.partitions": "1",
+            "transaction.state.log.num.partitions": "1",
+            "share.coordinator.state.topic.num.partitions": "1",
+            # After kill() the controller keeps the dead broker's registration
+            # until its session expires (default 9s) and rejects the restarted
+            # one as a duplicate meanwhile. A short session makes restart() fast;
+            # heartbeats every 500ms keep a busy broker from being fenced.
+            "broker.heartbeat.interval.ms": "500",
+            "broker.session.timeout.ms": "3000",
+        }
+        props.update(self.extra_properties)
+        return props
+
+    def _prepare(self) -> None:
+        require_executable(self.java, "Java 17+")
+        if not any(self.libs.glob("kafka_2.13-*.jar")):
+            raise ServerUnavailableError(f"Kafka jars not found in {self.libs}; {INSTALL_HINT}")
+        if not _LOG4J_CONFIG.is_file():
+            raise ServerUnavailableError(f"{_LOG4J_CONFIG} is missing")
+        self.logs_dir.mkdir(exist_ok=True)
+        text = "".join(f"{k}={v}\n" for k, v in self._properties().items())
+        self.properties_path.write_text(text)
+        if not (self.data_dir / "meta.properties").exists():
+            self._format_storage()
+
+    def _jvm(self, *args: str, heap: str) -> list[str]:
+        return [
+            self.java,
+            f"-Xmx{heap}",
+            f"-Xms{heap}",
+            # Serial GC and C1-only JIT: start in ~3s instead of ~6.5s on 2 cores,
+            # and a test broker never runs long enough for C2 to pay off.
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={self.logs_dir}",
+            f"-Dlog4j2.configurationFile={_LOG4J_CONFIG}",
+            "-cp",
+            f"{self.libs}/*",
+            *args,
+        ]
+
+    def _format_storage(self) -> None:
+        cmd = self._jvm(
+            "kafka.tools.StorageTool", "format", "--standalone",
+            "-t", _cluster_id(), "-c", str(self.properties_path),
+            heap="128m",
+        )  # fmt: skip
+        try:
+            with self.log_path.open("ab") as log:
+                subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=True, timeout=60)
+        except subprocess.CalledProcessError as exc:
+            self._fail(f"storage format exited with code {exc.returncode}", cmd)
+        except subprocess.TimeoutExpired:
+            self._fail("storage format did not finish within 60s", cmd)
+
+    def _command(self) -> Sequence[str]:
+        return self._jvm("kafka.Kafka", str(self.properties_path), heap=self.heap)
+
+    def _diagnostics(self) -> str:
+        return (
+            f"{log_tail(self.log_path, 20)}\n--- {self.logs_dir / 'server.log'} ---\n"
+            f"{log_tail(self.logs_dir / 'server.log')}"
+        )
+
+    def _ready(self) -> bool:
+        # A cheap TCP probe first, so the client below does not log a stream of
+        # connection errors while the JVM boots.
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        # The port opens before the broker has registered with its controller;
+        # only a metadata answer listing a broker means clients will work.
+        try:
+            admin = self._admin(bootstrap_timeout_ms=2000)
+        except Exception:  # any client error here just means "not ready yet"
+            return False
+        try:
+            return bool(admin.describe_cluster()["brokers"])
+        except Exception:
+            return False
+        finally:
+            admin.close()
+
+    def _admin(self, bootstrap_timeout_ms: int = 10000) -> Any:  # a KafkaAdminClient (untyped)
+        # Imported lazily: importing this module must not need kafka-python.
+        from kafka.admin import KafkaAdminClient
+
+        return KafkaAdminClient(
+            bootstrap_servers=self.bootstrap,
+            client_id="autoretrain-tests",
+            bootstrap_timeout_ms=bootstrap_timeout_ms,
+            request_timeout_ms=10000,
+        )
+
+    def create_topic(self, name: str, partitions: int = 1, timeout: float = 30.0) -> None:
+        """Create ``name`` and return once every partition has a leader (ready to produce to)."""
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {partitions}")
+        admin = self._admin()
+        try:
+            admin.create_topics({name: {"num_partitions": partitions, "replication_factor": 1}})
+            # CreateTopics answers before leaders are known to the broker's
+            # metadata cache; a producer sent too early gets UnknownTopicOrPartition.
+            deadline = time.monotonic() + timeout
+            while True:
+                (topic,) = admin.describe_topics([name])
+                parts = topic.get("partitions") or []
+                if (
+                    topic.get("error_code") == 0
+                    and len(parts) == partitions
+                    and all(p["error_code"] == 0 and p["leader_id"] >= 0 for p in parts)
+                ):
+                    return
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"topic {name!r} has no leaders after {timeout:.0f}s: {topic}"
+                    )
+                time.sleep(0.05)
+        finally:
+            admin.close()

@@ -1,0 +1,117 @@
+"""KafkaSink with a fake producer (the real broker is in tests/integration)."""
+
+import threading
+import time
+
+import pytest
+
+from exporter import KafkaSink, decode_event
+from exporter.events import run_event
+
+
+class FakeFuture:
+    def __init__(self, ok):
+        self.is_done = True
+        self._ok = ok
+        self.exception = None if ok else RuntimeError("not acked")
+
+    def succeeded(self):
+        return self._ok
+
+
+class FakeProducer:
+    def __init__(self, broker):
+        self.broker = broker
+
+    def send(self, topic, key, value):
+        if not self.broker.up:
+            raise TimeoutError("metadata not available")
+        self.broker.messages.append((topic, key, value))
+        return FakeFuture(True)
+
+    def flush(self, timeout=None):
+        pass
+
+    def close(self, timeout=None):
+        pass
+
+
+class FakeBroker:
+    def __init__(self, up=True):
+        self.up = up
+        self.messages = []
+
+    def factory(self, servers, **config):
+        return FakeProducer(self)
+
+
+def event(i):
+    return run_event(f"e{i}", 1.0, "agent-a", "llm", "success", 1.0, 1, 0.0)
+
+
+def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_events_are_produced_with_agent_key():
+    broker = FakeBroker()
+    sink = KafkaSink("k:9092", topic="t", producer_factory=broker.factory)
+    try:
+        for i in range(10):
+            assert sink.publish(event(i))
+        assert wait_for(lambda: len(broker.messages) == 10)
+        topic, key, value = broker.messages[0]
+        assert (topic, key) == ("t", b"agent-a") and decode_event(value)["event_id"] == "e0"
+        assert wait_for(lambda: sink.stats()["delivered"] == 10)
+        assert sink.connected
+    finally:
+        sink.close()
+
+
+def test_broker_down_keeps_events_then_delivers_them_all():
+    broker = FakeBroker(up=False)
+    sink = KafkaSink("k:9092", producer_factory=broker.factory, retry_backoff_seconds=0.02)
+    try:
+        for i in range(50):
+            sink.publish(event(i))
+        assert wait_for(lambda: sink.stats()["send_errors"] > 0)
+        assert not sink.connected and "metadata" in sink.last_error
+        assert sink.stats()["pending"] == 50
+        broker.up = True
+        assert wait_for(lambda: sink.stats()["delivered"] == 50)
+        ids = [decode_event(v)["event_id"] for _, _, v in broker.messages]
+        assert ids == [f"e{i}" for i in range(50)]  # order kept across the retry
+    finally:
+        sink.close()
+
+
+def test_overflow_is_counted_as_dropped_and_publish_never_blocks():
+    gate = threading.Event()
+
+    class Stuck(FakeBroker):
+        def factory(self, servers, **config):
+            gate.wait(5)  # the producer cannot even be created
+            return super().factory(servers, **config)
+
+    sink = KafkaSink("k:9092", max_pending=5, producer_factory=Stuck().factory)
+    try:
+        start = time.perf_counter()
+        results = [sink.publish(event(i)) for i in range(8)]
+        elapsed = time.perf_counter() - start
+        assert results.count(False) >= 3
+        assert sink.stats()["dropped"] >= 3
+        assert elapsed < 1.0  # generous: the point is that it did not wait for Kafka
+    finally:
+        gate.set()
+        sink.close()
+
+
+@pytest.mark.parametrize(("servers", "pending"), [("", 10), ("k:9092", 0)])
+def test_constructor_validation(servers, pending):
+    with pytest.raises(ValueError):
+        KafkaSink(servers, max_pending=pending, producer_factory=FakeBroker().factory)

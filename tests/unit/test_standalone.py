@@ -1,0 +1,81 @@
+"""StandaloneExporter logic with a fake consumer (the real broker is in tests/integration)."""
+
+import time
+from types import SimpleNamespace
+
+from prometheus_client import CollectorRegistry
+
+from exporter.events import accuracy_event, encode_event, run_event
+from exporter.standalone import EventDeduplicator, StandaloneExporter
+
+
+def test_handle_applies_dedups_and_counts_invalid():
+    registry = CollectorRegistry()
+    exp = StandaloneExporter("k:9092", registry=registry)
+    run = encode_event(run_event("e1", 1.0, "a", "llm", "error", 2500.0, 7, 0.5))
+    acc = encode_event(accuracy_event("e2", 1.0, "a", "llm", "t", 0.8, "human"))
+    assert exp.handle(run) == "applied"
+    assert exp.handle(run) == "duplicate"
+    assert exp.handle(acc) == "applied"
+    assert exp.handle(b"{oops") == "invalid"
+    assert exp.handle(b'{"schema": 9}') == "invalid"
+    get = registry.get_sample_value
+    assert get("agent_runs_total", {"agent": "a", "agent_type": "llm", "status": "error"}) == 1
+    assert get("agent_run_duration_seconds_sum", {"agent": "a", "agent_type": "llm"}) == 2.5
+    assert get("agent_tokens_total", {"agent": "a"}) == 7
+    assert get("agent_prediction_accuracy_sum", {"agent": "a"}) == 0.8
+    assert get("autoretrain_exporter_events_total", {"result": "applied"}) == 2
+    assert get("autoretrain_exporter_events_total", {"result": "duplicate"}) == 1
+    assert get("autoretrain_exporter_events_total", {"result": "invalid"}) == 2
+    assert get("autoretrain_exporter_invalid_events_total", {"fault": "not_json"}) == 1
+    assert get("autoretrain_exporter_invalid_events_total", {"fault": "schema"}) == 1
+
+
+def test_deduplicator_is_bounded():
+    d = EventDeduplicator(size=2)
+    assert [d.seen(x) for x in ("a", "b", "a", "c", "a")] == [False, False, True, False, False]
+
+
+def test_run_loop_reconnects_and_reports_readiness():
+    attempts = []
+
+    class Consumer:
+        def __init__(self):
+            self.polls = 0
+
+        def poll(self, timeout_ms, max_records):
+            self.polls += 1
+            value = encode_event(
+                run_event(f"e{self.polls}", 1.0, "a", "llm", "success", 1.0, 0, 0.0)
+            )
+            return {"tp": [SimpleNamespace(value=value)]}
+
+        def assignment(self):
+            return {SimpleNamespace(partition=0)}
+
+        def close(self):
+            pass
+
+    def factory(servers, topic, group):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("broker down")
+        return Consumer()
+
+    registry = CollectorRegistry()
+    exp = StandaloneExporter("k:9092", registry=registry, consumer_factory=factory)
+    assert exp.ready() == (False, "Kafka not reachable: not started")
+    exp.start()
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not exp.connected:
+            time.sleep(0.01)
+        assert exp.connected and exp.ready()[0]
+        assert len(attempts) == 2
+        assert exp.partitions == [0]
+        assert registry.get_sample_value("autoretrain_exporter_kafka_connected") == 1
+    finally:
+        exp.stop()
+    assert (
+        registry.get_sample_value("autoretrain_exporter_events_total", {"result": "applied"}) >= 1
+    )
