@@ -51,7 +51,7 @@ def test_run_loop_reconnects_and_reports_readiness():
             return {"tp": [SimpleNamespace(value=value)]}
 
         def assignment(self):
-            return {SimpleNamespace(partition=0)}
+            return [SimpleNamespace(partition=0)]
 
         def close(self):
             pass

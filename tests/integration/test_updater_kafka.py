@@ -1,0 +1,163 @@
+"""The updater against a real Kafka broker: exactly-once learning across restarts."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from exporter.events import EventIdFactory, encode_event, run_event
+from webhook import RealTimeModelUpdater
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        time.sleep(0.02)
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes] | None = None
+            ) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    try:
+        for i, value in enumerate(values):
+            producer.send(topic, value=value, key=None if keys is None else keys[i])
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+
+
+def events(n: int, ids: EventIdFactory, seed: int) -> tuple[list[bytes], list[bytes]]:
+    rng = np.random.default_rng(seed)
+    values, keys = [], []
+    for i in range(n):
+        agent = f"agent-{rng.integers(5)}"
+        event = run_event(ids(), 1_000.0 + i, agent, "llm",
+                          "success" if rng.random() < 0.7 else "failure", 50.0, 10, 0.001,
+                          task_type=f"task-{rng.integers(3)}")
+        values.append(encode_event(event))
+        keys.append(agent.encode())
+    return values, keys
+
+
+def updater(bootstrap: str, topic: str, group: str, path: Path, **kwargs: Any
+            ) -> RealTimeModelUpdater:
+    kwargs.setdefault("batch_size", 500)
+    kwargs.setdefault("batch_timeout_seconds", 0.2)
+    return RealTimeModelUpdater(kafka_servers=bootstrap, kafka_topic=topic,
+                                consumer_group=group, model_storage_path=str(path),
+                                seed=0, **kwargs)
+
+
+def committed(bootstrap: str, topic: str, group: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                             enable_auto_commit=False)
+    try:
+        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in (0, 1))
+    finally:
+        consumer.close()
+
+
+def test_ten_thousand_events_applied_once(kafka_server, kafka_topic: str, tmp_path: Path
+                                          ) -> None:
+    bootstrap, group = kafka_server.bootstrap, f"g-{uuid.uuid4().hex[:8]}"
+    values, keys = events(10_000, EventIdFactory(), seed=1)
+    produce(bootstrap, kafka_topic, values, keys)
+    u = updater(bootstrap, kafka_topic, group, tmp_path)
+    u.start()
+    try:
+        wait_until(lambda: u.get_metrics()["events_applied"] >= 10_000)
+        wait_until(lambda: u.get_metrics()["consumer_lag"] == 0)
+    finally:
+        u.stop()
+    m = u.get_metrics()
+    assert m["events_applied"] == 10_000 and m["events_seen"] == 10_000
+    assert m["duplicates"] == 0 and m["invalid"] == 0
+    assert sum(m["kafka_offsets"].values()) == 10_000
+    assert committed(bootstrap, kafka_topic, group) == 10_000
+    assert u.registry.get_sample_value("model_updater_events_total",
+                                       {"result": "applied"}) == 10_000
+
+
+def test_graceful_restart_mid_stream(kafka_server, kafka_topic: str, tmp_path: Path) -> None:
+    bootstrap, group = kafka_server.bootstrap, f"g-{uuid.uuid4().hex[:8]}"
+    ids = EventIdFactory()
+    first, first_keys = events(5_000, ids, seed=2)
+    produce(bootstrap, kafka_topic, first, first_keys)
+    u = updater(bootstrap, kafka_topic, group, tmp_path)
+    u.start()
+    wait_until(lambda: u.get_metrics()["events_applied"] >= 1_000)
+    u.stop()  # mid-stream or not: stop applies, saves, commits
+    applied_before = u.get_metrics()["events_seen"]
+    second, second_keys = events(5_000, ids, seed=3)
+    produce(bootstrap, kafka_topic, second, second_keys)
+    again = updater(bootstrap, kafka_topic, group, tmp_path)
+    again.start()
+    try:
+        assert again.get_metrics()["model_loaded"]
+        wait_until(lambda: again.get_metrics()["events_seen"] >= 10_000)
+        wait_until(lambda: again.get_metrics()["consumer_lag"] == 0)
+    finally:
+        again.stop()
+    assert applied_before >= 1_000
+    assert again.get_metrics()["events_seen"] == 10_000
+    assert again.get_metrics()["events_applied"] == 10_000 - applied_before
+
+
+def test_crash_restart_reapplies_only_unsaved_events(kafka_server, kafka_topic: str,
+                                                     tmp_path: Path) -> None:
+    bootstrap, group = kafka_server.bootstrap, f"g-{uuid.uuid4().hex[:8]}"
+    values, keys = events(10_000, EventIdFactory(), seed=4)
+    produce(bootstrap, kafka_topic, values[:6_000], keys[:6_000])
+    u = updater(bootstrap, kafka_topic, group, tmp_path, save_interval_seconds=0.05,
+                batch_size=200)
+    u.start()
+    wait_until(lambda: u.get_metrics()["saves"] >= 2 and u.get_metrics()["model_version"] > 0)
+    # Crash: the thread stops and the consumer goes away without a final save
+    # or commit; events applied after the last save exist only in memory.
+    u._stop_event.set()
+    assert u._thread is not None
+    u._thread.join(10)
+    assert u._source is not None
+    u._source.consumer.close(autocommit=False)
+    produce(bootstrap, kafka_topic, values[6_000:], keys[6_000:])
+    again = updater(bootstrap, kafka_topic, group, tmp_path)
+    again.start()
+    try:
+        wait_until(lambda: again.get_metrics()["events_seen"] >= 10_000)
+        wait_until(lambda: again.get_metrics()["consumer_lag"] == 0)
+    finally:
+        again.stop()
+    assert again.get_metrics()["events_seen"] == 10_000
+
+
+def test_malformed_messages_are_skipped_and_counted(kafka_server, kafka_topic: str,
+                                                    tmp_path: Path) -> None:
+    bootstrap, group = kafka_server.bootstrap, f"g-{uuid.uuid4().hex[:8]}"
+    good, _ = events(300, EventIdFactory(), seed=5)
+    wrong_type = good[0].replace(b'"duration_ms":50.0', b'"duration_ms":"fast"')
+    wrong_type = wrong_type.replace(b'"event_id":"', b'"event_id":"x')
+    missing = b'{"schema":1,"event_id":"m1","kind":"run","timestamp":1}'
+    mixed = [*good[:100], b"not json", wrong_type, missing, b"[1,2]", *good[100:],
+             b"\xff\xfe", b"{}"]
+    # One partition, so the bad messages sit in front of good ones.
+    produce(bootstrap, kafka_topic, mixed, [b"same-key"] * len(mixed))
+    u = updater(bootstrap, kafka_topic, group, tmp_path)
+    u.start()
+    try:
+        wait_until(lambda: u.get_metrics()["events_consumed"] >= len(mixed))
+    finally:
+        u.stop()
+    m = u.get_metrics()
+    assert m["events_applied"] == 300 and m["invalid"] == 6
+    assert m["invalid_by_fault"] == {"not_json": 2, "field:duration_ms": 1,
+                                     "field:agent_name": 1, "not_object": 1, "schema": 1}
+    assert u.registry.get_sample_value("model_updater_events_total",
+                                       {"result": "invalid"}) == 6

@@ -1,0 +1,198 @@
+"""Columnar batches of validated outcome events.
+
+A batch names its task types and agents once (``task_names``,
+``agent_names``) and refers to them by small integer codes, so a batch does
+not depend on any model's row order: every model maps the names to its own
+rows when it is fed the batch. Contexts are reduced to stable 64-bit hashes
+of ``key=value`` (only the gradient strategy reads them).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BatchBuilder", "EventBatch", "context_hash", "stable_hash"]
+
+# 0 marks "no context feature" in the padded context matrix.
+_NO_FEATURE = 0
+
+
+def stable_hash(text: str) -> int:
+    """A hash of ``text`` that is the same in every process (unlike ``hash()``).
+
+    Saved gradient weights are addressed by these hashes, so they must not
+    depend on Python's per-process string-hash salt.
+    """
+    data = text.encode()
+    # Two CRCs with different seeds give 64 bits; never 0 (0 means "none").
+    return ((zlib.crc32(data) << 32) | zlib.crc32(data, 0x5BD1E995)) or 1
+
+
+def context_hash(key: str, value: Any) -> int:
+    """Stable hash of one context feature ``key=value``."""
+    return stable_hash(f"{key}={type(value).__name__}:{value}")
+
+
+@dataclass(frozen=True, eq=False)
+class EventBatch:
+    """Validated events as columns, oldest first.
+
+    Attributes
+    ----------
+    task_names, agent_names
+        The distinct names, in order of first appearance in the batch.
+    task, agent
+        ``intp`` codes into ``task_names`` / ``agent_names``.
+    is_run
+        True for a run event (``value`` is 1.0 for success, else 0.0); False
+        for an accuracy event (``value`` is the accuracy in 0..1).
+    value, timestamp
+        ``float64``.
+    context
+        ``uint64`` matrix ``[n, c]`` of context-feature hashes, 0 = none.
+    """
+
+    task_names: tuple[str, ...]
+    agent_names: tuple[str, ...]
+    task: np.ndarray
+    agent: np.ndarray
+    is_run: np.ndarray
+    value: np.ndarray
+    timestamp: np.ndarray
+    context: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.task.shape[0])
+
+    @classmethod
+    def empty(cls) -> EventBatch:
+        """A batch with no events."""
+        return BatchBuilder().build()
+
+    @classmethod
+    def from_events(cls, events: Iterable[dict[str, Any]]) -> EventBatch:
+        """Build a batch from events already checked by ``validate_event``."""
+        builder = BatchBuilder()
+        for event in events:
+            builder.add(event)
+        return builder.build()
+
+    def take(self, index: np.ndarray | slice) -> EventBatch:
+        """The events at ``index`` (names are kept, codes unchanged)."""
+        return EventBatch(
+            self.task_names,
+            self.agent_names,
+            self.task[index],
+            self.agent[index],
+            self.is_run[index],
+            self.value[index],
+            self.timestamp[index],
+            self.context[index],
+        )
+
+    @staticmethod
+    def concat(batches: Sequence[EventBatch]) -> EventBatch:
+        """One batch holding ``batches`` in order (codes remapped to merged names)."""
+        batches = [b for b in batches if len(b)]
+        if not batches:
+            return EventBatch.empty()
+        if len(batches) == 1:
+            return batches[0]
+        task_map: dict[str, int] = {}
+        agent_map: dict[str, int] = {}
+        tasks, agents = [], []
+        for b in batches:
+            t_lookup = np.array(
+                [task_map.setdefault(n, len(task_map)) for n in b.task_names], dtype=np.intp
+            )
+            a_lookup = np.array(
+                [agent_map.setdefault(n, len(agent_map)) for n in b.agent_names], dtype=np.intp
+            )
+            tasks.append(t_lookup[b.task])
+            agents.append(a_lookup[b.agent])
+        width = max(b.context.shape[1] for b in batches)
+        contexts = [
+            b.context
+            if b.context.shape[1] == width
+            else np.pad(b.context, ((0, 0), (0, width - b.context.shape[1])))
+            for b in batches
+        ]
+        return EventBatch(
+            tuple(task_map),
+            tuple(agent_map),
+            np.concatenate(tasks),
+            np.concatenate(agents),
+            np.concatenate([b.is_run for b in batches]),
+            np.concatenate([b.value for b in batches]),
+            np.concatenate([b.timestamp for b in batches]),
+            np.concatenate(contexts),
+        )
+
+
+class BatchBuilder:
+    """Accumulates validated events, then :meth:`build` makes an :class:`EventBatch`.
+
+    ``add`` is the per-event hot path: a handful of dict lookups and list
+    appends; all arithmetic happens once, vectorised, in the model.
+    """
+
+    def __init__(self) -> None:
+        self._task_map: dict[str, int] = {}
+        self._agent_map: dict[str, int] = {}
+        self._task: list[int] = []
+        self._agent: list[int] = []
+        self._is_run: list[bool] = []
+        self._value: list[float] = []
+        self._timestamp: list[float] = []
+        self._contexts: dict[int, list[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._task)
+
+    def add(self, event: dict[str, Any]) -> None:
+        """Append one validated event."""
+        task_map = self._task_map
+        name = event["task_type"]
+        code = task_map.get(name)
+        if code is None:
+            code = task_map[name] = len(task_map)
+        self._task.append(code)
+        agent_map = self._agent_map
+        name = event["agent_name"]
+        code = agent_map.get(name)
+        if code is None:
+            code = agent_map[name] = len(agent_map)
+        self._agent.append(code)
+        if event["kind"] == "run":
+            self._is_run.append(True)
+            self._value.append(1.0 if event["status"] == "success" else 0.0)
+        else:
+            self._is_run.append(False)
+            self._value.append(float(event["accuracy"]))
+        self._timestamp.append(event["timestamp"])
+        context = event.get("context")
+        if context:
+            self._contexts[len(self._task) - 1] = [context_hash(k, v) for k, v in context.items()]
+
+    def build(self) -> EventBatch:
+        """The batch of everything added so far."""
+        n = len(self._task)
+        width = max((len(v) for v in self._contexts.values()), default=0)
+        context = np.zeros((n, width), dtype=np.uint64)
+        for row, hashes in self._contexts.items():
+            context[row, : len(hashes)] = hashes
+        return EventBatch(
+            tuple(self._task_map),
+            tuple(self._agent_map),
+            np.array(self._task, dtype=np.intp),
+            np.array(self._agent, dtype=np.intp),
+            np.array(self._is_run, dtype=bool),
+            np.array(self._value, dtype=np.float64),
+            np.array(self._timestamp, dtype=np.float64),
+            context,
+        )

@@ -1,0 +1,83 @@
+"""Prometheus metrics of the model updater (names as in DESIGN.md)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["EVENT_RESULTS", "MODEL_TYPES", "RETRAIN_RESULTS", "RETRAIN_TYPES", "UpdaterMetrics"]
+
+MODEL_TYPES = ("agent_selection",)
+RETRAIN_TYPES = ("incremental", "full")
+RETRAIN_RESULTS = ("promoted", "rejected", "failed", "skipped")
+EVENT_RESULTS = ("applied", "duplicate", "invalid")
+#: ``model_type`` label of a request for a model type that does not exist
+#: (the requested value is not used: labels stay bounded).
+INVALID_MODEL_TYPE = "invalid"
+
+
+class UpdaterMetrics:
+    """The updater's metrics, registered in ``registry``.
+
+    Every label combination is created up front so that a counter reads 0,
+    not "absent", before its first increment.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.retrains = Counter(
+            "model_retrains",
+            "Retrain requests by model type, retrain type and result "
+            "(promoted | rejected | failed | skipped).",
+            ["model_type", "retrain_type", "result"],
+            registry=registry,
+        )
+        self.retrain_duration = Histogram(
+            "model_retrain_duration_seconds",
+            "Wall time of a retrain, candidate building and scoring included.",
+            ["retrain_type"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
+        )
+        self.retrain_events = Gauge(
+            "model_retrain_events_processed",
+            "Buffered events the last retrain processed.",
+            registry=registry,
+        )
+        self.version = Gauge(
+            "model_version",
+            "Store version of the serving model (0 before the first save or load).",
+            registry=registry,
+        )
+        self.last_retrain = Gauge(
+            "model_last_retrain_timestamp_seconds",
+            "Unix time of the last retrain that promoted a model.",
+            registry=registry,
+        )
+        self.events = Counter(
+            "model_updater_events",
+            "Outcome events taken by the updater, by result (applied | duplicate | invalid).",
+            ["result"],
+            registry=registry,
+        )
+        self.buffer = Gauge(
+            "model_updater_buffer_events",
+            "Recent events held in the retraining buffer.",
+            registry=registry,
+        )
+        self.errors = Counter(
+            "model_updater_errors",
+            "Unexpected errors caught by the updater's consumer loop.",
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "model_updater_consumer_lag_events",
+            "Events in Kafka not yet consumed by the updater (NaN when unknown).",
+            registry=registry,
+        )
+        self.lag.set(float("nan"))
+        for model_type in MODEL_TYPES:
+            for retrain_type in RETRAIN_TYPES:
+                self.retrain_duration.labels(retrain_type)
+                for result in RETRAIN_RESULTS:
+                    self.retrains.labels(model_type, retrain_type, result)
+        for result in EVENT_RESULTS:
+            self.events.labels(result)

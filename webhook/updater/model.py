@@ -1,0 +1,405 @@
+"""The agent-selection model: which agent should get a task of a given type.
+
+For every (task type, agent) pair the model estimates, with uncertainty,
+
+* the success probability of a run: ``Beta(alpha, beta)``. For the counting
+  strategies the prior of a pair is centred on its agent's success rate over
+  all task types, ``mu = (1 + S) / (2 + N)`` (aggregate counts), worth
+  :data:`PAIR_PRIOR_STRENGTH` = 2 runs: ``alpha = 2 mu + s``,
+  ``beta = 2 (1 - mu) + n - s``; so an agent never given this task type
+  ranks by its record elsewhere, not by a blind 0.5 (an agent never seen at
+  all has ``mu = 0.5``, the uniform prior). The aggregate row itself has the
+  uniform prior ``Beta(1 + S, 1 + N - S)``. For GRADIENT the mean is the
+  logistic model's ``p`` and the concentration the pair's run count:
+  ``alpha = p (n + 2)``, ``beta = (1 - p)(n + 2)``;
+* the accuracy against real outcomes: a Normal posterior of the mean with a
+  prior of :data:`ACCURACY_PRIOR_MEAN` = 1.0 worth
+  :data:`ACCURACY_PRIOR_STRENGTH` = 1 observation, i.e.
+  ``acc = (a + 1) / (m + 1)``; GRADIENT shrinks its accuracy head's
+  prediction ``q`` the same way: ``acc = (m q + 1) / (m + 1)``.
+
+The expected reward that ranks agents is ``E[success] * E[accuracy]``. The
+accuracy prior of 1.0 makes a pair without accuracy records rank by its
+success rate alone (the multiplier is 1) and lets accuracy records pull it
+down smoothly as they accumulate, instead of a jump at the first record;
+the slight optimism for pairs without records favours trying them.
+
+An unknown task type (or ``None``) ranks by the aggregate over all task
+types. Rankings are cached per model state, so a repeated
+:meth:`AgentSelectionModel.predict_best_agent` is a dict lookup and a slice.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .batch import EventBatch, context_hash, stable_hash
+from .strategies import GradientRule, Observations, Rule, UpdateStrategy, make_rule
+
+__all__ = [
+    "ACCURACY_PRIOR_MEAN",
+    "ACCURACY_PRIOR_STRENGTH",
+    "PAIR_PRIOR_STRENGTH",
+    "AgentSelectionModel",
+    "Posterior",
+]
+
+log = logging.getLogger(__name__)
+
+PAIR_PRIOR_STRENGTH = 2.0
+ACCURACY_PRIOR_MEAN = 1.0
+ACCURACY_PRIOR_STRENGTH = 1.0
+#: Prior variance of single accuracy records (sets the width of the accuracy
+#: posterior before records arrive).
+ACCURACY_PRIOR_VARIANCE = 0.05
+
+
+@dataclass(frozen=True, eq=False)
+class Posterior:
+    """Per pair (``[n_tasks + 1, n_agents]``, last row the aggregate)."""
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    success: np.ndarray
+    accuracy: np.ndarray
+    accuracy_sd: np.ndarray
+    reward: np.ndarray
+    accuracy_n: np.ndarray
+
+
+def _shrink_accuracy(acc_n: np.ndarray, acc_mean: np.ndarray) -> np.ndarray:
+    return (acc_n * acc_mean + ACCURACY_PRIOR_STRENGTH * ACCURACY_PRIOR_MEAN) / (
+        acc_n + ACCURACY_PRIOR_STRENGTH)
+
+
+def _posterior(runs: np.ndarray, success: np.ndarray, acc_n: np.ndarray, acc_mean: np.ndarray,
+               acc_var: np.ndarray, model_based: bool) -> Posterior:
+    if model_based:
+        alpha = success * (runs + 2.0)
+        beta = (1.0 - success) * (runs + 2.0)
+    else:
+        successes = runs * success
+        agg_alpha = 1.0 + successes[-1]
+        mu = agg_alpha / (agg_alpha + 1.0 + runs[-1] - successes[-1])
+        prior_alpha = np.vstack([np.broadcast_to(PAIR_PRIOR_STRENGTH * mu, runs[:-1].shape),
+                                 np.ones((1, runs.shape[1]))])
+        prior_beta = np.vstack([np.broadcast_to(PAIR_PRIOR_STRENGTH * (1.0 - mu), runs[:-1].shape),
+                                np.ones((1, runs.shape[1]))])
+        alpha = prior_alpha + successes
+        beta = prior_beta + runs - successes
+    k = acc_n + ACCURACY_PRIOR_STRENGTH
+    m0 = ACCURACY_PRIOR_MEAN
+    accuracy = _shrink_accuracy(acc_n, acc_mean)
+    second = (acc_n * (acc_var + acc_mean**2)
+              + ACCURACY_PRIOR_STRENGTH * (m0**2 + ACCURACY_PRIOR_VARIANCE)) / k
+    spread = np.maximum(second - accuracy**2, 1e-9)
+    mean_success = alpha / (alpha + beta)
+    return Posterior(alpha, beta, mean_success, accuracy, np.sqrt(spread / k),
+                     mean_success * accuracy, acc_n)
+
+
+class AgentSelectionModel:
+    """Per (task type, agent) reward estimates under one update strategy.
+
+    Parameters
+    ----------
+    strategy
+        An :class:`~.strategies.UpdateStrategy`.
+    half_life_seconds
+        EXPONENTIAL: evidence loses half its weight per this many seconds of
+        event time.
+    window_size
+        MOVING_AVERAGE: observations per pair and kind in the window.
+    learning_rate
+        GRADIENT: SGD step size.
+    hash_bits
+        GRADIENT: ``2**hash_bits`` hashed feature weights per head.
+    seed
+        Seed of the generator used by ``explore=True``.
+
+    Examples
+    --------
+    >>> from exporter.events import run_event
+    >>> model = AgentSelectionModel(UpdateStrategy.BAYESIAN, seed=0)
+    >>> events = [run_event(str(i), float(i), "a" if i % 2 else "b", "llm",
+    ...                     "success" if i % 2 else "failure", 1.0, 0, 0.0)
+    ...           for i in range(4)]
+    >>> model.update(EventBatch.from_events(events))
+    >>> model.predict_best_agent("default")
+    [('a', 0.875), ('b', 0.125)]
+    """
+
+    def __init__(
+        self,
+        strategy: UpdateStrategy = UpdateStrategy.EXPONENTIAL,
+        *,
+        half_life_seconds: float = 3600.0,
+        window_size: int = 100,
+        learning_rate: float = 0.1,
+        hash_bits: int = 16,
+        seed: int | None = None,
+    ) -> None:
+        strategy = UpdateStrategy(strategy)
+        if not half_life_seconds > 0:
+            raise ValueError(f"half_life_seconds must be > 0, got {half_life_seconds!r}")
+        if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
+            raise ValueError(f"window_size must be an integer >= 1, got {window_size!r}")
+        if not 0 < learning_rate <= 10:
+            raise ValueError(f"learning_rate must be in (0, 10], got {learning_rate!r}")
+        if not isinstance(hash_bits, int) or not 8 <= hash_bits <= 24:
+            raise ValueError(f"hash_bits must be an integer in [8, 24], got {hash_bits!r}")
+        self.strategy = strategy
+        self.half_life_seconds = float(half_life_seconds)
+        self.window_size = window_size
+        self.learning_rate = float(learning_rate)
+        self.hash_bits = hash_bits
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.task_types: list[str] = []
+        self.agents: list[str] = []
+        self._task_row: dict[str, int] = {}
+        self._agent_col: dict[str, int] = {}
+        self._task_hash = np.zeros(0, dtype=np.uint64)
+        self._agent_hash = np.zeros(0, dtype=np.uint64)
+        self._rule: Rule = make_rule(
+            self.strategy,
+            half_life_seconds=self.half_life_seconds,
+            window_size=self.window_size,
+            learning_rate=self.learning_rate,
+            hash_bits=self.hash_bits,
+        )
+        self.events_seen = 0
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        self._post: Posterior | None = None
+        self._rankings: dict[int, list[tuple[str, float]]] = {}
+
+    # -- configuration -----------------------------------------------------
+    def hyperparameters(self) -> dict[str, Any]:
+        """Constructor arguments (except ``seed``) that define this model."""
+        return {
+            "half_life_seconds": self.half_life_seconds,
+            "window_size": self.window_size,
+            "learning_rate": self.learning_rate,
+            "hash_bits": self.hash_bits,
+        }
+
+    def fresh(self) -> AgentSelectionModel:
+        """An empty model with the same strategy, hyperparameters and seed."""
+        return AgentSelectionModel(self.strategy, seed=self.seed, **self.hyperparameters())
+
+    def copy(self) -> AgentSelectionModel:
+        """An independent copy (the explore generator's state included)."""
+        clone = object.__new__(AgentSelectionModel)
+        clone.__dict__.update(self.__dict__)
+        clone.task_types = list(self.task_types)
+        clone.agents = list(self.agents)
+        clone._task_row = dict(self._task_row)
+        clone._agent_col = dict(self._agent_col)
+        clone._rule = self._rule.copy()
+        clone._rng = copy.deepcopy(self._rng)
+        clone._invalidate()
+        return clone
+
+    # -- learning -----------------------------------------------------------
+    def _index(self, names: tuple[str, ...], table: dict[str, int], order: list[str],
+                grow: bool) -> np.ndarray:
+        out = np.empty(len(names), dtype=np.intp)
+        for i, name in enumerate(names):
+            pos = table.get(name)
+            if pos is None:
+                if not grow:
+                    out[i] = -1
+                    continue
+                pos = table[name] = len(order)
+                order.append(name)
+            out[i] = pos
+        return out
+
+    def _observations(self, batch: EventBatch, weight: np.ndarray | None,
+                      grow: bool) -> Observations:
+        n_tasks, n_agents = len(self.task_types), len(self.agents)
+        task_lookup = self._index(batch.task_names, self._task_row, self.task_types, grow)
+        agent_lookup = self._index(batch.agent_names, self._agent_col, self.agents, grow)
+        if len(self.task_types) > n_tasks:
+            new = [stable_hash(n) for n in self.task_types[n_tasks:]]
+            self._task_hash = np.concatenate([self._task_hash, np.array(new, dtype=np.uint64)])
+        if len(self.agents) > n_agents:
+            new = [stable_hash(n) for n in self.agents[n_agents:]]
+            self._agent_hash = np.concatenate([self._agent_hash, np.array(new, dtype=np.uint64)])
+        self._rule.resize(len(self.task_types), len(self.agents))
+        task_hash = np.array([stable_hash(n) for n in batch.task_names], dtype=np.uint64)
+        agent_hash = np.array([stable_hash(n) for n in batch.agent_names], dtype=np.uint64)
+        return Observations(
+            rows=task_lookup[batch.task],
+            cols=agent_lookup[batch.agent],
+            is_run=batch.is_run,
+            value=batch.value,
+            timestamp=batch.timestamp,
+            weight=np.ones(len(batch)) if weight is None else np.asarray(weight, dtype=float),
+            task_hash=task_hash[batch.task],
+            agent_hash=agent_hash[batch.agent],
+            context=batch.context,
+        )
+
+    def update(self, batch: EventBatch, weight: np.ndarray | None = None) -> None:
+        """Learn from ``batch`` (oldest first), each event with weight 1 or ``weight``."""
+        if not len(batch):
+            return
+        self._rule.update(self._observations(batch, weight, grow=True))
+        self.events_seen += len(batch)
+        self._invalidate()
+
+    def reweight(self, batch: EventBatch, current_weight: np.ndarray, new_weight: np.ndarray,
+                 discount: float) -> None:
+        """Give the newest events ``batch`` (already learnt with ``current_weight``)
+        ``new_weight`` and multiply all older evidence by ``discount``."""
+        if not 0.0 <= discount <= 1.0:
+            raise ValueError(f"discount must be in [0, 1], got {discount!r}")
+        self._rule.reweight(self._observations(batch, current_weight, grow=True),
+                            np.asarray(new_weight, dtype=float), discount)
+        self._invalidate()
+
+    # -- estimates ------------------------------------------------------------
+    def posterior(self) -> Posterior:
+        """Posteriors of all pairs (cached until the next update)."""
+        if self._post is None:
+            n_tasks, n_agents = len(self.task_types), len(self.agents)
+            ev = self._rule.evidence(n_tasks, n_agents, self._task_hash, self._agent_hash)
+            self._post = _posterior(ev.runs, ev.success, ev.acc_n, ev.acc_mean, ev.acc_var,
+                                    isinstance(self._rule, GradientRule))
+        return self._post
+
+    def event_means(self, batch: EventBatch) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted (success probability, accuracy) for each event's pair.
+
+        Names this model has not seen get the prior (success 0.5, accuracy
+        1.0); an unknown task type uses the aggregate row.
+        """
+        obs = self._observations(batch, None, grow=False)
+        post = self.posterior()
+        rows = np.where(obs.rows < 0, len(self.task_types), obs.rows)
+        known = obs.cols >= 0
+        cols = np.where(known, obs.cols, 0)
+        if not self.agents:
+            n = len(batch)
+            return np.full(n, 0.5), np.full(n, ACCURACY_PRIOR_MEAN)
+        success = np.where(known, post.success[rows, cols], 0.5)
+        accuracy = np.where(known, post.accuracy[rows, cols], ACCURACY_PRIOR_MEAN)
+        means = self._rule.event_means(obs)
+        if means is not None:  # GRADIENT: the logistic heads know the context
+            acc_n = np.where(known, post.accuracy_n[rows, cols], 0.0)
+            success, accuracy = means[0], _shrink_accuracy(acc_n, means[1])
+        return success, accuracy
+
+    def _row(self, task_type: str | None) -> int:
+        if task_type is None:
+            return len(self.task_types)
+        return self._task_row.get(task_type, len(self.task_types))
+
+    def predict_best_agent(
+        self,
+        task_type: str | None = None,
+        context: dict[str, Any] | None = None,
+        top_k: int = 3,
+        explore: bool = False,
+    ) -> list[tuple[str, float]]:
+        """The ``top_k`` agents for ``task_type`` with their expected reward.
+
+        Parameters
+        ----------
+        task_type
+            None or an unknown type ranks by the aggregate over task types.
+        context
+            Used by GRADIENT only (hashed ``key=value`` features).
+        top_k
+            How many agents to return (at most the number known).
+        explore
+            Thompson sampling: rank by a draw from each posterior instead
+            of its mean, so uncertain agents get tried.
+
+        Returns
+        -------
+        list of (agent, score), best first; score is the expected (or the
+        sampled) ``success * accuracy``.
+        """
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+        if not self.agents:
+            return []
+        row = self._row(task_type)
+        use_context = bool(context) and isinstance(self._rule, GradientRule)
+        if not explore and not use_context:
+            ranking = self._rankings.get(row)
+            if ranking is None:
+                reward = self.posterior().reward[row]
+                order = np.argsort(-reward, kind="stable")
+                ranking = [(self.agents[i], float(reward[i])) for i in order]
+                self._rankings[row] = ranking
+            return ranking[:top_k]
+        post = self.posterior()
+        alpha, beta = post.alpha[row], post.beta[row]
+        accuracy, accuracy_sd = post.accuracy[row], post.accuracy_sd[row]
+        if use_context:
+            assert context is not None and isinstance(self._rule, GradientRule)
+            ctx = np.array([context_hash(k, v) for k, v in context.items()], dtype=np.uint64)
+            known = row < len(self.task_types)
+            success, head_accuracy = self._rule.context_means(
+                int(self._task_hash[row]) if known else None, self._agent_hash, ctx)
+            accuracy = _shrink_accuracy(post.accuracy_n[row], head_accuracy)
+            concentration = alpha + beta
+            alpha, beta = success * concentration, (1.0 - success) * concentration
+        if explore:
+            success = self._rng.beta(alpha, beta)
+            accuracy = np.clip(self._rng.normal(accuracy, accuracy_sd), 0.0, 1.0)
+        else:
+            success = alpha / (alpha + beta)
+        score = success * accuracy
+        order = np.argsort(-score, kind="stable")[:top_k]
+        return [(self.agents[i], float(score[i])) for i in order]
+
+    # -- persistence --------------------------------------------------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The learnt state as named arrays (no object arrays: loadable without pickle)."""
+        return self._rule.arrays(len(self.task_types), len(self.agents))
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON-ready description: strategy, hyperparameters, names, events seen."""
+        return {
+            "strategy": self.strategy.value,
+            "hyperparameters": self.hyperparameters(),
+            "task_types": list(self.task_types),
+            "agents": list(self.agents),
+            "events_seen": self.events_seen,
+        }
+
+    def load(self, arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
+        """Replace the state with a saved one; ValueError when it does not fit."""
+        if metadata.get("strategy") != self.strategy.value:
+            raise ValueError(
+                f"saved strategy {metadata.get('strategy')!r} is not {self.strategy.value!r}"
+            )
+        task_types = [str(n) for n in metadata["task_types"]]
+        agents = [str(n) for n in metadata["agents"]]
+        rule = make_rule(self.strategy, half_life_seconds=self.half_life_seconds,
+                         window_size=self.window_size, learning_rate=self.learning_rate,
+                         hash_bits=self.hash_bits)
+        rule.load_arrays(arrays, len(task_types), len(agents))
+        self._reset()
+        self._rule = rule
+        self.task_types = task_types
+        self.agents = agents
+        self._task_row = {n: i for i, n in enumerate(task_types)}
+        self._agent_col = {n: i for i, n in enumerate(agents)}
+        self._task_hash = np.array([stable_hash(n) for n in task_types], dtype=np.uint64)
+        self._agent_hash = np.array([stable_hash(n) for n in agents], dtype=np.uint64)
+        self.events_seen = int(metadata.get("events_seen", 0))

@@ -1,0 +1,201 @@
+"""Versioned, crash-safe model files: numpy arrays plus JSON metadata.
+
+Version ``v`` is two files in the store directory: ``model-{v:08d}.npz``
+(``np.savez``; loaded with ``allow_pickle=False``) and
+``model-{v:08d}.json`` (metadata, including the SHA-256 of the ``.npz``).
+Each file is written to a temporary name, fsynced and renamed; the JSON is
+written last and is the commit marker, so a crash leaves either a complete
+version or files that :meth:`ModelStore.load_latest` ignores. Nothing is
+ever pickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CorruptModel", "ModelStore", "StoredModel", "utc_now_iso"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "autoretrain.agent_selection/1"
+_NAME = re.compile(r"^model-(\d{8})\.json$")
+
+
+def utc_now_iso(timestamp: float | None = None) -> str:
+    """UTC time as ISO 8601 with a ``Z`` suffix (now, or ``timestamp``)."""
+    when = datetime.now(UTC) if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class CorruptModel(ValueError):
+    """A stored version that is missing, partial or does not match its metadata."""
+
+
+@dataclass(frozen=True, eq=False)
+class StoredModel:
+    """One loaded version."""
+
+    version: int
+    arrays: dict[str, np.ndarray]
+    metadata: dict[str, Any]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class ModelStore:
+    """The model versions under ``path``.
+
+    Parameters
+    ----------
+    path
+        Directory (created when missing).
+    keep_last
+        Versions kept; older ones are deleted after each save.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], keep_last: int = 10) -> None:
+        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+            raise ValueError(f"keep_last must be an integer >= 1, got {keep_last!r}")
+        self.path = Path(path)
+        self.keep_last = keep_last
+        self._lock = threading.Lock()
+
+    def _files(self, version: int) -> tuple[Path, Path]:
+        stem = f"model-{version:08d}"
+        return self.path / f"{stem}.npz", self.path / f"{stem}.json"
+
+    def versions(self) -> list[int]:
+        """Committed versions (those with metadata), oldest first."""
+        if not self.path.is_dir():
+            return []
+        found = (_NAME.match(p.name) for p in self.path.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def save(self, arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> int:
+        """Write a new version; return its number.
+
+        ``metadata`` must be JSON-serialisable; the store adds ``format``,
+        ``version``, ``created``, ``arrays_file`` and ``arrays_sha256``.
+        """
+        buffer = io.BytesIO()
+        np.savez(buffer, allow_pickle=False, **arrays)
+        data = buffer.getvalue()
+        with self._lock:
+            self.path.mkdir(parents=True, exist_ok=True)
+            versions = self.versions()
+            # Never reuse a number, even one whose metadata was lost.
+            stray = [int(p.stem[6:]) for p in self.path.glob("model-*.npz")
+                     if p.stem[6:].isdigit()]
+            version = max([0, *versions, *stray]) + 1
+            npz, meta = self._files(version)
+            record = dict(metadata)
+            record.update(
+                format=FORMAT,
+                version=version,
+                created=record.get("created") or utc_now_iso(),
+                arrays_file=npz.name,
+                arrays_sha256=hashlib.sha256(data).hexdigest(),
+            )
+            text = json.dumps(record, indent=1, sort_keys=True, allow_nan=False)
+            _atomic_write(npz, data)
+            _atomic_write(meta, text.encode())  # the commit marker, last
+            _fsync_dir(self.path)
+            self._prune([*versions, version])
+        log.info("saved model version %d (%d bytes)", version, len(data))
+        return version
+
+    def _prune(self, versions: list[int]) -> None:
+        for old in sorted(versions)[: -self.keep_last]:
+            npz, meta = self._files(old)
+            # Metadata first: a half-deleted version must look uncommitted.
+            meta.unlink(missing_ok=True)
+            npz.unlink(missing_ok=True)
+
+    def load(self, version: int) -> StoredModel:
+        """Load ``version``; raise :class:`CorruptModel` when it is not intact."""
+        npz, meta = self._files(version)
+        try:
+            metadata = json.loads(meta.read_bytes())
+        except FileNotFoundError:
+            raise CorruptModel(f"version {version}: no metadata file {meta.name}") from None
+        except ValueError as exc:
+            raise CorruptModel(f"version {version}: metadata is not JSON: {exc}") from None
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+            raise CorruptModel(f"version {version}: metadata format is not {FORMAT!r}")
+        if metadata.get("version") != version:
+            raise CorruptModel(
+                f"version {version}: metadata says version {metadata.get('version')!r}")
+        try:
+            data = npz.read_bytes()
+        except FileNotFoundError:
+            raise CorruptModel(f"version {version}: no array file {npz.name}") from None
+        if hashlib.sha256(data).hexdigest() != metadata.get("arrays_sha256"):
+            raise CorruptModel(f"version {version}: {npz.name} does not match its SHA-256")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as f:
+                arrays = {name: f[name] for name in f.files}
+        except (ValueError, OSError, EOFError) as exc:
+            raise CorruptModel(f"version {version}: cannot read arrays: {exc}") from None
+        return StoredModel(version, arrays, metadata)
+
+    def load_latest(self) -> StoredModel | None:
+        """The newest intact version, or None; broken versions are logged and skipped."""
+        for version in reversed(self.versions()):
+            try:
+                return self.load(version)
+            except CorruptModel as exc:
+                log.warning("skipping model version: %s", exc)
+        return None
+
+    def rollback(self, version: int, metadata: dict[str, Any] | None = None) -> int:
+        """Make ``version`` the newest again by saving a copy of it; return the new number.
+
+        ``metadata`` entries (e.g. the current Kafka offsets) override the
+        copied ones. History is kept: the copy's ``parent_version`` is the
+        version it restores and ``rolled_back_from`` the one it replaces.
+        """
+        stored = self.load(version)
+        latest = self.versions()
+        record = {k: v for k, v in stored.metadata.items()
+                  if k not in ("format", "version", "created", "arrays_file", "arrays_sha256")}
+        record.update(metadata or {})
+        record["parent_version"] = version
+        record["rolled_back_from"] = latest[-1] if latest else None
+        return self.save(stored.arrays, record)
