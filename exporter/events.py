@@ -212,6 +212,55 @@ def _context(value: Any) -> dict[str, Any] | None:
     return value
 
 
+_RUN_STATUS_SET = frozenset(RUN_STATUSES)
+
+
+def _fast_run(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The common well-formed run event, checked with few calls; None: take the slow path."""
+    g = obj.get
+    ts, dur, cost, tokens = g("timestamp"), g("duration_ms"), g("cost", 0.0), g("tokens_used", 0)
+    agent_type, task_type, status = (
+        g("agent_type", "unknown"),
+        g("task_type", "default"),
+        g("status"),
+    )
+    if not (
+        type(ts) is float
+        and 0.0 <= ts < math.inf
+        and type(dur) is float
+        and 0.0 <= dur < math.inf
+        and type(cost) is float
+        and 0.0 <= cost < math.inf
+        and type(tokens) is int
+        and tokens >= 0
+        and status in _RUN_STATUS_SET
+        and type(status) is str
+        and type(event_id := g("event_id")) is str
+        and type(agent_name := g("agent_name")) is str
+        and type(agent_type) is str
+        and type(task_type) is str
+        and 0 < len(event_id) <= MAX_NAME_LENGTH
+        and 0 < len(agent_name) <= MAX_NAME_LENGTH
+        and 0 < len(agent_type) <= MAX_NAME_LENGTH
+        and 0 < len(task_type) <= MAX_NAME_LENGTH
+        and g("context") is None
+    ):
+        return None
+    return {
+        "schema": SCHEMA_VERSION,
+        "event_id": event_id,
+        "kind": "run",
+        "timestamp": ts,
+        "agent_name": agent_name,
+        "agent_type": agent_type,
+        "task_type": task_type,
+        "status": status,
+        "duration_ms": dur,
+        "tokens_used": tokens,
+        "cost": cost,
+    }
+
+
 def validate_event(obj: Any) -> dict[str, Any]:
     """Check an event against the contract and return its normalised form.
 
@@ -219,10 +268,19 @@ def validate_event(obj: Any) -> dict[str, Any]:
     the timestamp as Unix seconds. Raises :class:`InvalidEvent` naming the
     field and what is allowed.
     """
+    if type(obj) is dict and obj.get("kind") == "run" and type(obj.get("schema")) is int:
+        event = _fast_run(obj) if obj["schema"] == SCHEMA_VERSION else None
+        if event is not None:
+            return event
+    return _validate_general(obj)
+
+
+def _validate_general(obj: Any) -> dict[str, Any]:
+    """Every check, in contract order, raising on the first fault."""
     if not isinstance(obj, dict):
         raise InvalidEvent("not_object", f"event must be a JSON object, got {type(obj).__name__}")
     schema = obj.get("schema")
-    if schema != SCHEMA_VERSION or isinstance(schema, bool):
+    if type(schema) is not int or schema != SCHEMA_VERSION:
         raise InvalidEvent("schema", f"schema must be {SCHEMA_VERSION}, got {schema!r:.40}")
     event_id = obj.get("event_id")
     if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_NAME_LENGTH:

@@ -6,6 +6,7 @@ from exporter.events import (
     MAX_EVENT_BYTES,
     EventIdFactory,
     InvalidEvent,
+    _validate_general,
     decode_event,
     encode_event,
     run_event,
@@ -73,6 +74,7 @@ def test_accuracy_event():
         (b"x" * (MAX_EVENT_BYTES + 1), "too_large"),
         (encode_event(good_run(schema=2)), "schema"),
         (encode_event(good_run(schema=True)), "schema"),
+        (encode_event(good_run(schema=1.0)), "schema"),
         (encode_event(good_run(event_id="")), "field:event_id"),
         (encode_event(good_run(event_id=7)), "field:event_id"),
         (encode_event(good_run(kind="other")), "field:kind"),
@@ -107,3 +109,20 @@ def test_event_ids_are_unique_across_factories():
     a, b = EventIdFactory(), EventIdFactory()
     ids = {a() for _ in range(1000)} | {b() for _ in range(1000)}
     assert len(ids) == 2000
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {},
+        {"task_type": "sql", "agent_type": "data"},
+        {"duration_ms": 120, "cost": 0, "timestamp": 1700000000},  # ints: the general path
+        {"context": {"tier": "gold"}},
+        {"extra": "ignored", "tokens_used": 0},
+    ],
+)
+def test_fast_and_general_paths_normalise_alike(over):
+    event = validate_event(good_run(**over))
+    assert event == _validate_general(good_run(**over))
+    assert type(event["duration_ms"]) is float and type(event["timestamp"]) is float
+    assert list(event)[:3] == ["schema", "event_id", "kind"]

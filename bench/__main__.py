@@ -1,0 +1,46 @@
+"""Run the benchmarks, print their tables, write their JSON: ``python -m bench [--quick] [NAME ...]``.
+
+Each benchmark is a module of this package with a ``main(argv)``; results
+land in ``bench/results/NAME.json`` and their tables go into BENCHMARKS.md.
+``--quick`` (small sizes) is what CI runs so the harness cannot rot; the
+figures in BENCHMARKS.md come from full runs by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+BENCHMARKS = ("recording", "updater")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (CI)")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="NAME",
+        help=f"benchmarks to run (default all: {', '.join(BENCHMARKS)})",
+    )
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(BENCHMARKS))
+    if unknown:
+        parser.error(
+            f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
+        )
+    failed = []
+    for name in args.names or BENCHMARKS:
+        module = importlib.import_module(f"bench.{name}")
+        print(f"\n=== {name} ===\n", flush=True)
+        if module.main(["--quick"] if args.quick else []) != 0:
+            failed.append(name)
+    if failed:
+        print(f"benchmarks failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
