@@ -1,4 +1,4 @@
-"""Run the benchmarks, print their tables, write their JSON: ``python -m bench [--quick] [NAME ...]``.
+"""Run the benchmarks, print tables, write JSON: ``python -m bench [--quick] [NAME ...]``.
 
 Each benchmark is a module of this package with a ``main(argv)``; results
 land in ``bench/results/NAME.json`` and their tables go into BENCHMARKS.md.

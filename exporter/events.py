@@ -17,11 +17,12 @@ ignored.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import os
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 __all__ = [
     "KINDS",
@@ -139,18 +140,22 @@ def accuracy_event(
 
 def encode_event(event: dict[str, Any]) -> bytes:
     """Serialise an event for Kafka (compact JSON, UTF-8)."""
-    return json.dumps(event, separators=(",", ":")).encode()
+    return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS)
 
 
 def decode_event(raw: bytes | str | None) -> dict[str, Any]:
-    """Parse and validate one Kafka message value; raise :class:`InvalidEvent`."""
+    """Parse and validate one Kafka message value; raise :class:`InvalidEvent`.
+
+    Parsing is strict RFC 8259 JSON: ``NaN`` and ``Infinity`` are not JSON
+    and count as ``not_json``.
+    """
     if raw is None:
         raise InvalidEvent("empty", "event is empty (null message value)")
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidEvent("too_large", f"event is {len(raw)} bytes, at most {MAX_EVENT_BYTES}")
     try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise InvalidEvent("not_json", f"event is not JSON: {exc}") from None
     return validate_event(obj)
 

@@ -99,10 +99,17 @@ def test_invalid_events_name_their_fault(raw, fault):
     assert isinstance(info.value, ValueError)
 
 
-def test_nan_duration_is_rejected():
-    raw = json.dumps(good_run()).replace("12.5", "NaN").encode()
-    with pytest.raises(InvalidEvent, match="duration_ms"):
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
+def test_non_json_numbers_are_rejected(literal):
+    raw = json.dumps(good_run()).replace("12.5", literal).encode()
+    with pytest.raises(InvalidEvent) as info:
         decode_event(raw)
+    assert info.value.fault == "not_json"
+
+
+def test_nan_duration_from_python_is_rejected():
+    with pytest.raises(InvalidEvent, match="duration_ms"):
+        validate_event(good_run(duration_ms=float("nan")))
 
 
 def test_event_ids_are_unique_across_factories():
