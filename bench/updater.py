@@ -188,7 +188,8 @@ def bench_predict(calls: int, repeats: int) -> list[dict[str, Any]]:
             summary("predict_best_agent via updater (lock + cached)", "us/call",
                     per_call(lambda: u.predict_best_agent("task-1")), "<= 20 us"),
             summary("predict_best_agent explore=True (Thompson draw)", "us/call",
-                    per_call(lambda: model.predict_best_agent("task-1", explore=True)), ""),
+                    per_call(lambda: model.predict_best_agent("task-1", explore=True)),
+                    "<= 20 us"),
             summary("baseline: recompute posterior every call", "us/call", per_call(uncached),
                     "", "predict_best_agent cached"),
         ]
