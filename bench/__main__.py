@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ("recording", "updater")
+BENCHMARKS = ("recording", "exposition", "updater")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,28 +9,81 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client.registry import Collector
 
-__all__ = ["ReadyCheck", "metrics_app", "serve"]
+__all__ = ["ReadyCheck", "metrics_app", "render_metrics", "serve"]
 
 log = logging.getLogger(__name__)
 
 ReadyCheck = Callable[[], tuple[bool, str]]
 
 
-def metrics_app(registry: CollectorRegistry, ready: ReadyCheck | None = None) -> Callable[..., Any]:
+class _Collectors:
+    def __init__(self, collectors: list[Collector]) -> None:
+        self._collectors = collectors
+
+    def collect(self) -> Iterable[Any]:
+        for collector in self._collectors:
+            yield from collector.collect()
+
+
+def _split(registry: CollectorRegistry) -> tuple[list[Any], list[Collector]] | None:
+    # prometheus_client keeps its collectors in a private dict, read the same
+    # way under the same lock by CollectorRegistry.collect(); a registry
+    # without it (or with target info) takes the generic path.
+    lock = getattr(registry, "_lock", None)
+    names = getattr(registry, "_collector_to_names", None)
+    if lock is None or names is None or getattr(registry, "_target_info", None):
+        return None
+    with lock:
+        collectors = list(names)
+    fast = [c for c in collectors if callable(getattr(c, "render", None))]
+    return fast, [c for c in collectors if c not in fast]
+
+
+def render_metrics(*registries: CollectorRegistry) -> bytes:
+    """Text exposition of the registries; collectors with ``render()`` format themselves.
+
+    ``AgentMetrics.render`` is an order of magnitude faster than
+    ``generate_latest`` for many agents and yields the same samples.
+    """
+    out: list[bytes] = []
+    for registry in registries:
+        split = _split(registry)
+        if split is None:
+            out.append(generate_latest(registry))
+            continue
+        fast, rest = split
+        out.extend(c.render().encode() for c in fast)
+        out.append(generate_latest(_Collectors(rest)))
+    return b"".join(out)
+
+
+def metrics_app(
+    registry: CollectorRegistry | list[CollectorRegistry], ready: ReadyCheck | None = None
+) -> Callable[..., Any]:
     """WSGI app: ``/metrics`` (Prometheus text), ``/healthz`` (alive), ``/readyz``.
 
     ``ready()`` returns ``(ok, reason)``; ``/readyz`` answers 503 with the
-    reason when not ok. Any other path is 404.
+    reason when not ok. Any other path is 404. Several registries are
+    served as one exposition.
     """
-    prometheus = make_wsgi_app(registry)
+    registries = registry if isinstance(registry, list) else [registry]
+    generic = make_wsgi_app(registries[0]) if len(registries) == 1 else None
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
-            return prometheus(environ, start_response)
+            if generic is not None and "name[]" in environ.get("QUERY_STRING", ""):
+                return generic(environ, start_response)  # series filtering: the library's path
+            body = render_metrics(*registries)
+            start_response(
+                "200 OK",
+                [("Content-Type", CONTENT_TYPE_LATEST), ("Content-Length", str(len(body)))],
+            )
+            return [body]
         if path == "/healthz":
             return _json(start_response, "200 OK", {"status": "alive"})
         if path == "/readyz":

@@ -82,6 +82,17 @@ MAX_FEEDBACK_SOURCES = 20
 OTHER_SOURCE = "other"
 
 _STATUS_INDEX = {s: i for i, s in enumerate(RUN_STATUSES)}
+_HELP = {
+    "agent_runs": "Agent runs by final status.",
+    "agent_run_duration_seconds": "Duration of agent runs, in seconds.",
+    "agent_tokens": "LLM tokens used by agent runs.",
+    "agent_cost": "Cost of agent runs, in the platform's currency.",
+    "agent_prediction_accuracy": "Accuracy of agent outputs against real outcomes (0..1).",
+    "agent_accuracy_records": "Accuracy records received, by feedback source.",
+    "agent_series_collapsed": (
+        'Records attributed to agent="other" because max_agents agents were already exported.'
+    ),
+}
 
 
 def _check_buckets(name: str, buckets: Sequence[float]) -> tuple[float, ...]:
@@ -94,9 +105,10 @@ def _check_buckets(name: str, buckets: Sequence[float]) -> tuple[float, ...]:
 
 
 class _RunSeries:
-    __slots__ = ("buckets", "cost", "duration_sum", "statuses", "tokens")
+    __slots__ = ("buckets", "cost", "duration_sum", "lines", "statuses", "tokens")
 
     def __init__(self, n_buckets: int) -> None:
+        self.lines: tuple[list[str], list[str], str, str] | None = None  # render() cache
         self.statuses = [0, 0, 0, 0]
         self.buckets = [0] * (n_buckets + 1)  # last slot: above the highest bound (+Inf)
         self.duration_sum = 0.0
@@ -107,12 +119,24 @@ class _RunSeries:
 
 
 class _AgentSeries:
-    __slots__ = ("acc_buckets", "acc_sum", "sources")
+    __slots__ = ("acc_buckets", "acc_sum", "lines", "source_lines", "sources")
 
     def __init__(self, n_buckets: int) -> None:
+        self.lines: tuple[list[str], str, str] | None = None  # render() cache
+        self.source_lines: dict[str, str] = {}
         self.acc_buckets = [0] * (n_buckets + 1)
         self.acc_sum = 0.0
         self.sources: dict[str, int] = {}
+
+
+def _escape(value: str) -> str:
+    """A label value as the text exposition format quotes it."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _header(name: str, help_text: str, kind: str) -> str:
+    help_text = help_text.replace("\\", "\\\\").replace("\n", "\\n")
+    return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
 
 
 def _cumulative(counts: list[int], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
@@ -245,61 +269,45 @@ class AgentMetrics(Collector):
         """Records attributed to ``agent="other"`` so far."""
         return self._collapsed
 
+    def _families(
+        self,
+    ) -> tuple[
+        CounterMetricFamily,
+        HistogramMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+        HistogramMetricFamily,
+        CounterMetricFamily,
+        CounterMetricFamily,
+    ]:
+        return (
+            CounterMetricFamily(
+                "agent_runs", _HELP["agent_runs"], labels=("agent", "agent_type", "status")
+            ),
+            HistogramMetricFamily(
+                "agent_run_duration_seconds",
+                _HELP["agent_run_duration_seconds"],
+                labels=("agent", "agent_type"),
+            ),
+            CounterMetricFamily("agent_tokens", _HELP["agent_tokens"], labels=("agent",)),
+            CounterMetricFamily("agent_cost", _HELP["agent_cost"], labels=("agent",)),
+            HistogramMetricFamily(
+                "agent_prediction_accuracy", _HELP["agent_prediction_accuracy"], labels=("agent",)
+            ),
+            CounterMetricFamily(
+                "agent_accuracy_records",
+                _HELP["agent_accuracy_records"],
+                labels=("agent", "feedback_source"),
+            ),
+            CounterMetricFamily("agent_series_collapsed", _HELP["agent_series_collapsed"]),
+        )
+
     def describe(self) -> list[Metric]:
         # Names only: registering must not walk the state.
-        return [
-            CounterMetricFamily(
-                "agent_runs",
-                "Agent runs by final status.",
-                labels=("agent", "agent_type", "status"),
-            ),
-            HistogramMetricFamily(
-                "agent_run_duration_seconds", "Run duration.", labels=("agent", "agent_type")
-            ),
-            CounterMetricFamily("agent_tokens", "LLM tokens used by runs.", labels=("agent",)),
-            CounterMetricFamily(
-                "agent_cost", "Cost of runs, in the platform's currency.", labels=("agent",)
-            ),
-            HistogramMetricFamily(
-                "agent_prediction_accuracy", "Accuracy against real outcomes.", labels=("agent",)
-            ),
-            CounterMetricFamily(
-                "agent_accuracy_records", "Accuracy records.", labels=("agent", "feedback_source")
-            ),
-            CounterMetricFamily(
-                "agent_series_collapsed", "Records collapsed into agent=other.", labels=()
-            ),
-        ]
+        return list(self._families())
 
     def collect(self) -> Iterator[Metric]:
-        runs = CounterMetricFamily(
-            "agent_runs", "Agent runs by final status.", labels=("agent", "agent_type", "status")
-        )
-        duration = HistogramMetricFamily(
-            "agent_run_duration_seconds",
-            "Duration of agent runs, in seconds.",
-            labels=("agent", "agent_type"),
-        )
-        tokens = CounterMetricFamily(
-            "agent_tokens", "LLM tokens used by agent runs.", labels=("agent",)
-        )
-        cost = CounterMetricFamily(
-            "agent_cost", "Cost of agent runs, in the platform's currency.", labels=("agent",)
-        )
-        accuracy = HistogramMetricFamily(
-            "agent_prediction_accuracy",
-            "Accuracy of agent outputs against real outcomes (0..1).",
-            labels=("agent",),
-        )
-        records = CounterMetricFamily(
-            "agent_accuracy_records",
-            "Accuracy records received, by feedback source.",
-            labels=("agent", "feedback_source"),
-        )
-        collapsed = CounterMetricFamily(
-            "agent_series_collapsed",
-            'Records attributed to agent="other" because max_agents agents were already exported.',
-        )
+        runs, duration, tokens, cost, accuracy, records, collapsed = self._families()
         with self._lock:
             per_agent: dict[str, list[float]] = {}
             for (agent, agent_type), s in self._runs.items():
@@ -325,3 +333,100 @@ class AgentMetrics(Collector):
                         records.add_metric((agent, source), n)
             collapsed.add_metric((), self._collapsed)
         yield from (runs, duration, tokens, cost, accuracy, records, collapsed)
+
+    def render(self) -> str:
+        """The text exposition (format 0.0.4) of :meth:`collect`, built directly.
+
+        Scrapes of many agents are dominated by per-sample formatting in
+        ``generate_latest``; here each series caches its label prefixes once,
+        so a scrape is a walk over counters and one ``join``. The samples
+        equal those of ``generate_latest`` over :meth:`collect` (tested).
+        """
+        d_bounds = [f'le="{floatToGoString(b)}"}} ' for b in self.duration_buckets] + [
+            'le="+Inf"} '
+        ]
+        a_bounds = [f'le="{floatToGoString(b)}"}} ' for b in self.accuracy_buckets] + [
+            'le="+Inf"} '
+        ]
+        runs: list[str] = [_header("agent_runs_total", _HELP["agent_runs"], "counter")]
+        duration: list[str] = [
+            _header("agent_run_duration_seconds", _HELP["agent_run_duration_seconds"], "histogram")
+        ]
+        tokens: list[str] = [_header("agent_tokens_total", _HELP["agent_tokens"], "counter")]
+        cost: list[str] = [_header("agent_cost_total", _HELP["agent_cost"], "counter")]
+        accuracy: list[str] = [
+            _header("agent_prediction_accuracy", _HELP["agent_prediction_accuracy"], "histogram")
+        ]
+        records: list[str] = [
+            _header("agent_accuracy_records_total", _HELP["agent_accuracy_records"], "counter")
+        ]
+        with self._lock:
+            per_agent: dict[str, list[float]] = {}
+            for (agent, agent_type), s in self._runs.items():
+                lines = s.lines
+                if lines is None:
+                    lbl = f'agent="{_escape(agent)}",agent_type="{_escape(agent_type)}"'
+                    lines = s.lines = (
+                        [f'agent_runs_total{{{lbl},status="{st}"}} ' for st in RUN_STATUSES],
+                        [f"agent_run_duration_seconds_bucket{{{lbl},{b}" for b in d_bounds],
+                        f"agent_run_duration_seconds_count{{{lbl}}} ",
+                        f"agent_run_duration_seconds_sum{{{lbl}}} ",
+                    )
+                status_lines, bucket_lines, count_line, sum_line = lines
+                for prefix, n in zip(status_lines, s.statuses, strict=True):
+                    runs.append(f"{prefix}{n}\n")
+                acc = 0
+                for prefix, n in zip(bucket_lines, s.buckets, strict=True):
+                    acc += n
+                    duration.append(f"{prefix}{acc}\n")
+                duration.append(f"{count_line}{acc}\n{sum_line}{s.duration_sum!r}\n")
+                totals = per_agent.get(agent)
+                if totals is None:
+                    per_agent[agent] = [s.tokens, s.cost]
+                else:
+                    totals[0] += s.tokens
+                    totals[1] += s.cost
+            for agent, (n_tokens, total_cost) in per_agent.items():
+                esc = _escape(agent)
+                tokens.append(f'agent_tokens_total{{agent="{esc}"}} {n_tokens}\n')
+                cost.append(f'agent_cost_total{{agent="{esc}"}} {float(total_cost)!r}\n')
+            for agent, a in self._agents.items():
+                if not a.sources:
+                    continue
+                alines = a.lines
+                if alines is None:
+                    lbl = f'agent="{_escape(agent)}"'
+                    alines = a.lines = (
+                        [f"agent_prediction_accuracy_bucket{{{lbl},{b}" for b in a_bounds],
+                        f"agent_prediction_accuracy_count{{{lbl}}} ",
+                        f"agent_prediction_accuracy_sum{{{lbl}}} ",
+                    )
+                bucket_lines, count_line, sum_line = alines
+                acc = 0
+                for prefix, n in zip(bucket_lines, a.acc_buckets, strict=True):
+                    acc += n
+                    accuracy.append(f"{prefix}{acc}\n")
+                accuracy.append(f"{count_line}{acc}\n{sum_line}{a.acc_sum!r}\n")
+                for source, n in a.sources.items():
+                    line = a.source_lines.get(source)
+                    if line is None:
+                        line = a.source_lines[source] = (
+                            f'agent_accuracy_records_total{{agent="{_escape(agent)}",'
+                            f'feedback_source="{_escape(source)}"}} '
+                        )
+                    records.append(f"{line}{n}\n")
+            collapsed = (
+                _header("agent_series_collapsed_total", _HELP["agent_series_collapsed"], "counter")
+                + f"agent_series_collapsed_total {self._collapsed}\n"
+            )
+        return "".join(
+            [
+                "".join(runs),
+                "".join(duration),
+                "".join(tokens),
+                "".join(cost),
+                "".join(accuracy),
+                "".join(records),
+                collapsed,
+            ]
+        )

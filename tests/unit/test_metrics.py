@@ -96,3 +96,54 @@ def test_feedback_source_label_is_bounded():
 def test_constructor_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         AgentMetrics(**kwargs)
+
+
+def _samples(text):
+    return sorted(
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    )
+
+
+def test_render_equals_generate_latest_sample_for_sample():
+    import random
+
+    registry = CollectorRegistry()
+    m = AgentMetrics(registry, max_agents=40)
+    rng = random.Random(3)
+    names = [f"agent-{i}" for i in range(45)] + ['quote"back\\slash\nnewline']
+    for i in range(2000):
+        agent = rng.choice(names)
+        m.record_run(
+            agent,
+            rng.choice(["llm", "sql"]),
+            rng.choice(["success", "error", "timeout", "failure"]),
+            rng.random() * 400,
+            rng.randrange(50),
+            rng.random(),
+        )
+        if i % 3 == 0:
+            m.record_accuracy(agent, rng.choice(["human", "ground_truth", 'we"ird']), rng.random())
+    rendered = m.render()
+    assert _samples(rendered) == _samples(generate_latest(registry).decode())
+    assert m.render() == rendered  # cached prefixes give the same text again
+    families = {f.name: f for f in text_string_to_metric_families(rendered)}
+    assert families["agent_run_duration_seconds"].type == "histogram"
+    assert families["agent_runs"].documentation == "Agent runs by final status."
+
+
+def test_render_metrics_serves_fast_and_generic_collectors_alike():
+    from prometheus_client import Counter
+
+    from exporter.http import render_metrics
+
+    registry = CollectorRegistry()
+    m = AgentMetrics(registry)
+    m.record_run("a", "llm", "success", 1.0, 3, 0.5)
+    Counter("other_thing", "A plain counter.", registry=registry).inc(7)
+    other = CollectorRegistry()
+    Counter("second_registry", "Another.", registry=other).inc()
+    body = render_metrics(registry, other).decode()
+    expected = generate_latest(registry).decode() + generate_latest(other).decode()
+    assert _samples(body) == _samples(expected)

@@ -3,6 +3,7 @@ import urllib.request
 
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import (
     EmbeddedBus,
@@ -548,7 +549,16 @@ def test_serve_metrics_and_health(clock, registry):
     try:
         base = f"http://127.0.0.1:{server.server_port}"
         body = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
-        assert 'agent_runs_total{agent="served",agent_type="llm",status="success"} 1.0' in body
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(body)
+            for s in f.samples
+        }
+        key = (
+            "agent_runs_total",
+            (("agent", "served"), ("agent_type", "llm"), ("status", "success")),
+        )
+        assert samples[key] == 1
         assert urllib.request.urlopen(base + "/healthz", timeout=5).status == 200
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(base + "/nope", timeout=5)
