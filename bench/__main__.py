@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ("recording", "exposition", "updater")
+BENCHMARKS = ("recording", "exposition", "updater", "memory")
 
 
 def main(argv: list[str] | None = None) -> int:
