@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ("recording", "exposition", "updater", "memory")
+BENCHMARKS = ("recording", "exposition", "updater", "ingest", "memory")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,10 +33,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "EventIdFactory",
     "InvalidEvent",
+    "RunFields",
     "accuracy_event",
     "decode_event",
     "encode_event",
     "run_event",
+    "run_fields",
     "validate_event",
 ]
 
@@ -220,9 +222,24 @@ def _context(value: Any) -> dict[str, Any] | None:
 _RUN_STATUS_SET = frozenset(RUN_STATUSES)
 
 
-def _fast_run(obj: dict[str, Any]) -> dict[str, Any] | None:
-    """The common well-formed run event, checked with few calls; None: take the slow path."""
+RunFields = tuple[str, float, str, str, str, str, float, int, float]
+
+
+def run_fields(obj: Any) -> RunFields | None:
+    """The fields of a common, well-formed run event, or None.
+
+    ``(event_id, timestamp, agent_name, agent_type, task_type, status,
+    duration_ms, tokens_used, cost)`` for a run event of this schema with
+    float timestamp, duration and cost and no context: what the monitor and
+    the Kafka sink produce. None means "not this shape", not "invalid": use
+    :func:`validate_event` then, which also explains any fault. Hot paths
+    (ingest) use it to skip building the normalised dict.
+    """
+    if type(obj) is not dict:
+        return None
     g = obj.get
+    if g("kind") != "run" or type(schema := g("schema")) is not int or schema != SCHEMA_VERSION:
+        return None
     ts, dur, cost, tokens = g("timestamp"), g("duration_ms"), g("cost", 0.0), g("tokens_used", 0)
     agent_type, task_type, status = (
         g("agent_type", "unknown"),
@@ -251,19 +268,7 @@ def _fast_run(obj: dict[str, Any]) -> dict[str, Any] | None:
         and g("context") is None
     ):
         return None
-    return {
-        "schema": SCHEMA_VERSION,
-        "event_id": event_id,
-        "kind": "run",
-        "timestamp": ts,
-        "agent_name": agent_name,
-        "agent_type": agent_type,
-        "task_type": task_type,
-        "status": status,
-        "duration_ms": dur,
-        "tokens_used": tokens,
-        "cost": cost,
-    }
+    return (event_id, ts, agent_name, agent_type, task_type, status, dur, tokens, cost)
 
 
 def validate_event(obj: Any) -> dict[str, Any]:
@@ -273,10 +278,22 @@ def validate_event(obj: Any) -> dict[str, Any]:
     the timestamp as Unix seconds. Raises :class:`InvalidEvent` naming the
     field and what is allowed.
     """
-    if type(obj) is dict and obj.get("kind") == "run" and type(obj.get("schema")) is int:
-        event = _fast_run(obj) if obj["schema"] == SCHEMA_VERSION else None
-        if event is not None:
-            return event
+    fields = run_fields(obj)
+    if fields is not None:
+        event_id, ts, agent_name, agent_type, task_type, status, dur, tokens, cost = fields
+        return {
+            "schema": SCHEMA_VERSION,
+            "event_id": event_id,
+            "kind": "run",
+            "timestamp": ts,
+            "agent_name": agent_name,
+            "agent_type": agent_type,
+            "task_type": task_type,
+            "status": status,
+            "duration_ms": dur,
+            "tokens_used": tokens,
+            "cost": cost,
+        }
     return _validate_general(obj)
 
 

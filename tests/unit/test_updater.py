@@ -33,8 +33,13 @@ class FakeClock:
         return self.now
 
 
-def events(n: int, seed: int = 0, start: float = 1000.0, ids: EventIdFactory | None = None,
-           p: Callable[[str, str], float] | None = None) -> list[dict[str, Any]]:
+def events(
+    n: int,
+    seed: int = 0,
+    start: float = 1000.0,
+    ids: EventIdFactory | None = None,
+    p: Callable[[str, str], float] | None = None,
+) -> list[dict[str, Any]]:
     rng = np.random.default_rng(seed)
     ids = ids or EventIdFactory()
     p = p or (lambda task, agent: {"a0": 0.9, "a1": 0.5, "a2": 0.2}[agent])
@@ -42,8 +47,19 @@ def events(n: int, seed: int = 0, start: float = 1000.0, ids: EventIdFactory | N
     for i in range(n):
         task, agent = f"t{rng.integers(2)}", f"a{rng.integers(3)}"
         ok = rng.random() < p(task, agent)
-        out.append(run_event(ids(), start + i, agent, "llm", "success" if ok else "failure",
-                             10.0, 5, 0.01, task_type=task))
+        out.append(
+            run_event(
+                ids(),
+                start + i,
+                agent,
+                "llm",
+                "success" if ok else "failure",
+                10.0,
+                5,
+                0.01,
+                task_type=task,
+            )
+        )
     return out
 
 
@@ -69,7 +85,11 @@ def test_process_pending_applies_and_counts(tmp_path: Path) -> None:
     assert u.process_pending() == 100
     m = u.get_metrics()
     assert (m["events_consumed"], m["events_applied"], m["duplicates"], m["invalid"]) == (
-        101, 100, 1, 0)
+        101,
+        100,
+        1,
+        0,
+    )
     assert m["event_buffer_size"] == 100  # default buffer: 10 x batch_size
     assert m["batches"] == 1 and m["model_version"] == 0 and not m["running"]
     assert m["last_update_timestamp"] == "2023-11-14T22:13:20.000Z"
@@ -84,14 +104,28 @@ def test_invalid_events_are_counted_by_fault_and_skipped(tmp_path: Path, caplog)
     good = events(3)
     bad_type = dict(good[0], event_id="x1", duration_ms="slow")
     missing = {k: v for k, v in good[0].items() if k != "agent_name"} | {"event_id": "x2"}
-    values: list[Any] = [b"not json", good[0], {"schema": 99}, bad_type, encode_event(good[1]),
-                         missing, b"{also not json", None, good[2]]
+    values: list[Any] = [
+        b"not json",
+        good[0],
+        {"schema": 99},
+        bad_type,
+        encode_event(good[1]),
+        missing,
+        b"{also not json",
+        None,
+        good[2],
+    ]
     with caplog.at_level("WARNING"):
         assert u.ingest(values) == 3
     m = u.get_metrics()
     assert m["invalid"] == 6
-    assert m["invalid_by_fault"] == {"not_json": 2, "schema": 1, "field:duration_ms": 1,
-                                     "field:agent_name": 1, "empty": 1}
+    assert m["invalid_by_fault"] == {
+        "not_json": 2,
+        "schema": 1,
+        "field:duration_ms": 1,
+        "field:agent_name": 1,
+        "empty": 1,
+    }
     assert sample(u, "model_updater_events_total", result="invalid") == 6
     # Logged once per kind of fault.
     assert sum("not_json" in r.getMessage() for r in caplog.records) == 1
@@ -145,9 +179,20 @@ def test_retrain_result_and_metrics(tmp_path: Path) -> None:
     u = make(tmp_path, update_strategy=UpdateStrategy.BAYESIAN)
     u.ingest(events(300))
     result = u.trigger_retraining(reason="accuracy below 0.7")
-    expected = {"success", "model_type", "retrain_type", "events_processed", "duration_ms",
-                "reason", "timestamp", "promoted", "candidate_score", "serving_score",
-                "model_version", "scores"}
+    expected = {
+        "success",
+        "model_type",
+        "retrain_type",
+        "events_processed",
+        "duration_ms",
+        "reason",
+        "timestamp",
+        "promoted",
+        "candidate_score",
+        "serving_score",
+        "model_version",
+        "scores",
+    }
     assert set(result) == expected
     assert result["success"] and result["model_type"] == "agent_selection"
     assert result["retrain_type"] == "incremental" and result["events_processed"] == 100
@@ -155,8 +200,16 @@ def test_retrain_result_and_metrics(tmp_path: Path) -> None:
     assert result["reason"] == "accuracy below 0.7"
     assert result["scores"]["holdout_events"] >= 10
     outcome = "promoted" if result["promoted"] else "rejected"
-    assert sample(u, "model_retrains_total", model_type="agent_selection",
-                  retrain_type="incremental", result=outcome) == 1
+    assert (
+        sample(
+            u,
+            "model_retrains_total",
+            model_type="agent_selection",
+            retrain_type="incremental",
+            result=outcome,
+        )
+        == 1
+    )
     assert sample(u, "model_retrain_duration_seconds_count", retrain_type="incremental") == 1
     assert sample(u, "model_retrain_events_processed") == 100
     if result["promoted"]:
@@ -169,12 +222,24 @@ def test_retrain_on_empty_buffer_and_unknown_model_type(tmp_path: Path) -> None:
     u = make(tmp_path)
     empty = u.trigger_retraining(reason="r")
     assert not empty["success"] and "no buffered events" in empty["error"]
-    assert sample(u, "model_retrains_total", model_type="agent_selection",
-                  retrain_type="incremental", result="skipped") == 1
+    assert (
+        sample(
+            u,
+            "model_retrains_total",
+            model_type="agent_selection",
+            retrain_type="incremental",
+            result="skipped",
+        )
+        == 1
+    )
     unknown = u.trigger_retraining(reason="r", force_full_retrain=True, model_type="ranker")
     assert not unknown["success"] and "ranker" in unknown["error"]
-    assert sample(u, "model_retrains_total", model_type="invalid", retrain_type="full",
-                  result="failed") == 1
+    assert (
+        sample(
+            u, "model_retrains_total", model_type="invalid", retrain_type="full", result="failed"
+        )
+        == 1
+    )
 
 
 def test_retrain_right_after_promotion_is_skipped_until_new_events(tmp_path: Path) -> None:
@@ -207,8 +272,12 @@ def test_retrains_are_serialised(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(updater_module, "retrain", slow_retrain)
     results: list[dict[str, Any]] = []
-    threads = [threading.Thread(target=lambda: results.append(
-        u.trigger_retraining(reason="x", force_full_retrain=True))) for _ in range(3)]
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(u.trigger_retraining(reason="x", force_full_retrain=True))
+        )
+        for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -216,8 +285,9 @@ def test_retrains_are_serialised(tmp_path: Path, monkeypatch) -> None:
     assert len(results) == 3 and max(overlaps) == 1
 
 
-def test_events_arriving_during_a_retrain_reach_the_promoted_model(tmp_path: Path,
-                                                                   monkeypatch) -> None:
+def test_events_arriving_during_a_retrain_reach_the_promoted_model(
+    tmp_path: Path, monkeypatch
+) -> None:
     u = make(tmp_path, update_strategy=UpdateStrategy.BAYESIAN, promotion_tolerance=1e9)
     ids = EventIdFactory()
     u.ingest(events(300, ids=ids))
@@ -274,11 +344,16 @@ def test_constructor_rejects_bad_values(tmp_path: Path, kwargs: dict, match: str
 
 
 def test_hyperparameters_are_stored_under_their_names(tmp_path: Path) -> None:
-    u = make(tmp_path, update_strategy="moving_average", window_size=7, half_life_seconds=60,
-             learning_rate=0.3, buffer_size=55)
+    u = make(
+        tmp_path,
+        update_strategy="moving_average",
+        window_size=7,
+        half_life_seconds=60,
+        learning_rate=0.3,
+        buffer_size=55,
+    )
     assert u.update_strategy is UpdateStrategy.MOVING_AVERAGE
-    assert (u.window_size, u.half_life_seconds, u.learning_rate, u.buffer_size) == (
-        7, 60, 0.3, 55)
+    assert (u.window_size, u.half_life_seconds, u.learning_rate, u.buffer_size) == (7, 60, 0.3, 55)
     assert u.event_bus is not None and u.registry is not make(tmp_path).registry
 
 
@@ -294,3 +369,37 @@ def test_corrupt_newest_model_is_skipped_at_start(tmp_path: Path) -> None:
     assert again.get_metrics()["model_version"] == 1
     again.process_pending()
     assert again.get_metrics()["events_seen"] == 20
+
+
+def test_ingest_fast_path_learns_exactly_what_the_general_path_learns(tmp_path):
+    """Bytes of common run events take the fast path; the same events in other
+    shapes (int durations, an empty context) take the general one."""
+    import random
+
+    from exporter.events import encode_event, run_event
+
+    rng = random.Random(5)
+    events = [
+        run_event(
+            f"e{i}",
+            1000.0 + i,
+            f"agent-{rng.randrange(4)}",
+            "llm",
+            rng.choice(["success", "failure", "error"]),
+            10.0,
+            1,
+            0.5,
+            task_type=f"task-{rng.randrange(3)}",
+        )
+        for i in range(500)
+    ]
+    fast = RealTimeModelUpdater(model_storage_path=str(tmp_path / "a"), enable_auto_save=False)
+    slow = RealTimeModelUpdater(model_storage_path=str(tmp_path / "b"), enable_auto_save=False)
+    raw = [encode_event(e) for e in events]
+    assert fast.ingest(raw + raw[:7] + [b"not json"]) == 500
+    assert slow.ingest([{**e, "duration_ms": 10, "context": {}} for e in events]) == 500
+    for task in ("task-0", "task-1", "task-2", None):
+        assert fast.predict_best_agent(task, top_k=4) == slow.predict_best_agent(task, top_k=4)
+    m = fast.get_metrics()
+    assert (m["events_applied"], m["duplicates"], m["invalid"]) == (500, 7, 1)
+    assert m["invalid_by_fault"] == {"not_json": 1}

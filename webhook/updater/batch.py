@@ -179,6 +179,22 @@ class BatchBuilder:
         if context:
             self._contexts[len(self._task) - 1] = [context_hash(k, v) for k, v in context.items()]
 
+    def add_run(self, task_type: str, agent_name: str, success: bool, timestamp: float) -> None:
+        """Append one validated run without context (the ingest fast path)."""
+        task_map = self._task_map
+        code = task_map.get(task_type)
+        if code is None:
+            code = task_map[task_type] = len(task_map)
+        self._task.append(code)
+        agent_map = self._agent_map
+        code = agent_map.get(agent_name)
+        if code is None:
+            code = agent_map[agent_name] = len(agent_map)
+        self._agent.append(code)
+        self._is_run.append(True)
+        self._value.append(1.0 if success else 0.0)
+        self._timestamp.append(timestamp)
+
     def build(self) -> EventBatch:
         """The batch of everything added so far."""
         n = len(self._task)
