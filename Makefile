@@ -8,7 +8,8 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check --root-user-action=ignore
 help:
 	@echo "make demo   - run the closed-loop demo on the embedded bus (no servers needed)"
 	@echo "make test   - install Prometheus, Alertmanager, Kafka jars and Python deps, lint, run every test"
-	@echo "make lint   - ruff and mypy"
+	@echo "make lint   - ruff, mypy, and a check that the generated Prometheus rules are current"
+	@echo "make rules  - regenerate prometheus/rules/ from prometheus/thresholds.yml"
 	@echo "make bench  - benchmarks (bench/), figures for BENCHMARKS.md"
 
 install:
@@ -24,6 +25,10 @@ demo: install
 lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m mypy
+	$(PYTHON) -m exporter.rules --check
+
+rules:
+	$(PYTHON) -m exporter.rules
 
 test: install-test lint
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

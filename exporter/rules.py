@@ -83,7 +83,7 @@ def _seconds(x: float) -> str:
     return f"{x:.10g}s"
 
 
-def recording_rules(level: str, window: str) -> list[dict[str, str]]:
+def _recording_rules(level: str, window: str) -> list[dict[str, str]]:
     """The recording rules of one level (``agent`` or ``system``), in dependency order."""
     agg = _LEVELS[level]
     by_le = "sum by (agent, le)" if level == "agent" else "sum by (le)"
@@ -212,7 +212,7 @@ def _clear_level(a: _Alert) -> float:
     return clear
 
 
-def alert_rule(level: str, a: _Alert, config: ThresholdsConfig) -> dict[str, Any]:
+def _alert_rule(level: str, a: _Alert, config: ThresholdsConfig) -> dict[str, Any]:
     """The alert rule of ``a`` at ``level`` (``agent`` or ``system``)."""
     name = ("Agent" if level == "agent" else "System") + a.name
     show = _percent if a.fmt == "humanizePercentage" else _seconds
@@ -272,8 +272,8 @@ def render_rules(config: ThresholdsConfig) -> str:
             {
                 "name": f"autoretrain.{level}",
                 "rules": [
-                    *recording_rules(level, window),
-                    *(alert_rule(level, a, config) for a in _alerts(config)),
+                    *_recording_rules(level, window),
+                    *(_alert_rule(level, a, config) for a in _alerts(config)),
                 ],
             }
         )

@@ -34,7 +34,11 @@ SERVER_FIXTURES = frozenset(
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         # fixturenames is the closure, so indirect use through other fixtures counts.
-        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        # Everything under tests/integration/ needs an installed tool (promtool,
+        # amtool, java) even without a server fixture.
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())) or (
+            "integration" in item.path.parts
+        ):
             item.add_marker(pytest.mark.integration)
 
 
