@@ -566,7 +566,7 @@ class PerformanceMonitor:
             "events_processed": 0,
             "duration_ms": 0.0,
             "reason": reason,
-            "timestamp": utc_iso(time.time()),
+            "timestamp": utc_iso(self._clock()),
         }
         if self.model_updater is None:
             return {**base, "error": "no model updater connected to this monitor"}

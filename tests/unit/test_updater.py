@@ -192,8 +192,10 @@ def test_retrain_result_and_metrics(tmp_path: Path) -> None:
         "serving_score",
         "model_version",
         "scores",
+        "result",
     }
-    assert set(result) == expected
+    assert set(result) - {"save_ms"} == expected
+    assert result["result"] == ("promoted" if result["promoted"] else "rejected")
     assert result["success"] and result["model_type"] == "agent_selection"
     assert result["retrain_type"] == "incremental" and result["events_processed"] == 100
     assert result["timestamp"] == "2023-11-14T22:13:20.000Z"

@@ -664,7 +664,8 @@ class RealTimeModelUpdater:
         events_processed, duration_ms, reason, timestamp, promoted,
         candidate_score, serving_score, model_version`` (+ ``error`` when
         ``success`` is False, + ``scores`` with the score components, +
-        ``save_ms`` when a promoted model was saved). ``duration_ms`` is the
+        ``save_ms`` when a promoted model was saved, + ``result``: promoted,
+        rejected, skipped or failed, as in ``model_retrains_total``). ``duration_ms`` is the
         retrain: candidate, held-out scoring and promotion, without the save.
 
         ``success`` is False, with the metric result ``failed``, for an
@@ -696,6 +697,7 @@ class RealTimeModelUpdater:
         def finish(metric_result: str, error: str | None = None) -> dict[str, Any]:
             duration = time.perf_counter() - started - save_seconds
             result["duration_ms"] = round(duration * 1000.0, 3)
+            result["result"] = metric_result
             if error is not None:
                 result["error"] = error
             label = model_type if model_type in MODEL_TYPES else INVALID_MODEL_TYPE

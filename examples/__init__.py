@@ -1,0 +1,1 @@
+"""Runnable examples of autoretrain and the simulated agent platform they share."""
