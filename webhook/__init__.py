@@ -1,8 +1,11 @@
 """autoretrain webhook: Alertmanager receiver and the retraining controller.
 
 The model updater is importable from here; this module does not import
-Flask (the Flask app lives in its own modules).
+Flask: ``create_app`` (in :mod:`webhook.app`) is imported on first use, so
+``from webhook import RealTimeModelUpdater`` stays Flask-free.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from .updater import (
     AgentSelectionModel,
@@ -18,4 +21,16 @@ __all__ = [
     "ModelStore",
     "RealTimeModelUpdater",
     "UpdateStrategy",
+    "create_app",
 ]
+
+if TYPE_CHECKING:
+    from .app import create_app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,116 @@
+"""Webhook configuration: defaults < AUTORETRAIN_WEBHOOK_* < mapping, validated at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from webhook.config import WebhookConfig, load_config
+
+TOKEN = "s3cret-token-0123456789"
+
+
+def test_defaults_need_a_token() -> None:
+    with pytest.raises(ValueError, match=r"^no token configured: set token or token_file"):
+        load_config()
+
+
+def test_allow_unauthenticated_is_explicit() -> None:
+    config = load_config({"allow_unauthenticated": True})
+    assert config.token is None and not config.auth_required
+    assert config == WebhookConfig(allow_unauthenticated=True)
+    assert (config.cooldown_seconds, config.max_body_bytes, config.port) == (600.0, 1_048_576,
+                                                                              9109)
+
+
+def test_layers_env_over_defaults_and_mapping_over_env() -> None:
+    env = {"AUTORETRAIN_WEBHOOK_TOKEN": TOKEN, "AUTORETRAIN_WEBHOOK_COOLDOWN_SECONDS": "30",
+           "AUTORETRAIN_WEBHOOK_MAX_BODY_BYTES": "2048", "AUTORETRAIN_WEBHOOK_PORT": "8000",
+           "AUTORETRAIN_WEBHOOK_KAFKA_SERVERS": "", "OTHER_VARIABLE": "ignored"}
+    config = load_config({"cooldown_seconds": 5}, env)
+    assert config.token == TOKEN and config.auth_required
+    assert config.cooldown_seconds == 5.0  # the mapping wins
+    assert config.max_body_bytes == 2048 and config.port == 8000
+    assert config.kafka_servers is None  # empty means unset (embedded bus)
+
+
+@pytest.mark.parametrize("text, value", [("true", True), ("1", True), ("YES", True),
+                                         ("false", False), ("0", False), ("", False)])
+def test_env_booleans(text: str, value: bool) -> None:
+    env = {"AUTORETRAIN_WEBHOOK_ALLOW_UNAUTHENTICATED": text,
+           "AUTORETRAIN_WEBHOOK_TOKEN": TOKEN}
+    assert load_config(None, env).allow_unauthenticated is value
+
+
+def test_token_file_is_read_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")
+    config = load_config({"token_file": str(path)})
+    assert config.token == TOKEN
+
+
+@pytest.mark.parametrize("overrides, env, message", [
+    ({"cooldown_seconds": -1}, {},
+     r"^cooldown_seconds \(from config\) must be a finite number >= 0, got -1$"),
+    ({"max_body_bytes": 0}, {}, r"^max_body_bytes \(from config\) must be an integer >= 1"),
+    ({"max_body_bytes": 1.5}, {}, r"max_body_bytes \(from config\) must be an integer, got 1.5"),
+    ({"port": 70000}, {}, r"port \(from config\) must be an integer in \[0, 65535\]"),
+    ({"allow_unauthenticated": "yes"}, {}, r"allow_unauthenticated \(from config\) must be "
+                                           r"true or false"),
+    ({"update_strategy": "magic"}, {}, r"update_strategy \(from config\) must be one of "
+                                       r"moving_average, exponential, bayesian, gradient"),
+    ({"log_level": "LOUD"}, {}, r"log_level \(from config\) must be one of DEBUG"),
+    ({"ledger_path": ""}, {}, r"ledger_path \(from config\) must be a non-empty string"),
+    ({"colldown_seconds": 1}, {}, r"^unknown config key 'colldown_seconds'; known: token,"),
+    ({}, {"AUTORETRAIN_WEBHOOK_COOLDOWN": "1"},
+     r"^unknown environment variable AUTORETRAIN_WEBHOOK_COOLDOWN; known: "),
+    ({}, {"AUTORETRAIN_WEBHOOK_COOLDOWN_SECONDS": "soon"},
+     r"^AUTORETRAIN_WEBHOOK_COOLDOWN_SECONDS must be a number, got 'soon'$"),
+    ({}, {"AUTORETRAIN_WEBHOOK_COOLDOWN_SECONDS": "nan"},
+     r"COOLDOWN_SECONDS\) must be a finite number >= 0, got nan"),
+    ({}, {"AUTORETRAIN_WEBHOOK_PORT": "80.5"},
+     r"^AUTORETRAIN_WEBHOOK_PORT must be an integer, got '80.5'$"),
+    ({}, {"AUTORETRAIN_WEBHOOK_ALLOW_UNAUTHENTICATED": "maybe"},
+     r"^AUTORETRAIN_WEBHOOK_ALLOW_UNAUTHENTICATED must be one of 1, true, yes, on, 0, false"),
+    ({"token": "short"}, {}, r"^token must be 16 to 4096 printable ASCII characters"),
+    ({"token": "has a space in it, long enough"}, {}, r"^token must be 16 to 4096 printable"),
+    ({"token": TOKEN, "token_file": "/x"}, {}, r"^set token or token_file, not both$"),
+    ({"token_file": "/nonexistent/token"}, {},
+     r"^token_file '/nonexistent/token' cannot be read: "),
+])
+def test_invalid_settings_say_what_is_wrong(overrides: dict[str, Any], env: dict[str, str],
+                                            message: str) -> None:
+    overrides = {"allow_unauthenticated": True, **overrides}
+    with pytest.raises(ValueError, match=message):
+        load_config(overrides, env)
+
+
+def test_errors_and_repr_never_show_the_token() -> None:
+    config = load_config({"token": TOKEN})
+    assert TOKEN not in repr(config)
+    with pytest.raises(ValueError) as info:
+        load_config({"token": 12345678901234567890})
+    assert str(info.value) == (
+        "token (from config) must be a non-empty string, got a value of type int")
+    with pytest.raises(ValueError) as info:
+        load_config({"token": "no spaces allowed " + TOKEN})
+    assert TOKEN not in str(info.value)
+
+
+def test_empty_token_file_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("\n")
+    with pytest.raises(ValueError, match=r"^token must be .* \(read from token_file '"):
+        load_config({"token_file": str(path)})
+
+
+def test_updater_kwargs() -> None:
+    config = load_config({"allow_unauthenticated": True, "model_storage_path": "/m",
+                          "batch_size": 5, "kafka_servers": "k:9092"})
+    assert config.updater_kwargs() == {
+        "kafka_servers": "k:9092", "kafka_topic": "agent-outcomes",
+        "consumer_group": "autoretrain-updater", "batch_size": 5,
+        "batch_timeout_seconds": 30.0, "model_storage_path": "/m",
+        "save_interval_seconds": 300.0, "update_strategy": "exponential"}

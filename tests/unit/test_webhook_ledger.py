@@ -1,0 +1,163 @@
+"""The SQLite ledger of episodes and retrains: persistence, crash recovery, pagination."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from webhook.alerts import EpisodeKey
+from webhook.ledger import Ledger, LedgerError, outcome_of
+from webhook.policy import EpisodeState, Plan, QueuedEpisode
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def q(fp: str, retrain_type: str = "incremental", at: float = 1_700_000_000.0) -> QueuedEpisode:
+    return QueuedEpisode(EpisodeKey(fp, "2024-05-01T10:00:00.000000Z"), f"Alert{fp}",
+                         retrain_type, at)
+
+
+def plan(queue: tuple[QueuedEpisode, ...] = (), cancel: tuple[EpisodeKey, ...] = (),
+         resolve: tuple[QueuedEpisode, ...] = ()) -> Plan:
+    return Plan((), queue, cancel, resolve)
+
+
+RESULT = {"success": True, "promoted": True, "model_type": "agent_selection",
+          "retrain_type": "full", "events_processed": 120, "duration_ms": 12.5,
+          "candidate_score": 0.8, "serving_score": 0.7, "model_version": 3}
+
+
+def test_episodes_survive_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "ledger.sqlite3"  # parent directories are created
+    ledger = Ledger(path)
+    ledger.record_plan(plan(queue=(q("a1"), q("b2", "full", 1_700_000_001.0)),
+                            resolve=(q("c3"),)))
+    ledger.close()
+    ledger = Ledger(path)
+    keys = [q(fp).episode for fp in ("a1", "b2", "c3", "d4")]
+    assert ledger.episode_states(keys) == {keys[0]: EpisodeState.QUEUED,
+                                           keys[1]: EpisodeState.QUEUED,
+                                           keys[2]: EpisodeState.RESOLVED}
+    assert ledger.queued() == [q("a1"), q("b2", "full", 1_700_000_001.0)]
+
+
+def test_cancel_only_touches_queued_episodes(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db")
+    ledger.record_plan(plan(queue=(q("a1"), q("b2"))))
+    ledger.start_retrain(trigger="alert", reason="r", retrain_type="incremental",
+                         requested_at=0.0, episodes=(q("b2"),))
+    ledger.record_plan(plan(cancel=(q("a1").episode, q("b2").episode)))
+    assert ledger.episode_states([q("a1").episode, q("b2").episode]) == {
+        q("a1").episode: EpisodeState.CANCELLED, q("b2").episode: EpisodeState.RETRAINED}
+    assert ledger.queued() == []
+
+
+def test_recording_an_episode_twice_keeps_the_first(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db")
+    ledger.record_plan(plan(queue=(q("a1"),)))
+    ledger.record_plan(plan(resolve=(q("a1"),)))
+    assert ledger.episode_states([q("a1").episode]) == {q("a1").episode: EpisodeState.QUEUED}
+
+
+def test_retrain_lifecycle_and_json(tmp_path: Path) -> None:
+    clock = Clock()
+    ledger = Ledger(tmp_path / "l.db", clock=clock)
+    ledger.record_plan(plan(queue=(q("a1", "full"),)))
+    rid = ledger.start_retrain(trigger="alert", reason="alertmanager: Alerta1 (1 episode)",
+                               retrain_type="full", requested_at=clock.now - 2,
+                               episodes=(q("a1", "full"),))
+    (running,), total = ledger.list_retrains()
+    assert total == 1 and running["outcome"] == "running" and running["finished_at"] is None
+    assert ledger.last_finished() is None
+    clock.now += 1.5
+    assert ledger.finish_retrain(rid, RESULT) == "promoted"
+    (row,), _ = ledger.list_retrains()
+    assert row == {
+        "id": rid, "trigger": "alert", "reason": "alertmanager: Alerta1 (1 episode)",
+        "retrain_type": "full", "requested_at": "2023-11-14T22:13:18.000Z",
+        "started_at": "2023-11-14T22:13:20.000Z", "finished_at": "2023-11-14T22:13:21.500Z",
+        "outcome": "promoted", "success": True, "promoted": True, "events_processed": 120,
+        "duration_ms": 12.5, "candidate_score": 0.8, "serving_score": 0.7, "model_version": 3,
+        "error": None,
+        "alerts": [{"alertname": "Alerta1", "fingerprint": "a1",
+                    "startsAt": "2024-05-01T10:00:00.000000Z", "retrain_type": "full"}]}
+    assert ledger.last_finished() == clock.now and ledger.last_finished("api") is None
+
+
+def test_a_retrain_running_at_a_crash_becomes_interrupted(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    ledger = Ledger(path)
+    ledger.record_plan(plan(queue=(q("a1"),)))
+    ledger.start_retrain(trigger="alert", reason="r", retrain_type="incremental",
+                         requested_at=0.0, episodes=(q("a1"),))
+    # No close(): the process died. The episode was claimed before the retrain ran.
+    reopened = Ledger(path)
+    (row,), _ = reopened.list_retrains()
+    assert row["outcome"] == "interrupted" and row["finished_at"] is not None
+    assert row["error"] == "the webhook stopped during this retrain"
+    assert reopened.episode_states([q("a1").episode]) == {q("a1").episode:
+                                                          EpisodeState.RETRAINED}
+    assert reopened.queued() == []
+
+
+def test_pagination_newest_first(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db")
+    ids = [ledger.start_retrain(trigger="api", reason=f"r{i}", retrain_type="incremental",
+                                requested_at=float(i)) for i in range(7)]
+    page, total = ledger.list_retrains(limit=3, offset=0)
+    assert total == 7 and [r["id"] for r in page] == ids[::-1][:3]
+    page, _ = ledger.list_retrains(limit=3, offset=6)
+    assert [r["id"] for r in page] == [ids[0]]
+    assert ledger.list_retrains(limit=3, offset=7) == ([], 7)
+
+
+@pytest.mark.parametrize("result, outcome", [
+    (RESULT, "promoted"),
+    ({**RESULT, "promoted": False}, "rejected"),
+    ({"success": False, "events_processed": 0, "model_type": "agent_selection"}, "skipped"),
+    ({"success": False, "events_processed": 0, "model_type": "other"}, "failed"),
+    ({"success": False, "events_processed": 5, "model_type": "agent_selection"}, "failed"),
+    # The updater's own word wins over the derivation.
+    ({"success": False, "events_processed": 0, "model_type": "agent_selection",
+      "result": "failed"}, "failed"),
+    ({**RESULT, "result": "rejected"}, "rejected"),
+])
+def test_outcome_of(result: dict[str, object], outcome: str) -> None:
+    assert outcome_of(result) == outcome
+
+
+def test_an_updater_exception_is_recorded(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db")
+    rid = ledger.start_retrain(trigger="api", reason="r", retrain_type="full", requested_at=0)
+    assert ledger.finish_retrain(rid, None, "RuntimeError: boom") == "error"
+    (row,), _ = ledger.list_retrains()
+    assert (row["outcome"], row["success"], row["error"]) == ("error", None, "RuntimeError: boom")
+
+
+def test_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "ledger"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(LedgerError, match="is not a usable ledger"):
+        Ledger(path)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ledger"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(LedgerError, match="schema version 99 is newer"):
+        Ledger(path)
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="cannot be opened"):
+        Ledger(tmp_path)

@@ -1,0 +1,471 @@
+"""The Flask application: Alertmanager receiver, retraining API, health and metrics.
+
+``create_app(config=None, *, updater=None, registry=None)`` is the factory.
+Every view follows parse, then decide, then act: the request is checked
+(token, media type, size, JSON, schema) and turned into typed values; the
+:class:`~webhook.controller.RetrainController` decides and queues; only the
+worker thread retrains. Client mistakes get a JSON ``{"error", "message"}``
+with a 4xx status and are counted in ``webhook_requests_rejected_total``;
+nothing a client sends can produce a 500 or a stack trace.
+
+The app keeps its collaborators in ``app.extensions["autoretrain"]`` (a
+:class:`WebhookService`); call its ``close()`` when done (``python -m
+webhook`` does on SIGTERM).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, NoReturn
+
+import yaml
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from prometheus_client import CollectorRegistry, generate_latest
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from .alerts import InvalidPayload, parse_notification
+from .config import WebhookConfig, load_config
+from .controller import ControllerUnavailable, RetrainController
+from .ledger import Ledger
+from .metrics import REJECT_REASONS, WebhookMetrics
+from .updater.metrics import MODEL_TYPES
+from .updater.store import utc_now_iso
+
+__all__ = ["ClientError", "WebhookService", "create_app"]
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "autoretrain"
+_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+_REALM = 'Bearer realm="autoretrain"'
+_TRIGGER_KEYS = ("reason", "force_full_retrain", "model_type")
+_MAX_REASON = 500
+# What generate_latest writes (prometheus_client >= 0.22 calls 1.0.0 "latest"
+# but still writes this compatible format unless asked otherwise).
+_PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ClientError(Exception):
+    """A request refused with a 4xx: ``reason`` is the metric label and the ``error`` code."""
+
+    def __init__(
+        self, status: int, reason: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+@dataclass
+class WebhookService:
+    """What the views use; owned by one app."""
+
+    config: WebhookConfig
+    updater: Any
+    registry: CollectorRegistry
+    metrics: WebhookMetrics
+    ledger: Ledger
+    controller: RetrainController
+    owns_updater: bool
+
+    def close(self) -> None:
+        """Stop the retrain worker (after a retrain in progress), the updater if the
+        app built it, and close the ledger."""
+        self.controller.stop()
+        if self.owns_updater:
+            self.updater.stop()
+        self.ledger.close()
+
+
+def _service() -> WebhookService:
+    service: WebhookService = current_app.extensions[EXTENSION]
+    return service
+
+
+# -- request checks (parse) ---------------------------------------------------------------
+def _authenticate(service: WebhookService) -> None:
+    token = service.config.token
+    if token is None:  # allow_unauthenticated: checked at start
+        return
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() != "bearer" or not credentials:
+        raise ClientError(401, "unauthorized", "an Authorization: Bearer token is required",
+                          {"WWW-Authenticate": _REALM})
+    # Constant time: the comparison must not reveal how much of a guess was right.
+    if not hmac.compare_digest(credentials.encode(), token.encode()):
+        raise ClientError(401, "unauthorized", "the Bearer token is not valid",
+                          {"WWW-Authenticate": f'{_REALM}, error="invalid_token"'})
+
+
+def _read_body(service: WebhookService) -> bytes:
+    """The body, at most ``max_body_bytes``: Content-Length first, then a capped read
+    (chunked bodies have no length)."""
+    limit = service.config.max_body_bytes
+    too_large = f"the body exceeds the limit of {limit} bytes"
+    if request.content_length is not None and request.content_length > limit:
+        raise ClientError(413, "payload_too_large", too_large)
+    chunks: list[bytes] = []
+    size = 0
+    stream = request.stream
+    while True:
+        chunk = stream.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise ClientError(413, "payload_too_large", too_large)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _decode_json(body: bytes) -> Any:
+    try:
+        return json.loads(body, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ClientError(400, "invalid_json", "the JSON is nested too deeply") from None
+    except UnicodeDecodeError:
+        raise ClientError(400, "invalid_json", "the body is not UTF-8 text") from None
+    except ValueError as exc:  # JSONDecodeError, NaN / Infinity
+        raise ClientError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _require_json_type() -> None:
+    if request.mimetype != "application/json":
+        shown = (request.mimetype or "none")[:60]
+        raise ClientError(415, "unsupported_media_type",
+                          f"Content-Type must be application/json, got {shown!r}")
+
+
+def _int_param(name: str, default: int, low: int, high: int) -> int:
+    text = request.args.get(name)
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit() or len(text) > 12 or not low <= int(text) <= high:
+        raise ClientError(400, "invalid_request",
+                          f"{name} must be an integer in [{low}, {high}], got {text[:40]!r}")
+    return int(text)
+
+
+def _json_safe(value: Any) -> Any:
+    # The updater's scores can be NaN; JSON has no NaN, so it becomes null.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# -- blueprints -----------------------------------------------------------------------
+alerts_bp = Blueprint("alerts", __name__)
+api_bp = Blueprint("api", __name__, url_prefix="/api/performance")
+ops_bp = Blueprint("ops", __name__)
+
+
+@alerts_bp.post("/alerts")
+def receive_alerts() -> tuple[Response, int]:
+    """Alertmanager webhook (version 4): decide per alert, queue retrains, answer 202 at once."""
+    service = _service()
+    _authenticate(service)
+    _require_json_type()
+    data = _decode_json(_read_body(service))
+    try:
+        notification = parse_notification(data)
+    except InvalidPayload as exc:
+        raise ClientError(400, "invalid_payload", str(exc)) from None
+    plan = service.controller.handle(notification)
+    return jsonify({
+        "status": "accepted",
+        "alerts": len(notification.alerts),
+        "truncated_alerts": notification.truncated_alerts,
+        "decisions": [d.as_json() for d in plan.decisions],
+    }), 202
+
+
+def _parse_trigger(data: Any) -> tuple[str, bool, str]:
+    if not isinstance(data, dict):
+        raise ClientError(400, "invalid_request", "the body must be a JSON object")
+    unknown = sorted(set(data) - set(_TRIGGER_KEYS))
+    if unknown:
+        raise ClientError(400, "invalid_request",
+                          f"unknown field(s) {', '.join(repr(k[:40]) for k in unknown[:5])}; "
+                          f"allowed: {', '.join(_TRIGGER_KEYS)}")
+    reason = data.get("reason", "manual_api_trigger")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > _MAX_REASON:
+        raise ClientError(400, "invalid_request",
+                          f"reason must be a non-empty string of at most {_MAX_REASON} characters")
+    full = data.get("force_full_retrain", False)
+    if not isinstance(full, bool):
+        raise ClientError(400, "invalid_request", "force_full_retrain must be true or false")
+    model_type = data.get("model_type", MODEL_TYPES[0])
+    if model_type not in MODEL_TYPES:
+        raise ClientError(400, "invalid_request",
+                          f"model_type must be one of {', '.join(MODEL_TYPES)}")
+    return reason, full, model_type
+
+
+@api_bp.post("/trigger-retraining")
+def trigger_retraining() -> tuple[Response, int]:
+    """The original synchronous API, serialised with alert retrains on the worker thread."""
+    service = _service()
+    _authenticate(service)
+    if request.mimetype:
+        _require_json_type()
+    body = _read_body(service)
+    if body and not request.mimetype:
+        _require_json_type()  # a body must say what it is
+    reason, full, model_type = _parse_trigger(_decode_json(body) if body else {})
+    try:
+        future = service.controller.submit(reason, full, model_type)
+    except ControllerUnavailable as exc:
+        return _error_response(503, "unavailable", str(exc)), 503
+    timeout = service.config.retrain_timeout_seconds
+    try:
+        failure = future.exception(timeout)
+    except FutureTimeout:
+        withdrawn = future.cancel()
+        message = (f"the retrain did not start within {timeout:g} s and was withdrawn"
+                   if withdrawn else f"the retrain did not finish within {timeout:g} s; "
+                   "it goes on, see GET /api/performance/retraining")
+        return _error_response(503, "timeout", message), 503
+    if failure is not None:
+        if isinstance(failure, ControllerUnavailable):
+            return _error_response(503, "unavailable", str(failure)), 503
+        # The updater raised: a server fault, logged by the worker.
+        return jsonify({"status": "error", "message": f"the retrain failed: "
+                        f"{type(failure).__name__}", "result": None,
+                        "timestamp": utc_now_iso()}), 500
+    retrain_id, result = future.result()
+    if result.get("success"):
+        message = ("retrained; the candidate was promoted" if result.get("promoted")
+                   else "retrained; the candidate was rejected (the serving model scored better)")
+    else:
+        message = f"not retrained: {result.get('error', 'unknown reason')}"
+    return jsonify({
+        "status": "success" if result.get("success") else "error",
+        "message": message,
+        "result": _json_safe(result),
+        "retrain_id": retrain_id,
+        "timestamp": utc_now_iso(),
+    }), 200
+
+
+@api_bp.get("/retraining")
+def list_retraining() -> Response:
+    """The ledger of retrains, newest first: ``?limit=`` (1..100, 20) and ``?offset=``."""
+    service = _service()
+    unknown = sorted(set(request.args) - {"limit", "offset"})
+    if unknown:
+        raise ClientError(400, "invalid_request",
+                          f"unknown query parameter {unknown[0][:40]!r}; allowed: limit, offset")
+    limit = _int_param("limit", 20, 1, 100)
+    offset = _int_param("offset", 0, 0, 10**9)
+    items, total = service.ledger.list_retrains(limit, offset)
+    end = offset + len(items)
+    return jsonify({
+        "retrains": _json_safe(items),
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "next_offset": end if end < total else None,
+    })
+
+
+@api_bp.get("/stats")
+def stats() -> Response:
+    """The updater's metrics, plus the retrain controller's state under ``webhook``."""
+    service = _service()
+    data = dict(service.updater.get_metrics())
+    data["webhook"] = service.controller.status()
+    return jsonify(_json_safe(data))
+
+
+@ops_bp.get("/metrics")
+def prometheus_metrics() -> Response:
+    """Prometheus text: the webhook's registry, and the updater's when it is another one."""
+    service = _service()
+    registries = [service.registry]
+    updater_registry = getattr(service.updater, "registry", None)
+    if isinstance(updater_registry, CollectorRegistry) and updater_registry is not service.registry:
+        registries.append(updater_registry)
+    body = b"".join(generate_latest(r) for r in registries)
+    return Response(body, headers={"Content-Type": _PROMETHEUS_TEXT})
+
+
+@ops_bp.get("/healthz")
+def healthz() -> Response:
+    """Alive: the process answers."""
+    return jsonify({"status": "alive"})
+
+
+def readiness(service: WebhookService) -> tuple[bool, str, dict[str, str]]:
+    """(ready, reason, checks): a model is serving, the consumer and the retrain worker run."""
+    m = service.updater.get_metrics()
+    store = getattr(service.updater, "store", None)
+    stored = bool(store.versions()) if store is not None else False
+    checks: dict[str, str] = {}
+    problems: list[str] = []
+    if m.get("model_loaded") or m.get("model_version", 0) > 0:
+        checks["model"] = f"loaded (version {m.get('model_version')})"
+    elif not stored:
+        checks["model"] = "new (no stored model yet)"
+    else:
+        checks["model"] = "not loaded"
+        problems.append("the model store has versions but none could be loaded")
+    checks["consumer"] = "running" if m.get("running") else "stopped"
+    if not m.get("running"):
+        problems.append("the updater's consumer is not running")
+    checks["retrain_worker"] = "running" if service.controller.running else "stopped"
+    if not service.controller.running:
+        problems.append("the retrain worker is not running")
+    return not problems, "; ".join(problems) or "ready", checks
+
+
+@ops_bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    """Ready (200) or not (503) with the reason."""
+    ok, reason, checks = readiness(_service())
+    return jsonify({"ready": ok, "reason": reason, "checks": checks}), 200 if ok else 503
+
+
+def _openapi_text() -> str:
+    return resources.files("webhook").joinpath("openapi.yaml").read_text(encoding="utf-8")
+
+
+@ops_bp.get("/openapi.yaml")
+def openapi_yaml() -> Response:
+    """This API's OpenAPI 3 document (the checked-in file)."""
+    return Response(_openapi_text(), mimetype="application/yaml")
+
+
+@ops_bp.get("/openapi.json")
+def openapi_json() -> Response:
+    """The same document as JSON."""
+    return jsonify(yaml.safe_load(_openapi_text()))
+
+
+# -- errors ------------------------------------------------------------------------------
+def _error_response(status: int, error: str, message: str) -> Response:
+    response = jsonify({"error": error, "message": message})
+    response.status_code = status
+    return response
+
+
+def _client_error(exc: ClientError) -> Response:
+    _service().metrics.rejected.labels(exc.reason).inc()
+    response = _error_response(exc.status, exc.reason, exc.message)
+    response.headers.update(exc.headers)
+    return response
+
+
+_HTTP_REASONS = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+                 400: "invalid_request", 415: "unsupported_media_type"}
+
+
+def _http_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    reason = _HTTP_REASONS.get(status, "http_error")
+    if reason in REJECT_REASONS:
+        _service().metrics.rejected.labels(reason).inc()
+    response = _error_response(status, reason, exc.description or exc.name)
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+def _internal_error(exc: Exception) -> Response:
+    # Never the traceback in the response; it goes to the log.
+    log.error("unhandled error in %s %s", request.method, request.path[:200], exc_info=exc)
+    return _error_response(500, "internal_error", "internal server error")
+
+
+def _start_timer() -> None:
+    g.started = time.perf_counter()
+
+
+def _finish_request(response: Response) -> Response:
+    started = g.pop("started", None)
+    if started is not None:
+        endpoint = request.url_rule.rule if request.url_rule is not None else "other"
+        method = request.method if request.method in _METHODS else "other"
+        _service().metrics.request_duration.labels(endpoint, method).observe(
+            time.perf_counter() - started)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+# -- the factory ------------------------------------------------------------------------------
+def create_app(
+    config: Mapping[str, Any] | None = None,
+    *,
+    updater: Any = None,
+    registry: CollectorRegistry | None = None,
+) -> Flask:
+    """Build the webhook app.
+
+    ``config`` overrides the environment (``AUTORETRAIN_WEBHOOK_*``), which
+    overrides the defaults (see :mod:`webhook.config`); invalid settings
+    raise ``ValueError`` here, not at the first request. ``updater`` is any
+    object with ``trigger_retraining``, ``get_metrics`` (and for ``/metrics``
+    a ``registry``); its lifecycle stays with the caller. Without one, a
+    :class:`~webhook.RealTimeModelUpdater` is built from the config,
+    started, and stopped by ``WebhookService.close()``. ``registry`` receives
+    the webhook's metrics (a fresh one by default); pass the updater's to
+    serve both from one registry.
+    """
+    settings = load_config(config, os.environ)
+    registry = CollectorRegistry() if registry is None else registry
+    owns_updater = updater is None
+    if updater is None:
+        from .updater import RealTimeModelUpdater
+
+        updater = RealTimeModelUpdater(**settings.updater_kwargs(), registry=registry)
+    for method in ("trigger_retraining", "get_metrics"):
+        if not callable(getattr(updater, method, None)):
+            raise ValueError(f"updater must have a {method}() method")
+    metrics = WebhookMetrics(registry, settings.max_alertnames)
+    ledger = Ledger(settings.ledger_path)
+    controller = RetrainController(updater, ledger, metrics,
+                                   cooldown_seconds=settings.cooldown_seconds)
+    service = WebhookService(settings, updater, registry, metrics, ledger, controller,
+                             owns_updater)
+
+    app = Flask(__name__, static_folder=None)
+    # Werkzeug's own cap, in addition to ours: it also guards form parsing.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = service
+    app.register_blueprint(alerts_bp)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(ops_bp)
+    app.register_error_handler(ClientError, _client_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _internal_error)
+    app.before_request(_start_timer)
+    app.after_request(_finish_request)
+
+    if owns_updater:
+        updater.start()
+    controller.start()
+    log.info("webhook app ready (auth %s, ledger %s, cooldown %g s)",
+             "required" if settings.auth_required else "DISABLED", settings.ledger_path,
+             settings.cooldown_seconds)
+    return app

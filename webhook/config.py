@@ -1,0 +1,248 @@
+"""The webhook's configuration, layered once and validated at start.
+
+Layers, lowest first: the defaults of :class:`WebhookConfig`, environment
+variables ``AUTORETRAIN_WEBHOOK_<KEY>`` (``KEY`` is the field name in upper
+case, e.g. ``AUTORETRAIN_WEBHOOK_COOLDOWN_SECONDS``), then the mapping given
+to :func:`~webhook.create_app` (or the command line). Every error is a
+``ValueError`` naming the key, where it came from, and what is allowed.
+
+Authentication is secure by default: with neither ``token`` nor
+``token_file`` the webhook refuses to start unless ``allow_unauthenticated``
+is true, so a forgotten secret never silently exposes the retrain endpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .updater.strategies import UpdateStrategy
+
+__all__ = ["ENV_PREFIX", "WebhookConfig", "load_config"]
+
+ENV_PREFIX = "AUTORETRAIN_WEBHOOK_"
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_STRATEGIES = tuple(s.value for s in UpdateStrategy)
+# A token is sent in an HTTP header: printable ASCII without spaces.
+_TOKEN = re.compile(r"^[\x21-\x7e]{16,4096}$")
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    """Validated settings of the webhook (see the module docstring for the layers).
+
+    Attributes
+    ----------
+    token, token_file
+        The Bearer token required on POST endpoints, inline or read from a
+        file (trailing newline stripped). At most one; at least 16 printable
+        characters.
+    allow_unauthenticated
+        Accept POSTs without a token when none is configured (never the default).
+    ledger_path
+        SQLite file of alert episodes and retrains (survives restarts).
+    cooldown_seconds
+        Minimum time from the end of one alert-triggered retrain to the start
+        of the next; alerts arriving meanwhile wait (coalesced) until it ends.
+    max_body_bytes
+        Largest accepted request body; larger gets 413.
+    max_alertnames
+        Distinct ``alertname`` label values in ``webhook_alerts_total``;
+        further names are counted as ``other`` (bounded cardinality).
+    retrain_timeout_seconds
+        How long ``POST /api/performance/trigger-retraining`` waits for its
+        (serialised) retrain before answering 503.
+    host, port, threads
+        Listen address and waitress worker threads of ``python -m webhook``.
+    model_storage_path, kafka_servers, kafka_topic, consumer_group, batch_size,
+    batch_timeout_seconds, save_interval_seconds, update_strategy
+        The :class:`~webhook.RealTimeModelUpdater` built when none is passed
+        in; ``kafka_servers`` None (empty) means the embedded bus.
+    log_level
+        Logging level of ``python -m webhook``.
+    """
+
+    token: str | None = field(default=None, repr=False)
+    token_file: str | None = None
+    allow_unauthenticated: bool = False
+    ledger_path: str = "./webhook-ledger.sqlite3"
+    cooldown_seconds: float = 600.0
+    max_body_bytes: int = 1_048_576
+    max_alertnames: int = 100
+    retrain_timeout_seconds: float = 300.0
+    host: str = "127.0.0.1"
+    port: int = 9109
+    threads: int = 8
+    model_storage_path: str = "./models"
+    kafka_servers: str | None = None
+    kafka_topic: str = "agent-outcomes"
+    consumer_group: str = "autoretrain-updater"
+    batch_size: int = 10
+    batch_timeout_seconds: float = 30.0
+    save_interval_seconds: float = 300.0
+    update_strategy: str = "exponential"
+    log_level: str = "INFO"
+
+    @property
+    def auth_required(self) -> bool:
+        """True when POST endpoints need the Bearer token."""
+        return self.token is not None
+
+    def updater_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the :class:`~webhook.RealTimeModelUpdater` to build."""
+        return {
+            "kafka_servers": self.kafka_servers,
+            "kafka_topic": self.kafka_topic,
+            "consumer_group": self.consumer_group,
+            "batch_size": self.batch_size,
+            "batch_timeout_seconds": self.batch_timeout_seconds,
+            "model_storage_path": self.model_storage_path,
+            "save_interval_seconds": self.save_interval_seconds,
+            "update_strategy": self.update_strategy,
+        }
+
+
+_KEYS = tuple(f.name for f in fields(WebhookConfig))
+_OPTIONAL_STR = ("token", "token_file", "kafka_servers")
+_BOOL = ("allow_unauthenticated",)
+_INT = ("max_body_bytes", "max_alertnames", "port", "threads", "batch_size")
+_FLOAT = (
+    "cooldown_seconds",
+    "retrain_timeout_seconds",
+    "batch_timeout_seconds",
+    "save_interval_seconds",
+)
+
+
+def _describe(key: str, value: Any) -> str:
+    # Never echo a secret back into an error message or a log line.
+    return f"a value of type {type(value).__name__}" if key == "token" else repr(value)
+
+
+def _from_env(key: str, text: str) -> Any:
+    """Convert the text of ``AUTORETRAIN_WEBHOOK_<KEY>`` to the key's type."""
+    name = ENV_PREFIX + key.upper()
+    if key in _BOOL:
+        lowered = text.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ValueError(
+            f"{name} must be one of {', '.join(_TRUE + _FALSE[:-1])}, got {text!r}"
+        )
+    if key in _INT:
+        try:
+            return int(text.strip())
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, got {text!r}") from None
+    if key in _FLOAT:
+        try:
+            return float(text.strip())
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {text!r}") from None
+    if key in _OPTIONAL_STR:
+        # Empty means unset, so an orchestrator can blank a variable out.
+        return text if text.strip() else None
+    return text
+
+
+def _check(key: str, value: Any, source: str) -> Any:
+    """Validate one value's type and range; return it normalised."""
+    where = f"{key} (from {source})"
+    if key in _BOOL:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {_describe(key, value)}")
+        return value
+    if key in _INT:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where} must be an integer, got {_describe(key, value)}")
+        low = 0 if key == "port" else 1
+        high = 65535 if key == "port" else None
+        if value < low or (high is not None and value > high):
+            allowed = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise ValueError(f"{where} must be an integer {allowed}, got {value!r}")
+        return value
+    if key in _FLOAT:
+        ok = (
+            not isinstance(value, bool)
+            and isinstance(value, int | float)
+            and math.isfinite(value)
+            and (value >= 0 if key == "cooldown_seconds" else value > 0)
+        )
+        if not ok:
+            bound = ">= 0" if key == "cooldown_seconds" else "> 0"
+            raise ValueError(f"{where} must be a finite number {bound}, got {value!r}")
+        return float(value)
+    if value is None and key in _OPTIONAL_STR:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{where} must be a non-empty string, got {_describe(key, value)}")
+    if key == "update_strategy" and value not in _STRATEGIES:
+        raise ValueError(f"{where} must be one of {', '.join(_STRATEGIES)}, got {value!r}")
+    if key == "log_level" and value.upper() not in _LOG_LEVELS:
+        raise ValueError(f"{where} must be one of {', '.join(_LOG_LEVELS)}, got {value!r}")
+    return value.upper() if key == "log_level" else value
+
+
+def _read_token_file(path: str) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"token_file {path!r} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"token_file {path!r} is not UTF-8 text") from None
+    return text.rstrip("\r\n")
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> WebhookConfig:
+    """Layer defaults < ``environ`` (``AUTORETRAIN_WEBHOOK_*``) < ``overrides``; validate.
+
+    Unknown keys, in either layer, are errors: a misspelt setting must not be
+    ignored silently. ``token_file`` is read here, so a missing or empty file
+    fails at start, not at the first request.
+    """
+    values: dict[str, Any] = {}
+    for name, text in sorted((environ or {}).items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in _KEYS:
+            raise ValueError(
+                f"unknown environment variable {name}; known: "
+                f"{', '.join(ENV_PREFIX + k.upper() for k in _KEYS)}"
+            )
+        values[key] = _check(key, _from_env(key, text), name)
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ValueError(f"config must be a mapping, got {type(overrides).__name__}")
+    for key, value in (overrides or {}).items():
+        if key not in _KEYS:
+            raise ValueError(f"unknown config key {key!r}; known: {', '.join(_KEYS)}")
+        values[key] = _check(key, value, "config")
+    config = WebhookConfig(**values)
+
+    if config.token is not None and config.token_file is not None:
+        raise ValueError("set token or token_file, not both")
+    if config.token_file is not None:
+        config = replace(config, token=_read_token_file(config.token_file))
+    if config.token is not None and not _TOKEN.match(config.token):
+        raise ValueError(
+            "token must be 16 to 4096 printable ASCII characters without spaces"
+            + (f" (read from token_file {config.token_file!r})" if config.token_file else "")
+        )
+    if config.token is None and not config.allow_unauthenticated:
+        raise ValueError(
+            "no token configured: set token or token_file (env "
+            f"{ENV_PREFIX}TOKEN or {ENV_PREFIX}TOKEN_FILE), or set allow_unauthenticated "
+            "to true to accept unauthenticated POSTs (not recommended)"
+        )
+    return config

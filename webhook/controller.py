@@ -1,0 +1,311 @@
+"""The retrain controller: applies policy decisions and runs retrains on one worker thread.
+
+``handle()`` is called by ``POST /alerts``: it reads the ledger state of the
+notification's episodes, asks :func:`~webhook.policy.decide`, records the
+plan in the ledger and returns at once (Alertmanager gets its 202 before any
+retrain runs). The worker thread then runs what is queued:
+
+- API requests (``retrain_now``, the synchronous endpoint) first, in order;
+- otherwise, once the cooldown has ended, every queued episode in one
+  coalesced retrain (full when any of them asked for full).
+
+Every retrain, whatever triggered it, runs on this one thread, so retrains
+are serialised and the cooldown is measured from the end of the previous
+one. Queued episodes live in the ledger too, so a restart resumes them, and
+the cooldown resumes from the ledger's last finished retrain.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .alerts import EpisodeKey, Notification
+from .ledger import Ledger
+from .metrics import WebhookMetrics
+from .policy import Plan, QueuedEpisode, decide, retrain_type_of
+
+__all__ = ["ControllerUnavailable", "RetrainController", "Updater"]
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF = 5.0
+
+
+class Updater(Protocol):
+    """What the controller needs of a :class:`~webhook.RealTimeModelUpdater`."""
+
+    def trigger_retraining(
+        self, reason: str = ..., force_full_retrain: bool = ..., model_type: str = ...
+    ) -> dict[str, Any]: ...
+
+
+class ControllerUnavailable(RuntimeError):
+    """The worker is not running (stopped, or not started)."""
+
+
+@dataclass
+class _Job:
+    trigger: str  # "alert" | "api"
+    reason: str
+    full: bool
+    requested_at: float
+    model_type: str = "agent_selection"
+    episodes: tuple[QueuedEpisode, ...] = ()
+    future: Future[tuple[int, dict[str, Any]]] | None = None
+    retrain_id: int | None = field(default=None)
+
+
+def _printable(text: str, limit: int = 100) -> str:
+    # Alert names end up in log lines and the ledger: no control characters.
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+def _alert_reason(episodes: tuple[QueuedEpisode, ...]) -> str:
+    names = sorted({_printable(q.alertname) or "(no alertname)" for q in episodes})
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    noun = "episode" if len(episodes) == 1 else "episodes"
+    return f"alertmanager: {shown} ({len(episodes)} {noun})"
+
+
+class RetrainController:
+    """Serialises retrains for alerts and API calls; see the module docstring.
+
+    Parameters
+    ----------
+    updater
+        Has ``trigger_retraining(reason, force_full_retrain, model_type)``.
+    ledger, metrics
+        Where episodes and retrains are recorded and counted.
+    cooldown_seconds
+        Minimum time from the end of one retrain to the start of an
+        alert-triggered one (API calls are operator overrides: not delayed).
+    clock
+        Unix seconds; tests pass a fake one and call :meth:`wake` after moving it.
+    """
+
+    def __init__(
+        self,
+        updater: Updater,
+        ledger: Ledger,
+        metrics: WebhookMetrics,
+        *,
+        cooldown_seconds: float = 600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not cooldown_seconds >= 0:
+            raise ValueError(f"cooldown_seconds must be >= 0, got {cooldown_seconds!r}")
+        self.updater = updater
+        self.ledger = ledger
+        self.metrics = metrics
+        self.cooldown_seconds = float(cooldown_seconds)
+        self.clock = clock
+        self._cond = threading.Condition()
+        self._pending: dict[EpisodeKey, QueuedEpisode] = {}
+        self._api_jobs: deque[_Job] = deque()
+        self._busy = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._cooldown_until = 0.0
+        self.errors = 0
+        self.last_error: str | None = None
+
+    # -- lifecycle --------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """True while the worker thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Restore queued episodes and the cooldown from the ledger; start the worker."""
+        if self.running:
+            return
+        with self._cond:
+            self._stopping = False
+            for q in self.ledger.queued():
+                self._pending[q.episode] = q
+            last = self.ledger.last_finished()
+            if last is not None:
+                self._set_cooldown(last + self.cooldown_seconds)
+            self.metrics.queued.set(len(self._pending))
+        if self._pending:
+            log.info("resuming %d queued alert episode(s) from the ledger", len(self._pending))
+        self._thread = threading.Thread(target=self._run, name="retrain-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the retrain in progress (if any); queued episodes stay in the ledger."""
+        with self._cond:
+            self._stopping = True
+            jobs, self._api_jobs = list(self._api_jobs), deque()
+            self._cond.notify_all()
+        for job in jobs:
+            assert job.future is not None
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_exception(ControllerUnavailable("the webhook is stopping"))
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("retrain worker did not stop within %.1f s", timeout)
+                return
+            self._thread = None
+
+    def wake(self) -> None:
+        """Re-evaluate the queue now (after a fake clock moved)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready snapshot of the controller."""
+        with self._cond:
+            return {
+                "worker_running": self.running,
+                "busy": self._busy,
+                "queued_episodes": len(self._pending),
+                "queued_api_requests": len(self._api_jobs),
+                "cooldown_seconds": self.cooldown_seconds,
+                "cooldown_until": self._cooldown_until or None,
+                "errors": self.errors,
+                "last_error": self.last_error,
+            }
+
+    def idle(self) -> bool:
+        """Nothing queued and no retrain running."""
+        with self._cond:
+            return not (self._busy or self._pending or self._api_jobs)
+
+    # -- the two ways in ------------------------------------------------------------
+    def handle(self, notification: Notification) -> Plan:
+        """Decide on every alert of ``notification``, record it, queue retrains; no waiting."""
+        with self._cond:
+            # Under the lock: two concurrent deliveries of one episode must see
+            # each other, and the worker must not claim between decide and record.
+            states = self.ledger.episode_states(a.episode for a in notification.alerts)
+            plan = decide(notification, states, now=self.clock(),
+                          cooldown_until=self._cooldown_until)
+            self.ledger.record_plan(plan)
+            for q in plan.queue:
+                self._pending[q.episode] = q
+            for key in plan.cancel:
+                self._pending.pop(key, None)
+            self.metrics.queued.set(len(self._pending))
+            if plan.queue:
+                self._cond.notify_all()
+        for d in plan.decisions:
+            self.metrics.alert(d.alertname, d.status, d.action)
+        if notification.truncated_alerts:
+            log.warning("notification %r left out %d alert(s) (Alertmanager max_alerts); "
+                        "decided on the %d received", _printable(notification.group_key),
+                        notification.truncated_alerts, len(notification.alerts))
+        log.info("alerts: %s", ", ".join(
+            f"{_printable(d.alertname)}/{d.status}: {d.action.value}" for d in plan.decisions))
+        return plan
+
+    def submit(
+        self, reason: str, force_full_retrain: bool = False,
+        model_type: str = "agent_selection",
+    ) -> Future[tuple[int, dict[str, Any]]]:
+        """Queue an API retrain ahead of alert retrains; the future gives (ledger id, result).
+
+        Cancel the future to withdraw the request if it has not started.
+        """
+        future: Future[tuple[int, dict[str, Any]]] = Future()
+        job = _Job("api", reason, force_full_retrain, self.clock(), model_type, future=future)
+        with self._cond:
+            if self._stopping or not self.running:
+                raise ControllerUnavailable("the retrain worker is not running")
+            self._api_jobs.append(job)
+            self._cond.notify_all()
+        return future
+
+    # -- the worker ------------------------------------------------------------------
+    def _set_cooldown(self, until: float) -> None:
+        self._cooldown_until = until
+        self.metrics.cooldown_until.set(until)
+
+    def _next_job(self) -> _Job | None:
+        """Block until there is a job (claimed in the ledger) or a stop; None on stop."""
+        with self._cond:
+            while not self._stopping:
+                while self._api_jobs:
+                    job = self._api_jobs.popleft()
+                    assert job.future is not None
+                    if job.future.set_running_or_notify_cancel():  # False: caller gave up
+                        try:
+                            job.retrain_id = self.ledger.start_retrain(
+                                trigger="api", reason=job.reason,
+                                retrain_type="full" if job.full else "incremental",
+                                requested_at=job.requested_at)
+                        except sqlite3.Error as exc:
+                            job.future.set_exception(exc)  # the caller must not wait in vain
+                            raise
+                        self._busy = True
+                        return job
+                now = self.clock()
+                if self._pending and now >= self._cooldown_until:
+                    episodes = tuple(sorted(self._pending.values(), key=lambda q: q.queued_at))
+                    retrain_type = retrain_type_of(episodes)
+                    job = _Job("alert", _alert_reason(episodes), retrain_type == "full",
+                               episodes[0].queued_at, episodes=episodes)
+                    # Claim first: if the ledger write fails, the episodes stay queued.
+                    job.retrain_id = self.ledger.start_retrain(
+                        trigger="alert", reason=job.reason, retrain_type=retrain_type,
+                        requested_at=job.requested_at, episodes=episodes)
+                    self._pending.clear()
+                    self.metrics.queued.set(0)
+                    self._busy = True
+                    return job
+                # Wake for the cooldown's end; capped so a clock jump is noticed.
+                timeout = min(self._cooldown_until - now, 1.0) if self._pending else None
+                self._cond.wait(timeout)
+            return None
+
+    def _finish(self, job: _Job, result: dict[str, Any] | None, error: str | None) -> None:
+        assert job.retrain_id is not None
+        outcome = self.ledger.finish_retrain(job.retrain_id, result, error)
+        with self._cond:
+            self._busy = False
+            self._set_cooldown(self.clock() + self.cooldown_seconds)
+        log.info("retrain %d (%s, %s) finished: %s", job.retrain_id, job.trigger,
+                 "full" if job.full else "incremental", outcome)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            job: _Job | None = None
+            try:
+                job = self._next_job()
+                if job is None:
+                    return
+                result = self.updater.trigger_retraining(
+                    reason=job.reason, force_full_retrain=job.full, model_type=job.model_type)
+                self._finish(job, result, None)
+                if job.future is not None:
+                    assert job.retrain_id is not None
+                    job.future.set_result((job.retrain_id, result))
+                backoff = 0.1
+            except Exception as exc:  # the outermost loop: log, count, keep serving
+                log.exception("retrain worker: %s", "retrain failed" if job else "loop failed")
+                with self._cond:
+                    self.errors += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    self._busy = False
+                self.metrics.controller_errors.inc()
+                if job is not None and job.retrain_id is not None:
+                    try:
+                        self._finish(job, None, self.last_error)
+                    except Exception:  # the ledger itself failing: already logged above
+                        log.exception("retrain worker: cannot record the failure")
+                if job is not None and job.future is not None and not job.future.done():
+                    job.future.set_exception(exc)
+                with self._cond:
+                    if not self._stopping:
+                        self._cond.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)

@@ -1,0 +1,320 @@
+"""The on-disk ledger of alert episodes and retrains (SQLite, standard library).
+
+Why SQLite: every state change is one transaction (WAL journal,
+``synchronous=FULL``), so a crash or SIGKILL leaves either the old or the new
+state, never a torn line; and the two queries the webhook needs (the state of
+a few episodes; retrains newest first, paginated) are indexed lookups.
+
+Tables (schema version 1, in ``PRAGMA user_version``):
+
+``episodes``
+    One row per alert episode that carried a valid ``retrain`` label:
+    ``fingerprint, starts_at`` (the key), ``alertname``, ``retrain_type``,
+    ``state`` (queued | retrained | cancelled | resolved), ``first_seen``,
+    ``updated`` (Unix seconds) and ``retrain_id`` once claimed by a retrain.
+``retrains``
+    One row per retrain, written when it starts (``outcome`` "running") and
+    completed when it ends: ``trigger`` (alert | api), ``reason``,
+    ``retrain_type``, timestamps, ``outcome`` (promoted | rejected | skipped
+    | failed | error | interrupted), the updater's scores and version, and the
+    episodes it served (JSON). A row still "running" when the ledger is
+    opened belonged to a process that died: it becomes "interrupted".
+
+An episode is claimed (state ``retrained``) in the same transaction that
+records its retrain's start, so even a crash mid-retrain never lets the
+episode retrain a second time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .alerts import EpisodeKey
+from .policy import EpisodeState, Plan, QueuedEpisode
+
+__all__ = ["OUTCOMES", "Ledger", "LedgerError", "outcome_of"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+OUTCOMES = ("running", "promoted", "rejected", "skipped", "failed", "error", "interrupted")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS episodes (
+    fingerprint  TEXT NOT NULL,
+    starts_at    TEXT NOT NULL,
+    alertname    TEXT NOT NULL,
+    retrain_type TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    first_seen   REAL NOT NULL,
+    updated      REAL NOT NULL,
+    retrain_id   INTEGER,
+    PRIMARY KEY (fingerprint, starts_at)
+);
+CREATE INDEX IF NOT EXISTS episodes_state ON episodes (state);
+CREATE TABLE IF NOT EXISTS retrains (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    trigger          TEXT NOT NULL,
+    reason           TEXT NOT NULL,
+    retrain_type     TEXT NOT NULL,
+    requested_at     REAL NOT NULL,
+    started_at       REAL NOT NULL,
+    finished_at      REAL,
+    outcome          TEXT NOT NULL,
+    success          INTEGER,
+    promoted         INTEGER,
+    events_processed INTEGER,
+    duration_ms      REAL,
+    candidate_score  REAL,
+    serving_score    REAL,
+    model_version    INTEGER,
+    error            TEXT,
+    alerts           TEXT NOT NULL
+);
+"""
+
+
+class LedgerError(ValueError):
+    """The ledger file cannot be used (not a database, newer schema, unwritable)."""
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    when = datetime.fromtimestamp(timestamp, UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def outcome_of(result: Mapping[str, Any]) -> str:
+    """The outcome of an updater result dict (``model_retrains_total``'s ``result``).
+
+    The updater reports it as ``result``; for an updater that does not,
+    ``success`` False with nothing processed is "skipped" (nothing to learn
+    from) and any other failure is "failed".
+    """
+    reported = result.get("result")
+    if reported in ("promoted", "rejected", "skipped", "failed"):
+        return str(reported)
+    if result.get("success"):
+        return "promoted" if result.get("promoted") else "rejected"
+    if not result.get("events_processed") and result.get("model_type") == "agent_selection":
+        return "skipped"
+    return "failed"
+
+
+class Ledger:
+    """Episodes and retrains in the SQLite file ``path`` (thread-safe).
+
+    ``clock`` returns Unix seconds (tests pass a fake one).
+    """
+
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self.clock = clock
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+        except (OSError, sqlite3.Error) as exc:
+            raise LedgerError(f"ledger_path {str(self.path)!r} cannot be opened: {exc}") from None
+        try:
+            self._setup()
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise LedgerError(f"ledger_path {str(self.path)!r} is not a usable ledger: {exc}"
+                              ) from None
+
+    def _setup(self) -> None:
+        conn = self._conn
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"schema version {version} is newer than this webhook's {SCHEMA_VERSION}")
+        # Idempotent DDL, outside a transaction: executescript commits first anyway.
+        conn.executescript(_SCHEMA)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        with self._transaction():
+            interrupted = conn.execute(
+                "UPDATE retrains SET outcome='interrupted', finished_at=?, "
+                "error='the webhook stopped during this retrain' WHERE outcome='running'",
+                (self.clock(),)).rowcount
+        if interrupted:
+            log.warning("ledger: %d retrain(s) were interrupted by a stop or crash", interrupted)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an exception (lock held by the caller)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- episodes -----------------------------------------------------------------
+    def episode_states(self, keys: Iterable[EpisodeKey]) -> dict[EpisodeKey, EpisodeState]:
+        """The recorded state of each of ``keys`` that is known."""
+        states: dict[EpisodeKey, EpisodeState] = {}
+        with self._lock:
+            for key in set(keys):
+                row = self._conn.execute(
+                    "SELECT state FROM episodes WHERE fingerprint=? AND starts_at=?",
+                    (key.fingerprint, key.starts_at)).fetchone()
+                if row is not None:
+                    states[key] = EpisodeState(row["state"])
+        return states
+
+    def record_plan(self, plan: Plan) -> None:
+        """Persist the episode changes of ``plan`` in one transaction."""
+        now = self.clock()
+        with self._lock, self._transaction():
+            for q in plan.queue:
+                self._insert_episode(q, EpisodeState.QUEUED, now)
+            for q in plan.resolve:
+                self._insert_episode(q, EpisodeState.RESOLVED, now)
+            for key in plan.cancel:
+                self._conn.execute(
+                    "UPDATE episodes SET state=?, updated=? "
+                    "WHERE fingerprint=? AND starts_at=? AND state=?",
+                    (EpisodeState.CANCELLED.value, now, key.fingerprint, key.starts_at,
+                     EpisodeState.QUEUED.value))
+
+    def _insert_episode(self, q: QueuedEpisode, state: EpisodeState, now: float) -> None:
+        # OR IGNORE: an episode is recorded once; a concurrent duplicate changes nothing.
+        self._conn.execute(
+            "INSERT OR IGNORE INTO episodes (fingerprint, starts_at, alertname, retrain_type, "
+            "state, first_seen, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (q.episode.fingerprint, q.episode.starts_at, q.alertname, q.retrain_type,
+             state.value, q.queued_at, now))
+
+    def queued(self) -> list[QueuedEpisode]:
+        """Episodes still waiting for a retrain, oldest first (restored after a restart)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM episodes WHERE state=? ORDER BY first_seen, fingerprint",
+                (EpisodeState.QUEUED.value,)).fetchall()
+        return [QueuedEpisode(EpisodeKey(r["fingerprint"], r["starts_at"]), r["alertname"],
+                              r["retrain_type"], r["first_seen"]) for r in rows]
+
+    # -- retrains --------------------------------------------------------------------
+    def start_retrain(
+        self,
+        *,
+        trigger: str,
+        reason: str,
+        retrain_type: str,
+        requested_at: float,
+        episodes: Sequence[QueuedEpisode] = (),
+    ) -> int:
+        """Record a retrain as running and claim ``episodes`` for it; return its id.
+
+        Episodes no longer queued (cancelled meanwhile) are not claimed.
+        """
+        now = self.clock()
+        alerts = json.dumps([
+            {"alertname": q.alertname, "fingerprint": q.episode.fingerprint,
+             "startsAt": q.episode.starts_at, "retrain_type": q.retrain_type}
+            for q in episodes])
+        with self._lock, self._transaction():
+            cursor = self._conn.execute(
+                "INSERT INTO retrains (trigger, reason, retrain_type, requested_at, started_at, "
+                "outcome, alerts) VALUES (?, ?, ?, ?, ?, 'running', ?)",
+                (trigger, reason, retrain_type, requested_at, now, alerts))
+            retrain_id = cursor.lastrowid
+            assert retrain_id is not None
+            for q in episodes:
+                self._conn.execute(
+                    "UPDATE episodes SET state=?, updated=?, retrain_id=? "
+                    "WHERE fingerprint=? AND starts_at=? AND state=?",
+                    (EpisodeState.RETRAINED.value, now, retrain_id, q.episode.fingerprint,
+                     q.episode.starts_at, EpisodeState.QUEUED.value))
+        return retrain_id
+
+    def finish_retrain(
+        self, retrain_id: int, result: Mapping[str, Any] | None, error: str | None = None
+    ) -> str:
+        """Complete retrain ``retrain_id`` with the updater's ``result`` (None and
+        ``error`` when the updater raised); return the outcome recorded."""
+        outcome = "error" if result is None else outcome_of(result)
+        result = result or {}
+
+        def num(key: str) -> Any:
+            value = result.get(key)
+            return value if isinstance(value, int | float) and not isinstance(value, bool) \
+                else None
+
+        with self._lock, self._transaction():
+            self._conn.execute(
+                "UPDATE retrains SET finished_at=?, outcome=?, success=?, promoted=?, "
+                "events_processed=?, duration_ms=?, candidate_score=?, serving_score=?, "
+                "model_version=?, error=? WHERE id=?",
+                (self.clock(), outcome,
+                 None if not result else int(bool(result.get("success"))),
+                 None if not result else int(bool(result.get("promoted"))),
+                 num("events_processed"), num("duration_ms"), num("candidate_score"),
+                 num("serving_score"), num("model_version"),
+                 error if error is not None else result.get("error"), retrain_id))
+        return outcome
+
+    def last_finished(self, trigger: str | None = None) -> float | None:
+        """Unix time the newest finished retrain (of ``trigger``, if given) ended."""
+        query = "SELECT MAX(finished_at) FROM retrains WHERE outcome != 'running'"
+        args: tuple[Any, ...] = ()
+        if trigger is not None:
+            query += " AND trigger=?"
+            args = (trigger,)
+        with self._lock:
+            value = self._conn.execute(query, args).fetchone()[0]
+        return None if value is None else float(value)
+
+    def list_retrains(self, limit: int = 20, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """Retrains newest first (``limit`` from ``offset``), and the total count."""
+        with self._lock:
+            total = self._conn.execute("SELECT COUNT(*) FROM retrains").fetchone()[0]
+            rows = self._conn.execute(
+                "SELECT * FROM retrains ORDER BY id DESC LIMIT ? OFFSET ?",
+                (limit, offset)).fetchall()
+        return [self._retrain_json(r) for r in rows], int(total)
+
+    @staticmethod
+    def _retrain_json(row: sqlite3.Row) -> dict[str, Any]:
+        def flag(value: Any) -> bool | None:
+            return None if value is None else bool(value)
+
+        return {
+            "id": row["id"],
+            "trigger": row["trigger"],
+            "reason": row["reason"],
+            "retrain_type": row["retrain_type"],
+            "requested_at": _iso(row["requested_at"]),
+            "started_at": _iso(row["started_at"]),
+            "finished_at": _iso(row["finished_at"]),
+            "outcome": row["outcome"],
+            "success": flag(row["success"]),
+            "promoted": flag(row["promoted"]),
+            "events_processed": row["events_processed"],
+            "duration_ms": row["duration_ms"],
+            "candidate_score": row["candidate_score"],
+            "serving_score": row["serving_score"],
+            "model_version": row["model_version"],
+            "error": row["error"],
+            "alerts": json.loads(row["alerts"]),
+        }

@@ -1,0 +1,107 @@
+"""Prometheus metrics of the webhook itself (the updater has its own, see
+:mod:`webhook.updater.metrics`).
+
+Label values are bounded: ``alertname`` comes from alert rules, not from a
+closed list, so :class:`AlertnameLabels` keeps the first ``max_alertnames``
+distinct names and counts any further one as ``other``; ``reason``,
+``action``, ``status`` and ``endpoint`` come from fixed sets.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .alerts import ALERT_STATUSES
+from .policy import Action
+
+__all__ = ["OTHER", "REJECT_REASONS", "AlertnameLabels", "WebhookMetrics"]
+
+#: Label value standing for every name beyond the bound.
+OTHER = "other"
+#: Why a request was refused (``webhook_requests_rejected_total{reason}``).
+REJECT_REASONS = (
+    "unauthorized",
+    "payload_too_large",
+    "unsupported_media_type",
+    "invalid_json",
+    "invalid_payload",
+    "invalid_request",
+    "not_found",
+    "method_not_allowed",
+)
+_MAX_NAME_LENGTH = 100
+
+
+class AlertnameLabels:
+    """Maps alert names to bounded label values (thread-safe)."""
+
+    def __init__(self, max_names: int) -> None:
+        if max_names < 1:
+            raise ValueError(f"max_names must be >= 1, got {max_names!r}")
+        self.max_names = max_names
+        self._known: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str) -> str:
+        if not name or len(name) > _MAX_NAME_LENGTH:
+            return OTHER
+        with self._lock:
+            if name in self._known:
+                return name
+            if len(self._known) < self.max_names:
+                self._known.add(name)
+                return name
+        return OTHER
+
+
+class WebhookMetrics:
+    """The webhook's metrics, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry, max_alertnames: int = 100) -> None:
+        self.alertname = AlertnameLabels(max_alertnames)
+        self.alerts = Counter(
+            "webhook_alerts",
+            "Alerts received from Alertmanager, by alertname (bounded; excess names "
+            "are 'other'), alert status and the action the webhook took.",
+            ["alertname", "status", "action"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "webhook_requests_rejected",
+            "Requests refused before any action, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "webhook_request_duration_seconds",
+            "Time to answer an HTTP request, by route (unmatched paths are 'other').",
+            ["endpoint", "method"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                     2.5, 5.0, 10.0, 30.0),
+            registry=registry,
+        )
+        self.queued = Gauge(
+            "webhook_retrain_queue_episodes",
+            "Alert episodes waiting for a retrain (coalesced into one).",
+            registry=registry,
+        )
+        self.cooldown_until = Gauge(
+            "webhook_retrain_cooldown_until_timestamp_seconds",
+            "Unix time before which no alert-triggered retrain starts (0: none).",
+            registry=registry,
+        )
+        self.controller_errors = Counter(
+            "webhook_controller_errors",
+            "Unexpected errors caught by the retrain worker's loop.",
+            registry=registry,
+        )
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+
+    def alert(self, alertname: str, status: str, action: Action) -> None:
+        """Count one alert decision."""
+        if status not in ALERT_STATUSES:  # parsed alerts never get here; keep labels closed
+            status = OTHER
+        self.alerts.labels(self.alertname(alertname), status, action.value).inc()
