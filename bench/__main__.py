@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ("recording", "exposition", "updater", "ingest", "memory")
+BENCHMARKS = ("recording", "exposition", "updater", "ingest", "memory", "webhook_http")
 
 
 def main(argv: list[str] | None = None) -> int:
