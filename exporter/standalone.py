@@ -15,9 +15,10 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from .events import InvalidEvent, decode_event
+from .events import MAX_EVENT_BYTES, InvalidEvent, decode_event, run_fields
 from .metrics import AgentMetrics
 
 __all__ = ["EventDeduplicator", "StandaloneExporter"]
@@ -110,6 +111,7 @@ class StandaloneExporter:
         )
         self._applied = self._events.labels("applied")
         self._duplicate = self._events.labels("duplicate")
+        self._invalid_total = self._events.labels("invalid")
         self._dedup = EventDeduplicator(dedup_size)
         self._faults_logged: set[str] = set()
         self._factory = consumer_factory or _default_consumer
@@ -121,33 +123,63 @@ class StandaloneExporter:
 
     def handle(self, value: bytes | None) -> str:
         """Apply one message value; returns ``applied``, ``duplicate`` or ``invalid``."""
-        try:
-            event = decode_event(value)
-        except InvalidEvent as exc:
-            self._events.labels("invalid").inc()
-            self._invalid.labels(exc.fault).inc()
-            if exc.fault not in self._faults_logged:  # once per kind of fault
-                self._faults_logged.add(exc.fault)
-                log.warning("skipping invalid event (%s): %s", exc.fault, exc)
-            return "invalid"
-        if self._dedup.seen(event["event_id"]):
-            self._duplicate.inc()
-            return "duplicate"
-        if event["kind"] == "run":
-            self.metrics.record_run(
-                event["agent_name"],
-                event["agent_type"],
-                event["status"],
-                event["duration_ms"] / 1000.0,
-                event["tokens_used"],
-                event["cost"],
-            )
-        else:
-            self.metrics.record_accuracy(
-                event["agent_name"], event["feedback_source"], event["accuracy"]
-            )
-        self._applied.inc()
-        return "applied"
+        counts = self.handle_batch([value])
+        return next(result for result, n in counts.items() if n)
+
+    def handle_batch(self, values: list[bytes | None]) -> dict[str, int]:
+        """Apply message values in order; returns how many were applied, duplicate, invalid.
+
+        The common run event takes the :func:`~exporter.events.run_fields`
+        fast path; counters are incremented once per batch, not per event.
+        """
+        applied = duplicates = invalid = 0
+        record_run = self.metrics.record_run
+        seen = self._dedup.seen
+        for value in values:
+            fields = None
+            if type(value) is bytes and len(value) <= MAX_EVENT_BYTES:
+                try:  # noqa: SIM105 - contextlib.suppress costs ~0.2 us per event here
+                    fields = run_fields(orjson.loads(value))
+                except orjson.JSONDecodeError:
+                    pass  # decode_event below names the fault
+            if fields is not None:
+                if seen(fields[0]):
+                    duplicates += 1
+                    continue
+                _, _, agent, agent_type, _, status, duration_ms, tokens, cost = fields
+                record_run(agent, agent_type, status, duration_ms / 1000.0, tokens, cost)
+                applied += 1
+                continue
+            try:
+                event = decode_event(value)
+            except InvalidEvent as exc:
+                invalid += 1
+                self._invalid.labels(exc.fault).inc()
+                if exc.fault not in self._faults_logged:  # once per kind of fault
+                    self._faults_logged.add(exc.fault)
+                    log.warning("skipping invalid event (%s): %s", exc.fault, exc)
+                continue
+            if seen(event["event_id"]):
+                duplicates += 1
+                continue
+            if event["kind"] == "run":
+                record_run(
+                    event["agent_name"],
+                    event["agent_type"],
+                    event["status"],
+                    event["duration_ms"] / 1000.0,
+                    event["tokens_used"],
+                    event["cost"],
+                )
+            else:
+                self.metrics.record_accuracy(
+                    event["agent_name"], event["feedback_source"], event["accuracy"]
+                )
+            applied += 1
+        self._applied.inc(applied)
+        self._duplicate.inc(duplicates)
+        self._invalid_total.inc(invalid)
+        return {"applied": applied, "duplicate": duplicates, "invalid": invalid}
 
     @property
     def connected(self) -> bool:
@@ -178,8 +210,7 @@ class StandaloneExporter:
                 self._connected.set(1)
                 backoff = 0.5
                 for records in batches.values():
-                    for record in records:
-                        self.handle(record.value)
+                    self.handle_batch([record.value for record in records])
             except Exception as exc:  # outermost loop: log, report, retry
                 if self.last_error is None or self.last_error == "not started":
                     log.warning("Kafka consumer failed (%s: %s); retrying", type(exc).__name__, exc)
