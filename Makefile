@@ -3,11 +3,12 @@
 PYTHON ?= python3
 PIP_FLAGS ?= --quiet --disable-pip-version-check --root-user-action=ignore
 
-.PHONY: demo test install install-test lint unit integration bench rules help
+.PHONY: demo test install install-test lint unit integration bench rules stack-demo help
 
 help:
 	@echo "make demo   - run the closed-loop demo on the embedded bus (no servers needed)"
 	@echo "make test   - install Prometheus, Alertmanager, Kafka jars and Python deps, lint, run every test"
+	@echo "make stack-demo - the same loop against real Kafka, Prometheus, Alertmanager, exporter and webhook processes"
 	@echo "make lint   - ruff, mypy, and a check that the generated Prometheus rules are current"
 	@echo "make rules  - regenerate prometheus/rules/ from prometheus/thresholds.yml"
 	@echo "make bench  - benchmarks (bench/), figures for BENCHMARKS.md"
@@ -38,6 +39,9 @@ unit:
 
 integration:
 	$(PYTHON) -m pytest -m integration $(PYTEST_ARGS)
+
+stack-demo: install-test
+	scripts/stack-demo $(ARGS)
 
 bench: install
 	$(PYTHON) -m bench $(ARGS)
