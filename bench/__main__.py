@@ -12,7 +12,15 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ("recording", "exposition", "updater", "ingest", "memory", "webhook_http")
+BENCHMARKS = (
+    "recording",
+    "exposition",
+    "updater",
+    "ingest",
+    "memory",
+    "webhook_http",
+    "loop",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

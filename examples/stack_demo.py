@@ -548,6 +548,8 @@ class _Story:
                             "prometheus_accuracy_last": values[-1] if values else None}
         return {
             "accuracy_threshold": self.threshold.accuracy_min,
+            # Unix time of t_s = 0, to relate the story to the ledger's timestamps.
+            "t0_unix": time.time() - w.now(),
             "phases": phases,
             "alerts": w.alert_log,
             "retrains": w.retrains,
