@@ -19,6 +19,7 @@ BENCHMARKS = (
     "ingest",
     "memory",
     "webhook_http",
+    "kafka_e2e",
     "loop",
 )
 
