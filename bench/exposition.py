@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.metrics import AgentMetrics
 
-from .harness import interleaved, ratios, summary, table, write_results
+from .harness import fmt, interleaved, ratios, summary, table, write_results
 
 TARGET = 0.1
 
@@ -84,17 +84,14 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def report(r: dict[str, Any]) -> str:
-    def fmt(d: dict[str, float], unit: str = "") -> str:
-        return f"{d['median']:.3f}{unit} ({d['min']:.3f}-{d['max']:.3f})"
-
     return table(
         ["measure", "median (min-max)"],
         [
             [
                 f"generate_latest, {r['agents']} agents, {r['samples']} samples",
-                fmt(r["generate_latest_ms"], " ms"),
+                fmt(r["generate_latest_ms"], unit=" ms"),
             ],
-            ["AgentMetrics.render, same series", fmt(r["render_ms"], " ms")],
+            ["AgentMetrics.render, same series", fmt(r["render_ms"], unit=" ms")],
             [f"ratio render/generate_latest (target <= {TARGET})", fmt(r["ratio"])],
             ["samples equal to the reference", str(r["samples_equal"])],
         ],

@@ -72,6 +72,11 @@ def ratios(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     return summary([x / y for x, y in zip(a, b, strict=True)])
 
 
+def fmt(d: dict[str, float], spec: str = ".3f", unit: str = "") -> str:
+    """A :func:`summary` as ``median (min-max)``."""
+    return f"{d['median']:{spec}}{unit} ({d['min']:{spec}}-{d['max']:{spec}})"
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A markdown table."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]

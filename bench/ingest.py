@@ -25,7 +25,7 @@ import orjson
 from exporter.events import encode_event
 from webhook.updater.updater import RealTimeModelUpdater
 
-from .harness import ratios, summary, table, write_results
+from .harness import fmt, ratios, summary, table, write_results
 from .updater import make_events
 
 TARGET = 3.0
@@ -73,18 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     r = run(args.quick)
 
-    def fmt(d: dict[str, float], spec: str = ",.0f") -> str:
-        return f"{d['median']:{spec}} ({d['min']:{spec}}-{d['max']:{spec}})"
-
     print("## Ingest throughput against River\n")
     print(
         table(
             ["measure", "median (min-max)"],
             [
-                ["ours: ingest of Kafka message bytes, events/s", fmt(r["ours_events_per_s"])],
+                [
+                    "ours: ingest of Kafka message bytes, events/s",
+                    fmt(r["ours_events_per_s"], ",.0f"),
+                ],
                 [
                     "River: decode + one-hot + LogisticRegression.learn_one, events/s",
-                    fmt(r["river_events_per_s"]),
+                    fmt(r["river_events_per_s"], ",.0f"),
                 ],
                 [f"ratio ours/River (target >= {TARGET})", fmt(r["ratio"], ".2f")],
             ],

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from exporter import EmbeddedBus, PerformanceMonitor
 from exporter.metrics import DURATION_BUCKETS_SECONDS
 
-from .harness import interleaved, ratios, summary, table, write_results
+from .harness import fmt, interleaved, ratios, summary, table, write_results
 
 TARGET = 0.4
 AGENTS = [f"agent-{i}" for i in range(20)]
@@ -85,16 +85,16 @@ def run(quick: bool = False) -> dict[str, Any]:
 
 
 def report(result: dict[str, Any]) -> str:
-    def fmt(d: dict[str, float], unit: str = "") -> str:
-        return f"{d['median']:.3f}{unit} ({d['min']:.3f}-{d['max']:.3f})"
-
     return table(
         ["measure", "median (min-max)"],
         [
-            ["naive prometheus_client, per call", fmt(result["naive_prometheus_client_us"], " us")],
+            [
+                "naive prometheus_client, per call",
+                fmt(result["naive_prometheus_client_us"], unit=" us"),
+            ],
             [
                 "record_agent_run (embedded bus), per call",
-                fmt(result["record_agent_run_us"], " us"),
+                fmt(result["record_agent_run_us"], unit=" us"),
             ],
             [f"ratio ours/naive (target <= {TARGET})", fmt(result["ratio"])],
         ],
