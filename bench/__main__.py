@@ -13,6 +13,7 @@ import importlib
 import sys
 
 BENCHMARKS = (
+    "decisions",
     "recording",
     "exposition",
     "updater",

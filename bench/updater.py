@@ -49,9 +49,20 @@ def make_events(n: int, seed: int = 0, agents: int = 10, tasks: int = 5) -> list
     agent = rng.integers(agents, size=n)
     task = rng.integers(tasks, size=n)
     ok = rng.random(n) < 0.3 + 0.06 * agent
-    return [run_event(ids(), 1_000.0 + i, f"agent-{agent[i]}", "llm",
-                      "success" if ok[i] else "failure", 120.0, 300, 0.002,
-                      task_type=f"task-{task[i]}") for i in range(n)]
+    return [
+        run_event(
+            ids(),
+            1_000.0 + i,
+            f"agent-{agent[i]}",
+            "llm",
+            "success" if ok[i] else "failure",
+            120.0,
+            300,
+            0.002,
+            task_type=f"task-{task[i]}",
+        )
+        for i in range(n)
+    ]
 
 
 def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
@@ -63,11 +74,19 @@ def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
     return out
 
 
-def summary(name: str, unit: str, values: list[float], target: str = "",
-            baseline: str = "") -> dict[str, Any]:
-    return {"name": name, "unit": unit, "median": statistics.median(values),
-            "min": min(values), "max": max(values), "repeats": len(values),
-            "target": target, "baseline_of": baseline}
+def summary(
+    name: str, unit: str, values: list[float], target: str = "", baseline: str = ""
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "unit": unit,
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "repeats": len(values),
+        "target": target,
+        "baseline_of": baseline,
+    }
 
 
 def bench_throughput(n: int, repeats: int) -> list[dict[str, Any]]:
@@ -79,11 +98,16 @@ def bench_throughput(n: int, repeats: int) -> list[dict[str, Any]]:
     def through_updater(values: list[Any]) -> Callable[[], None]:
         def run() -> None:
             with tempfile.TemporaryDirectory() as d:
-                u = RealTimeModelUpdater(model_storage_path=d, batch_size=chunk,
-                                         buffer_size=10 * chunk, enable_auto_save=False)
+                u = RealTimeModelUpdater(
+                    model_storage_path=d,
+                    batch_size=chunk,
+                    buffer_size=10 * chunk,
+                    enable_auto_save=False,
+                )
                 for i in range(0, n, chunk):
                     u.ingest(values[i : i + chunk])
                 assert u.get_metrics()["events_applied"] == n
+
         return run
 
     def naive_loop() -> None:
@@ -104,12 +128,19 @@ def bench_throughput(n: int, repeats: int) -> list[dict[str, Any]]:
             validate_event(e)
 
     for name, fn, target, base in [
-        ("ingest Kafka bytes (decode+validate+dedup+update)", through_updater(raw),
-         ">= 300,000/s", ""),
-        ("ingest bus dicts (validate+dedup+update)", through_updater(events), ">= 300,000/s",
-         ""),
-        ("baseline: decode+validate+per-event Python dict update", naive_loop, "",
-         "ingest Kafka bytes"),
+        (
+            "ingest Kafka bytes (decode+validate+dedup+update)",
+            through_updater(raw),
+            ">= 300,000/s",
+            "",
+        ),
+        ("ingest bus dicts (validate+dedup+update)", through_updater(events), ">= 300,000/s", ""),
+        (
+            "baseline: decode+validate+per-event Python dict update",
+            naive_loop,
+            "",
+            "ingest Kafka bytes",
+        ),
         ("ceiling: json.loads alone", json_only, "", "ingest Kafka bytes"),
         ("ceiling: validate_event alone", validate_only, "", "ingest bus dicts"),
     ]:
@@ -125,15 +156,21 @@ def naive_replay(events: list[dict[str, Any]]) -> None:
         s[0 if e["status"] == "success" else 1] += 1.0
 
 
-def bench_retrain(buffered: int, full: bool, repeats: int,
-                  strategy: UpdateStrategy = UpdateStrategy.EXPONENTIAL) -> list[dict[str, Any]]:
+def bench_retrain(
+    buffered: int, full: bool, repeats: int, strategy: UpdateStrategy = UpdateStrategy.EXPONENTIAL
+) -> list[dict[str, Any]]:
     kind = "full" if full else "incremental"
     events = make_events(buffered + 2_000 + 200 * repeats, seed=1)
     rows = []
     with tempfile.TemporaryDirectory() as d:
-        u = RealTimeModelUpdater(model_storage_path=d, batch_size=1_000, buffer_size=buffered,
-                                 enable_auto_save=False, update_strategy=strategy,
-                                 promotion_tolerance=1e9)  # promote: time the whole path
+        u = RealTimeModelUpdater(
+            model_storage_path=d,
+            batch_size=1_000,
+            buffer_size=buffered,
+            enable_auto_save=False,
+            update_strategy=strategy,
+            promotion_tolerance=1e9,
+        )  # promote: time the whole path
         start = buffered + 2_000
         for i in range(0, start, 1_000):
             u.ingest(events[i : i + 1_000])
@@ -142,11 +179,20 @@ def bench_retrain(buffered: int, full: bool, repeats: int,
         if full:
             core = timed(lambda: full_retrain(model, batch), repeats)
         else:
-            core = timed(lambda: incremental_retrain(model, batch, weights, discount=0.25,
-                                                     recency_weight=2.0), repeats)
-        rows.append(summary(f"{kind} retrain candidate, {buffered:,} events ({strategy.value})",
-                            "ms", [t * 1e3 for t in core],
-                            "<= 2 ms" if not full else "<= 100 ms"))
+            core = timed(
+                lambda: incremental_retrain(
+                    model, batch, weights, discount=0.25, recency_weight=2.0
+                ),
+                repeats,
+            )
+        rows.append(
+            summary(
+                f"{kind} retrain candidate, {buffered:,} events ({strategy.value})",
+                "ms",
+                [t * 1e3 for t in core],
+                "<= 2 ms" if not full else "<= 100 ms",
+            )
+        )
         whole, saves = [], []
         for r in range(repeats):
             # New events since the last promotion give the next retrain a holdout.
@@ -155,13 +201,25 @@ def bench_retrain(buffered: int, full: bool, repeats: int,
             assert result["success"], result
             whole.append(result["duration_ms"])
             saves.append(result["save_ms"])
-        rows.append(summary(f"trigger_retraining {kind}, {buffered:,} events (scoring+promotion)",
-                            "ms", whole, "<= 2 ms" if not full else "<= 100 ms"))
-        rows.append(summary(f"save of the promoted model ({strategy.value}, fsync'd)", "ms",
-                            saves))
+        rows.append(
+            summary(
+                f"trigger_retraining {kind}, {buffered:,} events (scoring+promotion)",
+                "ms",
+                whole,
+                "<= 2 ms" if not full else "<= 100 ms",
+            )
+        )
+        rows.append(summary(f"save of the promoted model ({strategy.value}, fsync'd)", "ms", saves))
     replay = timed(lambda: naive_replay(events[:buffered]), repeats)
-    rows.append(summary(f"baseline: per-event Python replay of {buffered:,} events", "ms",
-                        [t * 1e3 for t in replay], "", f"{kind} retrain"))
+    rows.append(
+        summary(
+            f"baseline: per-event Python replay of {buffered:,} events",
+            "ms",
+            [t * 1e3 for t in replay],
+            "",
+            f"{kind} retrain",
+        )
+    )
     return rows
 
 
@@ -186,15 +244,31 @@ def bench_predict(calls: int, repeats: int) -> list[dict[str, Any]]:
             model.predict_best_agent("task-1")
 
         return [
-            summary("predict_best_agent, 10 agents (model, cached)", "us/call",
-                    per_call(lambda: model.predict_best_agent("task-1")), "<= 20 us"),
-            summary("predict_best_agent via updater (lock + cached)", "us/call",
-                    per_call(lambda: u.predict_best_agent("task-1")), "<= 20 us"),
-            summary("predict_best_agent explore=True (Thompson draw)", "us/call",
-                    per_call(lambda: model.predict_best_agent("task-1", explore=True)),
-                    "<= 20 us"),
-            summary("baseline: recompute posterior every call", "us/call", per_call(uncached),
-                    "", "predict_best_agent cached"),
+            summary(
+                "predict_best_agent, 10 agents (model, cached)",
+                "us/call",
+                per_call(lambda: model.predict_best_agent("task-1")),
+                "<= 20 us",
+            ),
+            summary(
+                "predict_best_agent via updater (lock + cached)",
+                "us/call",
+                per_call(lambda: u.predict_best_agent("task-1")),
+                "<= 20 us",
+            ),
+            summary(
+                "predict_best_agent explore=True (Thompson draw)",
+                "us/call",
+                per_call(lambda: model.predict_best_agent("task-1", explore=True)),
+                "<= 20 us",
+            ),
+            summary(
+                "baseline: recompute posterior every call",
+                "us/call",
+                per_call(uncached),
+                "",
+                "predict_best_agent cached",
+            ),
         ]
 
 
@@ -202,8 +276,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| benchmark | unit | median | min | max | target |", "|---|---|---|---|---|---|"]
     for r in rows:
         fmt = "{:,.0f}" if r["unit"] == "events/s" else "{:,.3f}"
-        lines.append(f"| {r['name']} | {r['unit']} | {fmt.format(r['median'])} | "
-                     f"{fmt.format(r['min'])} | {fmt.format(r['max'])} | {r['target']} |")
+        lines.append(
+            f"| {r['name']} | {r['unit']} | {fmt.format(r['median'])} | "
+            f"{fmt.format(r['min'])} | {fmt.format(r['max'])} | {r['target']} |"
+        )
     return "\n".join(lines)
 
 
@@ -218,12 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = bench_throughput(n, repeats)
     rows += bench_retrain(1_000, full=False, repeats=repeats * 3)
     rows += bench_retrain(100_000 if not args.quick else 20_000, full=True, repeats=repeats)
-    rows += bench_retrain(1_000, full=False, repeats=repeats * 3,
-                          strategy=UpdateStrategy.GRADIENT)
+    rows += bench_retrain(1_000, full=False, repeats=repeats * 3, strategy=UpdateStrategy.GRADIENT)
     rows += bench_predict(2_000 if args.quick else 20_000, repeats)
     print(table(rows))
-    print("\nOriginal design's stated figures: incremental retrain 50-200 ms, "
-          "full retrain 0.5-5 s.")
+    print(
+        "\nOriginal design's stated figures: incremental retrain 50-200 ms, full retrain 0.5-5 s."
+    )
     record = {
         "quick": args.quick,
         "python": platform.python_version(),

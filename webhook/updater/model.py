@@ -268,7 +268,9 @@ class AgentSelectionModel:
     def reweight(self, batch: EventBatch, current_weight: np.ndarray, new_weight: np.ndarray,
                  discount: float) -> None:
         """Give the newest events ``batch`` (already learnt with ``current_weight``)
-        ``new_weight`` and multiply all older evidence by ``discount``."""
+        ``new_weight`` and scale each pair's older evidence by its factor:
+        ``discount``, 0 at a change point (forgetting strategies), 1 for pairs
+        ``batch`` does not observe (see :func:`~.retrain.incremental_retrain`)."""
         if not 0.0 <= discount <= 1.0:
             raise ValueError(f"discount must be in [0, 1], got {discount!r}")
         self._rule.reweight(self._observations(batch, current_weight, grow=True),

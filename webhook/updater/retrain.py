@@ -90,11 +90,19 @@ def incremental_retrain(
 
     ``buffer`` must be the newest events ``model`` has learnt, in order, and
     ``current_weight`` the weights they carry in it (1 when streamed). The
-    candidate is ``discount x (model - buffer) + sum_i w_i x buffer_i`` with
-    ``w = recency_weights(len(buffer), recency_weight)``: the buffer's
-    current contribution is removed, the older evidence discounted, and the
-    buffer added back once with recency weights (MOVING_AVERAGE and GRADIENT
-    realise this on their own state, see their ``reweight``).
+    candidate is, per (task type, agent) pair, ``f x (model - buffer) +
+    sum_i w_i x buffer_i`` with ``w = recency_weights(len(buffer),
+    recency_weight)``: the buffer's current contribution is removed, the
+    older evidence scaled by the pair's factor ``f``, and the buffer added
+    back once with recency weights (MOVING_AVERAGE and GRADIENT realise this
+    on their own state, see their ``reweight``). ``f`` is
+    (:func:`~.strategies.retrain_factors`) ``discount`` for a pair the
+    buffer observes, 0 for one whose buffered observations contradict its
+    older evidence (a change point; EXPONENTIAL and MOVING_AVERAGE only),
+    and 1 for a pair the buffer does not observe: what the model knew about
+    agents not tried lately is kept, so after a retrain they do not look as
+    good as the best for lack of evidence. GRADIENT's shared hashed weights
+    get the plain ``discount``.
 
     Returns the candidate and the weights the buffered events now carry.
     """

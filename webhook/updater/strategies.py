@@ -13,6 +13,16 @@ Notation in the docstrings: an observation ``i`` has a pair, a weight
 ``t_i`` and a value ``y_i`` (success 1/0 for a run, accuracy for an accuracy
 record). ``n``/``s`` are the run count and success sum of a pair; ``m``,
 ``a``, ``q`` the accuracy count, sum and sum of squares.
+
+Incremental retrain (``reweight``): the factor applied to a pair's evidence
+older than the buffer depends on what the buffer says about the pair (see
+:func:`retrain_factors`): a pair the buffer does not observe keeps its
+evidence (what is known about agents not tried lately, good or bad, is not
+forgotten because of an alert about others); any other pair is discounted,
+except that the forgetting strategies (EXPONENTIAL, MOVING_AVERAGE) drop
+the older evidence of a pair whose buffered observations contradict it (a
+change point: the agent is not what it was). BAYESIAN keeps the plain
+discount: its counts are the original design's and never restart.
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 __all__ = [
+    "CHANGE_MIN_EVIDENCE",
+    "CHANGE_Z",
     "BayesianRule",
     "Evidence",
     "ExponentialRule",
@@ -33,7 +45,18 @@ __all__ = [
     "Rule",
     "UpdateStrategy",
     "make_rule",
+    "retrain_factors",
 ]
+
+#: Incremental retrain: a pair's buffered observations contradict its older
+#: evidence when their success rate or mean accuracy differs from the older
+#: one by more than this many standard errors.
+CHANGE_Z = 4.0
+#: ... and both sides hold at least this much (effective) evidence of that kind.
+CHANGE_MIN_EVIDENCE = 3.0
+# Floor of the per-record accuracy variance in that test: a few records may
+# agree by chance, and a near-zero variance would make any difference "significant".
+_ACCURACY_VARIANCE_FLOOR = 0.01
 
 
 class UpdateStrategy(enum.StrEnum):
@@ -100,10 +123,51 @@ def _evidence_from_sums(
     return Evidence(n, _ratio(s, n), m, acc_mean, acc_var)
 
 
+def retrain_factors(older: list[np.ndarray], buffered: list[np.ndarray],
+                    discount: float, restart: bool = True) -> np.ndarray:
+    """Per pair, the factor an incremental retrain applies to evidence older than the buffer.
+
+    ``older`` and ``buffered`` are the sums ``[n, s, m, a, q]`` (see the
+    module notation; effective counts) of the older evidence and of the
+    buffered observations, each counted once. The factor is
+
+    * 1 where the buffer holds no observation of the pair;
+    * 0, when ``restart``, where the buffer contradicts the older evidence: with at least
+      :data:`CHANGE_MIN_EVIDENCE` on both sides, the success rates
+      (``(s + 1/2) / (n + 1)``) or the mean accuracies differ by more than
+      :data:`CHANGE_Z` standard errors (unpooled; accuracy variances floored
+      at 0.01);
+    * ``discount`` otherwise.
+    """
+    n_o, s_o, m_o, a_o, q_o = (np.asarray(x, dtype=float) for x in older)
+    n_b, s_b, m_b, a_b, q_b = (np.asarray(x, dtype=float) for x in buffered)
+
+    def accuracy_moments(m: np.ndarray, a: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, ...]:
+        mean = _ratio(a, m)
+        var = np.maximum(_ratio(q, m) - mean**2, _ACCURACY_VARIANCE_FLOOR)
+        return mean, var / np.maximum(m, 1e-12)
+
+    p_o, p_b = (s_o + 0.5) / (n_o + 1.0), (s_b + 0.5) / (n_b + 1.0)
+    se_run = np.sqrt(p_o * (1.0 - p_o) / np.maximum(n_o, 1e-12)
+                     + p_b * (1.0 - p_b) / np.maximum(n_b, 1e-12))
+    mean_o, var_o = accuracy_moments(m_o, a_o, q_o)
+    mean_b, var_b = accuracy_moments(m_b, a_b, q_b)
+    se_acc = np.sqrt(var_o + var_b)
+    enough_runs = (n_o >= CHANGE_MIN_EVIDENCE) & (n_b >= CHANGE_MIN_EVIDENCE)
+    enough_acc = (m_o >= CHANGE_MIN_EVIDENCE) & (m_b >= CHANGE_MIN_EVIDENCE)
+    changed = (enough_runs & (np.abs(p_o - p_b) > CHANGE_Z * se_run)) | (
+        enough_acc & (np.abs(mean_o - mean_b) > CHANGE_Z * se_acc))
+    observed = (n_b + m_b) > 0
+    return np.where(changed & restart, 0.0, np.where(observed, discount, 1.0))
+
+
 class Rule:
     """Base of the update rules; subclasses document their exact formula."""
 
     strategy: ClassVar[UpdateStrategy]
+    #: Whether an incremental retrain drops the older evidence of a pair at a
+    #: change point (see :func:`retrain_factors`).
+    restarts_at_change_points: ClassVar[bool] = False
     #: Names of the per-pair arrays (shape ``[tasks, agents, ...]``).
     pair_arrays: ClassVar[tuple[str, ...]] = ()
 
@@ -158,7 +222,9 @@ class Rule:
 
         ``obs`` are the newest observations of this state, in order, with the
         weights they currently carry; afterwards they carry ``new_weight``
-        and everything older is multiplied by ``discount``.
+        and each pair's older evidence is multiplied by its factor from
+        :func:`retrain_factors` (1 for pairs ``obs`` does not observe, 0 at a
+        change point, ``discount`` otherwise).
         """
         raise NotImplementedError
 
@@ -214,14 +280,38 @@ class BayesianRule(Rule):
         np.add.at(self.acc_sum.reshape(-1), flat[acc], w[acc] * v[acc])
         np.add.at(self.acc_sq.reshape(-1), flat[acc], w[acc] * v[acc] ** 2)
 
+    def _decay(self) -> float:
+        """Factor from the stored sums to effective evidence now (1: no forgetting)."""
+        return 1.0
+
+    def _pair_sums(self, obs: Observations) -> list[np.ndarray]:
+        """``[n, s, m, a, q]`` of ``obs`` per pair, each observation counted once,
+        in the stored form."""
+        flat = obs.rows * self.capacity[1] + obs.cols
+        w = self._scale(replace(obs, weight=np.ones(len(obs))))
+        run, v = obs.is_run, obs.value
+        out = []
+        for mask, x in ((run, w), (run, w * v), (~run, w), (~run, w * v), (~run, w * v * v)):
+            total = np.zeros(self.capacity[0] * self.capacity[1])
+            np.add.at(total, flat[mask], x[mask])
+            out.append(total.reshape(self.capacity))
+        return out
+
     def reweight(self, obs: Observations, new_weight: np.ndarray, discount: float) -> None:
-        # Remove the buffered events' current contribution exactly, discount
-        # what remains (older evidence), then add them back with new weights.
+        # Remove the buffered events' current contribution exactly, scale what
+        # remains (older evidence) per pair, then add them back with new weights.
         self.update(replace(obs, weight=-obs.weight))
+        older = []
         for name in self.pair_arrays:
             array = getattr(self, name)
             np.maximum(array, 0.0, out=array)  # rounding may leave -1e-17
-            array *= discount
+            older.append(array)
+        decay = self._decay()
+        factor = retrain_factors([x * decay for x in older],
+                                 [x * decay for x in self._pair_sums(obs)], discount,
+                                 self.restarts_at_change_points)
+        for array in older:
+            array *= factor
         self.update(replace(obs, weight=new_weight))
 
     def _sums(self, n_tasks: int, n_agents: int) -> list[np.ndarray]:
@@ -253,6 +343,7 @@ class ExponentialRule(BayesianRule):
     """
 
     strategy = UpdateStrategy.EXPONENTIAL
+    restarts_at_change_points = True
     _REBASE_HALF_LIVES = 64.0
 
     def __init__(self, half_life_seconds: float) -> None:
@@ -279,12 +370,14 @@ class ExponentialRule(BayesianRule):
             self.t0 = self.clock
         super().update(obs)
 
-    def _sums(self, n_tasks: int, n_agents: int) -> list[np.ndarray]:
-        sums = super()._sums(n_tasks, n_agents)
+    def _decay(self) -> float:
         if self.t0 != self.t0:
-            return sums
-        decay = 2.0 ** (-(self.clock - self.t0) / self.half_life_seconds)
-        return [x * decay for x in sums]
+            return 1.0
+        return float(2.0 ** (-(self.clock - self.t0) / self.half_life_seconds))
+
+    def _sums(self, n_tasks: int, n_agents: int) -> list[np.ndarray]:
+        decay = self._decay()
+        return [x * decay for x in super()._sums(n_tasks, n_agents)]
 
     def arrays(self, n_tasks: int, n_agents: int) -> dict[str, np.ndarray]:
         out = super().arrays(n_tasks, n_agents)
@@ -324,6 +417,7 @@ class MovingAverageRule(Rule):
     """
 
     strategy = UpdateStrategy.MOVING_AVERAGE
+    restarts_at_change_points = True
     pair_arrays = ("run_value", "run_weight", "run_count", "acc_value", "acc_weight", "acc_count")
 
     def __init__(self, window_size: int) -> None:
@@ -365,8 +459,10 @@ class MovingAverageRule(Rule):
         # The buffered events are each pair's newest observations, so the
         # j-th newest of a pair sits in slot (count - 1 - j) mod N, if j < N.
         n_slots = self.window_size
+        factor = retrain_factors(*self._older_and_buffered(obs), discount,
+                                 self.restarts_at_change_points)[..., None]
         for _, weights, counts, is_run in self._rings():
-            weights *= discount
+            weights *= factor
             mask = obs.is_run if is_run else ~obs.is_run
             if not mask.any():
                 continue
@@ -377,6 +473,24 @@ class MovingAverageRule(Rule):
             keep = (from_end < n_slots) & (from_end < counts.reshape(-1)[pair])
             slot = (counts.reshape(-1)[pair[keep]] - 1 - from_end[keep]) % n_slots
             weights.reshape(-1, n_slots)[pair[keep], slot] = new_weight[mask][order][keep]
+
+    def _older_and_buffered(self, obs: Observations) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Window sums without the buffered observations (as they weigh now), and
+        the buffered observations' sums (each counted once), per pair."""
+        rw, rv, aw, av = self.run_weight, self.run_value, self.acc_weight, self.acc_value
+        window = [rw.sum(-1), (rw * rv).sum(-1), aw.sum(-1), (aw * av).sum(-1),
+                  (aw * av * av).sum(-1)]
+        flat = obs.rows * self.capacity[1] + obs.cols
+        run, v = obs.is_run, obs.value
+        size = self.capacity[0] * self.capacity[1]
+        buffered, current = [], []
+        for mask, x in ((run, 1.0), (run, v), (~run, 1.0), (~run, v), (~run, v * v)):
+            for out, w in ((buffered, 1.0), (current, obs.weight)):
+                total = np.zeros(size)
+                np.add.at(total, flat[mask], np.broadcast_to(w * x, flat.shape)[mask])
+                out.append(total.reshape(self.capacity))
+        older = [np.maximum(a - b, 0.0) for a, b in zip(window, current, strict=True)]
+        return older, buffered
 
     def evidence(self, n_tasks: int, n_agents: int, task_hash: np.ndarray,
                  agent_hash: np.ndarray) -> Evidence:
@@ -514,9 +628,10 @@ class GradientRule(Rule):
             self._sgd(self.w_accuracy, feats[~run], obs.value[~run], obs.weight[~run])
 
     def reweight(self, obs: Observations, new_weight: np.ndarray, discount: float) -> None:
-        # Counts: exact (remove, discount, re-add). Weights: SGD has no exact
-        # "remove", so old knowledge is shrunk toward the prior by the
-        # discount and the buffer is replayed once with the recency weights.
+        # Counts: exact (remove, per-pair factor, re-add). Weights: SGD has no
+        # exact "remove", and hashed features are shared by pairs, so old
+        # knowledge is shrunk toward the prior by the plain discount and the
+        # buffer is replayed once with the recency weights.
         self.counts.reweight(obs, new_weight, discount)
         self.w_success *= discount
         self.w_accuracy *= discount

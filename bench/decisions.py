@@ -1,0 +1,712 @@
+"""Decision quality under drift: ``python -m bench.decisions [--quick] [--seeds N]``.
+
+Three seeded scenarios of a simulated agent platform (8 agents, 4 task
+types, one request every 2 simulated seconds): an abrupt drift (a model
+update makes two specialists worse), a gradual drift (two specialists
+degrade over an hour), and an outage that recovers (two agents fail most
+runs for half an hour, then are as good as before). Every policy decides
+on the same request stream with the same per-request random draws (common
+random numbers), so differences come from the choices alone. The reward of
+a decision is success x accuracy of the chosen agent's run.
+
+Per scenario and policy, over seeds (median, min-max):
+
+* ``share``: cumulative reward as a share of the oracle's (the oracle
+  always picks the agent with the highest true expected reward);
+* ``post-drift regret``: oracle reward minus policy reward, summed over
+  the window after each drift event (an abrupt change or a revert: the next
+  ``window`` decisions; a gradual drift: its ramp plus ``window``);
+* ``recovery``: decisions from a drift event until the policy's rolling
+  reward (trailing ``rolling`` decisions) is back within 5 % of the oracle's
+  and stays there until the next event (or the end); ``*`` marks a median
+  over seeds some of which had not recovered by then (counted as the
+  whole horizon).
+
+Targets (issue 6): autoretrain (default strategy, monitor auto-retraining)
+>= 0.95 of the oracle in every run; its post-drift regret <= 0.3 x the
+original design's; a higher share than every River policy in every
+scenario.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import numpy as np
+
+from examples.platform_sim import SimClock
+from webhook.updater import UpdateStrategy
+
+from .harness import machine, summary, table, write_results
+from .policies import (
+    AutoretrainPolicy,
+    Draws,
+    MonitorSettings,
+    OriginalThompson,
+    Outcome,
+    Policy,
+    RiverBandit,
+    VowpalWabbitCB,
+    vowpalwabbit_available,
+)
+
+SHARE_TARGET = 0.95
+REGRET_RATIO_TARGET = 0.3
+RECOVERY_TOLERANCE = 0.05
+HEADLINE = "autoretrain (exponential + auto-retrain)"
+ORIGINAL = "original TS + monitor retrain"
+
+# The platform's outcome model (as examples/platform_sim.py): a successful
+# run's accuracy is logistic(logit(median) + 0.5 z); an unsuccessful run
+# ends in a timeout (2 %), an error (25 %) or a plain failure.
+ACCURACY_LOGIT_SD = 0.5
+TIMEOUT_SHARE, ERROR_SHARE, TIMEOUT_MS = 0.02, 0.25, 30_000.0
+SECONDS_PER_DECISION = 2.0
+
+AGENTS = (
+    ("forecaster-pro", "llm"),
+    ("support-bot", "llm"),
+    ("review-assistant", "llm"),
+    ("summarizer-lite", "llm"),
+    ("generalist-llm", "llm"),
+    ("generalist-mini", "llm"),
+    ("rules-engine", "rule_based"),
+    ("research-agent", "llm"),
+)
+TASK_TYPES = ("sales_forecast", "support_triage", "code_review", "doc_summary")
+TASK_MIX = (0.30, 0.30, 0.20, 0.20)
+SPECIALIST = {
+    "sales_forecast": "forecaster-pro",
+    "support_triage": "support-bot",
+    "code_review": "review-assistant",
+    "doc_summary": "summarizer-lite",
+}
+LATENCY_MS = {"rules-engine": 150.0, "summarizer-lite": 700.0, "generalist-mini": 800.0}
+
+
+def base_profiles() -> dict[tuple[str, str], tuple[float, float]]:
+    """(success rate, median accuracy) of every pair before any drift.
+
+    Each task type has a specialist (0.97, 0.92: expected reward ~0.88), a
+    runner-up ~0.08 below it (the big generalist, or the rules engine on
+    support triage), and weaker alternatives (0.45-0.72).
+    """
+    out: dict[tuple[str, str], tuple[float, float]] = {}
+    for t in TASK_TYPES:
+        for a, _ in AGENTS:
+            if a == SPECIALIST[t]:
+                p = (0.97, 0.92)
+            elif a == "generalist-llm":
+                p = (0.94, 0.85)
+            elif a == "generalist-mini":
+                p = (0.93, 0.77)
+            elif a == "rules-engine":
+                p = (0.97, 0.84) if t == "support_triage" else (0.96, 0.58)
+            elif a == "research-agent":
+                p = (0.85, 0.80) if t == "sales_forecast" else (0.82, 0.70)
+            else:  # a specialist off its own task type
+                p = (0.87, 0.66)
+            out[(t, a)] = p
+    return out
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Pairs moving to ``targets`` from decision ``start``: linearly over
+    ``ramp`` decisions, then held; back to their base profile at ``end``
+    (None: never)."""
+
+    start: int
+    targets: dict[tuple[str, str], tuple[float, float]]
+    ramp: int = 0
+    end: int | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    story: str
+    decisions: int
+    drifts: tuple[Drift, ...]
+    window: int  # decisions after each drift event counted as post-drift
+    rolling: int = 100
+
+    def events(self) -> list[dict[str, Any]]:
+        """Drift events: kind, start, end of the regret window, end of the horizon."""
+        raw = []
+        for d in self.drifts:
+            raw.append(("onset" if d.ramp == 0 else "gradual", d.start, d.start + d.ramp))
+            if d.end is not None:
+                raw.append(("revert", d.end, d.end))
+        raw.sort(key=lambda e: e[1])
+        out = []
+        for i, (kind, start, settled) in enumerate(raw):
+            horizon = raw[i + 1][1] if i + 1 < len(raw) else self.decisions
+            out.append(
+                {
+                    "kind": kind,
+                    "start": start,
+                    "window_end": min(settled + self.window, self.decisions),
+                    "horizon": horizon,
+                }
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Decisions per run, where the drift starts, the gradual ramp, the
+    outage's length and the post-drift regret window (all in decisions)."""
+
+    decisions: int
+    drift_at: int
+    ramp: int
+    outage: int
+    window: int
+
+
+#: 200 simulated minutes; the drift after 67 min of steady traffic; a
+#: one-hour ramp; a 30-min outage; 20 min of post-drift regret.
+FULL = Sizes(6000, 2000, 1800, 900, 600)
+QUICK = Sizes(1500, 500, 450, 240, 250)
+
+
+def scenarios(sizes: Sizes = FULL) -> list[Scenario]:
+    """The three scenarios at ``sizes``."""
+    n, at, ramp, outage, window = (
+        sizes.decisions,
+        sizes.drift_at,
+        sizes.ramp,
+        sizes.outage,
+        sizes.window,
+    )
+    abrupt = Drift(
+        at,
+        {
+            # An upstream model update hurts both agents built on it, everywhere.
+            **{
+                (t, "forecaster-pro"): (0.90, 0.55 if t == "sales_forecast" else 0.45)
+                for t in TASK_TYPES
+            },
+            **{
+                (t, "review-assistant"): (0.90, 0.55 if t == "code_review" else 0.45)
+                for t in TASK_TYPES
+            },
+        },
+    )
+    gradual = Drift(
+        at,
+        {
+            # Customers' topics and document formats move away from what two
+            # specialists were tuned on: their accuracy erodes over an hour.
+            ("support_triage", "support-bot"): (0.95, 0.50),
+            ("doc_summary", "summarizer-lite"): (0.95, 0.60),
+        },
+        ramp=ramp,
+    )
+    outage = Drift(
+        at,
+        {
+            # Both agents behind one provider fail 75 % of their runs for 30 min.
+            **{
+                (t, "forecaster-pro"): (0.25, 0.92 if t == "sales_forecast" else 0.66)
+                for t in TASK_TYPES
+            },
+            **{
+                (t, "support-bot"): (0.25, 0.92 if t == "support_triage" else 0.66)
+                for t in TASK_TYPES
+            },
+        },
+        end=at + outage,
+    )
+    return [
+        Scenario(
+            "abrupt",
+            "a model update makes two specialists worse (accuracy 0.92 -> 0.55)",
+            n,
+            (abrupt,),
+            window,
+        ),
+        Scenario(
+            "gradual",
+            "two specialists erode over an hour (accuracy 0.92 -> 0.50 / 0.60)",
+            n,
+            (gradual,),
+            window,
+        ),
+        Scenario(
+            "revert", "two agents fail 75 % of runs for 30 min, then recover", n, (outage,), window
+        ),
+    ]
+
+
+# -- the simulated platform ------------------------------------------------------
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p / (1.0 - p))
+
+
+@dataclass
+class Stream:
+    """A scenario's requests, draws and true profiles, one entry per decision."""
+
+    scenario: Scenario
+    task: np.ndarray  # task type index
+    u_success: np.ndarray
+    u_failure: np.ndarray
+    z_accuracy: np.ndarray
+    z_latency: np.ndarray
+    draws: list[Draws]
+    success: np.ndarray  # [decision, task, agent] true success rate
+    accuracy: np.ndarray  # [decision, task, agent] true median accuracy
+    expected: np.ndarray  # [decision, task, agent] true expected reward
+    best: np.ndarray  # [decision, task] index of the best agent
+    onboarding: list[int | None] = field(default_factory=list)  # forced agent index
+
+    @classmethod
+    def build(cls, scenario: Scenario, seed: int, onboarding_rounds: int = 2) -> Stream:
+        rng = np.random.default_rng(seed)
+        n = scenario.decisions
+        u = rng.random((n, 6))
+        z = rng.standard_normal((n, 2))
+        task = np.minimum(
+            np.searchsorted(np.cumsum(TASK_MIX), u[:, 0], side="right"), len(TASK_TYPES) - 1
+        )
+        agents = [a for a, _ in AGENTS]
+        base = base_profiles()
+        s0 = np.array([[base[(t, a)][0] for a in agents] for t in TASK_TYPES])
+        a0 = np.array([[base[(t, a)][1] for a in agents] for t in TASK_TYPES])
+        success = np.repeat(s0[None], n, axis=0)
+        accuracy = np.repeat(a0[None], n, axis=0)
+        idx = np.arange(n)
+        for d in scenario.drifts:
+            w = np.clip((idx - d.start + 1) / max(d.ramp, 1), 0.0, 1.0) * (idx >= d.start)
+            if d.end is not None:
+                w = w * (idx < d.end)
+            for (t, a), (s1, acc1) in d.targets.items():
+                ti, ai = TASK_TYPES.index(t), agents.index(a)
+                success[:, ti, ai] += w * (s1 - s0[ti, ai])
+                accuracy[:, ti, ai] += w * (acc1 - a0[ti, ai])
+        # E[logistic(logit(acc) + sd z)] by Gauss-Hermite quadrature.
+        nodes, weights = np.polynomial.hermite_e.hermegauss(32)
+        weights = weights / weights.sum()
+        mean_acc = np.tensordot(
+            _sigmoid(_logit(accuracy)[..., None] + ACCURACY_LOGIT_SD * nodes), weights, axes=1
+        )
+        expected = success * mean_acc
+        best = np.argmax(expected, axis=2)
+        draws = [
+            Draws(route=float(r), reward=float(c), pick=float(p))
+            for r, c, p in zip(u[:, 3], u[:, 4], u[:, 5], strict=True)
+        ]
+        forced: list[int | None] = []
+        trials = np.zeros((len(TASK_TYPES), len(agents)), dtype=int)
+        for t in task:
+            if trials[t].min() < onboarding_rounds:
+                a = int(np.argmin(trials[t]))
+                trials[t, a] += 1
+                forced.append(a)
+            else:
+                forced.append(None)
+        return cls(
+            scenario,
+            task,
+            u[:, 1],
+            u[:, 2],
+            z[:, 0],
+            z[:, 1],
+            draws,
+            success,
+            accuracy,
+            expected,
+            best,
+            forced,
+        )
+
+    def execute(self, i: int, agent_index: int) -> Outcome:
+        t = int(self.task[i])
+        name, agent_type = AGENTS[agent_index]
+        latency = LATENCY_MS.get(name, 1400.0) * math.exp(0.35 * float(self.z_latency[i]))
+        acc: float | None = None
+        if self.u_success[i] < self.success[i, t, agent_index]:
+            status = "success"
+            logit = math.log(
+                self.accuracy[i, t, agent_index] / (1.0 - self.accuracy[i, t, agent_index])
+            )
+            acc = 1.0 / (1.0 + math.exp(-(logit + ACCURACY_LOGIT_SD * float(self.z_accuracy[i]))))
+        elif self.u_failure[i] < TIMEOUT_SHARE:
+            status, latency = "timeout", TIMEOUT_MS
+        elif self.u_failure[i] < TIMEOUT_SHARE + ERROR_SHARE:
+            status = "error"
+        else:
+            status = "failure"
+        return Outcome(
+            i,
+            f"task-{i:06d}",
+            TASK_TYPES[t],
+            name,
+            agent_type,
+            status,
+            round(latency, 1),
+            1500,
+            0.02,
+            acc,
+        )
+
+
+# -- policies -----------------------------------------------------------------------
+
+#: The deployment every autoretrain variant runs (the demo's, see
+#: examples/autonomous_retraining_example.py): batches of 20 events, a buffer
+#: of ~5 min of events (the monitor's window); the model's hyperparameters
+#: (half-life 1 h, retrain_discount 0.25, recency_weight 2) are the defaults.
+UPDATER_KWARGS: dict[str, Any] = {"batch_size": 20, "buffer_size": 300}
+#: Production routing: 90 % greedy, 10 % Thompson sampling (explore=True).
+EXPLORE_SHARE = 0.10
+MONITOR = MonitorSettings()
+
+
+def policy_factories(include_vw: bool) -> dict[str, Callable[[SimClock, int, Stream], Policy]]:
+    """Name -> factory(clock, seed, stream) of every policy but the oracle (see :func:`play`)."""
+    from river import bandit, proba, stats
+
+    def auto(
+        strategy: UpdateStrategy, retrain: bool, share: float = EXPLORE_SHARE, name: str = ""
+    ) -> Callable[[SimClock, int, Stream], Policy]:
+        return lambda clock, seed, stream: AutoretrainPolicy(
+            AGENTS,
+            clock=clock,
+            settings=MONITOR,
+            strategy=strategy,
+            auto=retrain,
+            explore_share=share,
+            seed=seed,
+            updater_kwargs=UPDATER_KWARGS,
+            name=name,
+        )
+
+    def river(
+        name: str, make: Callable[[int], Any], binary: bool = False
+    ) -> Callable[[SimClock, int, Stream], Policy]:
+        return lambda clock, seed, stream: RiverBandit(
+            AGENTS, TASK_TYPES, name=name, factory=make, seed=seed, binary=binary
+        )
+
+    def original(signal: str) -> Callable[[SimClock, int, Stream], Policy]:
+        return lambda clock, seed, stream: OriginalThompson(
+            AGENTS, TASK_TYPES, clock=clock, settings=MONITOR, auto=True, seed=seed, signal=signal
+        )
+
+    out: dict[str, Callable[[SimClock, int, Stream], Policy]] = {
+        HEADLINE: auto(UpdateStrategy.EXPONENTIAL, True, name=HEADLINE),
+        "autoretrain (same, Thompson on every request)": auto(
+            UpdateStrategy.EXPONENTIAL, True, 1.0, "autoretrain (same, Thompson on every request)"
+        ),
+    }
+    for strategy in UpdateStrategy:
+        name = f"{strategy.value} alone (no retrain)"
+        out[name] = auto(strategy, False, name=name)
+    out[ORIGINAL] = original("run")
+    out["original TS, reward-fed + monitor retrain"] = original("reward")
+    out["River ThompsonSampling(Beta)"] = river(
+        "River ThompsonSampling(Beta)",
+        lambda s: bandit.ThompsonSampling(reward_obj=proba.Beta(), seed=s),
+        binary=True,
+    )
+    out["River UCB(delta=1)"] = river("River UCB(delta=1)", lambda s: bandit.UCB(delta=1.0, seed=s))
+    out["River EpsilonGreedy(0.1)"] = river(
+        "River EpsilonGreedy(0.1)", lambda s: bandit.EpsilonGreedy(0.1, seed=s)
+    )
+    out["River UCB(delta=1, EWMean 0.05)"] = river(
+        "River UCB(delta=1, EWMean 0.05)",
+        lambda s: bandit.UCB(delta=1.0, reward_obj=stats.EWMean(0.05), seed=s),
+    )
+    out["River EpsilonGreedy(0.1, EWMean 0.05)"] = river(
+        "River EpsilonGreedy(0.1, EWMean 0.05)",
+        lambda s: bandit.EpsilonGreedy(0.1, reward_obj=stats.EWMean(0.05), seed=s),
+    )
+    if include_vw:
+        out["VW cb_explore_adf (epsilon 0.05)"] = lambda clock, seed, stream: VowpalWabbitCB(
+            AGENTS, seed=seed
+        )
+    return out
+
+
+# -- running ----------------------------------------------------------------------
+
+
+def play(stream: Stream, policy: Policy | None) -> dict[str, Any]:
+    """Run one policy (None: the oracle) over the stream; per-decision rewards."""
+    n = stream.scenario.decisions
+    agents = [a for a, _ in AGENTS]
+    column = {a: i for i, a in enumerate(agents)}
+    rewards = np.zeros(n)
+    chosen = np.zeros(n, dtype=int)
+    clock = getattr(policy, "clock", None)
+    started = time.perf_counter()
+    for i in range(n):
+        if clock is not None:
+            clock.advance(SECONDS_PER_DECISION)
+        t = int(stream.task[i])
+        if policy is None:
+            a = int(stream.best[i, t])
+        elif stream.onboarding[i] is not None:
+            a = int(stream.onboarding[i])  # type: ignore[arg-type]
+        else:
+            a = column[policy.choose(TASK_TYPES[t], stream.draws[i])]
+        outcome = stream.execute(i, a)
+        rewards[i] = outcome.reward
+        chosen[i] = a
+        if policy is not None:
+            policy.observe(outcome, stream.draws[i])
+            policy.tick()
+    out: dict[str, Any] = {
+        "rewards": rewards,
+        "chosen": chosen,
+        "seconds": time.perf_counter() - started,
+    }
+    if policy is not None:
+        out["stats"] = policy.stats()
+        policy.close()
+    return out
+
+
+def _rolling(x: np.ndarray, w: int) -> np.ndarray:
+    c = np.concatenate([[0.0], np.cumsum(x)])
+    idx = np.arange(1, len(x) + 1)
+    return c[idx] - c[np.maximum(idx - w, 0)]
+
+
+def evaluate(stream: Stream, rewards: np.ndarray, oracle: np.ndarray) -> dict[str, Any]:
+    """Share, post-drift regret and recovery of one policy's rewards."""
+    sc = stream.scenario
+    roll_p, roll_o = _rolling(rewards, sc.rolling), _rolling(oracle, sc.rolling)
+    ratio = roll_p / np.maximum(roll_o, 1e-12)
+    events = []
+    for e in sc.events():
+        s, w_end, h = e["start"], e["window_end"], e["horizon"]
+        below = np.flatnonzero(ratio[s:h] < 1.0 - RECOVERY_TOLERANCE)
+        censored = bool(len(below)) and int(below[-1]) == h - s - 1
+        recovery = 0 if not len(below) else int(below[-1]) + 1
+        events.append(
+            {
+                **e,
+                "regret": float(np.sum(oracle[s:w_end] - rewards[s:w_end])),
+                "recovery": recovery,
+                "censored": censored,
+            }
+        )
+    return {
+        "share": float(rewards.sum() / oracle.sum()),
+        "post_drift_regret": sum(e["regret"] for e in events),
+        "recovery": max(e["recovery"] for e in events),
+        "censored": any(e["censored"] for e in events),
+        "events": events,
+    }
+
+
+def run(
+    quick: bool = False, seeds: int | None = None, sizes: Sizes | None = None
+) -> dict[str, Any]:
+    """Every policy on every scenario and seed; the JSON-ready results."""
+    seeds = seeds or (2 if quick else 5)
+    sizes = sizes or (QUICK if quick else FULL)
+    vw_error = vowpalwabbit_available()
+    factories = policy_factories(include_vw=vw_error is None)
+    results: dict[str, Any] = {}
+    for sc in scenarios(sizes):
+        per_policy: dict[str, list[dict[str, Any]]] = {name: [] for name in [*factories, "oracle"]}
+        for seed in range(1, seeds + 1):
+            stream = Stream.build(sc, seed)
+            oracle = play(stream, None)
+            for name in per_policy:
+                played = (
+                    oracle
+                    if name == "oracle"
+                    else play(stream, factories[name](SimClock(), seed, stream))
+                )
+                r = evaluate(stream, played["rewards"], oracle["rewards"])
+                r.update(seed=seed, seconds=played["seconds"], **played.get("stats", {}))
+                r.pop("retrain_log", None)
+                per_policy[name].append(r)
+        results[sc.name] = {
+            "story": sc.story,
+            "decisions": sc.decisions,
+            "events": sc.events(),
+            "policies": {name: _aggregate(runs) for name, runs in per_policy.items()},
+        }
+    return {
+        "quick": quick,
+        "seeds": list(range(1, seeds + 1)),
+        "settings": {
+            "sizes": sizes.__dict__,
+            "seconds_per_decision": SECONDS_PER_DECISION,
+            "explore_share": EXPLORE_SHARE,
+            "updater": UPDATER_KWARGS,
+            "monitor": MONITOR.__dict__,
+            "recovery_tolerance": RECOVERY_TOLERANCE,
+        },
+        "vowpalwabbit": "included" if vw_error is None else f"left out: {vw_error}",
+        "peer_versions": _versions("river", "vowpalwabbit"),
+        "scenarios": results,
+        "targets": _targets(results),
+    }
+
+
+def _versions(*names: str) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"runs": runs}
+    for key in ("share", "post_drift_regret", "recovery"):
+        out[key] = summary([r[key] for r in runs])
+    out["censored_runs"] = sum(r["censored"] for r in runs)
+    if "retrains" in runs[0]:
+        out["retrains"] = summary([r["retrains"] for r in runs])
+        out["promoted"] = summary([r["promoted"] for r in runs])
+    return out
+
+
+def _targets(results: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, sc in results.items():
+        pol = sc["policies"]
+        head = pol[HEADLINE]["runs"]
+        orig = pol[ORIGINAL]["runs"]
+        ratios = [
+            h["post_drift_regret"] / o["post_drift_regret"]
+            if o["post_drift_regret"] > 0
+            else math.inf
+            for h, o in zip(head, orig, strict=True)
+        ]
+        river = {k: v for k, v in pol.items() if k.startswith("River")}
+        best_river = max(river, key=lambda k: river[k]["share"]["median"])
+        beats = [
+            all(h["share"] > r["runs"][i]["share"] for r in river.values())
+            for i, h in enumerate(head)
+        ]
+        out[name] = {
+            "share_min": min(h["share"] for h in head),
+            "share_met": all(h["share"] >= SHARE_TARGET for h in head),
+            "regret_ratio": summary(ratios),
+            "regret_ratio_met": statistics.median(ratios) <= REGRET_RATIO_TARGET,
+            "best_river": best_river,
+            "best_river_share": river[best_river]["share"]["median"],
+            "beats_every_river_runs": f"{sum(beats)}/{len(beats)}",
+            "beats_every_river_met": all(beats),
+        }
+    return out
+
+
+# -- reporting ---------------------------------------------------------------------
+
+
+def _fmt(d: dict[str, float], digits: int = 3, star: bool = False) -> str:
+    mark = "*" if star else ""
+    if d["min"] == d["max"]:
+        return f"{d['median']:.{digits}f}{mark}"
+    return f"{d['median']:.{digits}f}{mark} ({d['min']:.{digits}f}-{d['max']:.{digits}f})"
+
+
+def report(r: dict[str, Any]) -> str:
+    parts = []
+    for name, sc in r["scenarios"].items():
+        rows = []
+        for policy, p in sc["policies"].items():
+            retrains = ""
+            if "retrains" in p and p["retrains"]["max"] > 0:
+                retrains = f"{p['promoted']['median']:.0f}/{p['retrains']['median']:.0f}"
+            rows.append(
+                [
+                    policy,
+                    _fmt(p["share"]),
+                    _fmt(p["post_drift_regret"], 1),
+                    _fmt(p["recovery"], 0, star=p["censored_runs"] > 0),
+                    retrains,
+                ]
+            )
+        parts.append(
+            f"### {name}: {sc['story']}\n\n{sc['decisions']} decisions; events "
+            + ", ".join(f"{e['kind']} at {e['start']}" for e in sc["events"])
+            + "\n\n"
+            + table(
+                [
+                    "policy",
+                    "share of oracle",
+                    "post-drift regret",
+                    "recovery (decisions)",
+                    "retrains promoted/triggered",
+                ],
+                rows,
+            )
+        )
+    rows = []
+    for name, t in r["targets"].items():
+        rows.append(
+            [
+                name,
+                f"{t['share_min']:.3f} ({'met' if t['share_met'] else 'NOT met'})",
+                f"{_fmt(t['regret_ratio'], 2)} ({'met' if t['regret_ratio_met'] else 'NOT met'})",
+                f"{t['beats_every_river_runs']} runs "
+                f"({'met' if t['beats_every_river_met'] else 'NOT met'}; best River "
+                f"{t['best_river']} {t['best_river_share']:.3f})",
+            ]
+        )
+    parts.append(
+        "### targets\n\n"
+        + table(
+            [
+                "scenario",
+                f"min share (target >= {SHARE_TARGET})",
+                f"regret / original's (target <= {REGRET_RATIO_TARGET})",
+                "beats every River policy",
+            ],
+            rows,
+        )
+    )
+    return "\n\n".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.decisions", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, two seeds (CI)")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds 1..N (default 5; quick 2)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    started = time.perf_counter()
+    result = run(args.quick, args.seeds)
+    result["runtime_seconds"] = round(time.perf_counter() - started, 1)
+    print("## Decision quality under drift\n")
+    print(report(result))
+    print(
+        f"\nVowpal Wabbit: {result['vowpalwabbit']}; versions {result['peer_versions']}; "
+        f"{result['runtime_seconds']} s; {machine()['cpu']}"
+    )
+    print(f"written to {write_results('decisions', result)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
