@@ -9,7 +9,7 @@ figures in BENCHMARKS.md come from full runs by hand.
 from __future__ import annotations
 
 import argparse
-import importlib
+import subprocess
 import sys
 
 BENCHMARKS = (
@@ -42,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     failed = []
     for name in args.names or BENCHMARKS:
-        module = importlib.import_module(f"bench.{name}")
         print(f"\n=== {name} ===\n", flush=True)
-        if module.main(["--quick"] if args.quick else []) != 0:
+        # One process per benchmark: memory and timings are not coloured by
+        # what an earlier benchmark left behind.
+        cmd = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if args.quick else [])]
+        if subprocess.run(cmd, check=False).returncode != 0:
             failed.append(name)
     if failed:
         print(f"benchmarks failed: {', '.join(failed)}", file=sys.stderr)
