@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import threading
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -164,6 +164,9 @@ class AgentMetrics(Collector):
     lock
         A lock shared with the caller: the monitor records runs, window and
         metrics under one lock and calls the ``*_locked`` methods.
+    before_collect
+        Called (without the lock held) before every collect or render: the
+        monitor applies the runs it has queued, so a scrape sees them all.
     """
 
     def __init__(
@@ -173,6 +176,7 @@ class AgentMetrics(Collector):
         duration_buckets: Sequence[float] = DURATION_BUCKETS_SECONDS,
         accuracy_buckets: Sequence[float] = ACCURACY_BUCKETS,
         lock: threading.Lock | None = None,
+        before_collect: Callable[[], None] | None = None,
     ) -> None:
         if isinstance(max_agents, bool) or not isinstance(max_agents, int) or max_agents < 1:
             raise ValueError(f"max_agents must be an integer >= 1, got {max_agents!r}")
@@ -180,6 +184,7 @@ class AgentMetrics(Collector):
         self.duration_buckets = _check_buckets("duration_buckets", duration_buckets)
         self.accuracy_buckets = _check_buckets("accuracy_buckets", accuracy_buckets)
         self._lock = lock if lock is not None else threading.Lock()
+        self._before_collect = before_collect
         self._labels: dict[str, str] = {}  # agent name -> exported label value
         self._runs: dict[tuple[str, str], _RunSeries] = {}
         self._agents: dict[str, _AgentSeries] = {}
@@ -307,6 +312,8 @@ class AgentMetrics(Collector):
         return list(self._families())
 
     def collect(self) -> Iterator[Metric]:
+        if self._before_collect is not None:
+            self._before_collect()
         runs, duration, tokens, cost, accuracy, records, collapsed = self._families()
         with self._lock:
             per_agent: dict[str, list[float]] = {}
@@ -360,6 +367,8 @@ class AgentMetrics(Collector):
         records: list[str] = [
             _header("agent_accuracy_records_total", _HELP["agent_accuracy_records"], "counter")
         ]
+        if self._before_collect is not None:
+            self._before_collect()
         with self._lock:
             per_agent: dict[str, list[float]] = {}
             for (agent, agent_type), s in self._runs.items():

@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 _STATUS_INDEX = {s: i for i, s in enumerate(ev.RUN_STATUSES)}
 _MAX_KNOWN_AGENTS = 100_000
-_MAX_NAME = ev.MAX_NAME_LENGTH  # agent -> agent_type memory for accuracy events
+_MAX_NAME = ev.MAX_NAME_LENGTH
+_APPLY_EVERY = 256  # queued runs applied in one batch at the latest  # agent -> agent_type memory for accuracy events
 
 
 def _name(field: str, value: Any) -> str:
@@ -204,7 +205,10 @@ class PerformanceMonitor:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._clock = clock
         self._lock = threading.Lock()
-        self._metrics = AgentMetrics(self.registry, max_agents=max_agents, lock=self._lock)
+        self._pending_runs: deque[tuple[float, str, str, int, float, int, float, str]] = deque()
+        self._metrics = AgentMetrics(
+            self.registry, max_agents=max_agents, lock=self._lock, before_collect=self._apply_pending
+        )
         self._window = SlidingWindow(window_size_minutes * 60.0, max_records=max_window_records)
         self._alerts: deque[Alert] = deque(maxlen=max_alerts)
         self._active: dict[tuple[str, str | None], Violation] = {}
@@ -238,6 +242,7 @@ class PerformanceMonitor:
             # would only fill a queue. Metrics and the checker still work.
             self._sink = None
             self.event_sink_kind = "none"
+        self._publish_event = self._sink.publish if self._sink is not None else None
         self._collector = _MonitorCollector(self)
         self.registry.register(self._collector)
 
@@ -289,17 +294,17 @@ class PerformanceMonitor:
             cost = _non_negative("cost", cost)
         ctx = _context(context) if context is not None else None
         now = self._clock()
-        with self._lock:
-            self._metrics.record_run_locked(
-                agent_name, agent_type, status_index, duration_ms / 1000.0, tokens_used, cost
-            )
-            self._window.add_run(
-                now, agent_name, status_index, duration_ms, tokens_used, cost, task_type
-            )
-            if agent_name not in self._agent_types and len(self._agent_types) < _MAX_KNOWN_AGENTS:
-                self._agent_types[agent_name] = agent_type
-            self._runs_recorded += 1
-        if self._sink is not None:
+        # Queued, not applied: one atomic append here, and the metrics and the
+        # window take queued runs in a batch under the lock, before any read
+        # (scrape, check, stats) or every _APPLY_EVERY runs. The caller's
+        # cost is the validation and this append (bench/recording.py).
+        pending = self._pending_runs
+        pending.append(
+            (now, agent_name, agent_type, status_index, duration_ms, tokens_used, cost, task_type)
+        )
+        if len(pending) >= _APPLY_EVERY:
+            self._apply_pending()
+        if self._publish_event is not None:
             # events.run_event inlined: the call and its ten arguments were a
             # tenth of the cost of a recorded run (bench/recording.py).
             event = {
@@ -318,9 +323,29 @@ class PerformanceMonitor:
             if ctx:
                 event["context"] = ctx
             try:
-                self._sink.publish(event)
+                self._publish_event(event)
             except Exception:  # a sink must never break the orchestrator's call
                 self._publish_failed()
+
+    def _apply_pending(self) -> None:
+        """Apply queued runs to the metrics and the window, in order."""
+        pending = self._pending_runs
+        if not pending:
+            return
+        record_run, add_run = self._metrics.record_run_locked, self._window.add_run
+        agent_types = self._agent_types
+        with self._lock:
+            n = 0
+            while pending:
+                now, agent, agent_type, status, duration_ms, tokens, cost, task_type = (
+                    pending.popleft()
+                )
+                record_run(agent, agent_type, status, duration_ms / 1000.0, tokens, cost)
+                add_run(now, agent, status, duration_ms, tokens, cost, task_type)
+                if agent not in agent_types and len(agent_types) < _MAX_KNOWN_AGENTS:
+                    agent_types[agent] = agent_type
+                n += 1
+            self._runs_recorded += n
 
     def record_accuracy(
         self,
@@ -358,6 +383,8 @@ class PerformanceMonitor:
         accuracy = float(accuracy)
         ctx = _context(context)
         now = self._clock()
+        if agent_type is None:
+            self._apply_pending()  # the agent's type may sit in a queued run
         with self._lock:
             if agent_type is None:
                 agent_type = self._agent_types.get(agent_name, "unknown")
@@ -397,6 +424,7 @@ class PerformanceMonitor:
 
     def get_system_metrics(self, since: float | None = None) -> SystemMetrics:
         """Figures over the window (or since ``since``), with ``agents`` per agent."""
+        self._apply_pending()
         with self._lock:
             return self._window.metrics(self._clock(), since)
 
@@ -417,6 +445,7 @@ class PerformanceMonitor:
         return Thresholds.from_mapping(self.alert_thresholds, "alert_thresholds")
 
     def get_stats(self) -> dict[str, Any]:
+        self._apply_pending()
         sink = self._sink.stats() if self._sink is not None else {}
         with self._lock:
             return {

@@ -573,3 +573,40 @@ def test_constructor_validation(registry):
         PerformanceMonitor(window_size_minutes=0, registry=registry)
     with pytest.raises(ValueError, match="trigger_retraining"):
         PerformanceMonitor(model_updater=object(), registry=registry)
+
+
+def test_concurrent_recording_loses_nothing(clock, registry):
+    """Runs are queued by the callers and applied in batches: all of them count."""
+    updater = FakeUpdater()
+    m = make(clock, registry, model_updater=updater)
+    per_thread, threads = 5000, 8
+
+    def work(k):
+        for i in range(per_thread):
+            m.record_agent_run(f"r{k}-{i}", f"agent-{k % 3}", "llm", "success", 1.0, 2, 0.5)
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    scraper_done = threading.Event()
+
+    def scrape():  # reads race the writers, as a scrape would
+        while not scraper_done.is_set():
+            registry.get_sample_value("agent_tokens_total", {"agent": "agent-0"})
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    scraper_done.set()
+    scraper.join()
+    total = sum(
+        registry.get_sample_value(
+            "agent_runs_total", {"agent": f"agent-{a}", "agent_type": "llm", "status": "success"}
+        )
+        for a in range(3)
+    )
+    assert total == per_thread * threads
+    assert m.get_system_metrics().total_runs == per_thread * threads
+    assert m.get_stats()["runs_recorded"] == per_thread * threads
+    assert len(updater.event_bus) == per_thread * threads

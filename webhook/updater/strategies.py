@@ -483,7 +483,8 @@ class MovingAverageRule(Rule):
         flat = obs.rows * self.capacity[1] + obs.cols
         run, v = obs.is_run, obs.value
         size = self.capacity[0] * self.capacity[1]
-        buffered, current = [], []
+        buffered: list[np.ndarray] = []
+        current: list[np.ndarray] = []
         for mask, x in ((run, 1.0), (run, v), (~run, 1.0), (~run, v), (~run, v * v)):
             for out, w in ((buffered, 1.0), (current, obs.weight)):
                 total = np.zeros(size)
