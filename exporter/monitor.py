@@ -41,9 +41,9 @@ __all__ = ["PerformanceMonitor"]
 log = logging.getLogger(__name__)
 
 _STATUS_INDEX = {s: i for i, s in enumerate(ev.RUN_STATUSES)}
-_MAX_KNOWN_AGENTS = 100_000
+_MAX_KNOWN_AGENTS = 100_000  # agent -> agent_type memory for accuracy events
 _MAX_NAME = ev.MAX_NAME_LENGTH
-_APPLY_EVERY = 256  # queued runs applied in one batch at the latest  # agent -> agent_type memory for accuracy events
+_APPLY_EVERY = 256  # queued runs applied in one batch at the latest
 
 
 def _name(field: str, value: Any) -> str:
@@ -207,7 +207,10 @@ class PerformanceMonitor:
         self._lock = threading.Lock()
         self._pending_runs: deque[tuple[float, str, str, int, float, int, float, str]] = deque()
         self._metrics = AgentMetrics(
-            self.registry, max_agents=max_agents, lock=self._lock, before_collect=self._apply_pending
+            self.registry,
+            max_agents=max_agents,
+            lock=self._lock,
+            before_collect=self._apply_pending,
         )
         self._window = SlidingWindow(window_size_minutes * 60.0, max_records=max_window_records)
         self._alerts: deque[Alert] = deque(maxlen=max_alerts)
