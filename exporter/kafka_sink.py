@@ -5,24 +5,107 @@ owns the kafka-python producer, sends in batches (key: the agent's name),
 and puts back what was not acknowledged. While the broker is down, events
 wait in the queue; what overflows it is counted as dropped. Delivery is
 at-least-once: a batch whose acknowledgement timed out is sent again, and
-consumers de-duplicate by ``event_id``.
+consumers de-duplicate by ``event_id``. After a failed batch the producer is
+discarded and a new one built: a kafka-python producer whose broker was
+killed mid-request can stay wedged after the broker returns (every flush
+times out), so it is never trusted again.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from .events import encode_event
 
-__all__ = ["KafkaSink"]
+__all__ = ["BrokerProbe", "KafkaSink"]
 
 log = logging.getLogger(__name__)
 
 _BATCH = 500
+
+
+class BrokerProbe:
+    """Does a Kafka bootstrap server accept connections? A cached TCP connect.
+
+    kafka-python's consumer keeps polling quietly (empty results) while the
+    broker is down, so "the last poll did not raise" says nothing about
+    reachability; readiness checks ask this probe instead. The answer is
+    cached for ``interval_seconds`` so that frequent ``/readyz`` scrapes
+    cost one connect per interval; a caller arriving while another thread
+    probes gets the previous answer instead of waiting.
+
+    Parameters
+    ----------
+    bootstrap_servers
+        ``host:port[,host:port...]`` or a list of ``host:port``.
+    interval_seconds
+        How long an answer is reused.
+    timeout_seconds
+        Connect timeout per server.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str | list[str],
+        interval_seconds: float = 1.0,
+        timeout_seconds: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        servers = (
+            bootstrap_servers.split(",")
+            if isinstance(bootstrap_servers, str)
+            else list(bootstrap_servers)
+        )
+        self.addresses = [_address(s.strip()) for s in servers if s.strip()]
+        if not self.addresses:
+            raise ValueError(f"bootstrap_servers names no server: {bootstrap_servers!r}")
+        self.interval_seconds = interval_seconds
+        self.timeout_seconds = timeout_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._checked_at: float | None = None
+        self._error: str | None = "not checked yet"
+
+    def check(self) -> str | None:
+        """None when some bootstrap server accepts a TCP connection, else why not."""
+        now = self._clock()
+        if self._checked_at is not None and now - self._checked_at < self.interval_seconds:
+            return self._error
+        if not self._lock.acquire(blocking=False):
+            return self._error  # another thread is probing: its answer comes soon
+        try:
+            self._error = self._connect()
+            self._checked_at = self._clock()
+            return self._error
+        finally:
+            self._lock.release()
+
+    def _connect(self) -> str | None:
+        errors = []
+        for host, port in self.addresses:
+            try:
+                socket.create_connection((host, port), timeout=self.timeout_seconds).close()
+                return None
+            except OSError as exc:
+                errors.append(f"{host}:{port}: {exc.strerror or type(exc).__name__}")
+        return "; ".join(errors)
+
+
+def _address(server: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``, or a bare host on 9092) as a connect address."""
+    host, sep, port = server.rpartition(":")
+    if not sep or "]" in port:  # no port given
+        host, port = server, "9092"
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError:
+        raise ValueError(f"bad Kafka server address {server!r}: port must be a number") from None
 
 
 def _default_producer(bootstrap_servers: str, **config: Any) -> Any:
@@ -76,6 +159,8 @@ class KafkaSink:
             "request_timeout_ms": 5000,
             "delivery_timeout_ms": 15000,
             "bootstrap_timeout_ms": 5000,
+            # Reconnect within a second of a broker restart (default backoff: up to 30 s).
+            "reconnect_backoff_max_ms": 1000,
             **(producer_config or {}),
         }
         self._factory = producer_factory or _default_producer
@@ -123,11 +208,16 @@ class KafkaSink:
         left = len(self._pending)
         if left:
             log.warning("Kafka sink closed with %d events not delivered", left)
-        if self._producer is not None:
-            try:
-                self._producer.close(timeout=1)
-            except Exception:  # closing a broken client must not fail the caller's shutdown
-                log.debug("producer close failed", exc_info=True)
+        self._discard_producer(timeout=1)
+
+    def _discard_producer(self, timeout: float = 0) -> None:
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            producer.close(timeout=timeout)
+        except Exception:  # closing a broken client must not fail the sender or shutdown
+            log.debug("producer close failed", exc_info=True)
 
     # -- sender thread -------------------------------------------------
 
@@ -183,6 +273,7 @@ class KafkaSink:
                 self._delivered += len(batch) - len(unacked)
                 if unacked:
                     self._pending.extendleft(reversed(unacked))
+                    self._discard_producer()
                 else:
                     if not self.connected:
                         log.info("Kafka reachable at %s", self.bootstrap_servers)
@@ -192,6 +283,7 @@ class KafkaSink:
             except Exception as exc:  # the outermost loop: log, count, keep running
                 self._failed(f"{type(exc).__name__}: {exc}")
                 log.debug("Kafka sink error", exc_info=True)
+                self._discard_producer()
             if self._closing.wait(self.retry_backoff_seconds):
                 # Closing while Kafka is down: one last try happened above.
                 return

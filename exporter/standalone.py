@@ -19,6 +19,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .events import MAX_EVENT_BYTES, InvalidEvent, decode_event, run_fields
+from .kafka_sink import BrokerProbe
 from .metrics import AgentMetrics
 
 __all__ = ["EventDeduplicator", "StandaloneExporter"]
@@ -57,7 +58,11 @@ def _default_consumer(servers: str, topic: str, group_id: str) -> Any:
         auto_offset_reset="earliest",
         enable_auto_commit=True,
         bootstrap_timeout_ms=5000,
-        request_timeout_ms=30000,
+        # Recover within seconds of a broker restart: kafka-python backs
+        # reconnects off up to 30 s, and a request lost in the restart waits
+        # out its timeout before it is retried.
+        request_timeout_ms=10000,
+        reconnect_backoff_max_ms=1000,
     )
 
 
@@ -75,6 +80,10 @@ class StandaloneExporter:
     consumer_factory
         ``f(servers, topic, group_id) -> consumer`` with kafka-python's
         ``poll``/``close``; tests inject a fake.
+    broker_check
+        ``f() -> None | reason``: is the broker reachable? kafka-python polls
+        quietly return nothing while the broker is down, so readiness needs
+        this separate check; default a :class:`~.kafka_sink.BrokerProbe`.
     """
 
     def __init__(
@@ -86,6 +95,7 @@ class StandaloneExporter:
         max_agents: int = 500,
         consumer_factory: Callable[[str, str, str], Any] | None = None,
         dedup_size: int = 100_000,
+        broker_check: Callable[[], str | None] | None = None,
     ) -> None:
         self.kafka_servers = kafka_servers
         self.topic = topic
@@ -115,6 +125,7 @@ class StandaloneExporter:
         self._dedup = EventDeduplicator(dedup_size)
         self._faults_logged: set[str] = set()
         self._factory = consumer_factory or _default_consumer
+        self._broker_check = broker_check or BrokerProbe(kafka_servers).check
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._consumer: Any = None
@@ -188,7 +199,12 @@ class StandaloneExporter:
     def ready(self) -> tuple[bool, str]:
         """For ``/readyz``: consuming from Kafka, or why not."""
         if self.connected:
-            return True, f"consuming {self.topic} from {self.kafka_servers}"
+            # The consumer exists and its last poll did not raise; polls also
+            # "succeed" while the broker is down, hence the separate check.
+            unreachable = self._broker_check()
+            if unreachable is None:
+                return True, f"consuming {self.topic} from {self.kafka_servers}"
+            return False, f"Kafka not reachable: {unreachable}"
         return False, f"Kafka not reachable: {self.last_error}"
 
     def run(self) -> None:
@@ -207,7 +223,7 @@ class StandaloneExporter:
                 batches = self._consumer.poll(timeout_ms=500, max_records=2000)
                 self.partitions = sorted(tp.partition for tp in self._consumer.assignment())
                 self.last_error = None
-                self._connected.set(1)
+                self._connected.set(1 if self._broker_check() is None else 0)
                 backoff = 0.5
                 for records in batches.values():
                     self.handle_batch([record.value for record in records])

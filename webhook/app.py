@@ -211,6 +211,12 @@ def _parse_trigger(data: Any) -> tuple[str, bool, str]:
     if not isinstance(reason, str) or not reason.strip() or len(reason) > _MAX_REASON:
         raise ClientError(400, "invalid_request",
                           f"reason must be a non-empty string of at most {_MAX_REASON} characters")
+    # The reason goes to the ledger and to log lines: printable text on one
+    # line, so it cannot forge log entries; isprintable() is also False for
+    # lone surrogates, which SQLite could not store.
+    if not reason.isprintable():
+        raise ClientError(400, "invalid_request",
+                          "reason must be printable text on one line (no control characters)")
     full = data.get("force_full_retrain", False)
     if not isinstance(full, bool):
         raise ClientError(400, "invalid_request", "force_full_retrain must be true or false")
@@ -275,6 +281,11 @@ def list_retraining() -> Response:
     if unknown:
         raise ClientError(400, "invalid_request",
                           f"unknown query parameter {unknown[0][:40]!r}; allowed: limit, offset")
+    # ?limit=5&limit=500: which one counts differs between proxies and frameworks,
+    # so a repeated parameter is refused rather than resolved silently.
+    for name in ("limit", "offset"):
+        if len(request.args.getlist(name)) > 1:
+            raise ClientError(400, "invalid_request", f"{name} must be given at most once")
     limit = _int_param("limit", 20, 1, 100)
     offset = _int_param("offset", 0, 0, 10**9)
     items, total = service.ledger.list_retrains(limit, offset)
@@ -316,14 +327,17 @@ def healthz() -> Response:
 
 
 def readiness(service: WebhookService) -> tuple[bool, str, dict[str, str]]:
-    """(ready, reason, checks): a model is serving, the consumer and the retrain worker run."""
+    """(ready, reason, checks): a model is serving, the consumer and the retrain worker
+    run, and with Kafka the broker is reachable."""
     m = service.updater.get_metrics()
     store = getattr(service.updater, "store", None)
     stored = bool(store.versions()) if store is not None else False
     checks: dict[str, str] = {}
     problems: list[str] = []
+    skipped = m.get("corrupt_versions_skipped") or 0
     if m.get("model_loaded") or m.get("model_version", 0) > 0:
-        checks["model"] = f"loaded (version {m.get('model_version')})"
+        checks["model"] = f"loaded (version {m.get('model_version')})" + (
+            f"; {skipped} corrupt newer version(s) skipped" if skipped else "")
     elif not stored:
         checks["model"] = "new (no stored model yet)"
     else:
@@ -332,6 +346,13 @@ def readiness(service: WebhookService) -> tuple[bool, str, dict[str, str]]:
     checks["consumer"] = "running" if m.get("running") else "stopped"
     if not m.get("running"):
         problems.append("the updater's consumer is not running")
+    if m.get("source") == "kafka":
+        # The updater probes the broker: its consumer polls quietly return
+        # nothing while Kafka is down, which must not look ready.
+        kafka_error = m.get("kafka_error")
+        checks["kafka"] = "reachable" if kafka_error is None else "unreachable"
+        if kafka_error is not None:
+            problems.append(str(kafka_error))
     checks["retrain_worker"] = "running" if service.controller.running else "stopped"
     if not service.controller.running:
         problems.append("the retrain worker is not running")
@@ -449,6 +470,9 @@ def create_app(
                              owns_updater)
 
     app = Flask(__name__, static_folder=None)
+    # An API has no redirects: //alerts or /api//performance/stats is a 404 in
+    # JSON, not a 308 to an address built from the client's Host header.
+    app.url_map.merge_slashes = False
     # Werkzeug's own cap, in addition to ours: it also guards form parsing.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]

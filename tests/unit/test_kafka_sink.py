@@ -115,3 +115,36 @@ def test_overflow_is_counted_as_dropped_and_publish_never_blocks():
 def test_constructor_validation(servers, pending):
     with pytest.raises(ValueError):
         KafkaSink(servers, max_pending=pending, producer_factory=FakeBroker().factory)
+
+
+class WedgedProducer(FakeProducer):
+    """Accepts sends but never gets them acknowledged, as a kafka-python producer
+    whose broker was SIGKILLed mid-request can behave after the broker returns."""
+
+    def send(self, topic, key, value):
+        future = FakeFuture(False)
+        future.is_done = False
+        return future
+
+    def flush(self, timeout=None):
+        raise TimeoutError("Timeout waiting for future")
+
+
+def test_a_producer_that_failed_is_replaced_not_retried_forever():
+    broker = FakeBroker()
+    built = []
+
+    def factory(servers, **config):
+        producer = WedgedProducer(broker) if not built else FakeProducer(broker)
+        built.append(producer)
+        return producer
+
+    sink = KafkaSink("k:9092", producer_factory=factory, retry_backoff_seconds=0.02)
+    try:
+        for i in range(20):
+            sink.publish(event(i))
+        assert wait_for(lambda: sink.stats()["delivered"] == 20)
+        assert len(built) == 2 and len(broker.messages) == 20
+        assert sink.stats()["send_errors"] >= 1 and sink.connected
+    finally:
+        sink.close()

@@ -63,7 +63,9 @@ def test_run_loop_reconnects_and_reports_readiness():
         return Consumer()
 
     registry = CollectorRegistry()
-    exp = StandaloneExporter("k:9092", registry=registry, consumer_factory=factory)
+    exp = StandaloneExporter(
+        "k:9092", registry=registry, consumer_factory=factory, broker_check=lambda: None
+    )
     assert exp.ready() == (False, "Kafka not reachable: not started")
     exp.start()
     try:

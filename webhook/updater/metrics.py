@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["EVENT_RESULTS", "MODEL_TYPES", "RETRAIN_RESULTS", "RETRAIN_TYPES", "UpdaterMetrics"]
+__all__ = ["EVENT_RESULTS", "MODEL_TYPES", "RETRAIN_RESULTS", "RETRAIN_TYPES", "STORE_FAULTS",
+           "UpdaterMetrics"]
 
 MODEL_TYPES = ("agent_selection",)
 RETRAIN_TYPES = ("incremental", "full")
 RETRAIN_RESULTS = ("promoted", "rejected", "failed", "skipped")
 EVENT_RESULTS = ("applied", "duplicate", "invalid")
+#: Why a stored model version could not be loaded (``CorruptModel.fault``).
+STORE_FAULTS = ("metadata_missing", "metadata_not_json", "metadata_invalid", "arrays_missing",
+                "checksum_mismatch", "arrays_unreadable", "model_invalid", "corrupt")
 #: ``model_type`` label of a request for a model type that does not exist
 #: (the requested value is not used: labels stay bounded).
 INVALID_MODEL_TYPE = "invalid"
@@ -74,6 +78,15 @@ class UpdaterMetrics:
             registry=registry,
         )
         self.lag.set(float("nan"))
+        self.corrupt_versions = Counter(
+            "model_store_corrupt_versions_skipped",
+            "Stored model versions skipped at load because they were corrupt or incomplete, "
+            "by fault.",
+            ["fault"],
+            registry=registry,
+        )
+        for fault in STORE_FAULTS:
+            self.corrupt_versions.labels(fault)
         for model_type in MODEL_TYPES:
             for retrain_type in RETRAIN_TYPES:
                 self.retrain_duration.labels(retrain_type)

@@ -4,6 +4,10 @@ A source hands out raw events (dicts from the bus, message bytes from
 Kafka) together with the position after them. The updater decides when the
 events are applied and when a position is committed: for Kafka only after
 the model state that includes those events has been saved.
+
+Kafka client errors leave :class:`KafkaSource` as :class:`SourceError`, so
+the updater's loop can tell "the broker is away" (retry with backoff, report
+not ready) from a bug (log the traceback).
 """
 
 from __future__ import annotations
@@ -14,12 +18,16 @@ from typing import Any, Protocol
 
 from exporter.bus import EmbeddedBus
 
-__all__ = ["EmbeddedSource", "EventSource", "KafkaSource", "Poll"]
+__all__ = ["EmbeddedSource", "EventSource", "KafkaSource", "Poll", "SourceError"]
 
 log = logging.getLogger(__name__)
 
 #: Raw values, and per partition the offset after the last one (Kafka only).
 Poll = tuple[list[Any], dict[int, int]]
+
+
+class SourceError(ConnectionError):
+    """The source could not be read or committed to (e.g. Kafka is unreachable)."""
 
 
 class EventSource(Protocol):
@@ -78,6 +86,16 @@ class KafkaSource:
         Called before partitions are taken away: apply, save and commit.
     consumer_factory
         Builds the consumer (tests inject a fake); default ``KafkaConsumer``.
+    commit_timeout_seconds
+        Bound on a commit (and on ``close``): kafka-python retries a commit
+        for ``request_timeout_ms`` (30 s) while the broker is down, and the
+        consumer thread must get back to reporting and retrying sooner.
+    config
+        Further ``KafkaConsumer`` settings (``session_timeout_ms``,
+        ``group_instance_id`` ...).
+
+    Raises :class:`SourceError` when the consumer cannot be created (no
+    broker answers within ``bootstrap_timeout_ms``).
     """
 
     def __init__(
@@ -88,12 +106,17 @@ class KafkaSource:
         positions: Callable[[], dict[int, int]],
         on_revoke: Callable[[], None],
         consumer_factory: Callable[..., Any] | None = None,
+        commit_timeout_seconds: float = 5.0,
         **config: Any,
     ) -> None:
         from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+        from kafka.errors import KafkaError
 
         self.topic = topic
+        self.servers = servers
         self._TopicPartition = TopicPartition
+        self._errors: tuple[type[BaseException], ...] = (KafkaError, OSError)
+        self._commit_timeout_ms = int(commit_timeout_seconds * 1000)
         factory = consumer_factory or KafkaConsumer
         settings: dict[str, Any] = {
             "bootstrap_servers": servers,
@@ -102,9 +125,20 @@ class KafkaSource:
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
             "client_id": f"{group}-updater",
+            # The constructor waits this long for a broker; the updater's loop
+            # retries, so a short wait keeps stop() and readiness responsive.
+            "bootstrap_timeout_ms": 5000,
+            # After a broker restart: kafka-python backs reconnects off up to
+            # 30 s, and a request lost in the restart waits out its timeout
+            # (30 s by default) before being retried; both delay recovery.
+            "reconnect_backoff_max_ms": 1000,
+            "request_timeout_ms": 10000,
         }
         settings.update(config)
-        self.consumer = factory(**settings)
+        try:
+            self.consumer = factory(**settings)
+        except self._errors as exc:
+            raise self._error("cannot connect", exc) from exc
         source = self
 
         class _Listener(ConsumerRebalanceListener):
@@ -123,8 +157,18 @@ class KafkaSource:
 
         self.consumer.subscribe([topic], listener=_Listener())
 
+    def _error(self, what: str, exc: BaseException) -> SourceError:
+        text = str(exc)
+        if not text.startswith(type(exc).__name__):  # kafka-python's errors name themselves
+            text = f"{type(exc).__name__}: {text}"
+        return SourceError(f"Kafka at {self.servers}: {what}: {text}")
+
     def poll(self, timeout: float, max_records: int) -> Poll:
-        records = self.consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        try:
+            records = self.consumer.poll(timeout_ms=int(timeout * 1000),
+                                         max_records=max_records)
+        except self._errors as exc:
+            raise self._error("poll failed", exc) from exc
         values: list[Any] = []
         offsets: dict[int, int] = {}
         for tp, messages in records.items():
@@ -137,11 +181,17 @@ class KafkaSource:
     def commit(self, offsets: dict[int, int]) -> None:
         from kafka import OffsetAndMetadata
 
-        if offsets:
+        if not offsets:
+            return
+        try:
             self.consumer.commit({
                 self._TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1)
                 for p, o in offsets.items()
-            })
+            }, timeout_ms=self._commit_timeout_ms)
+        except self._errors as exc:
+            # The saved model holds these offsets and the consumer seeks to
+            # them on assignment, so a lost commit loses nothing.
+            raise self._error("commit failed", exc) from exc
 
     def lag(self, positions: dict[int, int]) -> int | None:
         total = 0
@@ -153,4 +203,7 @@ class KafkaSource:
         return total
 
     def close(self) -> None:
-        self.consumer.close(autocommit=False)
+        try:
+            self.consumer.close(autocommit=False, timeout_ms=self._commit_timeout_ms)
+        except self._errors as exc:
+            raise self._error("close failed", exc) from exc

@@ -20,6 +20,7 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,7 +43,17 @@ def utc_now_iso(timestamp: float | None = None) -> str:
 
 
 class CorruptModel(ValueError):
-    """A stored version that is missing, partial or does not match its metadata."""
+    """A stored version that is missing, partial or does not match its metadata.
+
+    ``fault`` is a short category for counting and logging:
+    ``metadata_missing``, ``metadata_not_json``, ``metadata_invalid``,
+    ``arrays_missing``, ``checksum_mismatch``, ``arrays_unreadable`` or
+    ``model_invalid`` (intact files whose content the model rejects).
+    """
+
+    def __init__(self, message: str, fault: str = "corrupt") -> None:
+        super().__init__(message)
+        self.fault = fault
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,13 +99,19 @@ class ModelStore:
         Directory (created when missing).
     keep_last
         Versions kept; older ones are deleted after each save.
+    on_arrays_written
+        Test-only hook, called with the version number after the arrays file
+        is in place and before the metadata (the commit marker) is written:
+        fault tests widen that window to crash a process inside a save.
     """
 
-    def __init__(self, path: str | os.PathLike[str], keep_last: int = 10) -> None:
+    def __init__(self, path: str | os.PathLike[str], keep_last: int = 10,
+                 on_arrays_written: Callable[[int], None] | None = None) -> None:
         if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
             raise ValueError(f"keep_last must be an integer >= 1, got {keep_last!r}")
         self.path = Path(path)
         self.keep_last = keep_last
+        self.on_arrays_written = on_arrays_written
         self._lock = threading.Lock()
 
     def _files(self, version: int) -> tuple[Path, Path]:
@@ -135,6 +152,8 @@ class ModelStore:
             )
             text = json.dumps(record, indent=1, sort_keys=True, allow_nan=False)
             _atomic_write(npz, data)
+            if self.on_arrays_written is not None:
+                self.on_arrays_written(version)
             _atomic_write(meta, text.encode())  # the commit marker, last
             _fsync_dir(self.path)
             self._prune([*versions, version])
@@ -148,31 +167,63 @@ class ModelStore:
             meta.unlink(missing_ok=True)
             npz.unlink(missing_ok=True)
 
+    def remove_incomplete(self) -> list[str]:
+        """Delete what crashed saves left behind; return the file names removed.
+
+        That is temporary files, and array files without metadata that are
+        older than the newest committed version (a save never reuses their
+        number, so they can never be committed). Call it only while no save
+        is in progress: one process owns a store directory.
+        """
+        if not self.path.is_dir():
+            return []
+        removed = []
+        with self._lock:
+            newest = max(self.versions(), default=0)
+            for p in self.path.iterdir():
+                stem = p.name[6:-4] if p.name.startswith("model-") and p.suffix == ".npz" else ""
+                stray = (stem.isdigit() and int(stem) < newest
+                         and not p.with_suffix(".json").exists())
+                if p.name.startswith(".tmp-model-") or stray:
+                    p.unlink(missing_ok=True)
+                    removed.append(p.name)
+        if removed:
+            log.info("removed %d files of interrupted saves from %s: %s", len(removed),
+                     self.path, ", ".join(sorted(removed)))
+        return removed
+
     def load(self, version: int) -> StoredModel:
         """Load ``version``; raise :class:`CorruptModel` when it is not intact."""
         npz, meta = self._files(version)
         try:
             metadata = json.loads(meta.read_bytes())
         except FileNotFoundError:
-            raise CorruptModel(f"version {version}: no metadata file {meta.name}") from None
+            raise CorruptModel(f"version {version}: no metadata file {meta.name}",
+                               "metadata_missing") from None
         except ValueError as exc:
-            raise CorruptModel(f"version {version}: metadata is not JSON: {exc}") from None
+            raise CorruptModel(f"version {version}: metadata is not JSON: {exc}",
+                               "metadata_not_json") from None
         if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-            raise CorruptModel(f"version {version}: metadata format is not {FORMAT!r}")
+            raise CorruptModel(f"version {version}: metadata format is not {FORMAT!r}",
+                               "metadata_invalid")
         if metadata.get("version") != version:
             raise CorruptModel(
-                f"version {version}: metadata says version {metadata.get('version')!r}")
+                f"version {version}: metadata says version {metadata.get('version')!r}",
+                "metadata_invalid")
         try:
             data = npz.read_bytes()
         except FileNotFoundError:
-            raise CorruptModel(f"version {version}: no array file {npz.name}") from None
+            raise CorruptModel(f"version {version}: no array file {npz.name}",
+                               "arrays_missing") from None
         if hashlib.sha256(data).hexdigest() != metadata.get("arrays_sha256"):
-            raise CorruptModel(f"version {version}: {npz.name} does not match its SHA-256")
+            raise CorruptModel(f"version {version}: {npz.name} does not match its SHA-256",
+                               "checksum_mismatch")
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as f:
                 arrays = {name: f[name] for name in f.files}
         except (ValueError, OSError, EOFError) as exc:
-            raise CorruptModel(f"version {version}: cannot read arrays: {exc}") from None
+            raise CorruptModel(f"version {version}: cannot read arrays: {exc}",
+                               "arrays_unreadable") from None
         return StoredModel(version, arrays, metadata)
 
     def load_latest(self) -> StoredModel | None:

@@ -7,6 +7,11 @@ offsets are committed only after a saved model includes the events before
 them, and the saved model carries those offsets; on (re)assignment the
 consumer seeks to them, so a restart neither loses nor re-applies events.
 
+Kafka may be away at start or at any time later: the consumer is created
+by the loop (retried with backoff), client errors are retried by the loop,
+and :meth:`RealTimeModelUpdater.get_metrics` reports ``kafka_reachable``
+(a TCP probe of the bootstrap servers, plus whether a consumer exists).
+
 Locks: ``_ingest_lock`` serialises reading the source and applying batches;
 ``_model_lock`` guards the serving model, buffer, offsets and counters (held
 for a batch update, never for I/O or a whole retrain); ``_retrain_lock``
@@ -35,12 +40,13 @@ from exporter.events import (
     run_fields,
     validate_event,
 )
+from exporter.kafka_sink import BrokerProbe
 
 from .batch import BatchBuilder, EventBatch
 from .metrics import INVALID_MODEL_TYPE, MODEL_TYPES, UpdaterMetrics
 from .model import AgentSelectionModel
 from .retrain import retrain
-from .sources import EmbeddedSource, EventSource, KafkaSource
+from .sources import EmbeddedSource, EventSource, KafkaSource, SourceError
 from .store import CorruptModel, ModelStore, utc_now_iso
 from .strategies import UpdateStrategy
 
@@ -188,6 +194,14 @@ class RealTimeModelUpdater:
         Seed of the model's exploration generator.
     consumer_factory
         Builds the Kafka consumer (tests); default ``kafka.KafkaConsumer``.
+    consumer_config
+        Further ``KafkaConsumer`` settings, e.g. ``session_timeout_ms`` or
+        ``group_instance_id`` (static membership: a restarted process takes
+        its predecessor's place in the group without waiting for its session
+        to expire).
+    kafka_check
+        ``f() -> None | reason``: is the broker reachable? Default a
+        :class:`~exporter.kafka_sink.BrokerProbe` of ``kafka_servers``.
     """
 
     def __init__(
@@ -218,6 +232,8 @@ class RealTimeModelUpdater:
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
         consumer_factory: Callable[..., Any] | None = None,
+        consumer_config: dict[str, Any] | None = None,
+        kafka_check: Callable[[], str | None] | None = None,
     ) -> None:
         def positive_int(name: str, value: Any) -> int:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -274,6 +290,12 @@ class RealTimeModelUpdater:
         self.clock = clock
         self.seed = seed
         self._consumer_factory = consumer_factory
+        self._consumer_config = dict(consumer_config or {})
+        self._kafka_check = kafka_check or (
+            BrokerProbe(kafka_servers).check if kafka_servers is not None else None)
+        #: Why no consumer exists yet (None once one does, or without Kafka).
+        self._source_error: str | None = (
+            "consumer not created yet" if kafka_servers is not None else None)
         # Validates the hyperparameters (ValueError naming the bad one).
         self._model = AgentSelectionModel(
             strategy, half_life_seconds=half_life_seconds, window_size=window_size,
@@ -317,6 +339,7 @@ class RealTimeModelUpdater:
         self._last_retrain: dict[str, Any] | None = None
         self._last_scores: dict[str, Any] | None = None
         self._lag: int | None = None
+        self._corrupt_versions: list[dict[str, Any]] = []
 
     # -- lifecycle ------------------------------------------------------------
     @property
@@ -351,16 +374,29 @@ class RealTimeModelUpdater:
         }
 
     def _load_latest(self) -> None:
+        """Serve the newest intact version; report each broken one skipped on the way."""
+        try:
+            self.store.remove_incomplete()
+        except OSError as exc:  # a read-only store still loads
+            log.warning("cannot clean up interrupted saves in %s: %s",
+                        self.model_storage_path, exc)
         for version in reversed(self.store.versions()):
             try:
                 stored = self.store.load(version)
                 model = self._model.fresh()
                 model.load(stored.arrays, stored.metadata)
             except (CorruptModel, ValueError, KeyError, TypeError) as exc:
-                log.warning("skipping model version %d in %s: %s", version,
-                            self.model_storage_path, exc)
+                fault = exc.fault if isinstance(exc, CorruptModel) else "model_invalid"
+                log.error("skipping corrupt model version %d in %s (%s): %s", version,
+                          self.model_storage_path, fault, exc)
+                self._corrupt_versions.append(
+                    {"version": version, "fault": fault, "error": str(exc)})
+                self.metrics.corrupt_versions.labels(fault).inc()
                 continue
             self._install_loaded(model, stored.version, stored.metadata)
+            if self._corrupt_versions:
+                log.warning("loaded model version %d after skipping %d corrupt newer "
+                            "version(s)", version, len(self._corrupt_versions))
             return
         log.info("no usable model in %s; starting empty", self.model_storage_path)
         self._snapshots.append((0, self._model.copy()))
@@ -390,12 +426,8 @@ class RealTimeModelUpdater:
         if self.running:
             return
         self._ensure_loaded()
-        if self.kafka_servers is not None and self._source is None:
-            self._source = KafkaSource(
-                self.kafka_servers, self.kafka_topic, self.consumer_group,
-                positions=self._positions, on_revoke=self._on_revoke,
-                consumer_factory=self._consumer_factory,
-                max_poll_records=max(500, self.batch_size))
+        # With Kafka the consumer is created by the thread (_ensure_source):
+        # a broker that is down at start must not fail or block start().
         self._stop_event.clear()
         self._thread = threading.Thread(target=self._run, name="model-updater", daemon=True)
         self._thread.start()
@@ -413,13 +445,26 @@ class RealTimeModelUpdater:
                 return
             self._thread = None
         if self._source is None:
+            # Kafka never answered: nothing was consumed; save what a retrain changed.
+            if self._dirty:
+                self._save_and_commit(force=False)
             return
-        with self._ingest_lock:
-            self._drain_source(timeout=0.0)
-            self._flush_pending()
-        self._save_and_commit(force=False)
+        try:
+            with self._ingest_lock:
+                self._drain_source(timeout=0.0)
+                self._flush_pending()
+            self._save_and_commit(force=False)
+        except SourceError as exc:
+            # The model (with its offsets) is saved or unchanged; only the
+            # Kafka side failed, and the next start seeks to the saved offsets.
+            log.warning("final poll or commit failed: %s", exc)
+            if self._dirty:
+                self._save_and_commit(force=False, commit=False)
         if self.kafka_servers is not None:
-            self._source.close()
+            try:
+                self._source.close()
+            except SourceError as exc:
+                log.warning("closing the Kafka consumer failed: %s", exc)
             self._source = None
         log.info("model updater stopped")
 
@@ -432,7 +477,11 @@ class RealTimeModelUpdater:
                     self._step()
                     backoff = 0.1
                 except Exception as exc:  # the outermost loop: log, count, go on
-                    log.exception("model updater loop failed; retrying in %.1f s", backoff)
+                    if isinstance(exc, SourceError):
+                        # Expected while Kafka is away: no traceback, same counter.
+                        log.warning("%s; retrying in %.1f s", exc, backoff)
+                    else:
+                        log.exception("model updater loop failed; retrying in %.1f s", backoff)
                     with self._model_lock:
                         self._counters.errors += 1
                         self._counters.last_error = f"{type(exc).__name__}: {exc}"
@@ -443,8 +492,26 @@ class RealTimeModelUpdater:
             if not self._stop_event.is_set():
                 log.error("model updater thread exited unexpectedly")
 
+    def _ensure_source(self) -> None:
+        """Create the Kafka consumer if there is none (ingest lock held)."""
+        if self._source is not None or self.kafka_servers is None:
+            return
+        try:
+            self._source = KafkaSource(
+                self.kafka_servers, self.kafka_topic, self.consumer_group,
+                positions=self._positions, on_revoke=self._on_revoke,
+                consumer_factory=self._consumer_factory,
+                max_poll_records=max(500, self.batch_size), **self._consumer_config)
+        except SourceError as exc:
+            self._source_error = str(exc)
+            raise
+        self._source_error = None
+        log.info("consuming %s from %s as group %s", self.kafka_topic, self.kafka_servers,
+                 self.consumer_group)
+
     def _step(self) -> None:
         with self._ingest_lock:
+            self._ensure_source()
             wait = 0.2
             if self._pending_since is not None:
                 left = self._pending_since + self.batch_timeout_seconds - time.monotonic()
@@ -631,9 +698,8 @@ class RealTimeModelUpdater:
         With Kafka, ``timeout`` is how long to poll for records.
         """
         self._ensure_loaded()
-        if self._source is None:
-            raise RuntimeError("process_pending() needs a source: call start() first with Kafka")
         with self._ingest_lock:
+            self._ensure_source()
             self._drain_source(timeout)
             return self._flush_pending()
 
@@ -794,7 +860,8 @@ class RealTimeModelUpdater:
         self._save_and_commit(force=True)
         return self._version
 
-    def _save_and_commit(self, force: bool, commit_now: bool = False) -> None:
+    def _save_and_commit(self, force: bool, commit_now: bool = False,
+                         commit: bool = True) -> None:
         with self._model_lock:
             if not force and not self._dirty:
                 return
@@ -824,7 +891,7 @@ class RealTimeModelUpdater:
             self._version = version
             self._counters.saves += 1
         self.metrics.version.set(version)
-        if self.kafka_servers is not None and self._source is not None:
+        if commit and self.kafka_servers is not None and self._source is not None:
             if commit_now or not self.running or threading.current_thread() is self._thread:
                 self._source.commit(offsets)
             else:
@@ -855,9 +922,23 @@ class RealTimeModelUpdater:
         return new_version
 
     # -- observability ---------------------------------------------------------------------
+    def kafka_status(self) -> str | None:
+        """None when Kafka is reachable and the consumer exists, else why not
+        (always None without Kafka). Probes at most once a second."""
+        if self.kafka_servers is None:
+            return None
+        unreachable = self._kafka_check() if self._kafka_check is not None else None
+        if unreachable is not None:
+            return f"Kafka unreachable: {unreachable}"
+        error = self._source_error
+        if error is not None:
+            return f"Kafka consumer not connected: {error}"
+        return None
+
     def get_metrics(self) -> dict[str, Any]:
         """Counters and state of the updater (a snapshot; JSON-ready)."""
         self._ensure_loaded()
+        kafka_error = self.kafka_status()  # network I/O: outside the model lock
         with self._model_lock:
             c = self._counters
             return {
@@ -891,4 +972,9 @@ class RealTimeModelUpdater:
                 "errors": c.errors,
                 "last_error": c.last_error,
                 "saves": c.saves,
+                "kafka_reachable": (None if self.kafka_servers is None
+                                    else kafka_error is None),
+                "kafka_error": kafka_error,
+                "corrupt_versions_skipped": len(self._corrupt_versions),
+                "corrupt_versions": [dict(v) for v in self._corrupt_versions],
             }
