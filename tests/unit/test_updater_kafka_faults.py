@@ -280,3 +280,33 @@ def test_remove_incomplete_deletes_only_crash_debris(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "model-00000001.json", "model-00000001.npz", "model-00000003.json",
         "model-00000003.npz"]
+
+
+def test_assignment_seeks_to_model_offsets_and_rewinds_partitions_the_model_never_read() -> None:
+    """A model with positions on the topic but none for a partition has applied
+    nothing from it: that partition starts at its beginning, not at a group
+    commit made by a newer (corrupt or rolled back) version."""
+    from webhook.updater.sources import KafkaSource
+
+    calls: list[tuple[str, int, int | None]] = []
+
+    class Consumer:
+        def subscribe(self, topics: list[str], listener: Any) -> None:
+            self.listener = listener
+
+        def seek(self, tp: Any, offset: int) -> None:
+            calls.append(("seek", tp.partition, offset))
+
+        def seek_to_beginning(self, *tps: Any) -> None:
+            calls.extend(("beginning", tp.partition, None) for tp in tps)
+
+    consumer = Consumer()
+    positions: dict[int, int] = {0: 7}
+    KafkaSource("127.0.0.1:9", "t", "g", positions=lambda: positions, on_revoke=lambda: None,
+                consumer_factory=lambda **_: consumer)
+    consumer.listener.on_partitions_assigned([TopicPartition("t", 0), TopicPartition("t", 1)])
+    assert calls == [("seek", 0, 7), ("beginning", 1, None)]
+    calls.clear()
+    positions.clear()  # a new model: the group's committed offsets stand
+    consumer.listener.on_partitions_assigned([TopicPartition("t", 0), TopicPartition("t", 1)])
+    assert calls == []

@@ -152,6 +152,12 @@ class KafkaSource:
                     offset = known.get(tp.partition)
                     if offset is not None:
                         source.consumer.seek(tp, offset)
+                    elif known:
+                        # The model holds positions on this topic but none for
+                        # this partition: it has applied nothing from it, so
+                        # start at its beginning, not at a group commit that a
+                        # newer (now corrupt or rolled back) version made.
+                        source.consumer.seek_to_beginning(tp)
                 log.info("assigned %s, seeking to model offsets %s",
                          sorted(tp.partition for tp in assigned), known)
 
