@@ -15,6 +15,7 @@ may add some.
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +45,18 @@ _FINGERPRINT = re.compile(r"^[0-9a-fA-F]{1,64}$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 _SHOW = 60  # characters of a bad value quoted in an error message
+
+
+def _make_repr() -> reprlib.Repr:
+    # Bounded depth and size: a plain repr() of a deeply nested value raises
+    # RecursionError (a 500) and of a large one costs time for 60 characters.
+    shower = reprlib.Repr()
+    shower.maxlevel = 3
+    shower.maxstring = shower.maxother = shower.maxlong = _SHOW + 10
+    return shower
+
+
+_REPR = _make_repr()
 
 
 class InvalidPayload(ValueError):
@@ -114,7 +127,7 @@ def iso_utc(when: datetime) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    text = _REPR.repr(value)
     return text if len(text) <= _SHOW else text[: _SHOW - 3] + "..."
 
 
@@ -140,10 +153,23 @@ def _object(where: str, value: Any) -> Mapping[str, Any]:
     return value
 
 
+def _unicode(where: str, text: str) -> str:
+    # JSON's \uD800 escapes decode to lone surrogates, which are not text: they
+    # cannot be encoded as UTF-8, so they would fail later in the ledger
+    # (SQLite) or in /metrics' exposition, long after the 202.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidPayload(
+            f"{where} is not valid Unicode text (it has a lone surrogate), got {_show(text)}"
+        ) from None
+    return text
+
+
 def _string(where: str, value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidPayload(f"{where} must be a string, got {_type(value)}")
-    return value
+    return _unicode(where, value)
 
 
 def _status(where: str, value: Any) -> Status:
@@ -159,6 +185,7 @@ def _labels(where: str, value: Any) -> dict[str, str]:
             raise InvalidPayload(f"{where} has an invalid name {_show(name)}")
         if not isinstance(text, str):
             raise InvalidPayload(f"{where}.{name} must be a string, got {_type(text)}")
+        _unicode(f"{where}.{name}", text)
     return dict(data)
 
 
@@ -167,9 +194,16 @@ def _timestamp(where: str, value: Any) -> datetime:
     if not _TIMESTAMP.match(text):
         raise InvalidPayload(f"{where} must be an RFC 3339 timestamp, got {_show(text)}")
     try:
-        return datetime.fromisoformat(text)
+        when = datetime.fromisoformat(text)
+        # The episode key is the time in UTC: 9999-12-31T23:59:59-01:00 is past
+        # the year 9999 there, which datetime cannot represent.
+        when.astimezone(UTC)
     except ValueError:  # e.g. month 13
         raise InvalidPayload(f"{where} is not a valid date and time, got {_show(text)}") from None
+    except OverflowError:
+        raise InvalidPayload(
+            f"{where} is out of range once converted to UTC, got {_show(text)}") from None
+    return when
 
 
 def _optional(data: Mapping[str, Any], key: str, default: Any) -> Any:

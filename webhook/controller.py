@@ -18,7 +18,6 @@ the cooldown resumes from the ledger's last finished retrain.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -66,6 +65,23 @@ class _Job:
 def _printable(text: str, limit: int = 100) -> str:
     # Alert names end up in log lines and the ledger: no control characters.
     return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+def _summary(plan: Plan, shown: int = 10) -> str:
+    """The decisions of one notification for the log: bounded whatever the group's size.
+
+    One entry per distinct (alertname, status, action), with a count when it
+    repeats; at most ``shown`` entries, then how many more.
+    """
+    counts: dict[tuple[str, str, str], int] = {}
+    for d in plan.decisions:
+        key = (_printable(d.alertname), d.status, d.action.value)
+        counts[key] = counts.get(key, 0) + 1
+    entries = [f"{name}/{status}: {action}" + (f" x{n}" if n > 1 else "")
+               for (name, status, action), n in list(counts.items())[:shown]]
+    if len(counts) > shown:
+        entries.append(f"and {len(counts) - shown} more")
+    return ", ".join(entries)
 
 
 def _alert_reason(episodes: tuple[QueuedEpisode, ...]) -> str:
@@ -204,8 +220,7 @@ class RetrainController:
             log.warning("notification %r left out %d alert(s) (Alertmanager max_alerts); "
                         "decided on the %d received", _printable(notification.group_key),
                         notification.truncated_alerts, len(notification.alerts))
-        log.info("alerts: %s", ", ".join(
-            f"{_printable(d.alertname)}/{d.status}: {d.action.value}" for d in plan.decisions))
+        log.info("alerts: %s", _summary(plan))
         return plan
 
     def submit(
@@ -243,8 +258,10 @@ class RetrainController:
                                 trigger="api", reason=job.reason,
                                 retrain_type="full" if job.full else "incremental",
                                 requested_at=job.requested_at)
-                        except sqlite3.Error as exc:
-                            job.future.set_exception(exc)  # the caller must not wait in vain
+                        except Exception as exc:
+                            # Whatever failed (SQLite, or a value it cannot store), the
+                            # caller must not wait in vain for a job that never runs.
+                            job.future.set_exception(exc)
                             raise
                         self._busy = True
                         return job

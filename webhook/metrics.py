@@ -45,7 +45,9 @@ class AlertnameLabels:
         self._lock = threading.Lock()
 
     def __call__(self, name: str) -> str:
-        if not name or len(name) > _MAX_NAME_LENGTH:
+        # Control characters would be written raw into the exposition, and a lone
+        # surrogate cannot be encoded at all (every later scrape would fail).
+        if not name or len(name) > _MAX_NAME_LENGTH or not name.isprintable():
             return OTHER
         with self._lock:
             if name in self._known:

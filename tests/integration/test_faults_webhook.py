@@ -1,0 +1,211 @@
+"""Faults: the webhook SIGKILLed and restarted while Alertmanager keeps re-sending one alert.
+
+A real Alertmanager (the committed ``prometheus/alertmanager.test.yml``
+routing, the webhook route's ``repeat_interval`` shrunk to 2 s) posts to a
+real ``python -m webhook`` process. The alert is injected into Alertmanager
+through its API (``POST /api/v2/alerts``), so no Prometheus is needed. The
+webhook is killed at seeded random moments after a delivery (the first kill
+right after the very first one, before or while its retrain runs), kept
+down until Alertmanager has seen a failed delivery, and restarted on the
+same port and ledger. Alertmanager retries the failures and keeps repeating
+the notification.
+
+What must hold: the ledger (``GET /api/performance/retraining``) shows
+exactly one retrain, for that episode; every incarnation after the first
+counts the re-sends as ``duplicate_episode`` in ``webhook_alerts_total`` and
+queues nothing. Figures go to ``reliability/webhook.json`` under
+``restart_under_resend``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from servers import AlertmanagerFactory, AlertmanagerServer
+from servers.common import poll_until
+from test_webhook_server import TOKEN, WebhookProcess
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).parents[2]
+FIGURES = REPO / "reliability" / "webhook.json"
+RESTARTS = 6
+ALERTNAME = "SystemAccuracyLow"
+LABELS = {"alertname": ALERTNAME, "severity": "warning", "retrain": "incremental",
+          "model_type": "agent_selection"}
+
+
+def record_figures(key: str, figures: dict[str, Any]) -> None:
+    """Merge ``figures`` under ``key`` into reliability/webhook.json (RELIABILITY.md cites it)."""
+    FIGURES.parent.mkdir(exist_ok=True)
+    data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
+    data[key] = figures
+    tmp = FIGURES.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(FIGURES)
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample called ``name`` in a Prometheus exposition."""
+    return [(dict(s.labels), s.value) for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == name]
+
+
+def alert_actions(webhook: WebhookProcess) -> dict[str, float]:
+    """This incarnation's ``webhook_alerts_total`` for the firing alert, by action."""
+    status, _, body = webhook.request("GET", "/metrics")
+    assert status == 200
+    return {labels["action"]: value
+            for labels, value in samples(body.decode(), "webhook_alerts_total")
+            if labels["alertname"] == ALERTNAME and labels["status"] == "firing"}
+
+
+def failed_deliveries(alertmanager: AlertmanagerServer) -> float:
+    """Alertmanager's failed webhook requests so far (each retry counts)."""
+    with urllib.request.urlopen(f"{alertmanager.url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(value for labels, value in
+               samples(text, "alertmanager_notification_requests_failed_total")
+               if labels.get("integration") == "webhook")
+
+
+def alertmanager_config(webhook_port: int, token_file: Path) -> str:
+    """The committed test routing, pointed at ``webhook_port``, repeating every 2 s."""
+    config = yaml.safe_load((REPO / "prometheus" / "alertmanager.test.yml").read_text())
+    (route,) = [r for r in config["route"]["routes"] if r["receiver"] == "autoretrain-webhook"]
+    route["repeat_interval"] = "2s"
+    (receiver,) = [r for r in config["receivers"] if r["name"] == "autoretrain-webhook"]
+    (hook,) = receiver["webhook_configs"]
+    hook["url"] = f"http://127.0.0.1:{webhook_port}/alerts"
+    hook["http_config"]["authorization"]["credentials_file"] = str(token_file)
+    return str(yaml.safe_dump(config, sort_keys=False))
+
+
+def inject_alert(alertmanager: AlertmanagerServer, starts_at: datetime) -> str:
+    """POST one firing alert to Alertmanager's API; return its fingerprint."""
+    alert = [{"labels": LABELS, "annotations": {"summary": "injected by the fault test"},
+              "startsAt": starts_at.isoformat().replace("+00:00", "Z"),
+              # Far enough that it stays firing for the whole test.
+              "endsAt": (starts_at + timedelta(hours=1)).isoformat().replace("+00:00", "Z"),
+              "generatorURL": "http://127.0.0.1/fault-test"}]
+    request = urllib.request.Request(
+        f"{alertmanager.url}/api/v2/alerts", data=json.dumps(alert).encode(), method="POST",
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+    held = poll_until(lambda: [a for a in alertmanager.alerts()
+                               if a["labels"].get("alertname") == ALERTNAME] or None,
+                      timeout=10, what="the injected alert in Alertmanager")
+    fingerprint: str = held[0]["fingerprint"]
+    return fingerprint
+
+
+def retrain_page(webhook: WebhookProcess) -> dict[str, Any]:
+    status, _, body = webhook.request("GET", "/api/performance/retraining?limit=100")
+    assert status == 200
+    page: dict[str, Any] = json.loads(body)
+    return page
+
+
+def finished_page(webhook: WebhookProcess) -> dict[str, Any] | None:
+    """The ledger page once it has retrains and none is still running."""
+    page = retrain_page(webhook)
+    if page["retrains"] and all(r["outcome"] != "running" for r in page["retrains"]):
+        return page
+    return None
+
+
+def test_restarts_under_alertmanager_resends_retrain_once(
+    tmp_path: Path, alertmanager_factory: AlertmanagerFactory
+) -> None:
+    started = time.monotonic()
+    rng = random.Random(3)
+    webhook = WebhookProcess(tmp_path)  # cooldown 0: only the ledger stops a second retrain
+    webhook.start()
+    try:
+        alertmanager = alertmanager_factory(
+            alertmanager_config(webhook.port, tmp_path / "token"))
+        starts_at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+        fingerprint = inject_alert(alertmanager, starts_at)
+
+        # Per incarnation: what it counted just before it was killed (or at the end).
+        incarnations: list[dict[str, float]] = []
+        kill_delays: list[float] = []
+        failures_before = failed_deliveries(alertmanager)
+        for cycle in range(RESTARTS + 1):
+            if cycle:
+                webhook.start()
+            # Alertmanager delivered to this incarnation (a retry or a repeat).
+            poll_until(lambda: alert_actions(webhook) or None, timeout=60,
+                       what=f"a delivery to incarnation {cycle}")
+            if cycle == RESTARTS:
+                # The last one must also see a repeat after it decided.
+                poll_until(lambda: alert_actions(webhook).get("duplicate_episode") or None,
+                           timeout=60, what="a repeat to the last incarnation")
+                incarnations.append(alert_actions(webhook))
+                break
+            # The fault: SIGKILL at a random moment; the first one right after the
+            # first delivery, while its retrain is queued or running.
+            delay = 0.0 if cycle == 0 else rng.uniform(0.0, 4.0)
+            kill_delays.append(round(delay, 3))
+            time.sleep(delay)  # one wait for the chosen moment, not a poll
+            incarnations.append(alert_actions(webhook))
+            assert webhook.proc is not None
+            webhook.proc.kill()
+            webhook.proc.wait(10)
+            # Down until Alertmanager has tried and failed at least once more.
+            seen = failed_deliveries(alertmanager)
+            poll_until(lambda: failed_deliveries(alertmanager) > seen or None,  # noqa: B023
+                       timeout=60, what="a failed delivery while the webhook is down")
+
+        # The one retrain has finished (or was interrupted by a kill) and is the only one.
+        page = poll_until(lambda: finished_page(webhook), timeout=30,
+                          what="the retrain to finish")
+        failures = failed_deliveries(alertmanager) - failures_before
+        log = webhook.log.read_text()
+    finally:
+        webhook.stop()
+
+    assert page["total"] == 1, page
+    (retrain,) = page["retrains"]
+    assert retrain["trigger"] == "alert"
+    assert [(a["fingerprint"], a["alertname"]) for a in retrain["alerts"]] == [
+        (fingerprint, ALERTNAME)]
+    # Only the first incarnation queued it; every later one saw re-sends as duplicates.
+    assert incarnations[0].get("queued_incremental") == 1
+    for counted in incarnations[1:]:
+        assert "queued_incremental" not in counted and "cooldown" not in counted, counted
+        assert counted.get("duplicate_episode", 0) >= 1, counted
+    assert failures >= RESTARTS
+    assert TOKEN not in log and "Traceback" not in log
+
+    duplicates = sum(c.get("duplicate_episode", 0) for c in incarnations)
+    runtime = time.monotonic() - started
+    record_figures("restart_under_resend", {
+        "command": "python -m pytest tests/integration/test_faults_webhook.py -k restarts",
+        "restarts": RESTARTS,
+        "kill_signal": "SIGKILL",
+        "kill_delays_after_a_delivery_s": kill_delays,
+        "retrains_for_episode": sum(
+            1 for r in page["retrains"] if any(a["fingerprint"] == fingerprint
+                                               for a in r["alerts"])),
+        "retrains_total": page["total"],
+        "retrain_outcome": retrain["outcome"],
+        "deliveries_per_incarnation": [int(sum(c.values())) for c in incarnations],
+        "duplicates_counted": int(duplicates),
+        "alertmanager_failed_requests": int(failures),
+        "alertmanager_repeat_interval_s": 2,
+        "runtime_s": round(runtime, 1),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+    print(f"\n{RESTARTS} SIGKILL restarts: 1 retrain, {duplicates:.0f} duplicates counted, "
+          f"{failures:.0f} failed Alertmanager requests retried, {runtime:.1f} s")
