@@ -62,9 +62,11 @@ class WebhookConfig:
     host, port, threads
         Listen address and waitress worker threads of ``python -m webhook``.
     model_storage_path, kafka_servers, kafka_topic, consumer_group, batch_size,
-    batch_timeout_seconds, save_interval_seconds, update_strategy
+    batch_timeout_seconds, save_interval_seconds, update_strategy, buffer_size,
+    half_life_seconds, retrain_discount, recency_weight
         The :class:`~webhook.RealTimeModelUpdater` built when none is passed
-        in; ``kafka_servers`` None (empty) means the embedded bus.
+        in (same names and meanings); ``kafka_servers`` None (empty) means the
+        embedded bus, ``buffer_size`` None (empty) 10 x ``batch_size``.
     log_level
         Logging level of ``python -m webhook``.
     """
@@ -88,6 +90,10 @@ class WebhookConfig:
     batch_timeout_seconds: float = 30.0
     save_interval_seconds: float = 300.0
     update_strategy: str = "exponential"
+    buffer_size: int | None = None
+    half_life_seconds: float = 3600.0
+    retrain_discount: float = 0.25
+    recency_weight: float = 2.0
     log_level: str = "INFO"
 
     @property
@@ -106,19 +112,28 @@ class WebhookConfig:
             "model_storage_path": self.model_storage_path,
             "save_interval_seconds": self.save_interval_seconds,
             "update_strategy": self.update_strategy,
+            "buffer_size": self.buffer_size,
+            "half_life_seconds": self.half_life_seconds,
+            "retrain_discount": self.retrain_discount,
+            "recency_weight": self.recency_weight,
         }
 
 
 _KEYS = tuple(f.name for f in fields(WebhookConfig))
 _OPTIONAL_STR = ("token", "token_file", "kafka_servers")
 _BOOL = ("allow_unauthenticated",)
-_INT = ("max_body_bytes", "max_alertnames", "port", "threads", "batch_size")
+_INT = ("max_body_bytes", "max_alertnames", "port", "threads", "batch_size", "buffer_size")
+_NULLABLE = ("buffer_size",)  # None (or an empty variable): the updater's default
 _FLOAT = (
     "cooldown_seconds",
     "retrain_timeout_seconds",
     "batch_timeout_seconds",
     "save_interval_seconds",
+    "half_life_seconds",
+    "retrain_discount",
+    "recency_weight",
 )
+_ZERO_OK = ("cooldown_seconds", "retrain_discount")
 
 
 def _describe(key: str, value: Any) -> str:
@@ -138,6 +153,8 @@ def _from_env(key: str, text: str) -> Any:
         raise ValueError(
             f"{name} must be one of {', '.join(_TRUE + _FALSE[:-1])}, got {text!r}"
         )
+    if key in _NULLABLE and not text.strip():
+        return None
     if key in _INT:
         try:
             return int(text.strip())
@@ -161,6 +178,8 @@ def _check(key: str, value: Any, source: str) -> Any:
         if not isinstance(value, bool):
             raise ValueError(f"{where} must be true or false, got {_describe(key, value)}")
         return value
+    if key in _NULLABLE and value is None:
+        return None
     if key in _INT:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{where} must be an integer, got {_describe(key, value)}")
@@ -175,11 +194,15 @@ def _check(key: str, value: Any, source: str) -> Any:
             not isinstance(value, bool)
             and isinstance(value, int | float)
             and math.isfinite(value)
-            and (value >= 0 if key == "cooldown_seconds" else value > 0)
+            and (value >= 0 if key in _ZERO_OK else value > 0)
         )
         if not ok:
-            bound = ">= 0" if key == "cooldown_seconds" else "> 0"
+            bound = ">= 0" if key in _ZERO_OK else "> 0"
             raise ValueError(f"{where} must be a finite number {bound}, got {value!r}")
+        if key == "retrain_discount" and value > 1:
+            raise ValueError(f"{where} must be in [0, 1], got {value!r}")
+        if key == "recency_weight" and value < 1:
+            raise ValueError(f"{where} must be >= 1, got {value!r}")
         return float(value)
     if value is None and key in _OPTIONAL_STR:
         return None

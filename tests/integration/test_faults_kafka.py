@@ -27,7 +27,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ import pytest
 from kafka import KafkaProducer
 from servers import KafkaServer, free_port
 from servers.common import poll_until
+from servers.webhook import record_figures as _record
 
 from exporter import PerformanceMonitor
 from exporter.events import EventIdFactory, accuracy_event, encode_event, run_event
@@ -49,16 +49,7 @@ COMMAND = "python -m pytest tests/integration/test_faults_kafka.py -k "
 
 def record_figures(key: str, figures: dict[str, Any], sub: str | None = None) -> None:
     """Merge ``figures`` under ``key`` (and ``sub``) into reliability/kafka.json."""
-    FIGURES.parent.mkdir(exist_ok=True)
-    data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-    entry = {**figures, "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    if sub is None:
-        data[key] = entry
-    else:
-        data.setdefault(key, {})[sub] = entry
-    tmp = FIGURES.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, FIGURES)
+    _record(FIGURES, key, figures, sub)
 
 
 # -- the two server processes ---------------------------------------------------------

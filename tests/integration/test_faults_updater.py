@@ -12,7 +12,6 @@ event exactly once. Figures go to reliability/kafka.json.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -20,13 +19,13 @@ import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka import KafkaProducer
 from servers.common import poll_until
+from servers.webhook import record_figures as _record
 
 from exporter.events import EventIdFactory, encode_event, run_event
 from webhook.updater.store import ModelStore
@@ -38,12 +37,7 @@ KILLS = 50
 
 def record_figures(key: str, figures: dict[str, Any]) -> None:
     """Merge ``figures`` under ``key`` into reliability/kafka.json (RELIABILITY.md cites it)."""
-    FIGURES.parent.mkdir(exist_ok=True)
-    data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-    data[key] = {**figures, "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    tmp = FIGURES.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, FIGURES)
+    _record(FIGURES, key, figures)
 
 
 class Stream:

@@ -32,7 +32,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from servers import AlertmanagerFactory, AlertmanagerServer
 from servers.common import poll_until
-from test_webhook_server import TOKEN, WebhookProcess
+from servers.webhook import TOKEN, WebhookProcess
+from servers.webhook import record_figures as _record
 
 pytestmark = pytest.mark.integration
 
@@ -46,12 +47,7 @@ LABELS = {"alertname": ALERTNAME, "severity": "warning", "retrain": "incremental
 
 def record_figures(key: str, figures: dict[str, Any]) -> None:
     """Merge ``figures`` under ``key`` into reliability/webhook.json (RELIABILITY.md cites it)."""
-    FIGURES.parent.mkdir(exist_ok=True)
-    data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-    data[key] = figures
-    tmp = FIGURES.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    tmp.replace(FIGURES)
+    _record(FIGURES, key, figures)
 
 
 def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:

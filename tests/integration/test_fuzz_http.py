@@ -44,8 +44,9 @@ import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
-from test_faults_webhook import record_figures
-from test_webhook_server import LIMIT, TOKEN, WebhookProcess
+from servers.webhook import LIMIT, TOKEN, WebhookProcess
+from servers.webhook import REPO as _REPO
+from servers.webhook import record_figures as _record
 
 pytestmark = pytest.mark.integration
 
@@ -759,3 +760,8 @@ def test_fuzz_every_endpoint(webhook: WebhookProcess) -> None:
     })
     print(f"\nfuzzed {tally.requests} requests in {elapsed:.1f} s: "
           f"{dict(sorted(tally.statuses.items()))}")
+
+
+def record_figures(key: str, figures: dict[str, Any]) -> None:
+    """Merge ``figures`` under ``key`` into reliability/webhook.json (RELIABILITY.md cites it)."""
+    _record(_REPO / "reliability" / "webhook.json", key, figures)

@@ -32,8 +32,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from servers.common import poll_until
-from test_faults_webhook import record_figures
-from test_webhook_server import WebhookProcess
+from servers.webhook import REPO as _REPO
+from servers.webhook import WebhookProcess
+from servers.webhook import record_figures as _record
 
 pytestmark = pytest.mark.integration
 
@@ -166,3 +167,8 @@ def test_500_alerts_per_second_for_30_s(tmp_path: Path) -> None:
         "episodes_queued_when_load_ended": queued_at_end,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     })
+
+
+def record_figures(key: str, figures: dict[str, Any]) -> None:
+    """Merge ``figures`` under ``key`` into reliability/webhook.json (RELIABILITY.md cites it)."""
+    _record(_REPO / "reliability" / "webhook.json", key, figures)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,70 +13,9 @@ from typing import Any
 
 import pytest
 from servers import free_port
+from servers.webhook import LIMIT, TOKEN, WebhookProcess, webhook_env
 
 pytestmark = pytest.mark.integration
-
-TOKEN = "server-token-0123456789abcdef"
-LIMIT = 65536
-
-
-def _env(**settings: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTORETRAIN_WEBHOOK_")}
-    env.update({f"AUTORETRAIN_WEBHOOK_{k.upper()}": v for k, v in settings.items()})
-    return env
-
-
-class WebhookProcess:
-    """``python -m webhook`` in ``workdir`` with the token in a file."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        token_file = workdir / "token"
-        token_file.write_text(TOKEN + "\n")
-        self.env = _env(token_file=str(token_file), port=str(self.port),
-                        ledger_path=str(workdir / "ledger.sqlite3"),
-                        model_storage_path=str(workdir / "models"),
-                        max_body_bytes=str(LIMIT), cooldown_seconds="0", threads="4")
-        self.log = workdir / "webhook.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WebhookProcess:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "webhook"], cwd=self.workdir,
-                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if self.request("GET", "/readyz")[0] == 200:
-                    return self
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"webhook did not become ready:\n{self.log.read_text()}")
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
-
-    def request(self, method: str, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            # response.headers: a case-insensitive mapping.
-            return response.status, response.headers, response.read()
-        finally:
-            conn.close()
-
 
 @pytest.fixture
 def webhook(tmp_path: Path) -> Iterator[WebhookProcess]:
@@ -192,12 +129,13 @@ def test_sigterm_stops_cleanly_and_the_ledger_survives(tmp_path: Path) -> None:
 def test_refuses_to_start_with_bad_settings(tmp_path: Path, settings: dict[str, str],
                                             message: str) -> None:
     result = subprocess.run([sys.executable, "-m", "webhook", "--check-config"], cwd=tmp_path,
-                            env=_env(**settings), capture_output=True, text=True, timeout=60)
+                            env=webhook_env(**settings), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert message in result.stderr and TOKEN not in result.stderr
 
 
 def test_check_config_accepts_good_settings(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "webhook", "--check-config"], cwd=tmp_path,
-                            env=_env(token=TOKEN), capture_output=True, text=True, timeout=60)
+                            env=webhook_env(token=TOKEN), capture_output=True, text=True,
+                            timeout=60)
     assert result.returncode == 0 and "configuration OK" in result.stdout

@@ -145,3 +145,24 @@ def test_long_bad_values_are_shortened_in_messages() -> None:
 
 def test_invalid_payload_is_a_value_error() -> None:
     assert issubclass(InvalidPayload, ValueError)
+
+
+# Found by the HTTP fuzz (tests/integration/test_fuzz_http.py); pinned here.
+@pytest.mark.parametrize(("path", "value", "message"), [
+    ("alerts.0.labels.retrain", "\ud800", "alerts[0].labels.retrain"),
+    ("alerts.0.labels.alertname", "x\udfff", "alerts[0].labels.alertname"),
+    ("alerts.0.startsAt", "9999-12-31T23:59:59-01:00", "alerts[0].startsAt"),
+])
+def test_values_the_fuzz_found_are_client_errors(path: str, value: Any, message: str) -> None:
+    with pytest.raises(InvalidPayload) as info:
+        parse_notification(_with(path, value))
+    assert message in str(info.value)
+
+
+def test_a_deeply_nested_bad_value_gives_a_short_message() -> None:
+    nested: Any = "x"
+    for _ in range(500):
+        nested = [nested]
+    with pytest.raises(InvalidPayload) as info:
+        parse_notification(_with("alerts.0.labels.retrain", nested))
+    assert len(str(info.value)) < 300

@@ -847,3 +847,33 @@ def test_openapi_document_is_valid() -> None:
     from openapi_spec_validator import validate  # the test extra declares it
 
     validate(document)
+
+
+# -- inputs the HTTP fuzz found (tests/integration/test_fuzz_http.py), pinned here -----------
+@pytest.mark.parametrize("reason", ["line\nforged: entry", "bell\x07", "tab\tinside"])
+def test_trigger_reason_must_be_printable_on_one_line(client: FlaskClient, reason: str) -> None:
+    response = client.post("/api/performance/trigger-retraining", json={"reason": reason},
+                           headers=AUTH)
+    assert response.status_code == 400
+    assert "printable" in response.get_json()["message"]
+
+
+def test_a_repeated_query_parameter_is_refused(client: FlaskClient) -> None:
+    response = client.get("/api/performance/retraining?limit=5&limit=500")
+    assert response.status_code == 400
+    assert response.get_json()["message"] == "limit must be given at most once"
+
+
+@pytest.mark.parametrize("path", ["/api//performance/stats", "//alerts"])
+def test_doubled_slashes_are_a_json_404_not_a_redirect(client: FlaskClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 404
+    assert response.is_json and "Location" not in response.headers
+
+
+def test_an_unprintable_alertname_is_counted_as_other(app: Flask, client: FlaskClient) -> None:
+    post_alerts(client, alert(name="Bad\u0007Name", retrain=None))
+    body = client.get("/metrics").get_data(as_text=True)
+    assert "\u0007" not in body
+    assert sample(app, "webhook_alerts_total", alertname="other", status="firing",
+                  action="ignored_no_retrain_label") == 1

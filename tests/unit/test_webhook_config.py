@@ -113,4 +113,32 @@ def test_updater_kwargs() -> None:
         "kafka_servers": "k:9092", "kafka_topic": "agent-outcomes",
         "consumer_group": "autoretrain-updater", "batch_size": 5,
         "batch_timeout_seconds": 30.0, "model_storage_path": "/m",
-        "save_interval_seconds": 300.0, "update_strategy": "exponential"}
+        "save_interval_seconds": 300.0, "update_strategy": "exponential",
+        "buffer_size": None, "half_life_seconds": 3600.0, "retrain_discount": 0.25,
+        "recency_weight": 2.0}
+
+
+def test_model_hyperparameters_from_env_reach_the_updater(tmp_path: Path) -> None:
+    from webhook import RealTimeModelUpdater
+
+    env = {"AUTORETRAIN_WEBHOOK_BUFFER_SIZE": "400", "AUTORETRAIN_WEBHOOK_RECENCY_WEIGHT": "4",
+           "AUTORETRAIN_WEBHOOK_HALF_LIFE_SECONDS": "600",
+           "AUTORETRAIN_WEBHOOK_RETRAIN_DISCOUNT": "0"}
+    config = load_config({"allow_unauthenticated": True,
+                          "model_storage_path": str(tmp_path)}, env)
+    updater = RealTimeModelUpdater(**config.updater_kwargs())
+    assert (updater.buffer_size, updater.recency_weight, updater.half_life_seconds,
+            updater.retrain_discount) == (400, 4.0, 600.0, 0.0)
+    blank = load_config({"allow_unauthenticated": True}, {"AUTORETRAIN_WEBHOOK_BUFFER_SIZE": ""})
+    assert blank.buffer_size is None
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"retrain_discount": 1.5}, r"retrain_discount \(from config\) must be in \[0, 1\]"),
+    ({"recency_weight": 0.5}, r"recency_weight \(from config\) must be >= 1"),
+    ({"half_life_seconds": 0}, r"half_life_seconds \(from config\) must be a finite number > 0"),
+    ({"buffer_size": 0}, r"buffer_size \(from config\) must be an integer >= 1"),
+])
+def test_bad_model_hyperparameters(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_config({"allow_unauthenticated": True, **overrides})

@@ -1,0 +1,99 @@
+"""``python -m webhook`` as a process for integration tests, and a figures file helper."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .common import free_port
+
+__all__ = ["LIMIT", "REPO", "TOKEN", "WebhookProcess", "record_figures", "webhook_env"]
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "server-token-0123456789abcdef"
+LIMIT = 65536
+
+
+def webhook_env(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTORETRAIN_WEBHOOK_")}
+    env.update({f"AUTORETRAIN_WEBHOOK_{k.upper()}": v for k, v in settings.items()})
+    # The process imports the tree under test, whatever an editable install points to.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+class WebhookProcess:
+    """``python -m webhook`` in ``workdir`` with the token in a file."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        token_file = workdir / "token"
+        token_file.write_text(TOKEN + "\n")
+        self.env = webhook_env(token_file=str(token_file), port=str(self.port),
+                        ledger_path=str(workdir / "ledger.sqlite3"),
+                        model_storage_path=str(workdir / "models"),
+                        max_body_bytes=str(LIMIT), cooldown_seconds="0", threads="4")
+        self.log = workdir / "webhook.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WebhookProcess:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "webhook"], cwd=self.workdir,
+                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if self.request("GET", "/readyz")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"webhook did not become ready:\n{self.log.read_text()}")
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, Any, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            # response.headers: a case-insensitive mapping.
+            return response.status, response.headers, response.read()
+        finally:
+            conn.close()
+
+
+
+
+def record_figures(path: Path, key: str, figures: dict[str, Any], sub: str | None = None) -> None:
+    """Merge ``figures`` (stamped ``measured_at``) under ``key`` (and ``sub``) into the
+    JSON file ``path``; RELIABILITY.md cites these files. Written atomically."""
+    path.parent.mkdir(exist_ok=True)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    entry = {**figures, "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    if sub is None:
+        data[key] = entry
+    else:
+        data.setdefault(key, {})[sub] = entry
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
