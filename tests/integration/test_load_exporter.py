@@ -101,6 +101,9 @@ def test_50k_events_per_second_into_the_standalone_exporter(kafka_server, kafka_
                 str(RATE),
                 "--duration",
                 str(DURATION),
+                # One Python producer tops out below 50k events/s here.
+                "--processes",
+                "2",
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -133,6 +136,7 @@ def test_50k_events_per_second_into_the_standalone_exporter(kafka_server, kafka_
             "duration_s": DURATION,
             "produced": produced["produced"],
             "achieved_produce_rate": round(produced["achieved_rate"]),
+            "producer_processes": produced.get("processes", 1),
             "applied": final,
             "lag_at_end": produced["produced"] - final,
             "catch_up_after_load_s": round(catch_up_s, 1),
