@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from examples.platform_sim import SimClock
+from examples.platform_sim import SimClock, record_outcome
 from exporter import PerformanceMonitor
 from webhook.updater import RealTimeModelUpdater, UpdateStrategy
 
@@ -134,25 +134,7 @@ class Policy:
 
 
 def _record(monitor: PerformanceMonitor, outcome: Outcome) -> None:
-    monitor.record_agent_run(
-        run_id=f"run-{outcome.task_id}",
-        agent_name=outcome.agent_name,
-        agent_type=outcome.agent_type,
-        status=outcome.status,
-        duration_ms=outcome.duration_ms,
-        tokens_used=outcome.tokens_used,
-        cost=outcome.cost,
-        task_type=outcome.task_type,
-    )
-    if outcome.accuracy is not None:
-        monitor.record_accuracy(
-            agent_name=outcome.agent_name,
-            task_id=outcome.task_id,
-            accuracy=outcome.accuracy,
-            feedback_source="ground_truth",
-            task_type=outcome.task_type,
-            agent_type=outcome.agent_type,
-        )
+    record_outcome(monitor, outcome)
 
 
 class _Checked(Policy):

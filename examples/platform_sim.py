@@ -46,6 +46,7 @@ __all__ = [
     "SimClock",
     "SimulatedPlatform",
     "default_scenario",
+    "record_outcome",
 ]
 
 #: Unix time at which simulations start (2024-01-01T00:00:00Z): fixed, so
@@ -388,6 +389,35 @@ class RunRecorder(Protocol):
                         agent_type: str | None = None) -> float: ...
 
 
+def record_outcome(recorder: RunRecorder, outcome: Any) -> None:
+    """Record one run and, when known, its accuracy, as an orchestrator would.
+
+    ``outcome`` has the fields of :class:`RunOutcome` (the benchmarks' own
+    outcome type has them too). A real platform would pass
+    ``predicted_outcome=`` and ``actual_outcome=`` and let the monitor score
+    them; the simulation knows the score.
+    """
+    recorder.record_agent_run(
+        run_id=f"run-{outcome.task_id}",
+        agent_name=outcome.agent_name,
+        agent_type=outcome.agent_type,
+        status=outcome.status,
+        duration_ms=outcome.duration_ms,
+        tokens_used=outcome.tokens_used,
+        cost=outcome.cost,
+        task_type=outcome.task_type,
+    )
+    if outcome.accuracy is not None:
+        recorder.record_accuracy(
+            agent_name=outcome.agent_name,
+            task_id=outcome.task_id,
+            accuracy=outcome.accuracy,
+            feedback_source="ground_truth",
+            task_type=outcome.task_type,
+            agent_type=outcome.agent_type,
+        )
+
+
 #: ``select(task_type, explore)``: the agent to run, or None when the
 #: selection model knows no agent yet.
 Selector = Callable[[str, bool], "str | None"]
@@ -428,25 +458,5 @@ class Orchestrator:
             agent_name = agents[self._fallback % len(agents)].name
             self._fallback += 1
         outcome = self.platform.execute(request, agent_name)
-        self.recorder.record_agent_run(
-            run_id=f"run-{request.task_id}",
-            agent_name=outcome.agent_name,
-            agent_type=outcome.agent_type,
-            status=outcome.status,
-            duration_ms=outcome.duration_ms,
-            tokens_used=outcome.tokens_used,
-            cost=outcome.cost,
-            task_type=outcome.task_type,
-        )
-        if outcome.accuracy is not None:
-            # A real platform would pass predicted_outcome= and actual_outcome=
-            # and let the monitor score them; the simulation knows the score.
-            self.recorder.record_accuracy(
-                agent_name=outcome.agent_name,
-                task_id=outcome.task_id,
-                accuracy=outcome.accuracy,
-                feedback_source="ground_truth",
-                task_type=outcome.task_type,
-                agent_type=outcome.agent_type,
-            )
+        record_outcome(self.recorder, outcome)
         return outcome
