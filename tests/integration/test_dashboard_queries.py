@@ -235,8 +235,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         platform.degraded.set()
         # A retrain alert, a per-agent alert of a selected agent, and a
         # promotion that Prometheus saw happen.
-        wait_for('ALERTS{alertstate="firing", retrain!=""}', timeout=40)
-        wait_for(f'ALERTS{{alertstate="firing", agent="{SELECTED[1]}"}}', timeout=20)
+        # Firing for several evaluations, not one: on a loaded machine an alert
+        # can fire for a single 1 s evaluation and resolve, and a range query's
+        # 1 s grid may then miss it.
+        wait_for('count_over_time(ALERTS{alertstate="firing", retrain!=""}[1m]) >= 3', timeout=40)
+        wait_for(
+            f'count_over_time(ALERTS{{alertstate="firing", agent="{SELECTED[1]}"}}[1m]) >= 3',
+            timeout=30,
+        )
         wait_for("changes(model_last_retrain_timestamp_seconds[1m]) > 0", timeout=30)
         yield Stack(prometheus, started)
     finally:
