@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
-from .common import ServerProcess, free_port, http_get_json, http_ok, require_executable
+from .common import ConfiguredHTTPServer, http_get_json, require_executable
 
 __all__ = ["AlertmanagerFactory", "AlertmanagerServer"]
 
 
-class AlertmanagerServer(ServerProcess):
+class AlertmanagerServer(ConfiguredHTTPServer):
     """Alertmanager on a free 127.0.0.1 port reading ``config`` (a file the test wrote).
 
     Shrink ``group_wait``/``group_interval``/``repeat_interval`` in test configs;
@@ -21,22 +20,7 @@ class AlertmanagerServer(ServerProcess):
 
     name = "alertmanager"
 
-    def __init__(
-        self,
-        workdir: Path,
-        config: Path,
-        port: int | None = None,
-        binary: str = "prometheus-alertmanager",
-    ) -> None:
-        super().__init__(workdir)
-        self.config = config
-        self.port = free_port() if port is None else port
-        self.binary = binary
-        self.data_dir = workdir / "data"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    default_binary = "prometheus-alertmanager"
 
     def _command(self) -> Sequence[str]:
         return [
@@ -50,9 +34,6 @@ class AlertmanagerServer(ServerProcess):
             # Stable externalURL in webhook payloads (default uses the hostname).
             f"--web.external-url={self.url}",
         ]
-
-    def _ready(self) -> bool:
-        return http_ok(f"{self.url}/-/ready")
 
     def alerts(self) -> list[dict[str, Any]]:
         """The alerts Alertmanager currently holds (GET /api/v2/alerts)."""

@@ -238,3 +238,27 @@ def require_executable(name: str, what: str) -> str:
             f"{what} executable {name!r} not found on PATH; {INSTALL_HINT}"
         )
     return path
+
+
+class ConfiguredHTTPServer(ServerProcess):
+    """A server of the Prometheus family: one config file, a data dir, an HTTP
+    port on 127.0.0.1 and ``/-/ready``. Subclasses give the command line."""
+
+    default_binary = ""
+
+    def __init__(
+        self, workdir: Path, config: Path, port: int | None = None, binary: str | None = None
+    ) -> None:
+        super().__init__(workdir)
+        self.config = config
+        self.port = free_port() if port is None else port
+        self.binary = binary or self.default_binary
+        self.data_dir = workdir / "data"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _ready(self) -> bool:
+        return http_ok(f"{self.url}/-/ready")
+

@@ -6,17 +6,21 @@ import os
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
-from .common import ServerProcess, free_port, http_get_json, http_ok, poll_until, require_executable
+from .common import (
+    ConfiguredHTTPServer,
+    http_get_json,
+    poll_until,
+    require_executable,
+)
 
 __all__ = ["PrometheusFactory", "PrometheusServer"]
 
 Vector = list[dict[str, Any]]
 
 
-class PrometheusServer(ServerProcess):
+class PrometheusServer(ConfiguredHTTPServer):
     """Prometheus on a free 127.0.0.1 port reading ``config`` (a file the test wrote).
 
     Use ``scrape_interval`` and ``evaluation_interval`` of 1s in test configs.
@@ -25,18 +29,7 @@ class PrometheusServer(ServerProcess):
 
     name = "prometheus"
 
-    def __init__(
-        self, workdir: Path, config: Path, port: int | None = None, binary: str = "prometheus"
-    ) -> None:
-        super().__init__(workdir)
-        self.config = config
-        self.port = free_port() if port is None else port
-        self.binary = binary
-        self.data_dir = workdir / "data"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    default_binary = "prometheus"
 
     def _command(self) -> Sequence[str]:
         return [
@@ -50,9 +43,6 @@ class PrometheusServer(ServerProcess):
             f"--web.external-url={self.url}",
             "--web.enable-lifecycle",  # POST /-/reload, used by reload()
         ]
-
-    def _ready(self) -> bool:
-        return http_ok(f"{self.url}/-/ready")
 
     def reload(self) -> None:
         """Re-read the config file (POST /-/reload); raises on a config error."""
