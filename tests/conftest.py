@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -24,6 +24,7 @@ from servers import (
     ServerProcess,
     ServerStartError,
 )
+from servers.common import ConfiguredHTTPServer
 
 # Fixtures whose users need a real server (directly or through another fixture).
 SERVER_FIXTURES = frozenset(
@@ -98,6 +99,26 @@ def _config_file(config: str | os.PathLike[str], workdir: Path, filename: str) -
     return path
 
 
+H = TypeVar("H", bound=ConfiguredHTTPServer)
+
+
+def _server_factory(
+    tmp_path: Path, server_class: type[H], stem: str
+) -> tuple[Callable[..., H], list[H]]:
+    """``factory(config, port=None)`` starting ``server_class`` in its own workdir,
+    and the list of what it started (stopped by the fixture at teardown)."""
+    started: list[H] = []
+
+    def factory(config: str | os.PathLike[str], port: int | None = None) -> H:
+        workdir = tmp_path / f"{stem}-{len(started)}"
+        path = _config_file(config, workdir, f"{stem}.yml")
+        server = server_class(workdir, path, port=port)
+        started.append(server)
+        return _start(server)
+
+    return factory, started
+
+
 @pytest.fixture
 def prometheus_factory(tmp_path: Path) -> Iterator[PrometheusFactory]:
     """``prometheus_factory(config, port=None)`` starts a Prometheus and returns it.
@@ -106,15 +127,7 @@ def prometheus_factory(tmp_path: Path) -> Iterator[PrometheusFactory]:
     (e.g. from ``servers.free_port()``) when the config must name Prometheus'
     own address. All servers are stopped at teardown.
     """
-    started: list[PrometheusServer] = []
-
-    def factory(config: str | os.PathLike[str], port: int | None = None) -> PrometheusServer:
-        workdir = tmp_path / f"prometheus-{len(started)}"
-        path = _config_file(config, workdir, "prometheus.yml")
-        server = PrometheusServer(workdir, path, port=port)
-        started.append(server)
-        return _start(server)
-
+    factory, started = _server_factory(tmp_path, PrometheusServer, "prometheus")
     yield factory
     for server in reversed(started):
         server.stop()
@@ -127,15 +140,7 @@ def alertmanager_factory(tmp_path: Path) -> Iterator[AlertmanagerFactory]:
     ``config`` is YAML text (str) or a path (``pathlib.Path``). All servers are
     stopped at teardown.
     """
-    started: list[AlertmanagerServer] = []
-
-    def factory(config: str | os.PathLike[str], port: int | None = None) -> AlertmanagerServer:
-        workdir = tmp_path / f"alertmanager-{len(started)}"
-        path = _config_file(config, workdir, "alertmanager.yml")
-        server = AlertmanagerServer(workdir, path, port=port)
-        started.append(server)
-        return _start(server)
-
+    factory, started = _server_factory(tmp_path, AlertmanagerServer, "alertmanager")
     yield factory
     for server in reversed(started):
         server.stop()
