@@ -68,7 +68,8 @@ ENV_PREFIX = "AUTORETRAIN_PLATFORM_"
 
 # Constructor arguments of AgentSelectionModel found in a stored version's
 # "hyperparameters" (the updater adds its own, such as batch_size, to the same map).
-_MODEL_HYPERPARAMETERS = ("half_life_seconds", "window_size", "learning_rate", "hash_bits")
+_MODEL_HYPERPARAMETERS = ("half_life_seconds", "window_size", "learning_rate", "hash_bits",
+                          "retry_after_seconds", "detect_drops")
 
 
 class FeedClock:

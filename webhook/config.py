@@ -63,10 +63,11 @@ class WebhookConfig:
         Listen address and waitress worker threads of ``python -m webhook``.
     model_storage_path, kafka_servers, kafka_topic, consumer_group, batch_size,
     batch_timeout_seconds, save_interval_seconds, update_strategy, buffer_size,
-    half_life_seconds, retrain_discount, recency_weight
+    half_life_seconds, retry_after_seconds, detect_drops, retrain_discount, recency_weight
         The :class:`~webhook.RealTimeModelUpdater` built when none is passed
         in (same names and meanings); ``kafka_servers`` None (empty) means the
-        embedded bus, ``buffer_size`` None (empty) 10 x ``batch_size``.
+        embedded bus, ``buffer_size`` None (empty) 10 x ``batch_size``,
+        ``retry_after_seconds`` None (empty) no retries of agents set aside.
     log_level
         Logging level of ``python -m webhook``.
     """
@@ -92,6 +93,8 @@ class WebhookConfig:
     update_strategy: str = "exponential"
     buffer_size: int | None = None
     half_life_seconds: float = 3600.0
+    retry_after_seconds: float | None = 600.0
+    detect_drops: bool = False
     retrain_discount: float = 0.25
     recency_weight: float = 2.0
     log_level: str = "INFO"
@@ -114,6 +117,8 @@ class WebhookConfig:
             "update_strategy": self.update_strategy,
             "buffer_size": self.buffer_size,
             "half_life_seconds": self.half_life_seconds,
+            "retry_after_seconds": self.retry_after_seconds,
+            "detect_drops": self.detect_drops,
             "retrain_discount": self.retrain_discount,
             "recency_weight": self.recency_weight,
         }
@@ -121,15 +126,17 @@ class WebhookConfig:
 
 _KEYS = tuple(f.name for f in fields(WebhookConfig))
 _OPTIONAL_STR = ("token", "token_file", "kafka_servers")
-_BOOL = ("allow_unauthenticated",)
+_BOOL = ("allow_unauthenticated", "detect_drops")
 _INT = ("max_body_bytes", "max_alertnames", "port", "threads", "batch_size", "buffer_size")
-_NULLABLE = ("buffer_size",)  # None (or an empty variable): the updater's default
+# None (or an empty variable): the updater's default buffer; no retries.
+_NULLABLE = ("buffer_size", "retry_after_seconds")
 _FLOAT = (
     "cooldown_seconds",
     "retrain_timeout_seconds",
     "batch_timeout_seconds",
     "save_interval_seconds",
     "half_life_seconds",
+    "retry_after_seconds",
     "retrain_discount",
     "recency_weight",
 )

@@ -114,8 +114,8 @@ def test_updater_kwargs() -> None:
         "consumer_group": "autoretrain-updater", "batch_size": 5,
         "batch_timeout_seconds": 30.0, "model_storage_path": "/m",
         "save_interval_seconds": 300.0, "update_strategy": "exponential",
-        "buffer_size": None, "half_life_seconds": 3600.0, "retrain_discount": 0.25,
-        "recency_weight": 2.0}
+        "buffer_size": None, "half_life_seconds": 3600.0, "retry_after_seconds": 600.0,
+        "detect_drops": False, "retrain_discount": 0.25, "recency_weight": 2.0}
 
 
 def test_model_hyperparameters_from_env_reach_the_updater(tmp_path: Path) -> None:
@@ -123,14 +123,23 @@ def test_model_hyperparameters_from_env_reach_the_updater(tmp_path: Path) -> Non
 
     env = {"AUTORETRAIN_WEBHOOK_BUFFER_SIZE": "400", "AUTORETRAIN_WEBHOOK_RECENCY_WEIGHT": "4",
            "AUTORETRAIN_WEBHOOK_HALF_LIFE_SECONDS": "600",
-           "AUTORETRAIN_WEBHOOK_RETRAIN_DISCOUNT": "0"}
+           "AUTORETRAIN_WEBHOOK_RETRAIN_DISCOUNT": "0",
+           "AUTORETRAIN_WEBHOOK_RETRY_AFTER_SECONDS": "120",
+           "AUTORETRAIN_WEBHOOK_DETECT_DROPS": "true"}
     config = load_config({"allow_unauthenticated": True,
                           "model_storage_path": str(tmp_path)}, env)
     updater = RealTimeModelUpdater(**config.updater_kwargs())
     assert (updater.buffer_size, updater.recency_weight, updater.half_life_seconds,
             updater.retrain_discount) == (400, 4.0, 600.0, 0.0)
-    blank = load_config({"allow_unauthenticated": True}, {"AUTORETRAIN_WEBHOOK_BUFFER_SIZE": ""})
-    assert blank.buffer_size is None
+    model = updater._model
+    assert (model.retry_after_seconds, model.detect_drops) == (120.0, True)
+    blank = load_config({"allow_unauthenticated": True},
+                        {"AUTORETRAIN_WEBHOOK_BUFFER_SIZE": "",
+                         "AUTORETRAIN_WEBHOOK_RETRY_AFTER_SECONDS": ""})
+    assert blank.buffer_size is None and blank.retry_after_seconds is None
+    assert RealTimeModelUpdater(**{**blank.updater_kwargs(),
+                                   "model_storage_path": str(tmp_path)})._model.hyperparameters()[
+        "retry_after_seconds"] is None
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -138,6 +147,9 @@ def test_model_hyperparameters_from_env_reach_the_updater(tmp_path: Path) -> Non
     ({"recency_weight": 0.5}, r"recency_weight \(from config\) must be >= 1"),
     ({"half_life_seconds": 0}, r"half_life_seconds \(from config\) must be a finite number > 0"),
     ({"buffer_size": 0}, r"buffer_size \(from config\) must be an integer >= 1"),
+    ({"retry_after_seconds": -5},
+     r"retry_after_seconds \(from config\) must be a finite number > 0"),
+    ({"detect_drops": "yes"}, r"detect_drops \(from config\) must be true or false"),
 ])
 def test_bad_model_hyperparameters(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):

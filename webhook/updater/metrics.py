@@ -62,6 +62,11 @@ class UpdaterMetrics:
             ["result"],
             registry=registry,
         )
+        self.parked = Gauge(
+            "model_parked_pairs",
+            "(task type, agent) pairs set aside after a drop, waiting for or on a retry.",
+            registry=registry,
+        )
         self.buffer = Gauge(
             "model_updater_buffer_events",
             "Recent events held in the retraining buffer.",

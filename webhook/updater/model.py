@@ -125,6 +125,15 @@ class AgentSelectionModel:
         GRADIENT: SGD step size.
     hash_bits
         GRADIENT: ``2**hash_bits`` hashed feature weights per head.
+    retry_after_seconds
+        EXPONENTIAL: a pair set aside at a change point where it got worse
+        is retried by exploration this many seconds of event time later,
+        and restored when the retries look like its history (see
+        :mod:`.probation`); None: its history is dropped, never retried.
+    detect_drops
+        EXPONENTIAL with ``retry_after_seconds``: also set a pair aside
+        between retrains, as soon as a CUSUM of its runs says it dropped by
+        20 % (see :mod:`.drops`), instead of waiting for an alert's retrain.
     seed
         Seed of the generator used by ``explore=True``.
 
@@ -148,6 +157,8 @@ class AgentSelectionModel:
         window_size: int = 100,
         learning_rate: float = 0.1,
         hash_bits: int = 16,
+        retry_after_seconds: float | None = 600.0,
+        detect_drops: bool = False,
         seed: int | None = None,
     ) -> None:
         strategy = UpdateStrategy(strategy)
@@ -159,11 +170,24 @@ class AgentSelectionModel:
             raise ValueError(f"learning_rate must be in (0, 10], got {learning_rate!r}")
         if not isinstance(hash_bits, int) or not 8 <= hash_bits <= 24:
             raise ValueError(f"hash_bits must be an integer in [8, 24], got {hash_bits!r}")
+        if retry_after_seconds is not None and (
+                isinstance(retry_after_seconds, bool)
+                or not isinstance(retry_after_seconds, int | float)
+                or not 0 < retry_after_seconds < float("inf")):
+            raise ValueError("retry_after_seconds must be a finite number > 0 or None, "
+                             f"got {retry_after_seconds!r}")
         self.strategy = strategy
         self.half_life_seconds = float(half_life_seconds)
         self.window_size = window_size
         self.learning_rate = float(learning_rate)
         self.hash_bits = hash_bits
+        self.retry_after_seconds = (
+            None if retry_after_seconds is None else float(retry_after_seconds))
+        if not isinstance(detect_drops, bool):
+            raise ValueError(f"detect_drops must be true or false, got {detect_drops!r}")
+        if detect_drops and retry_after_seconds is None:
+            raise ValueError("detect_drops needs retry_after_seconds (a dropped pair is retried)")
+        self.detect_drops = detect_drops
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._reset()
@@ -181,6 +205,8 @@ class AgentSelectionModel:
             window_size=self.window_size,
             learning_rate=self.learning_rate,
             hash_bits=self.hash_bits,
+            retry_after_seconds=self.retry_after_seconds,
+            detect_drops=self.detect_drops,
         )
         self.events_seen = 0
         self._invalidate()
@@ -197,6 +223,8 @@ class AgentSelectionModel:
             "window_size": self.window_size,
             "learning_rate": self.learning_rate,
             "hash_bits": self.hash_bits,
+            "retry_after_seconds": self.retry_after_seconds,
+            "detect_drops": self.detect_drops,
         }
 
     def fresh(self) -> AgentSelectionModel:
@@ -333,7 +361,9 @@ class AgentSelectionModel:
             How many agents to return (at most the number known).
         explore
             Thompson sampling: rank by a draw from each posterior instead
-            of its mean, so uncertain agents get tried.
+            of its mean, so uncertain agents get tried; an agent on
+            probation for ``task_type`` (see ``retry_after_seconds``) ranks
+            by its reward before the change point, so it gets retried.
 
         Returns
         -------
@@ -377,8 +407,17 @@ class AgentSelectionModel:
             success = np.minimum(np.maximum(success + success_sd * z[0], 0.0), 1.0)
             accuracy = np.minimum(np.maximum(accuracy + accuracy_sd * z[1], 0.0), 1.0)
         score = success * accuracy
+        if explore and row < len(self.task_types):
+            retry = self._rule.probation_scores(len(self.task_types), len(self.agents))
+            if retry is not None:
+                score = np.where(np.isnan(retry[row]), score, retry[row])
         order = np.argsort(-score, kind="stable")[:top_k]
         return [(self.agents[i], float(score[i])) for i in order]
+
+    def parked_pairs(self) -> int:
+        """(task type, agent) pairs whose history is parked awaiting a retry."""
+        counter = getattr(self._rule, "parked_pairs", None)
+        return 0 if counter is None else int(counter())
 
     # -- persistence --------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -405,7 +444,8 @@ class AgentSelectionModel:
         agents = [str(n) for n in metadata["agents"]]
         rule = make_rule(self.strategy, half_life_seconds=self.half_life_seconds,
                          window_size=self.window_size, learning_rate=self.learning_rate,
-                         hash_bits=self.hash_bits)
+                         hash_bits=self.hash_bits, retry_after_seconds=self.retry_after_seconds,
+                         detect_drops=self.detect_drops)
         rule.load_arrays(arrays, len(task_types), len(agents))
         self._reset()
         self._rule = rule

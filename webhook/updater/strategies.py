@@ -33,6 +33,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .drops import DROP_LLR, RESTART_EVIDENCE, drop_llr
+from .probation import PARK_Z, Probation, sums_reward
+
 __all__ = [
     "CHANGE_MIN_EVIDENCE",
     "CHANGE_Z",
@@ -124,7 +127,8 @@ def _evidence_from_sums(
 
 
 def retrain_factors(older: list[np.ndarray], buffered: list[np.ndarray],
-                    discount: float, restart: bool = True) -> np.ndarray:
+                    discount: float, restart: bool = True,
+                    park_z: float | None = None) -> np.ndarray:
     """Per pair, the factor an incremental retrain applies to evidence older than the buffer.
 
     ``older`` and ``buffered`` are the sums ``[n, s, m, a, q]`` (see the
@@ -136,7 +140,10 @@ def retrain_factors(older: list[np.ndarray], buffered: list[np.ndarray],
       :data:`CHANGE_MIN_EVIDENCE` on both sides, the success rates
       (``(s + 1/2) / (n + 1)``) or the mean accuracies differ by more than
       :data:`CHANGE_Z` standard errors (unpooled; accuracy variances floored
-      at 0.01);
+      at 0.01); with ``park_z`` (probation on, see :mod:`.probation`), also
+      where the buffer is *worse* (lower expected reward) by more than
+      ``park_z`` standard errors: the history is then parked, not lost, so
+      a lower bar is safe;
     * ``discount`` otherwise.
     """
     n_o, s_o, m_o, a_o, q_o = (np.asarray(x, dtype=float) for x in older)
@@ -155,8 +162,11 @@ def retrain_factors(older: list[np.ndarray], buffered: list[np.ndarray],
     se_acc = np.sqrt(var_o + var_b)
     enough_runs = (n_o >= CHANGE_MIN_EVIDENCE) & (n_b >= CHANGE_MIN_EVIDENCE)
     enough_acc = (m_o >= CHANGE_MIN_EVIDENCE) & (m_b >= CHANGE_MIN_EVIDENCE)
-    changed = (enough_runs & (np.abs(p_o - p_b) > CHANGE_Z * se_run)) | (
-        enough_acc & (np.abs(mean_o - mean_b) > CHANGE_Z * se_acc))
+    z = np.maximum(np.where(enough_runs, np.abs(p_o - p_b) / np.maximum(se_run, 1e-12), 0.0),
+                   np.where(enough_acc, np.abs(mean_o - mean_b) / np.maximum(se_acc, 1e-12), 0.0))
+    changed = z > CHANGE_Z
+    if park_z is not None:
+        changed |= (z > park_z) & (sums_reward(*buffered) < sums_reward(*older))
     observed = (n_b + m_b) > 0
     return np.where(changed & restart, 0.0, np.where(observed, discount, 1.0))
 
@@ -238,6 +248,11 @@ class Rule:
         than the pair (context); None when :meth:`evidence` says it all."""
         return None
 
+    def probation_scores(self, n_tasks: int, n_agents: int) -> np.ndarray | None:
+        """Per pair, the reward exploration should rank a pair on probation by
+        (NaN for pairs that are not); None when no pair is (see :mod:`.probation`)."""
+        return None
+
     def hyperparameters(self) -> dict[str, Any]:
         """The rule's hyperparameters, saved in the model metadata."""
         return {}
@@ -253,7 +268,10 @@ class BayesianRule(Rule):
     """
 
     strategy = UpdateStrategy.BAYESIAN
-    pair_arrays = ("runs", "successes", "acc_n", "acc_sum", "acc_sq")
+    #: The evidence sums ``[n, s, m, a, q]``, in this order.
+    evidence_arrays: ClassVar[tuple[str, ...]] = ("runs", "successes", "acc_n", "acc_sum",
+                                                  "acc_sq")
+    pair_arrays = evidence_arrays
 
     def __init__(self) -> None:
         super().__init__()
@@ -267,6 +285,9 @@ class BayesianRule(Rule):
         return obs.weight
 
     def update(self, obs: Observations) -> None:
+        self._accumulate(obs)
+
+    def _accumulate(self, obs: Observations) -> None:
         if not len(obs):
             return
         flat = obs.rows * self.capacity[1] + obs.cols
@@ -300,22 +321,38 @@ class BayesianRule(Rule):
     def reweight(self, obs: Observations, new_weight: np.ndarray, discount: float) -> None:
         # Remove the buffered events' current contribution exactly, scale what
         # remains (older evidence) per pair, then add them back with new weights.
-        self.update(replace(obs, weight=-obs.weight))
+        self._accumulate(replace(obs, weight=-obs.weight))
         older = []
-        for name in self.pair_arrays:
+        for name in self.evidence_arrays:
             array = getattr(self, name)
             np.maximum(array, 0.0, out=array)  # rounding may leave -1e-17
             older.append(array)
         decay = self._decay()
-        factor = retrain_factors([x * decay for x in older],
-                                 [x * decay for x in self._pair_sums(obs)], discount,
-                                 self.restarts_at_change_points)
+        older_now = [x * decay for x in older]
+        buffered_now = [x * decay for x in self._pair_sums(obs)]
+        factor = retrain_factors(older_now, buffered_now, discount,
+                                 self.restarts_at_change_points, self._park_z())
+        restored = self._change_points(factor == 0.0, older_now, buffered_now)
         for array in older:
             array *= factor
-        self.update(replace(obs, weight=new_weight))
+        if restored is not None:
+            for array, extra in zip(older, restored, strict=True):
+                array += extra
+        self._accumulate(replace(obs, weight=new_weight))
+
+    def _park_z(self) -> float | None:
+        """``park_z`` of :func:`retrain_factors` (None: no probation)."""
+        return None
+
+    def _change_points(self, changed: np.ndarray, older: list[np.ndarray],
+                       buffered: list[np.ndarray]) -> list[np.ndarray] | None:
+        """Called by :meth:`reweight` before the older evidence of ``changed``
+        pairs is dropped (sums as they weigh now); returns stored-form sums to
+        add back after the drop, or None. Here: nothing (BAYESIAN never drops)."""
+        return None
 
     def _sums(self, n_tasks: int, n_agents: int) -> list[np.ndarray]:
-        return [getattr(self, name)[:n_tasks, :n_agents] for name in self.pair_arrays]
+        return [getattr(self, name)[:n_tasks, :n_agents] for name in self.evidence_arrays]
 
     def evidence(self, n_tasks: int, n_agents: int, task_hash: np.ndarray,
                  agent_hash: np.ndarray) -> Evidence:
@@ -340,17 +377,37 @@ class ExponentialRule(BayesianRule):
     reference ``t0``, so an update is order-free (one ``np.add.at``) and the
     decay to ``T`` is applied when evidence is read. ``t0`` moves forward
     (rescaling the arrays) before the factors could overflow.
+
+    Probation (``retry_after_seconds`` not None, see :mod:`.probation`): at
+    an incremental retrain, a pair that got worse has its older evidence
+    parked in :attr:`probation` instead of dropped, and retried later. With
+    ``detect_drops``, a CUSUM per pair (``drop_cusum``, see :mod:`.drops`)
+    also parks a pair whose runs drop between retrains, batch by batch.
     """
 
     strategy = UpdateStrategy.EXPONENTIAL
     restarts_at_change_points = True
+    pair_arrays = (*BayesianRule.evidence_arrays, "drop_cusum")
     _REBASE_HALF_LIVES = 64.0
 
-    def __init__(self, half_life_seconds: float) -> None:
+    def __init__(self, half_life_seconds: float, retry_after_seconds: float | None = None,
+                 detect_drops: bool = False) -> None:
+        if detect_drops and retry_after_seconds is None:
+            raise ValueError("detect_drops parks pairs for a retry: it needs retry_after_seconds")
         super().__init__()
         self.half_life_seconds = float(half_life_seconds)
         self.t0 = float("nan")  # reference time; NaN until the first event
         self.clock = float("-inf")  # newest event time seen
+        self.probation = None if retry_after_seconds is None else Probation(retry_after_seconds)
+        self.detect_drops = bool(detect_drops)
+        self.drop_cusum = np.zeros((0, 0))
+
+    def copy(self) -> ExponentialRule:
+        clone = super().copy()
+        assert isinstance(clone, ExponentialRule)
+        if self.probation is not None:
+            clone.probation = self.probation.copy()
+        return clone
 
     def _scale(self, obs: Observations) -> np.ndarray:
         return obs.weight * np.exp2((obs.timestamp - self.t0) / self.half_life_seconds)
@@ -365,10 +422,22 @@ class ExponentialRule(BayesianRule):
             self.t0 = self.clock
         elif (self.clock - self.t0) / self.half_life_seconds > self._REBASE_HALF_LIVES:
             factor = 2.0 ** (-(self.clock - self.t0) / self.half_life_seconds)
-            for name in self.pair_arrays:
+            for name in self.evidence_arrays:
                 getattr(self, name)[...] *= factor
+            if self.probation is not None:
+                self.probation.rescale(factor)
             self.t0 = self.clock
-        super().update(obs)
+        if self.probation is None:
+            self._accumulate(obs)
+            return
+        if self.detect_drops:
+            self._detect_drops(obs)
+        if self.probation:  # pairs are parked: the common case skips this
+            self.probation.observe(
+                obs.rows, obs.cols, obs.is_run, obs.value, obs.timestamp,
+                self._scale(replace(obs, weight=np.ones(len(obs)))),
+                [getattr(self, name) for name in self.evidence_arrays], self._decay(), self.clock)
+        self._accumulate(obs)
 
     def _decay(self) -> float:
         if self.t0 != self.t0:
@@ -379,16 +448,67 @@ class ExponentialRule(BayesianRule):
         decay = self._decay()
         return [x * decay for x in super()._sums(n_tasks, n_agents)]
 
+    # -- probation ---------------------------------------------------------
+    def _detect_drops(self, obs: Observations) -> None:
+        """Advance the pairs' CUSUMs by ``obs`` (against the evidence before
+        them); park the pairs that dropped, keeping a little of their history."""
+        assert self.probation is not None
+        flat = obs.rows * self.capacity[1] + obs.cols
+        stored = [getattr(self, name).reshape(-1) for name in self.evidence_arrays]
+        decay = self._decay()
+        llr = drop_llr([x[flat] * decay for x in stored], obs.is_run, obs.value)
+        cusum = self.drop_cusum.reshape(-1)
+        np.add.at(cusum, flat, llr)
+        cusum[flat] = np.maximum(cusum[flat], 0.0)
+        dropped = np.unique(flat[cusum[flat] >= DROP_LLR])
+        for pair in dropped:
+            key = divmod(int(pair), self.capacity[1])
+            history = np.array([x[pair] for x in stored])
+            self.probation.park(key, history, self.clock)
+            runs, records = history[0] * decay, history[2] * decay
+            keep_runs = min(1.0, RESTART_EVIDENCE / runs) if runs > 0 else 1.0
+            keep_records = min(1.0, RESTART_EVIDENCE / records) if records > 0 else 1.0
+            for k, x in enumerate(stored):
+                x[pair] *= keep_runs if k < 2 else keep_records
+            cusum[pair] = 0.0
+
+    def _park_z(self) -> float | None:
+        return None if self.probation is None else PARK_Z
+
+    def _change_points(self, changed: np.ndarray, older: list[np.ndarray],
+                       buffered: list[np.ndarray]) -> list[np.ndarray] | None:
+        if self.probation is None or not changed.any():
+            return None
+        worse = sums_reward(*buffered) < sums_reward(*older)
+        decay = self._decay()
+        return self.probation.at_retrain(changed, worse, [x / decay for x in older], self.clock)
+
+    def probation_scores(self, n_tasks: int, n_agents: int) -> np.ndarray | None:
+        if not self.probation:
+            return None
+        return self.probation.scores(n_tasks, n_agents, self.clock)
+
+    def parked_pairs(self) -> int:
+        """Pairs whose history is parked (on probation or waiting for it)."""
+        return len(self.probation) if self.probation is not None else 0
+
+    # -- persistence -------------------------------------------------------
     def arrays(self, n_tasks: int, n_agents: int) -> dict[str, np.ndarray]:
         out = super().arrays(n_tasks, n_agents)
         out["t0"] = np.array(self.t0)
         out["clock"] = np.array(self.clock)
+        if self.probation:
+            out.update(self.probation.to_arrays())
         return out
 
     def load_arrays(self, arrays: dict[str, np.ndarray], n_tasks: int, n_agents: int) -> None:
+        if "drop_cusum" not in arrays:  # saved before the detector existed
+            arrays = {**arrays, "drop_cusum": np.zeros((n_tasks, n_agents))}
         super().load_arrays(arrays, n_tasks, n_agents)
         self.t0 = float(arrays["t0"])
         self.clock = float(arrays["clock"])
+        if self.probation is not None:
+            self.probation.load_arrays(arrays, n_tasks, n_agents)
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"half_life_seconds": self.half_life_seconds}
@@ -693,12 +813,14 @@ def make_rule(
     window_size: int,
     learning_rate: float,
     hash_bits: int = 16,
+    retry_after_seconds: float | None = None,
+    detect_drops: bool = False,
 ) -> Rule:
     """The rule for ``strategy`` with its hyperparameters."""
     if strategy is UpdateStrategy.BAYESIAN:
         return BayesianRule()
     if strategy is UpdateStrategy.EXPONENTIAL:
-        return ExponentialRule(half_life_seconds)
+        return ExponentialRule(half_life_seconds, retry_after_seconds, detect_drops)
     if strategy is UpdateStrategy.MOVING_AVERAGE:
         return MovingAverageRule(window_size)
     if strategy is UpdateStrategy.GRADIENT:

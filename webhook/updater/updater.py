@@ -173,6 +173,16 @@ class RealTimeModelUpdater:
         Prometheus registry for the metrics; a fresh one when None.
     half_life_seconds, window_size, learning_rate
         Strategy hyperparameters (see :mod:`.strategies`).
+    retry_after_seconds
+        EXPONENTIAL: an agent set aside at a retrain because it got worse
+        on a task type is retried by ``explore=True`` requests this many
+        seconds (event time) later, and restored if the retries look like
+        its history (see :mod:`.probation`); None turns retries off.
+    detect_drops
+        EXPONENTIAL: also set an agent aside between retrains when a CUSUM
+        of its runs on a task type says it dropped by 20 % (see
+        :mod:`.drops`); off by default, so the model changes its routing
+        only on the retrains the alerts trigger.
     retrain_discount
         Incremental retrain: factor applied to evidence older than the buffer.
     recency_weight
@@ -221,6 +231,8 @@ class RealTimeModelUpdater:
         half_life_seconds: float = 3600.0,
         window_size: int = 100,
         learning_rate: float = 0.1,
+        retry_after_seconds: float | None = 600.0,
+        detect_drops: bool = False,
         retrain_discount: float = 0.25,
         recency_weight: float = 2.0,
         holdout_fraction: float = 0.2,
@@ -279,6 +291,8 @@ class RealTimeModelUpdater:
         self.half_life_seconds = half_life_seconds
         self.window_size = window_size
         self.learning_rate = learning_rate
+        self.retry_after_seconds = retry_after_seconds
+        self.detect_drops = detect_drops
         self.retrain_discount = float(retrain_discount)
         self.recency_weight = float(recency_weight)
         self.holdout_fraction = float(holdout_fraction)
@@ -299,10 +313,13 @@ class RealTimeModelUpdater:
         # Validates the hyperparameters (ValueError naming the bad one).
         self._model = AgentSelectionModel(
             strategy, half_life_seconds=half_life_seconds, window_size=window_size,
-            learning_rate=learning_rate, seed=seed)
+            learning_rate=learning_rate, retry_after_seconds=retry_after_seconds,
+            detect_drops=detect_drops, seed=seed)
 
         self.registry = CollectorRegistry() if registry is None else registry
         self.metrics = UpdaterMetrics(self.registry)
+        # Read at scrape time: parking happens inside model updates and retrains.
+        self.metrics.parked.set_function(lambda: float(self._model.parked_pairs()))
         self.store = ModelStore(model_storage_path, keep_last=self.keep_versions)
         #: The in-process bus a PerformanceMonitor publishes to (None with Kafka).
         self.event_bus: EmbeddedBus | None = EmbeddedBus() if kafka_servers is None else None

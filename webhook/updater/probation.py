@@ -1,0 +1,285 @@
+"""Probation: retrying an agent that was set aside at a change point.
+
+When an incremental retrain finds that a pair's recent runs contradict its
+history and the pair got *worse* (an outage, a bad model update), the
+forgetting strategy drops the history so the model stops routing to the
+agent at once. Dropping it outright has a cost the moment the agent
+recovers: traffic has moved to the alternatives, so nothing observes the
+agent again, the system looks healthy, no alert fires and no retrain runs;
+only exploration could find out, and a pair whose evidence says "fails
+75 % of the time" is almost never drawn by Thompson sampling. A circuit
+breaker has the same problem and the same answer, the half-open state:
+
+* the history is *parked* (kept aside, still decaying with the strategy's
+  half-life), not dropped;
+* ``retry_after_seconds`` of event time later, probation opens: requests
+  routed with ``explore=True`` rank the pair by its parked (pre-change)
+  reward, so the exploration share of traffic retries it;
+* each retried observation adds to a log-likelihood ratio of "as it was
+  before" (the parked history) against "as it has been since it was
+  parked" (the observations since then, as they stood when this retry
+  opened; the pair's current evidence while there are none). The two are
+  fixed for the retry, which makes it Wald's sequential probability ratio
+  test. The current evidence would be a poor alternative: it is the
+  retrain's buffer, which mixes runs from before and after the drop; and
+  an alternative that learnt from the retried runs themselves would chase
+  them and never decide. At ``+PROBATION_LLR``
+  the agent is back: the parked history is merged into the current
+  evidence and greedy routing returns to it; at ``-PROBATION_LLR`` it is
+  still broken: the next retry is ``retry_after_seconds`` later;
+* once the parked evidence has faded below ``CHANGE_MIN_EVIDENCE`` there is
+  nothing left to restore and the pair leaves probation.
+
+A threshold of log(20) means the retried runs are twenty times likelier
+under one hypothesis than the other: one failed run against a 97 % history
+and a 25 % present decides "still broken"; three successes decide "back".
+
+Parked pairs are few, so :class:`Probation` keeps them in a dict keyed by
+(task row, agent column) rather than in per-pair arrays: no memory for the
+pairs that never drop. The rule that owns one is
+:class:`~.strategies.ExponentialRule`; sums are in its stored form.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["PARK_Z", "PROBATION_LLR", "Probation", "log_likelihood", "sums_reward"]
+
+#: An incremental retrain parks a pair whose buffered runs are worse than its
+#: history by more than this many standard errors (the plain change-point
+#: test asks for :data:`~.strategies.CHANGE_Z`, 4): a parked history is
+#: retried and restored if the drop was noise, so a lower bar costs little,
+#: while an agent that is only partly degraded in the buffer (some runs
+#: before the drop, some after) is set aside at the first retrain.
+PARK_Z = 2.5
+#: Decision threshold of the probation's log-likelihood ratio (see module docs).
+PROBATION_LLR = math.log(20.0)
+# Floors that keep one observation from deciding on its own against an
+# estimate from little evidence: success probabilities are kept in
+# [0.01, 0.99] and per-record accuracy variances at or above 0.01 (sd 0.1).
+_P_FLOOR = 0.01
+_ACC_VARIANCE_FLOOR = 0.01
+# A parked history that has decayed below this much evidence (runs plus
+# accuracy records; the change-point test's minimum) is not worth restoring.
+_FADED = 3.0
+
+
+def _success_rate(n: np.ndarray, s: np.ndarray) -> np.ndarray:
+    return np.clip((s + 0.5) / (n + 1.0), _P_FLOOR, 1.0 - _P_FLOOR)
+
+
+def _accuracy_moments(m: np.ndarray, a: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (1.0 without records, the model's accuracy prior) and floored variance."""
+    has = m > 1e-12
+    safe = np.where(has, m, 1.0)
+    mean = np.where(has, a / safe, 1.0)
+    var = np.where(has, q / safe - mean**2, 0.0)
+    return mean, np.maximum(var, _ACC_VARIANCE_FLOOR)
+
+
+def sums_reward(n: np.ndarray, s: np.ndarray, m: np.ndarray, a: np.ndarray,
+                q: np.ndarray) -> np.ndarray:
+    """Expected reward (success rate x mean accuracy) of evidence sums.
+
+    The sums may carry any common scale (the stored, undecayed form of
+    EXPONENTIAL): only ratios enter.
+    """
+    return _success_rate(n, s) * _accuracy_moments(m, a, q)[0]
+
+
+def log_likelihood(sums: list[np.ndarray], is_run: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Log-likelihood of each observation under the evidence ``sums``.
+
+    ``sums`` are ``[n, s, m, a, q]`` gathered per observation (same length
+    as ``is_run``). A run (``value`` 1 success, 0 not) is Bernoulli with the
+    evidence's success rate; an accuracy record is Normal with its mean and
+    variance (the Normal's constant cancels in a ratio and is left out).
+    """
+    n, s, m, a, q = sums
+    p = _success_rate(n, s)
+    run_ll = value * np.log(p) + (1.0 - value) * np.log1p(-p)
+    mean, var = _accuracy_moments(m, a, q)
+    acc_ll = -0.5 * ((value - mean) ** 2 / var + np.log(var))
+    return np.where(is_run, run_ll, acc_ll)
+
+
+def _observation_sums(is_run: np.ndarray, value: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """``[n, s, m, a, q]`` of observations each counted once (``unit``: the
+    stored-form weight of one observation)."""
+    run, acc = unit * is_run, unit * ~is_run
+    return np.array([run.sum(), (run * value).sum(), acc.sum(), (acc * value).sum(),
+                     (acc * value * value).sum()])
+
+
+def _as_good(since: np.ndarray, history: np.ndarray) -> bool:
+    """The runs since the park (``since``, effective; at least :data:`_FADED`
+    of them) are within 10 % of the history's reward: the drop was a false
+    alarm or is over."""
+    return bool(since[0] >= _FADED and sums_reward(*since) >= 0.9 * sums_reward(*history))
+
+
+@dataclass
+class _Parked:
+    history: np.ndarray  # [n, s, m, a, q] set aside at the drop
+    since: np.ndarray  # [n, s, m, a, q] of the observations since then
+    retry_at: float  # event time probation (re)opens
+    llr: float = 0.0  # of the observations since probation opened
+    alt: np.ndarray | None = None  # the alternative of the open retry
+
+
+class Probation:
+    """The parked pairs of one model and their retries (see module docs).
+
+    ``retry_after_seconds``: event time from a park (or a failed retry) to
+    the next retry.
+    """
+
+    def __init__(self, retry_after_seconds: float) -> None:
+        self.retry_after_seconds = float(retry_after_seconds)
+        self.pairs: dict[tuple[int, int], _Parked] = {}
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def copy(self) -> Probation:
+        clone = Probation(self.retry_after_seconds)
+        clone.pairs = {key: _Parked(p.history.copy(), p.since.copy(), p.retry_at, p.llr,
+                                    None if p.alt is None else p.alt.copy())
+                       for key, p in self.pairs.items()}
+        return clone
+
+    def rescale(self, factor: float) -> None:
+        """The owner moved its stored-form reference time."""
+        for parked in self.pairs.values():
+            parked.history *= factor
+            parked.since *= factor
+            if parked.alt is not None:
+                parked.alt *= factor
+
+    def at_retrain(self, changed: np.ndarray, worse: np.ndarray, older: list[np.ndarray],
+                   clock: float) -> list[np.ndarray] | None:
+        """An incremental retrain drops the older evidence ``older`` (stored
+        form) of the ``changed`` pairs. Those that got ``worse`` are parked
+        (a parked one keeps its history: what is dropped now is from the bad
+        period); a parked pair that got better is back. Returns the histories
+        to add back after the drop (None if none)."""
+        restored: list[np.ndarray] | None = None
+        for r, c in zip(*np.nonzero(changed), strict=True):
+            key = (int(r), int(c))
+            if worse[r, c]:
+                self.park(key, np.array([x[r, c] for x in older], dtype=float), clock)
+            elif key in self.pairs:
+                if restored is None:
+                    restored = [np.zeros(changed.shape) for _ in range(5)]
+                for k in range(5):
+                    restored[k][r, c] = self.pairs[key].history[k]
+                del self.pairs[key]
+        return restored
+
+    def park(self, key: tuple[int, int], history: np.ndarray, clock: float) -> None:
+        """Set ``history`` (stored-form ``[n, s, m, a, q]``) of pair ``key``
+        aside and schedule its retry. A pair already parked keeps the history
+        it has: the evidence it is losing now is from after its drop."""
+        parked = self.pairs.get(key)
+        if parked is None:
+            parked = self.pairs[key] = _Parked(np.asarray(history, dtype=float).copy(),
+                                               np.zeros(5), 0.0)
+        parked.retry_at = clock + self.retry_after_seconds
+        parked.llr, parked.alt = 0.0, None
+
+    def observe(self, rows: np.ndarray, cols: np.ndarray, is_run: np.ndarray,
+                value: np.ndarray, timestamp: np.ndarray, unit: np.ndarray,
+                evidence: list[np.ndarray], decay: float, clock: float) -> None:
+        """Account a batch of observations (before the owner adds them to
+        ``evidence``, its stored-form ``[n, s, m, a, q]`` arrays); restore into
+        ``evidence`` the pairs whose retries decide they are back.
+
+        ``unit``: each observation's stored-form weight when counted once;
+        ``decay``: stored form to effective evidence now.
+        """
+        for key in list(self.pairs):
+            sel = np.flatnonzero((rows == key[0]) & (cols == key[1]))
+            if not len(sel):
+                continue
+            parked = self.pairs[key]
+            run, val = is_run[sel], value[sel]
+            probing = timestamp[sel] >= parked.retry_at
+            if probing.any():
+                if parked.alt is None:  # the retry opens
+                    if _as_good(parked.since * decay, parked.history):
+                        self._restore(key, evidence)  # a false alarm, or back already
+                        continue
+                    now = np.array([x[key] for x in evidence])
+                    alt = parked.since.copy()
+                    if alt[0] <= 0:  # no run observed since the park
+                        alt[:2] = now[:2]
+                    if alt[2] <= 0:  # no accuracy record since
+                        alt[2:] = now[2:]
+                    parked.alt = alt
+                p, v = run[probing], val[probing]
+                ratio = (log_likelihood([np.full(len(p), x * decay) for x in parked.history], p, v)
+                         - log_likelihood([np.full(len(p), x * decay) for x in parked.alt], p, v))
+                parked.llr += float(ratio.sum())
+            parked.since += _observation_sums(run, val, unit[sel])
+            if parked.llr >= PROBATION_LLR:
+                self._restore(key, evidence)
+            elif parked.llr <= -PROBATION_LLR:
+                history = parked.history * decay
+                if history[0] + history[2] < _FADED:
+                    del self.pairs[key]  # nothing worth restoring is left
+                else:
+                    parked.retry_at = clock + self.retry_after_seconds
+                    parked.llr, parked.alt = 0.0, None
+
+    def _restore(self, key: tuple[int, int], evidence: list[np.ndarray]) -> None:
+        for k, array in enumerate(evidence):
+            array[key] += self.pairs[key].history[k]
+        del self.pairs[key]
+
+    def scores(self, n_tasks: int, n_agents: int, clock: float) -> np.ndarray | None:
+        """Per pair, the parked reward of pairs whose retry is open, NaN elsewhere."""
+        out: np.ndarray | None = None
+        for (r, c), parked in self.pairs.items():
+            if parked.retry_at <= clock and r < n_tasks and c < n_agents:
+                if out is None:
+                    out = np.full((n_tasks, n_agents), np.nan)
+                out[r, c] = float(sums_reward(*parked.history))
+        return out
+
+    # -- persistence --------------------------------------------------------
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        keys = list(self.pairs)
+        values = [self.pairs[k] for k in keys]
+        return {
+            "parked_pairs": np.array(keys, dtype=np.int64).reshape(-1, 2),
+            "parked_history": np.array([p.history for p in values]).reshape(-1, 5),
+            "parked_since": np.array([p.since for p in values]).reshape(-1, 5),
+            "parked_retry": np.array([(p.retry_at, p.llr) for p in values]).reshape(-1, 2),
+        }
+
+    def load_arrays(self, arrays: dict[str, np.ndarray], n_tasks: int, n_agents: int) -> None:
+        """Restore :meth:`to_arrays` (absent: nothing parked); ValueError when it does not fit."""
+        self.pairs = {}
+        if "parked_pairs" not in arrays:
+            return
+        keys = np.asarray(arrays["parked_pairs"])
+        k = keys.shape[0] if keys.ndim == 2 else -1
+        shapes = {"parked_pairs": (k, 2), "parked_history": (k, 5), "parked_since": (k, 5),
+                  "parked_retry": (k, 2)}
+        for name, shape in shapes.items():
+            array = arrays.get(name)
+            got = None if array is None else np.shape(array)
+            if got != shape:
+                raise ValueError(f"array {name!r} has shape {got}, expected {shape}")
+        if k and not ((keys >= 0).all() and (keys[:, 0] < n_tasks).all()
+                      and (keys[:, 1] < n_agents).all()):
+            raise ValueError("array 'parked_pairs' names pairs the model does not have")
+        for i in range(k):
+            retry_at, llr = (float(x) for x in arrays["parked_retry"][i])
+            self.pairs[(int(keys[i, 0]), int(keys[i, 1]))] = _Parked(
+                np.array(arrays["parked_history"][i], dtype=float),
+                np.array(arrays["parked_since"][i], dtype=float), retry_at, llr)
