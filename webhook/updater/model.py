@@ -187,6 +187,9 @@ class AgentSelectionModel:
             raise ValueError(f"detect_drops must be true or false, got {detect_drops!r}")
         if detect_drops and retry_after_seconds is None:
             raise ValueError("detect_drops needs retry_after_seconds (a dropped pair is retried)")
+        if detect_drops and strategy is not UpdateStrategy.EXPONENTIAL:
+            raise ValueError(
+                f"detect_drops works with the exponential strategy, not {strategy.value}")
         self.detect_drops = detect_drops
         self.seed = seed
         self._rng = np.random.default_rng(seed)

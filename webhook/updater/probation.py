@@ -259,6 +259,11 @@ class Probation:
             "parked_history": np.array([p.history for p in values]).reshape(-1, 5),
             "parked_since": np.array([p.since for p in values]).reshape(-1, 5),
             "parked_retry": np.array([(p.retry_at, p.llr) for p in values]).reshape(-1, 2),
+            # The open retry's alternative (NaN: none open). Rebuilding it at
+            # load from the runs since the park would fold the retried runs
+            # into it, and the test would then chase them.
+            "parked_alt": np.array([np.full(5, np.nan) if p.alt is None else p.alt
+                                    for p in values]).reshape(-1, 5),
         }
 
     def load_arrays(self, arrays: dict[str, np.ndarray], n_tasks: int, n_agents: int) -> None:
@@ -278,8 +283,14 @@ class Probation:
         if k and not ((keys >= 0).all() and (keys[:, 0] < n_tasks).all()
                       and (keys[:, 1] < n_agents).all()):
             raise ValueError("array 'parked_pairs' names pairs the model does not have")
+        alts = arrays.get("parked_alt")
+        if alts is not None and np.shape(alts) != (k, 5):
+            raise ValueError(f"array 'parked_alt' has shape {np.shape(alts)}, expected {(k, 5)}")
         for i in range(k):
             retry_at, llr = (float(x) for x in arrays["parked_retry"][i])
+            alt = None if alts is None or np.isnan(alts[i]).any() else np.array(alts[i], float)
+            if alt is None:
+                llr = 0.0  # without its alternative the open retry starts again
             self.pairs[(int(keys[i, 0]), int(keys[i, 1]))] = _Parked(
                 np.array(arrays["parked_history"][i], dtype=float),
-                np.array(arrays["parked_since"][i], dtype=float), retry_at, llr)
+                np.array(arrays["parked_since"][i], dtype=float), retry_at, llr, alt)

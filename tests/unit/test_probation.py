@@ -1,0 +1,295 @@
+"""Probation and drop detection (EXPONENTIAL): a worse agent is parked, retried, restored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.events import accuracy_event, run_event
+from webhook import RealTimeModelUpdater
+from webhook.updater.batch import EventBatch
+from webhook.updater.model import AgentSelectionModel
+from webhook.updater.retrain import incremental_retrain
+from webhook.updater.strategies import UpdateStrategy, retrain_factors
+
+# Timeline (event time, seconds): "a" and "b" run once a second on task type
+# "t" for HISTORY seconds; then BAD seconds in which "a" succeeds 25 % of the
+# time. The buffer of the retrain is the bad period, so the model clock is
+# PARKED_AT and the first retry opens RETRY seconds later.
+HISTORY, BAD, RETRY = 3000, 100, 600
+PARKED_AT = float(HISTORY + BAD - 1)
+FIRST_RETRY = PARKED_AT + RETRY
+
+
+def run(eid: str, t: float, ok: bool, agent: str, task: str = "t") -> dict:
+    return run_event(eid, t, agent, "llm", "success" if ok else "failure", 1.0, 0, 0.0,
+                     task_type=task)
+
+
+def acc(eid: str, t: float, value: float, agent: str, task: str = "t") -> dict:
+    return accuracy_event(eid, t, agent, "llm", "task", value, "human", task_type=task)
+
+
+def b_ok(i: int) -> bool:
+    return i % 20 >= 3  # 85 %
+
+
+def history(n: int = HISTORY) -> list[dict]:
+    """"a": 97 % success, accuracy 0.9; "b": 85 %, accuracy 0.8 (one record per 10 runs)."""
+    events = []
+    for i in range(n):
+        events.append(run(f"ha{i}", float(i), i % 100 >= 3, "a"))
+        events.append(run(f"hb{i}", float(i), b_ok(i), "b"))
+        if i % 10 == 0:
+            events.append(acc(f"ca{i}", float(i), 0.9, "a"))
+            events.append(acc(f"cb{i}", float(i), 0.8, "b"))
+    return events
+
+
+def bad_period(start: int = HISTORY, n: int = BAD) -> list[dict]:
+    """"a" succeeds one run in four; "b" is as before."""
+    events = []
+    for k in range(n):
+        t = float(start + k)
+        events.append(run(f"ba{start + k}", t, k % 4 == 0, "a"))
+        events.append(run(f"bb{start + k}", t, b_ok(k), "b"))
+    return events
+
+
+def b_until(model: AgentSelectionModel, start: float, stop: float) -> None:
+    """Only "b" runs, one a second from ``start`` to ``stop`` (inclusive): time passes."""
+    ts = np.arange(start, stop + 1.0)
+    model.update(EventBatch.from_events([run(f"tb{t}", float(t), b_ok(int(t)), "b")
+                                         for t in ts]))
+
+
+def a_runs(model: AgentSelectionModel, start: float, outcomes: list[bool]) -> None:
+    for k, ok in enumerate(outcomes):
+        model.update(EventBatch.from_events([run(f"ra{start + k}", start + k, ok, "a")]))
+
+
+def top(model: AgentSelectionModel) -> str:
+    return model.predict_best_agent("t")[0][0]
+
+
+def explore_tops(model: AgentSelectionModel, draws: int = 30) -> set[str]:
+    return {model.predict_best_agent("t", explore=True)[0][0] for _ in range(draws)}
+
+
+def serving_and_candidate(retry_after_seconds: float | None = RETRY
+                          ) -> tuple[AgentSelectionModel, AgentSelectionModel]:
+    """The serving model after the bad period, and its incremental retrain on it."""
+    model = AgentSelectionModel(retry_after_seconds=retry_after_seconds, seed=0)
+    model.update(EventBatch.from_events(history()))
+    buffer = EventBatch.from_events(bad_period())
+    model.update(buffer)
+    assert top(model) == "a"  # the long history still outweighs the bad period
+    candidate, _ = incremental_retrain(model, buffer, np.ones(len(buffer)), discount=0.25,
+                                       recency_weight=2.0)
+    return model, candidate
+
+
+@pytest.fixture
+def parked() -> AgentSelectionModel:
+    return serving_and_candidate()[1]
+
+
+def test_retrain_parks_the_worse_agent_and_explore_retries_it_on_time() -> None:
+    serving, candidate = serving_and_candidate()
+    assert candidate.parked_pairs() == 1
+    assert serving.parked_pairs() == 0 and top(serving) == "a"  # the serving model is untouched
+    assert top(candidate) == "b"
+    assert explore_tops(candidate) == {"b"}  # before the retry: "a" looks broken
+    b_until(candidate, PARKED_AT + 1, FIRST_RETRY - 1)
+    assert explore_tops(candidate) == {"b"}
+    b_until(candidate, FIRST_RETRY, FIRST_RETRY)
+    ranked = candidate.predict_best_agent("t", explore=True)
+    assert ranked[0][0] == "a" and ranked[0][1] == pytest.approx(0.97 * 0.9, abs=0.01)
+    assert explore_tops(candidate) == {"a"}
+    assert top(candidate) == "b"  # greedy routing is unchanged by the retry
+    assert candidate.parked_pairs() == 1
+
+
+def test_successful_retries_restore_the_history(parked: AgentSelectionModel) -> None:
+    b_until(parked, PARKED_AT + 1, FIRST_RETRY)
+    a_runs(parked, FIRST_RETRY + 1, [True, True])
+    assert parked.parked_pairs() == 1 and top(parked) == "b"  # not decided yet
+    a_runs(parked, FIRST_RETRY + 3, [True])
+    assert parked.parked_pairs() == 0
+    assert top(parked) == "a"
+    assert parked.predict_best_agent("t")[0][1] > 0.8
+
+
+def test_a_failed_retry_reschedules_the_next_one(parked: AgentSelectionModel) -> None:
+    b_until(parked, PARKED_AT + 1, FIRST_RETRY)
+    failed_at = FIRST_RETRY + 1
+    a_runs(parked, failed_at, [False])  # 97 % history against one failure: still broken
+    assert parked.parked_pairs() == 1 and top(parked) == "b"
+    assert explore_tops(parked) == {"b"}
+    b_until(parked, failed_at + 1, failed_at + RETRY - 1)
+    assert explore_tops(parked) == {"b"}
+    b_until(parked, failed_at + RETRY, failed_at + RETRY)
+    assert explore_tops(parked) == {"a"}  # the second retry opens
+    a_runs(parked, failed_at + RETRY + 1, [True, True, True])
+    assert parked.parked_pairs() == 0 and top(parked) == "a"
+
+
+def test_without_retry_the_history_is_dropped_for_good() -> None:
+    _, candidate = serving_and_candidate(retry_after_seconds=None)
+    assert candidate.parked_pairs() == 0 and top(candidate) == "b"
+    b_until(candidate, PARKED_AT + 1, FIRST_RETRY + 10)
+    assert "a" not in explore_tops(candidate)
+    a_runs(candidate, FIRST_RETRY + 11, [True, True, True])
+    assert top(candidate) == "b"  # three successes do not outweigh the bad period
+
+
+def sums(n: float, s: float) -> list[np.ndarray]:
+    return [np.array([[x]]) for x in (n, s, 0.0, 0.0, 0.0)]
+
+
+@pytest.mark.parametrize(
+    ("older", "buffered", "plain", "with_park_z"),
+    [
+        ((100, 97), (20, 14), 0.25, 0.0),  # worse by ~2.6 standard errors: parked
+        ((20, 14), (100, 97), 0.25, 0.25),  # better by as much: never parked
+        ((100, 97), (20, 19), 0.25, 0.25),  # consistent
+        ((100, 97), (20, 2), 0.0, 0.0),  # a change point either way
+    ],
+)
+def test_probation_lowers_the_bar_for_worse_pairs_only(
+        older: tuple[float, float], buffered: tuple[float, float], plain: float,
+        with_park_z: float) -> None:
+    assert retrain_factors(sums(*older), sums(*buffered), 0.25, True)[0, 0] == plain
+    assert retrain_factors(sums(*older), sums(*buffered), 0.25, True, park_z=2.5)[0, 0] \
+        == with_park_z
+
+
+def stream_bad_period(model: AgentSelectionModel) -> int:
+    """Feed the bad period a second at a time; the number of "a" failures until parked."""
+    failures = 0
+    for event_a, event_b in zip(*[iter(bad_period())] * 2, strict=True):
+        model.update(EventBatch.from_events([event_a, event_b]))
+        failures += event_a["status"] == "failure"
+        if model.parked_pairs():
+            break
+    return failures
+
+
+def test_drop_detection_parks_after_a_few_failures() -> None:
+    watched = AgentSelectionModel(detect_drops=True, seed=0)
+    plain = AgentSelectionModel(seed=0)
+    for model in (watched, plain):
+        model.update(EventBatch.from_events(history()))
+    failures = stream_bad_period(watched)
+    assert watched.parked_pairs() == 1 and 3 <= failures <= 6
+    assert top(watched) == "b"
+    # Without the detector the same runs leave "a" on top (until an alert's retrain).
+    plain.update(EventBatch.from_events(bad_period()[: 2 * (failures + 2)]))
+    assert plain.parked_pairs() == 0 and top(plain) == "a"
+
+
+def test_a_dropped_pair_is_retried_and_restored() -> None:
+    model = AgentSelectionModel(detect_drops=True, seed=0)
+    model.update(EventBatch.from_events(history()))
+    stream_bad_period(model)
+    assert model.parked_pairs() == 1
+    parked_at = float(HISTORY + 5)  # the second at which "a" was parked (see above)
+    b_until(model, parked_at + 1, parked_at + RETRY - 1)
+    # "a" kept only a few runs of its history: uncertain, Thompson sampling
+    # tries it now and then, but it is not yet retried on every request.
+    assert "b" in explore_tops(model)
+    b_until(model, parked_at + RETRY, parked_at + RETRY)
+    assert explore_tops(model) == {"a"}
+    a_runs(model, parked_at + RETRY + 1, [True, True, True])
+    assert model.parked_pairs() == 0 and top(model) == "a"
+
+
+def test_a_steady_pair_is_not_parked() -> None:
+    rng = np.random.default_rng(0)
+    model = AgentSelectionModel(detect_drops=True, seed=0)
+    events = [run(f"s{i}", float(i), bool(rng.random() < 0.97), "a") for i in range(3000)]
+    for i in range(0, len(events), 10):
+        model.update(EventBatch.from_events(events[i : i + 10]))
+    assert model.parked_pairs() == 0
+
+
+def test_save_and_load_keep_the_probation(parked: AgentSelectionModel) -> None:
+    loaded = AgentSelectionModel(seed=0)
+    loaded.load(parked.to_arrays(), parked.metadata())
+    assert loaded.parked_pairs() == parked.parked_pairs() == 1
+    assert top(loaded) == "b"
+    b_until(loaded, PARKED_AT + 1, FIRST_RETRY)
+    assert explore_tops(loaded) == {"a"}
+    a_runs(loaded, FIRST_RETRY + 1, [True, True, True])
+    assert loaded.parked_pairs() == 0 and top(loaded) == "a"
+
+
+def test_arrays_saved_before_probation_load_with_nothing_parked(
+        parked: AgentSelectionModel) -> None:
+    arrays = {k: v for k, v in parked.to_arrays().items()
+              if not k.startswith(("parked_", "drop_cusum"))}
+    assert len(arrays) < len(parked.to_arrays())
+    loaded = AgentSelectionModel(detect_drops=True, seed=0)
+    loaded.load(arrays, parked.metadata())
+    assert loaded.parked_pairs() == 0
+    b_until(loaded, PARKED_AT + 1, FIRST_RETRY)
+    assert "a" not in explore_tops(loaded)  # nothing to retry
+
+
+def test_copy_is_independent(parked: AgentSelectionModel) -> None:
+    b_until(parked, PARKED_AT + 1, FIRST_RETRY)
+    clone = parked.copy()
+    a_runs(clone, FIRST_RETRY + 1, [True, True, True])
+    assert clone.parked_pairs() == 0 and top(clone) == "a"
+    assert parked.parked_pairs() == 1 and top(parked) == "b"
+    # ... and parking in a copy leaves the original alone.
+    steady = AgentSelectionModel(detect_drops=True, seed=0)
+    steady.update(EventBatch.from_events(history()))
+    dropped = steady.copy()
+    stream_bad_period(dropped)
+    assert dropped.parked_pairs() == 1 and steady.parked_pairs() == 0 and top(steady) == "a"
+
+
+def test_a_reload_in_the_middle_of_a_retry_does_not_slow_it_down(
+        parked: AgentSelectionModel) -> None:
+    b_until(parked, PARKED_AT + 1, FIRST_RETRY)
+    a_runs(parked, FIRST_RETRY + 1, [True])
+    loaded = AgentSelectionModel(seed=0)
+    loaded.load(parked.to_arrays(), parked.metadata())
+    for model in (parked, loaded):
+        a_runs(model, FIRST_RETRY + 2, [True, True])
+    assert parked.parked_pairs() == 0  # three successes decide "back"
+    assert loaded.parked_pairs() == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"retry_after_seconds": 0}, "retry_after_seconds"),
+        ({"retry_after_seconds": -5.0}, "retry_after_seconds"),
+        ({"retry_after_seconds": float("inf")}, "retry_after_seconds"),
+        ({"retry_after_seconds": True}, "retry_after_seconds"),
+        ({"detect_drops": "yes"}, "detect_drops"),
+        ({"detect_drops": True, "retry_after_seconds": None}, "retry_after_seconds"),
+        ({"strategy": UpdateStrategy.BAYESIAN, "detect_drops": True}, "exponential"),
+    ],
+)
+def test_invalid_settings_are_rejected(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        AgentSelectionModel(**kwargs)
+
+
+def test_updater_exports_the_parked_pairs(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    updater = RealTimeModelUpdater(model_storage_path=str(tmp_path), enable_auto_save=False,
+                                   registry=registry, detect_drops=True, seed=0)
+    assert registry.get_sample_value("model_parked_pairs") == 0.0
+    updater.ingest(history(1000))
+    assert registry.get_sample_value("model_parked_pairs") == 0.0
+    for k in range(0, 20, 2):
+        updater.ingest(bad_period(start=1000)[k : k + 2])
+    assert registry.get_sample_value("model_parked_pairs") == 1.0
+    assert updater.predict_best_agent("t")[0][0] == "b"
