@@ -20,10 +20,10 @@ quickest detector of a change from a known level to a given alternative:
 A pair with less than :data:`DROP_MIN_EVIDENCE` of a kind is not tested on
 that kind (its level is not known well enough to fall from). With a 97 %
 level and a 25 % present, each failed run adds 2.0 and each success takes
-0.2 away: about four failures decide. A false alarm (about one per
-``10**4`` runs of a steady pair; it happens to a pair run every second a
-few times a day) costs little: the pair keeps its recent runs, and the
-retry restores its history when its runs since look like it.
+0.2 away: about four failures decide. False alarms are rare but not
+impossible (a steady 97 % pair, 5,000 runs, ten seeds: one false alarm),
+and cheap: the pair keeps its recent runs, and when its retry opens its
+runs since the park, if they look like its history, restore it.
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
-"""Probation: retrying an agent that was set aside at a change point.
+"""Probation: retrying an agent that was set aside because it got worse.
 
-When an incremental retrain finds that a pair's recent runs contradict its
-history and the pair got *worse* (an outage, a bad model update), the
-forgetting strategy drops the history so the model stops routing to the
-agent at once. Dropping it outright has a cost the moment the agent
-recovers: traffic has moved to the alternatives, so nothing observes the
-agent again, the system looks healthy, no alert fires and no retrain runs;
-only exploration could find out, and a pair whose evidence says "fails
-75 % of the time" is almost never drawn by Thompson sampling. A circuit
+When an incremental retrain finds that a pair's recent runs are worse than
+its history (an outage, a bad model update; or, opt-in, when the CUSUM of
+:mod:`.drops` says so between retrains), the forgetting strategy drops the
+history so the model stops routing to the agent at once. Dropping it
+outright has a cost the moment the agent recovers: traffic has moved to
+the alternatives, so nothing observes the agent again, the system looks
+healthy, no alert fires and no retrain runs; only exploration could find
+out, and a pair whose evidence says "fails 75 % of the time" is almost
+never drawn by Thompson sampling. A circuit
 breaker has the same problem and the same answer, the half-open state:
 
 * the history is *parked* (kept aside, still decaying with the strategy's
@@ -23,12 +24,15 @@ breaker has the same problem and the same answer, the half-open state:
   test. The current evidence would be a poor alternative: it is the
   retrain's buffer, which mixes runs from before and after the drop; and
   an alternative that learnt from the retried runs themselves would chase
-  them and never decide. At ``+PROBATION_LLR``
-  the agent is back: the parked history is merged into the current
-  evidence and greedy routing returns to it; at ``-PROBATION_LLR`` it is
-  still broken: the next retry is ``retry_after_seconds`` later;
-* once the parked evidence has faded below ``CHANGE_MIN_EVIDENCE`` there is
-  nothing left to restore and the pair leaves probation.
+  them and never decide. At ``+PROBATION_LLR`` the agent is back: the
+  parked history is merged into the current evidence and greedy routing
+  returns to it; at ``-PROBATION_LLR`` it is still broken: the next retry
+  is ``retry_after_seconds`` later. If, when a retry opens, the runs since
+  the park (three or more) are already within 10 % of the history's
+  reward, the drop was a false alarm or is over: restored without a test;
+* once the parked evidence has faded below three observations' worth
+  (after a failed retry) there is nothing left to restore and the pair
+  leaves probation.
 
 A threshold of log(20) means the retried runs are twenty times likelier
 under one hypothesis than the other: one failed run against a 97 % history
