@@ -205,10 +205,18 @@ class Probation:
         ``unit``: each observation's stored-form weight when counted once;
         ``decay``: stored form to effective evidence now.
         """
-        for key in list(self.pairs):
-            sel = np.flatnonzero((rows == key[0]) & (cols == key[1]))
-            if not len(sel):
-                continue
+        # Group the batch by pair once; only parked pairs' observations are
+        # looked at (a batch is mostly other pairs, and parked pairs are few).
+        width = int(cols.max()) + 1 if len(cols) else 1
+        flat = rows * width + cols
+        wanted = [r * width + c for r, c in self.pairs if c < width]
+        mine = np.flatnonzero(np.isin(flat, wanted))
+        if not len(mine):
+            return
+        order = mine[np.argsort(flat[mine], kind="stable")]  # batch order within a pair
+        pairs, starts = np.unique(flat[order], return_index=True)
+        for pair, sel in zip(pairs, np.split(order, starts[1:]), strict=True):
+            key = divmod(int(pair), width)
             parked = self.pairs[key]
             run, val = is_run[sel], value[sel]
             probing = timestamp[sel] >= parked.retry_at
