@@ -463,7 +463,8 @@ def create_app(
         if not callable(getattr(updater, method, None)):
             raise ValueError(f"updater must have a {method}() method")
     metrics = WebhookMetrics(registry, settings.max_alertnames)
-    ledger = Ledger(settings.ledger_path)
+    ledger = Ledger(settings.ledger_path, retention_seconds=(
+        settings.ledger_retention_days * 86400 if settings.ledger_retention_days else None))
     controller = RetrainController(updater, ledger, metrics,
                                    cooldown_seconds=settings.cooldown_seconds)
     service = WebhookService(settings, updater, registry, metrics, ledger, controller,

@@ -48,6 +48,9 @@ class WebhookConfig:
         Accept POSTs without a token when none is configured (never the default).
     ledger_path
         SQLite file of alert episodes and retrains (survives restarts).
+    ledger_retention_days
+        Finished retrains and settled episodes older than this are deleted
+        (at start and after each retrain); 0 keeps them forever.
     cooldown_seconds
         Minimum time from the end of one alert-triggered retrain to the start
         of the next; alerts arriving meanwhile wait (coalesced) until it ends.
@@ -76,6 +79,7 @@ class WebhookConfig:
     token_file: str | None = None
     allow_unauthenticated: bool = False
     ledger_path: str = "./webhook-ledger.sqlite3"
+    ledger_retention_days: float = 90.0
     cooldown_seconds: float = 600.0
     max_body_bytes: int = 1_048_576
     max_alertnames: int = 100
@@ -131,6 +135,7 @@ _INT = ("max_body_bytes", "max_alertnames", "port", "threads", "batch_size", "bu
 # None (or an empty variable): the updater's default buffer; no retries.
 _NULLABLE = ("buffer_size", "retry_after_seconds")
 _FLOAT = (
+    "ledger_retention_days",
     "cooldown_seconds",
     "retrain_timeout_seconds",
     "batch_timeout_seconds",
@@ -140,7 +145,7 @@ _FLOAT = (
     "retrain_discount",
     "recency_weight",
 )
-_ZERO_OK = ("cooldown_seconds", "retrain_discount")
+_ZERO_OK = ("cooldown_seconds", "retrain_discount", "ledger_retention_days")
 
 
 def _describe(key: str, value: Any) -> str:

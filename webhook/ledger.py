@@ -115,11 +115,22 @@ class Ledger:
     """Episodes and retrains in the SQLite file ``path`` (thread-safe).
 
     ``clock`` returns Unix seconds (tests pass a fake one).
+
+    ``retention_seconds``: finished retrains, and episodes no longer queued,
+    last changed longer ago than this are deleted when the ledger opens and
+    after each retrain finishes (None: kept forever). Queued episodes and
+    running retrains are never deleted. An alert that keeps firing longer
+    than the retention has its episode forgotten, so a repeated
+    notification of it counts as new once more.
     """
 
-    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time,
+                 retention_seconds: float | None = None) -> None:
+        if retention_seconds is not None and not retention_seconds > 0:
+            raise ValueError(f"retention_seconds must be > 0 or None, got {retention_seconds!r}")
         self.path = Path(path)
         self.clock = clock
+        self.retention_seconds = retention_seconds
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +164,23 @@ class Ledger:
                 (self.clock(),)).rowcount
         if interrupted:
             log.warning("ledger: %d retrain(s) were interrupted by a stop or crash", interrupted)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Delete what is older than the retention (lock held by the caller or unneeded)."""
+        if self.retention_seconds is None:
+            return
+        cutoff = self.clock() - self.retention_seconds
+        with self._transaction():
+            retrains = self._conn.execute(
+                "DELETE FROM retrains WHERE outcome != 'running' AND finished_at < ?",
+                (cutoff,)).rowcount
+            episodes = self._conn.execute(
+                "DELETE FROM episodes WHERE state != ? AND updated < ?",
+                (EpisodeState.QUEUED.value, cutoff)).rowcount
+        if retrains or episodes:
+            log.info("ledger: deleted %d retrain(s) and %d episode(s) older than the retention "
+                     "(%g days)", retrains, episodes, self.retention_seconds / 86400)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -272,6 +300,8 @@ class Ledger:
                  num("events_processed"), num("duration_ms"), num("candidate_score"),
                  num("serving_score"), num("model_version"),
                  error if error is not None else result.get("error"), retrain_id))
+        with self._lock:
+            self._prune()
         return outcome
 
     def last_finished(self, trigger: str | None = None) -> float | None:

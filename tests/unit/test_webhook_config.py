@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 
@@ -150,7 +152,28 @@ def test_model_hyperparameters_from_env_reach_the_updater(tmp_path: Path) -> Non
     ({"retry_after_seconds": -5},
      r"retry_after_seconds \(from config\) must be a finite number > 0"),
     ({"detect_drops": "yes"}, r"detect_drops \(from config\) must be true or false"),
+    ({"ledger_retention_days": -1},
+     r"ledger_retention_days \(from config\) must be a finite number >= 0"),
 ])
 def test_bad_model_hyperparameters(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_config({"allow_unauthenticated": True, **overrides})
+
+
+def test_ledger_retention_reaches_the_ledger(tmp_path: Path) -> None:
+    from webhook import create_app
+    from webhook.app import EXTENSION
+
+    def retention(extra: dict[str, Any], env: dict[str, str]) -> float | None:
+        config = {"allow_unauthenticated": True, "model_storage_path": str(tmp_path / "m"),
+                  "ledger_path": str(tmp_path / "ledger.db"), **extra}
+        with patch.dict(os.environ, env, clear=False):
+            app = create_app(config)
+        service = app.extensions[EXTENSION]
+        value = service.ledger.retention_seconds
+        service.close()
+        return value
+
+    assert retention({}, {}) == 90 * 86400.0
+    assert retention({}, {"AUTORETRAIN_WEBHOOK_LEDGER_RETENTION_DAYS": "7"}) == 7 * 86400.0
+    assert retention({"ledger_retention_days": 0}, {}) is None  # kept forever

@@ -161,3 +161,51 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="cannot be opened"):
         Ledger(tmp_path)
+
+
+DAY = 86_400.0
+
+
+def test_retention_deletes_old_settled_rows_and_keeps_queued_ones(tmp_path: Path) -> None:
+    clock = Clock()
+    path = tmp_path / "l.db"
+    ledger = Ledger(path, clock=clock, retention_seconds=30 * DAY)
+    ledger.record_plan(plan(queue=(q("old"), q("waiting")), resolve=(q("settled"),)))
+    old = ledger.start_retrain(trigger="alert", reason="old", retrain_type="incremental",
+                               requested_at=clock.now, episodes=(q("old"),))
+    ledger.finish_retrain(old, RESULT)
+    clock.now += 31 * DAY
+    recent = ledger.start_retrain(trigger="api", reason="recent", retrain_type="full",
+                                  requested_at=clock.now)
+    ledger.finish_retrain(recent, RESULT)  # prunes what finished 31 days ago
+    rows, total = ledger.list_retrains()
+    assert total == 1 and [r["reason"] for r in rows] == ["recent"]
+    keys = [q(fp).episode for fp in ("old", "waiting", "settled")]
+    # The queued episode stays however old it is; the retrained and resolved ones go.
+    assert ledger.episode_states(keys) == {keys[1]: EpisodeState.QUEUED}
+    assert ledger.queued() == [q("waiting")]
+    ledger.close()
+    # Opening prunes too: nothing else has expired yet, then the recent retrain has.
+    clock.now += 29 * DAY
+    assert Ledger(path, clock=clock, retention_seconds=30 * DAY).list_retrains()[1] == 1
+    clock.now += 2 * DAY
+    assert Ledger(path, clock=clock, retention_seconds=30 * DAY).list_retrains()[1] == 0
+
+
+def test_without_retention_nothing_is_deleted(tmp_path: Path) -> None:
+    clock = Clock()
+    ledger = Ledger(tmp_path / "l.db", clock=clock)
+    first = ledger.start_retrain(trigger="api", reason="r", retrain_type="full",
+                                 requested_at=clock.now)
+    ledger.finish_retrain(first, RESULT)
+    clock.now += 3650 * DAY
+    second = ledger.start_retrain(trigger="api", reason="r", retrain_type="full",
+                                  requested_at=clock.now)
+    ledger.finish_retrain(second, RESULT)
+    assert ledger.list_retrains()[1] == 2
+
+
+@pytest.mark.parametrize("retention", [0, -1.0])
+def test_a_retention_must_be_positive(tmp_path: Path, retention: float) -> None:
+    with pytest.raises(ValueError, match="retention_seconds must be > 0"):
+        Ledger(tmp_path / "l.db", retention_seconds=retention)
