@@ -293,3 +293,46 @@ def test_updater_exports_the_parked_pairs(tmp_path: Path) -> None:
         updater.ingest(bad_period(start=1000)[k : k + 2])
     assert registry.get_sample_value("model_parked_pairs") == 1.0
     assert updater.predict_best_agent("t")[0][0] == "b"
+
+
+def test_the_model_reports_what_probation_did_once(parked: AgentSelectionModel) -> None:
+    assert parked.probation_events() == [("parked", "t", "a")]
+    assert parked.probation_events() == []  # reported once
+    b_until(parked, PARKED_AT + 1, FIRST_RETRY)
+    a_runs(parked, FIRST_RETRY + 1, [False])
+    assert parked.copy().probation_events() == []  # a copy does not report again
+    assert parked.probation_events() == [("retry_failed", "t", "a")]
+    b_until(parked, FIRST_RETRY + 2, FIRST_RETRY + 1 + RETRY)
+    a_runs(parked, FIRST_RETRY + 2 + RETRY, [True, True, True])
+    assert parked.probation_events() == [("restored", "t", "a")]
+
+
+def test_the_updater_logs_and_counts_probation_events(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    updater = RealTimeModelUpdater(model_storage_path=str(tmp_path), enable_auto_save=False,
+                                   registry=registry, detect_drops=True, seed=0)
+    updater.ingest(history(1000))
+    with caplog.at_level("INFO", logger="webhook.updater.updater"):
+        for k in range(0, 20, 2):
+            updater.ingest(bad_period(start=1000)[k : k + 2])
+
+    def count(event: str) -> float | None:
+        return registry.get_sample_value("model_probation_events_total", {"event": event})
+
+    assert (count("parked"), count("restored"), count("retry_failed"), count("given_up")) == (
+        1.0, 0.0, 0.0, 0.0)
+    assert "model: set aside (it got worse; retried later) a on task type t" in caplog.text
+
+
+def test_a_promoted_retrain_reports_the_agents_it_parked(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    updater = RealTimeModelUpdater(model_storage_path=str(tmp_path), enable_auto_save=False,
+                                   registry=registry, seed=0, buffer_size=200)
+    updater.ingest(history(1000))
+    updater.ingest(bad_period(start=1000))
+    result = updater.trigger_retraining("test: a got worse")
+    assert result["promoted"], result
+    assert registry.get_sample_value("model_probation_events_total", {"event": "parked"}) == 1.0
+    assert registry.get_sample_value("model_parked_pairs") == 1.0
+    assert updater.predict_best_agent("t")[0][0] == "b"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .probation import EVENTS as PROBATION_EVENTS
+
 __all__ = ["EVENT_RESULTS", "MODEL_TYPES", "RETRAIN_RESULTS", "RETRAIN_TYPES", "STORE_FAULTS",
            "UpdaterMetrics"]
 
@@ -62,6 +64,15 @@ class UpdaterMetrics:
             ["result"],
             registry=registry,
         )
+        self.probation = Counter(
+            "model_probation_events",
+            "Agents set aside on a task type (parked), restored, retried and still broken "
+            "(retry_failed), or given up after their history faded, by event.",
+            ["event"],
+            registry=registry,
+        )
+        for event in PROBATION_EVENTS:
+            self.probation.labels(event)
         self.parked = Gauge(
             "model_parked_pairs",
             "(task type, agent) pairs set aside after a drop, waiting for or on a retry.",

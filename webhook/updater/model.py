@@ -417,6 +417,18 @@ class AgentSelectionModel:
         order = np.argsort(-score, kind="stable")[:top_k]
         return [(self.agents[i], float(score[i])) for i in order]
 
+    def probation_events(self) -> list[tuple[str, str, str]]:
+        """``(event, task_type, agent)`` of the parks, restorations, failed
+        retries and give-ups since the last call (see :mod:`.probation`),
+        oldest first; the list is emptied. A copy starts with none."""
+        probation = getattr(self._rule, "probation", None)
+        if probation is None or not probation.journal:
+            return []
+        events = [(event, self.task_types[r], self.agents[c])
+                  for event, (r, c) in probation.journal]
+        probation.journal.clear()
+        return events
+
     def parked_pairs(self) -> int:
         """(task type, agent) pairs whose history is parked awaiting a retry."""
         counter = getattr(self._rule, "parked_pairs", None)

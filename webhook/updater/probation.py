@@ -51,7 +51,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PARK_Z", "PROBATION_LLR", "Probation", "log_likelihood", "sums_reward"]
+__all__ = ["EVENTS", "PARK_Z", "PROBATION_LLR", "Probation", "log_likelihood", "sums_reward"]
+
+#: What :attr:`Probation.journal` records: a pair set aside, restored, a
+#: retry that found it still broken, and a history given up (faded).
+EVENTS = ("parked", "restored", "retry_failed", "given_up")
 
 #: An incremental retrain parks a pair whose buffered runs are worse than its
 #: history by more than this many standard errors (the plain change-point
@@ -139,12 +143,15 @@ class Probation:
     """The parked pairs of one model and their retries (see module docs).
 
     ``retry_after_seconds``: event time from a park (or a failed retry) to
-    the next retry.
+    the next retry. :attr:`journal` lists ``(event, key)`` of what happened
+    since its owner last emptied it (one of :data:`EVENTS`); a copy starts
+    with an empty one, so a candidate model's events are not reported twice.
     """
 
     def __init__(self, retry_after_seconds: float) -> None:
         self.retry_after_seconds = float(retry_after_seconds)
         self.pairs: dict[tuple[int, int], _Parked] = {}
+        self.journal: list[tuple[str, tuple[int, int]]] = []
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -182,6 +189,7 @@ class Probation:
                 for k in range(5):
                     restored[k][r, c] = self.pairs[key].history[k]
                 del self.pairs[key]
+                self.journal.append(("restored", key))
         return restored
 
     def park(self, key: tuple[int, int], history: np.ndarray, clock: float) -> None:
@@ -192,6 +200,7 @@ class Probation:
         if parked is None:
             parked = self.pairs[key] = _Parked(np.asarray(history, dtype=float).copy(),
                                                np.zeros(5), 0.0)
+            self.journal.append(("parked", key))
         parked.retry_at = clock + self.retry_after_seconds
         parked.llr, parked.alt = 0.0, None
 
@@ -243,14 +252,17 @@ class Probation:
                 history = parked.history * decay
                 if history[0] + history[2] < _FADED:
                     del self.pairs[key]  # nothing worth restoring is left
+                    self.journal.append(("given_up", key))
                 else:
                     parked.retry_at = clock + self.retry_after_seconds
                     parked.llr, parked.alt = 0.0, None
+                    self.journal.append(("retry_failed", key))
 
     def _restore(self, key: tuple[int, int], evidence: list[np.ndarray]) -> None:
         for k, array in enumerate(evidence):
             array[key] += self.pairs[key].history[k]
         del self.pairs[key]
+        self.journal.append(("restored", key))
 
     def scores(self, n_tasks: int, n_agents: int, clock: float) -> np.ndarray | None:
         """Per pair, the parked reward of pairs whose retry is open, NaN elsewhere."""

@@ -56,6 +56,12 @@ __all__ = ["RealTimeModelUpdater"]
 log = logging.getLogger(__name__)
 
 MODEL_TYPE = "agent_selection"
+_PROBATION_LOG = {
+    "parked": "set aside (it got worse; retried later)",
+    "restored": "restored (retried runs look like its history)",
+    "retry_failed": "still broken at its retry (next retry later)",
+    "given_up": "no longer retried (its history has faded)",
+}
 
 
 @dataclass
@@ -631,6 +637,13 @@ class RealTimeModelUpdater:
         newest = self._snapshots[-1][0] if self._snapshots else -1
         if self._applied_total - newest >= target:
             self._snapshots.append((self._applied_total, self._model.copy()))
+        self._report_probation()
+
+    def _report_probation(self) -> None:
+        """Log and count what the serving model's probation did (model lock held)."""
+        for event, task_type, agent in self._model.probation_events():
+            self.metrics.probation.labels(event).inc()
+            log.info("model: %s %s on task type %s", _PROBATION_LOG[event], agent, task_type)
 
     def _holdout_target(self) -> int:
         return max(self.min_holdout_events, int(self.holdout_fraction * self.buffer_size))
@@ -796,6 +809,7 @@ class RealTimeModelUpdater:
         self._snapshots.clear()
         self._snapshots.append((self._applied_total, model.copy()))
         self._dirty = True
+        self._report_probation()
 
     # -- persistence -------------------------------------------------------------------
     def save(self) -> int:
