@@ -58,6 +58,12 @@ from webhook.updater import RealTimeModelUpdater, UpdateStrategy
 __all__ = ["DemoSettings", "main", "plot_summary", "run", "run_scenario"]
 
 PHASES = ("setup", "good", "degradation", "recovery", "after_manual_retrain")
+_PROBATION_TEXT = {
+    "parked": "set aside (worse than their history; retried later)",
+    "restored": "restored (their retried runs look like their history)",
+    "retry_failed": "retried, still worse",
+    "given_up": "no longer retried (their history has faded)",
+}
 PHASE_TITLES = {
     "setup": "Phase 1: set up monitoring, trial runs of every agent",
     "good": "Phase 2: good performance",
@@ -205,6 +211,8 @@ class _Simulation:
         self._next_status = s.status_every_seconds
         self._selection: dict[str, str] = {}
         self._explained_flaps = False
+        self.probation: list[dict[str, Any]] = []  # agents the model set aside, retried, ...
+        self._probation_seen = 0
 
     # -- the platform's side ---------------------------------------------
     def _select(self, task_type: str, explore: bool) -> str | None:
@@ -260,10 +268,26 @@ class _Simulation:
                 self.alerts.append({"t_s": self.clock.elapsed, "phase": self._phase,
                                     "level": alert.level, "message": alert.message})
                 self.emit(f"{_fmt_t(self.clock.elapsed)}  ALERT {alert.level}: {alert.message}")
+        self._note_probation()
         window = self.monitor.get_system_metrics()
         self.ticks.append((self.clock.elapsed, window.avg_accuracy))
         self._update_selection()
         return retrained
+
+    def _note_probation(self) -> None:
+        """Timeline lines for what the model did with agents that got worse."""
+        new = [e for e in self.updater.get_metrics()["recent_probation_events"]
+               if e["seq"] > self._probation_seen]
+        if not new:
+            return
+        self._probation_seen = new[-1]["seq"]
+        by_event: dict[str, list[str]] = {}
+        for e in new:
+            self.probation.append({**e, "t_s": self.clock.elapsed, "phase": self._phase})
+            by_event.setdefault(e["event"], []).append(f"{e['agent']} on {e['task_type']}")
+        for event, pairs in by_event.items():
+            self.emit(f"{_fmt_t(self.clock.elapsed)}  model: {_PROBATION_TEXT[event]}: "
+                      + ", ".join(pairs))
 
     def _note_retrain(self, trigger: str, result: dict[str, Any]) -> None:
         label = _result_label(result)
@@ -300,8 +324,11 @@ class _Simulation:
             # with little recent evidence become uncertain again and the
             # model's optimistic prior makes some of them look worth a try.
             self._explained_flaps = True
+            retry = self.updater.retry_after_seconds
             self.emit(f"{'':9}  (old evidence is discounted: agents with little recent "
-                      "evidence may be re-tried for a minute or two)")
+                      "evidence may be re-tried for a minute or two"
+                      + ("" if retry is None else "; agents that got worse are set aside and "
+                         f"retried every {retry / 60:g} min") + ")")
 
     def _update_selection(self) -> None:
         current = self._greedy_selection()
@@ -442,6 +469,7 @@ class _Simulation:
             "auto_retraining": self.auto,
             "phases": phases,
             "retrains": list(self.retrains),
+            "probation": list(self.probation),
             "selection": {
                 "before": self.selections["good"],  # when the drift starts
                 "after": self.selections["recovery"],  # before the manual retrain

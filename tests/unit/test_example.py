@@ -105,6 +105,21 @@ def test_selection_moves_for_each_degraded_task_type(summary: dict[str, Any]) ->
     assert after["doc_summary"] == before["doc_summary"]
 
 
+def test_the_retrain_sets_the_degraded_agents_aside_and_retries_them(
+        summary: dict[str, Any]) -> None:
+    before = summary["selection"]["before"]
+    degraded = {(t, before[t]) for t in summary["scenario"]["degraded_task_types"]}
+    events = summary["probation"]
+    parked = {(e["task_type"], e["agent"]) for e in events if e["event"] == "parked"}
+    assert parked == degraded
+    first_retrain = next(r for r in summary["retrains"] if r["trigger"] == "monitor")
+    assert all(e["t_s"] == first_retrain["t_s"] for e in events if e["event"] == "parked")
+    # The drift is permanent: every retry finds them still worse, none is restored.
+    failed = {(e["task_type"], e["agent"]) for e in events if e["event"] == "retry_failed"}
+    assert failed == degraded
+    assert not [e for e in events if e["event"] in ("restored", "given_up")]
+
+
 def test_the_retrain_buys_a_faster_recovery(summary: dict[str, Any]) -> None:
     off = summary["without_auto_retraining"]
     # Same seed, same boundaries: identical until the first retrain.

@@ -336,3 +336,7 @@ def test_a_promoted_retrain_reports_the_agents_it_parked(tmp_path: Path) -> None
     assert registry.get_sample_value("model_probation_events_total", {"event": "parked"}) == 1.0
     assert registry.get_sample_value("model_parked_pairs") == 1.0
     assert updater.predict_best_agent("t")[0][0] == "b"
+    stats = updater.get_metrics()
+    assert stats["parked_pairs"] == 1
+    assert [(e["seq"], e["event"], e["task_type"], e["agent"])
+            for e in stats["recent_probation_events"]] == [(1, "parked", "t", "a")]

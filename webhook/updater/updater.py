@@ -278,6 +278,10 @@ class RealTimeModelUpdater:
         self._commit_request: dict[int, int] | None = None
         self._applied_total = 0  # events applied since load (positions snapshots)
         self._snapshots: deque[tuple[int, AgentSelectionModel]] = deque(maxlen=2)
+        # The newest probation events (get_metrics), numbered so a reader can
+        # tell which it has not seen yet.
+        self._probation_log: deque[dict[str, Any]] = deque(maxlen=50)
+        self._probation_seq = 0
         self._retraining = False
         self._journal: list[EventBatch] = []
         self._version = 0
@@ -640,10 +644,14 @@ class RealTimeModelUpdater:
         self._report_probation()
 
     def _report_probation(self) -> None:
-        """Log and count what the serving model's probation did (model lock held)."""
+        """Log, count and keep what the serving model's probation did (model lock held)."""
         for event, task_type, agent in self._model.probation_events():
             self.metrics.probation.labels(event).inc()
             log.info("model: %s %s on task type %s", _PROBATION_LOG[event], agent, task_type)
+            self._probation_seq += 1
+            self._probation_log.append({
+                "seq": self._probation_seq, "event": event, "task_type": task_type,
+                "agent": agent, "timestamp": utc_now_iso(self.clock())})
 
     def _holdout_target(self) -> int:
         return max(self.min_holdout_events, int(self.holdout_fraction * self.buffer_size))
@@ -935,4 +943,6 @@ class RealTimeModelUpdater:
                 "kafka_error": kafka_error,
                 "corrupt_versions_skipped": len(self._corrupt_versions),
                 "corrupt_versions": [dict(v) for v in self._corrupt_versions],
+                "parked_pairs": self._model.parked_pairs(),
+                "recent_probation_events": [dict(e) for e in self._probation_log],
             }
