@@ -328,7 +328,8 @@ class _Simulation:
             self.emit(f"{'':9}  (old evidence is discounted: agents with little recent "
                       "evidence may be re-tried for a minute or two"
                       + ("" if retry is None else "; agents that got worse are set aside and "
-                         f"retried every {retry / 60:g} min") + ")")
+                         f"retried after {retry / 60:g} min, then less and less often")
+                      + ")")
 
     def _update_selection(self) -> None:
         current = self._greedy_selection()

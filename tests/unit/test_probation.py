@@ -123,17 +123,25 @@ def test_successful_retries_restore_the_history(parked: AgentSelectionModel) -> 
     assert parked.predict_best_agent("t")[0][1] > 0.8
 
 
-def test_a_failed_retry_reschedules_the_next_one(parked: AgentSelectionModel) -> None:
+def test_failed_retries_reschedule_the_next_one_with_backoff(
+        parked: AgentSelectionModel) -> None:
     b_until(parked, PARKED_AT + 1, FIRST_RETRY)
     failed_at = FIRST_RETRY + 1
     a_runs(parked, failed_at, [False])  # 97 % history against one failure: still broken
     assert parked.parked_pairs() == 1 and top(parked) == "b"
     assert explore_tops(parked) == {"b"}
-    b_until(parked, failed_at + 1, failed_at + RETRY - 1)
+    # The second retry waits twice as long as the first.
+    b_until(parked, failed_at + 1, failed_at + 2 * RETRY - 1)
     assert explore_tops(parked) == {"b"}
-    b_until(parked, failed_at + RETRY, failed_at + RETRY)
+    b_until(parked, failed_at + 2 * RETRY, failed_at + 2 * RETRY)
     assert explore_tops(parked) == {"a"}  # the second retry opens
-    a_runs(parked, failed_at + RETRY + 1, [True, True, True])
+    failed_again = failed_at + 2 * RETRY + 1
+    a_runs(parked, failed_again, [False])
+    b_until(parked, failed_again + 1, failed_again + 4 * RETRY - 1)
+    assert explore_tops(parked) == {"b"}  # the third waits four times as long
+    b_until(parked, failed_again + 4 * RETRY, failed_again + 4 * RETRY)
+    assert explore_tops(parked) == {"a"}
+    a_runs(parked, failed_again + 4 * RETRY + 1, [True, True, True])
     assert parked.parked_pairs() == 0 and top(parked) == "a"
 
 
@@ -302,8 +310,8 @@ def test_the_model_reports_what_probation_did_once(parked: AgentSelectionModel) 
     a_runs(parked, FIRST_RETRY + 1, [False])
     assert parked.copy().probation_events() == []  # a copy does not report again
     assert parked.probation_events() == [("retry_failed", "t", "a")]
-    b_until(parked, FIRST_RETRY + 2, FIRST_RETRY + 1 + RETRY)
-    a_runs(parked, FIRST_RETRY + 2 + RETRY, [True, True, True])
+    b_until(parked, FIRST_RETRY + 2, FIRST_RETRY + 1 + 2 * RETRY)
+    a_runs(parked, FIRST_RETRY + 2 + 2 * RETRY, [True, True, True])
     assert parked.probation_events() == [("restored", "t", "a")]
 
 
@@ -340,3 +348,18 @@ def test_a_promoted_retrain_reports_the_agents_it_parked(tmp_path: Path) -> None
     assert stats["parked_pairs"] == 1
     assert [(e["seq"], e["event"], e["task_type"], e["agent"])
             for e in stats["recent_probation_events"]] == [(1, "parked", "t", "a")]
+
+
+def test_the_backoff_survives_a_reload(parked: AgentSelectionModel) -> None:
+    b_until(parked, PARKED_AT + 1, FIRST_RETRY)
+    failed_at = FIRST_RETRY + 1
+    a_runs(parked, failed_at, [False])
+    b_until(parked, failed_at + 1, failed_at + 2 * RETRY)
+    a_runs(parked, failed_at + 2 * RETRY + 1, [False])  # second failure: next waits 4 x
+    loaded = AgentSelectionModel(seed=0)
+    loaded.load(parked.to_arrays(), parked.metadata())
+    second = failed_at + 2 * RETRY + 1
+    b_until(loaded, second + 1, second + 4 * RETRY - 1)
+    assert explore_tops(loaded) == {"b"}
+    b_until(loaded, second + 4 * RETRY, second + 4 * RETRY)
+    assert explore_tops(loaded) == {"a"}

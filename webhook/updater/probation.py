@@ -27,7 +27,10 @@ breaker has the same problem and the same answer, the half-open state:
   them and never decide. At ``+PROBATION_LLR`` the agent is back: the
   parked history is merged into the current evidence and greedy routing
   returns to it; at ``-PROBATION_LLR`` it is still broken: the next retry
-  is ``retry_after_seconds`` later. If, when a retry opens, the runs since
+  waits twice as long as the last (``retry_after_seconds`` x 1, 2, 4, 8,
+  then 8 again: 10, 20, 40, 80, 80 ... minutes by default), the backoff
+  of a circuit breaker, so an agent that stays broken costs fewer and
+  fewer requests. If, when a retry opens, the runs since
   the park (three or more) are already within 10 % of the history's
   reward, the drop was a false alarm or is over: restored without a test;
 * once the parked evidence has faded below three observations' worth
@@ -66,6 +69,10 @@ EVENTS = ("parked", "restored", "retry_failed", "given_up")
 PARK_Z = 2.5
 #: Decision threshold of the probation's log-likelihood ratio (see module docs).
 PROBATION_LLR = math.log(20.0)
+#: After ``k`` failed retries in a row the next waits ``retry_after_seconds``
+#: times ``min(RETRY_BACKOFF**k, RETRY_BACKOFF_CAP)``.
+RETRY_BACKOFF = 2.0
+RETRY_BACKOFF_CAP = 8.0
 # Floors that keep one observation from deciding on its own against an
 # estimate from little evidence: success probabilities are kept in
 # [0.01, 0.99] and per-record accuracy variances at or above 0.01 (sd 0.1).
@@ -137,15 +144,17 @@ class _Parked:
     retry_at: float  # event time probation (re)opens
     llr: float = 0.0  # of the observations since probation opened
     alt: np.ndarray | None = None  # the alternative of the open retry
+    failures: int = 0  # failed retries in a row (the next one waits longer)
 
 
 class Probation:
     """The parked pairs of one model and their retries (see module docs).
 
-    ``retry_after_seconds``: event time from a park (or a failed retry) to
-    the next retry. :attr:`journal` lists ``(event, key)`` of what happened
-    since its owner last emptied it (one of :data:`EVENTS`); a copy starts
-    with an empty one, so a candidate model's events are not reported twice.
+    ``retry_after_seconds``: event time from a park to the first retry
+    (failed retries back off, see the module docs). :attr:`journal` lists
+    ``(event, key)`` of what happened since its owner last emptied it (one
+    of :data:`EVENTS`); a copy starts with an empty one, so a candidate
+    model's events are not reported twice.
     """
 
     def __init__(self, retry_after_seconds: float) -> None:
@@ -159,7 +168,7 @@ class Probation:
     def copy(self) -> Probation:
         clone = Probation(self.retry_after_seconds)
         clone.pairs = {key: _Parked(p.history.copy(), p.since.copy(), p.retry_at, p.llr,
-                                    None if p.alt is None else p.alt.copy())
+                                    None if p.alt is None else p.alt.copy(), p.failures)
                        for key, p in self.pairs.items()}
         return clone
 
@@ -254,7 +263,9 @@ class Probation:
                     del self.pairs[key]  # nothing worth restoring is left
                     self.journal.append(("given_up", key))
                 else:
-                    parked.retry_at = clock + self.retry_after_seconds
+                    parked.failures += 1
+                    backoff = min(RETRY_BACKOFF ** parked.failures, RETRY_BACKOFF_CAP)
+                    parked.retry_at = clock + self.retry_after_seconds * backoff
                     parked.llr, parked.alt = 0.0, None
                     self.journal.append(("retry_failed", key))
 
@@ -288,6 +299,7 @@ class Probation:
             # into it, and the test would then chase them.
             "parked_alt": np.array([np.full(5, np.nan) if p.alt is None else p.alt
                                     for p in values]).reshape(-1, 5),
+            "parked_failures": np.array([p.failures for p in values], dtype=np.int64),
         }
 
     def load_arrays(self, arrays: dict[str, np.ndarray], n_tasks: int, n_agents: int) -> None:
@@ -310,6 +322,10 @@ class Probation:
         alts = arrays.get("parked_alt")
         if alts is not None and np.shape(alts) != (k, 5):
             raise ValueError(f"array 'parked_alt' has shape {np.shape(alts)}, expected {(k, 5)}")
+        failures = arrays.get("parked_failures")
+        if failures is not None and np.shape(failures) != (k,):
+            raise ValueError(
+                f"array 'parked_failures' has shape {np.shape(failures)}, expected {(k,)}")
         for i in range(k):
             retry_at, llr = (float(x) for x in arrays["parked_retry"][i])
             alt = None if alts is None or np.isnan(alts[i]).any() else np.array(alts[i], float)
@@ -317,4 +333,5 @@ class Probation:
                 llr = 0.0  # without its alternative the open retry starts again
             self.pairs[(int(keys[i, 0]), int(keys[i, 1]))] = _Parked(
                 np.array(arrays["parked_history"][i], dtype=float),
-                np.array(arrays["parked_since"][i], dtype=float), retry_at, llr, alt)
+                np.array(arrays["parked_since"][i], dtype=float), retry_at, llr, alt,
+                0 if failures is None else int(failures[i]))
