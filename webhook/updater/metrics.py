@@ -71,8 +71,6 @@ class UpdaterMetrics:
             ["event"],
             registry=registry,
         )
-        for event in PROBATION_EVENTS:
-            self.probation.labels(event)
         self.parked = Gauge(
             "model_parked_pairs",
             "(task type, agent) pairs set aside after a drop, waiting for or on a retry.",
@@ -103,6 +101,8 @@ class UpdaterMetrics:
         )
         for fault in STORE_FAULTS:
             self.corrupt_versions.labels(fault)
+        for event in PROBATION_EVENTS:
+            self.probation.labels(event)
         for model_type in MODEL_TYPES:
             for retrain_type in RETRAIN_TYPES:
                 self.retrain_duration.labels(retrain_type)
