@@ -156,31 +156,21 @@ class BatchBuilder:
 
     def add(self, event: dict[str, Any]) -> None:
         """Append one validated event."""
-        task_map = self._task_map
-        name = event["task_type"]
-        code = task_map.get(name)
-        if code is None:
-            code = task_map[name] = len(task_map)
-        self._task.append(code)
-        agent_map = self._agent_map
-        name = event["agent_name"]
-        code = agent_map.get(name)
-        if code is None:
-            code = agent_map[name] = len(agent_map)
-        self._agent.append(code)
         if event["kind"] == "run":
-            self._is_run.append(True)
-            self._value.append(1.0 if event["status"] == "success" else 0.0)
+            self.add_row(event["task_type"], event["agent_name"], True,
+                         1.0 if event["status"] == "success" else 0.0, event["timestamp"])
         else:
-            self._is_run.append(False)
-            self._value.append(float(event["accuracy"]))
-        self._timestamp.append(event["timestamp"])
+            self.add_row(event["task_type"], event["agent_name"], False,
+                         float(event["accuracy"]), event["timestamp"])
         context = event.get("context")
         if context:
             self._contexts[len(self._task) - 1] = [context_hash(k, v) for k, v in context.items()]
 
-    def add_run(self, task_type: str, agent_name: str, success: bool, timestamp: float) -> None:
-        """Append one validated run without context (the ingest fast path)."""
+    def add_row(self, task_type: str, agent_name: str, is_run: bool, value: float,
+                timestamp: float) -> None:
+        """Append one validated observation without context: a run (``value``
+        1.0 for success, else 0.0) or an accuracy record. Also the ingest fast
+        path, which calls it directly for the common run event."""
         task_map = self._task_map
         code = task_map.get(task_type)
         if code is None:
@@ -191,8 +181,8 @@ class BatchBuilder:
         if code is None:
             code = agent_map[agent_name] = len(agent_map)
         self._agent.append(code)
-        self._is_run.append(True)
-        self._value.append(1.0 if success else 0.0)
+        self._is_run.append(is_run)
+        self._value.append(value)
         self._timestamp.append(timestamp)
 
     def build(self) -> EventBatch:

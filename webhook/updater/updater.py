@@ -593,7 +593,8 @@ class RealTimeModelUpdater:
                     continue
                 if event is None:
                     assert fields is not None
-                    builder.add_run(task, agent, fields[5] == "success", fields[1])
+                    builder.add_row(task, agent, True, 1.0 if fields[5] == "success" else 0.0,
+                                    fields[1])
                 else:
                     builder.add(event)
             batch = builder.build()
