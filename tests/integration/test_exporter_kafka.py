@@ -10,21 +10,13 @@ from collections import Counter
 from kafka import KafkaConsumer, KafkaProducer
 from prometheus_client import CollectorRegistry
 from servers import free_port
+from servers.common import wait_until
 
 from exporter import PerformanceMonitor, validate_event
 from exporter.events import accuracy_event, encode_event, run_event
 from exporter.standalone import StandaloneExporter
 
 STATUSES = ("success", "failure", "error", "timeout")
-
-
-def poll_until(predicate, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
@@ -92,7 +84,7 @@ def test_two_standalone_exporters_split_partitions_and_sum_to_the_totals(kafka_s
     try:
         # Produce only once both own a partition: a rebalance mid-stream could
         # hand the same records to both instances.
-        assert poll_until(lambda: all(exp.partitions for exp in exporters), 30), [
+        assert wait_until(lambda: all(exp.partitions for exp in exporters), 30, 0.05), [
             e.partitions for e in exporters
         ]
         assert sorted(p for e in exporters for p in e.partitions) == [0, 1]
@@ -123,7 +115,7 @@ def test_two_standalone_exporters_split_partitions_and_sum_to_the_totals(kafka_s
                 or 0
             )
 
-        assert poll_until(lambda: sum(applied(e) for e in exporters) >= 1000, 60)
+        assert wait_until(lambda: sum(applied(e) for e in exporters) >= 1000, 60, 0.05)
         assert all(applied(e) > 0 for e in exporters)  # both did part of the work
 
         def total(name, labels):
@@ -161,7 +153,7 @@ def test_monitor_with_a_dead_broker_keeps_recording_without_blocking():
         )
         == 500
     )
-    assert poll_until(lambda: monitor._sink.stats()["send_errors"] > 0, 30)
+    assert wait_until(lambda: monitor._sink.stats()["send_errors"] > 0, 30, 0.05)
     stats = monitor.get_stats()
     assert stats["events_published"] == 500 and stats["events_pending"] == 500
     assert stats["runs_recorded"] == 500

@@ -20,7 +20,6 @@ import logging
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -34,7 +33,7 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 from servers import KafkaServer, free_port
-from servers.common import poll_until
+from servers.common import poll_until, stop_process
 from servers.webhook import record_figures as _record
 
 from exporter import PerformanceMonitor
@@ -110,14 +109,7 @@ class Server:
 
     def stop(self) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+        return stop_process(self.proc)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

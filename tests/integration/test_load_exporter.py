@@ -20,6 +20,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 from servers import free_port
+from servers.common import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 RATE, DURATION = 50_000, 30.0
@@ -53,15 +54,6 @@ def ready(base: str) -> bool:
         return False
 
 
-def poll(predicate, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
 def test_50k_events_per_second_into_the_standalone_exporter(kafka_server, kafka_topic, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -89,7 +81,7 @@ def test_50k_events_per_second_into_the_standalone_exporter(kafka_server, kafka_
         cwd=REPO,
     )
     try:
-        assert poll(lambda: ready(base), 60), (tmp_path / "exporter.log").read_text()
+        assert wait_until(lambda: ready(base), 60, 0.2), (tmp_path / "exporter.log").read_text()
         load = subprocess.Popen(
             [
                 str(REPO / "scripts" / "load-events"),
@@ -125,7 +117,7 @@ def test_50k_events_per_second_into_the_standalone_exporter(kafka_server, kafka_
         assert load.returncode == 0
         produced = json.loads(out.strip().splitlines()[-1])
         stopped = time.monotonic()
-        caught_up = poll(lambda: applied(base) >= produced["produced"], 120, 0.5)
+        caught_up = wait_until(lambda: applied(base) >= produced["produced"], 120, 0.5)
         catch_up_s = time.monotonic() - stopped
         final = applied(base)
         warm = [p["rss_mib"] for p in curve if p["t"] >= 10]

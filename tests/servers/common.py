@@ -31,6 +31,8 @@ __all__ = [
     "log_tail",
     "poll_until",
     "require_executable",
+    "stop_process",
+    "wait_until",
 ]
 
 INSTALL_HINT = "run scripts/install-test-deps"
@@ -97,6 +99,32 @@ def poll_until(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{what} not reached within {timeout:.0f}s")
         time.sleep(interval)
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> bool:
+    """Call ``predicate`` until it is true or ``timeout`` has passed; its last answer.
+
+    For assertions (``assert wait_until(...)``); :func:`poll_until` raises instead.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """SIGTERM ``proc`` (if still running) and return its exit code; if it has
+    not exited within ``timeout``, SIGKILL it, reap it and re-raise."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
 
 
 def _die_with_parent_hook() -> Callable[[], None] | None:
