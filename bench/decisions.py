@@ -360,7 +360,6 @@ class Stream:
         else:
             status = "failure"
         return Outcome(
-            i,
             f"task-{i:06d}",
             TASK_TYPES[t],
             name,

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
-from examples.platform_sim import SimClock, record_outcome
+from examples.platform_sim import RunOutcome, SimClock, record_outcome
 from exporter import PerformanceMonitor
 from webhook.updater import RealTimeModelUpdater, UpdateStrategy
 
@@ -59,19 +59,9 @@ class Draws:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """One decision's result as the platform reports it."""
-
-    decision: int
-    task_id: str
-    task_type: str
-    agent_name: str
-    agent_type: str
-    status: str
-    duration_ms: float
-    tokens_used: int
-    cost: float
-    accuracy: float | None  # None unless the run succeeded
+class Outcome(RunOutcome):
+    """One decision's result as the platform reports it (the simulated
+    platform's run outcome, with the reward every policy is judged by)."""
 
     @property
     def reward(self) -> float:
