@@ -136,6 +136,19 @@ class Gated:
         return self.inner.get_metrics()
 
 
+def busy_with_an_alert(make_app: Callable[..., Flask],
+                       updater: RealTimeModelUpdater) -> tuple[Gated, Flask, FlaskClient]:
+    """An app whose retrain worker has taken a first alert's retrain and waits
+    at the gate (``release()`` lets it go)."""
+    feed(updater)
+    gated = Gated(updater)
+    app = make_app(gated)
+    client = app.test_client()
+    post_alerts(client, alert())  # answered while no retrain has finished
+    assert gated.entered.wait(10)  # the worker is busy with the first episode
+    return gated, app, client
+
+
 class Broken:
     """An updater whose methods raise, for the server-fault paths."""
 
@@ -227,12 +240,7 @@ def test_firing_alert_is_accepted_then_retrained(
 def test_202_comes_before_the_retrain_runs(
     make_app: Callable[..., Flask], updater: RealTimeModelUpdater
 ) -> None:
-    feed(updater)
-    gated = Gated(updater)
-    app = make_app(gated)
-    client = app.test_client()
-    post_alerts(client, alert())  # answered while no retrain has finished
-    assert gated.entered.wait(10)
+    gated, app, client = busy_with_an_alert(make_app, updater)
     (entry,) = retrains(client)["retrains"]
     assert entry["outcome"] == "running" and retrain_total(app) == 0
     gated.release()
@@ -272,12 +280,7 @@ def test_a_group_is_one_retrain_and_full_wins(
 def test_resolved_cancels_a_queued_retrain(
     make_app: Callable[..., Flask], updater: RealTimeModelUpdater
 ) -> None:
-    feed(updater)
-    gated = Gated(updater)
-    app = make_app(gated)
-    client = app.test_client()
-    post_alerts(client, alert())
-    assert gated.entered.wait(10)  # the worker is busy with the first episode
+    gated, app, client = busy_with_an_alert(make_app, updater)
     second = alert("SystemErrorRateHigh", "00aa")
     assert post_alerts(client, second)["decisions"][0]["action"] == "queued_incremental"
     body = post_alerts(client, {**second, "status": "resolved"})
@@ -569,12 +572,7 @@ def test_bad_trigger_requests(client: FlaskClient, body: Any, headers: dict[str,
 def test_api_and_alert_retrains_are_serialised(
     make_app: Callable[..., Flask], updater: RealTimeModelUpdater
 ) -> None:
-    feed(updater)
-    gated = Gated(updater)
-    app = make_app(gated)
-    client = app.test_client()
-    post_alerts(client, alert())
-    assert gated.entered.wait(10)
+    gated, app, client = busy_with_an_alert(make_app, updater)
     answers: list[Any] = []
     caller = threading.Thread(target=lambda: answers.append(client.post(
         "/api/performance/trigger-retraining", headers=AUTH, json={"reason": "manual"})))
