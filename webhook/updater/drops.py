@@ -32,6 +32,8 @@ import math
 
 import numpy as np
 
+from .probation import accuracy_moments, success_rate
+
 __all__ = ["DROP", "DROP_LLR", "DROP_MIN_EVIDENCE", "RESTART_EVIDENCE", "drop_llr"]
 
 #: Relative drop of the success rate or the mean accuracy the CUSUM looks for.
@@ -42,8 +44,6 @@ DROP_LLR = math.log(1000.0)
 DROP_MIN_EVIDENCE = 10.0
 #: Observations' worth of its history a pair keeps (per kind) after a drop.
 RESTART_EVIDENCE = 3.0
-_P_CLIP = (0.01, 0.99)
-_ACC_VARIANCE_FLOOR = 0.01
 
 
 def drop_llr(evidence: list[np.ndarray], is_run: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -54,12 +54,10 @@ def drop_llr(evidence: list[np.ndarray], is_run: np.ndarray, value: np.ndarray) 
     evidence of the observation's kind.
     """
     n, s, m, a, q = evidence
-    p0 = np.clip((s + 0.5) / (n + 1.0), *_P_CLIP)
+    p0 = success_rate(n, s)
     p1 = (1.0 - DROP) * p0
     run = np.where(value > 0.5, np.log(p1 / p0), np.log((1.0 - p1) / (1.0 - p0)))
-    safe = np.maximum(m, 1e-12)
-    mu0 = a / safe
-    var = np.maximum(q / safe - mu0**2, _ACC_VARIANCE_FLOOR)
+    mu0, var = accuracy_moments(m, a, q)
     mu1 = (1.0 - DROP) * mu0
     acc = ((value - mu0) ** 2 - (value - mu1) ** 2) / (2.0 * var)
     enough = np.where(is_run, n >= DROP_MIN_EVIDENCE, m >= DROP_MIN_EVIDENCE)

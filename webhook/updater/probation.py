@@ -54,7 +54,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EVENTS", "PARK_Z", "PROBATION_LLR", "Probation", "log_likelihood", "sums_reward"]
+__all__ = ["EVENTS", "PARK_Z", "PROBATION_LLR", "Probation", "accuracy_moments",
+           "log_likelihood", "success_rate", "sums_reward"]
 
 #: What :attr:`Probation.journal` records: a pair set aside, restored, a
 #: retry that found it still broken, and a history given up (faded).
@@ -83,11 +84,12 @@ _ACC_VARIANCE_FLOOR = 0.01
 _FADED = 3.0
 
 
-def _success_rate(n: np.ndarray, s: np.ndarray) -> np.ndarray:
+def success_rate(n: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """``(s + 1/2) / (n + 1)``, kept in [0.01, 0.99]."""
     return np.clip((s + 0.5) / (n + 1.0), _P_FLOOR, 1.0 - _P_FLOOR)
 
 
-def _accuracy_moments(m: np.ndarray, a: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def accuracy_moments(m: np.ndarray, a: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean (1.0 without records, the model's accuracy prior) and floored variance."""
     has = m > 1e-12
     safe = np.where(has, m, 1.0)
@@ -103,7 +105,7 @@ def sums_reward(n: np.ndarray, s: np.ndarray, m: np.ndarray, a: np.ndarray,
     The sums may carry any common scale (the stored, undecayed form of
     EXPONENTIAL): only ratios enter.
     """
-    return _success_rate(n, s) * _accuracy_moments(m, a, q)[0]
+    return success_rate(n, s) * accuracy_moments(m, a, q)[0]
 
 
 def log_likelihood(sums: list[np.ndarray], is_run: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -115,9 +117,9 @@ def log_likelihood(sums: list[np.ndarray], is_run: np.ndarray, value: np.ndarray
     variance (the Normal's constant cancels in a ratio and is left out).
     """
     n, s, m, a, q = sums
-    p = _success_rate(n, s)
+    p = success_rate(n, s)
     run_ll = value * np.log(p) + (1.0 - value) * np.log1p(-p)
-    mean, var = _accuracy_moments(m, a, q)
+    mean, var = accuracy_moments(m, a, q)
     acc_ll = -0.5 * ((value - mean) ** 2 / var + np.log(var))
     return np.where(is_run, run_ll, acc_ll)
 
