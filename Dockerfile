@@ -1,5 +1,5 @@
 # One image for the Python services of docker-compose.yml: the exporter
-# (python -m exporter), the webhook (python -m webhook) and the simulated
+# (python -m autoretrain.exporter), the webhook (python -m autoretrain.webhook) and the simulated
 # platform (python -m examples.platform_feed). The compose file picks the
 # command; alone, the image runs the webhook.
 FROM python:3.11-slim
@@ -12,12 +12,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # The package first (its layer is rebuilt only when the code changes), as a
-# regular install: no source tree needed at run time.
-COPY pyproject.toml README.md ./
-COPY exporter ./exporter
-COPY webhook ./webhook
-RUN pip install . \
-    && rm -rf build *.egg-info
+# regular install from /src, removed afterwards: at run time the code comes
+# from site-packages only (autoretrain.exporter, autoretrain.webhook).
+COPY pyproject.toml README.md /src/
+COPY autoretrain /src/autoretrain
+COPY exporter /src/exporter
+COPY webhook /src/webhook
+RUN pip install /src \
+    && rm -rf /src
 
 # The simulated platform is an example, not part of the package; it runs
 # from /app (python -m puts the working directory on the path).
@@ -36,4 +38,4 @@ USER 10001:10001
 # exporter /metrics, webhook
 EXPOSE 9108 9109
 
-CMD ["python", "-m", "webhook"]
+CMD ["python", "-m", "autoretrain.webhook"]

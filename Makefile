@@ -1,7 +1,10 @@
 # The README's two commands are `make demo` and `make test`; each sets up
 # what it needs on a fresh machine. `.ci/run` calls `make test`.
-PYTHON ?= python3
-PIP_FLAGS ?= --quiet --disable-pip-version-check --root-user-action=ignore
+# Everything runs in the project's own virtual environment (scripts/venv
+# makes it): Debian's python3 refuses pip installs into itself (PEP 668).
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+export VENV
 
 .PHONY: demo test install install-test lint unit integration bench rules stack-demo help
 
@@ -14,22 +17,22 @@ help:
 	@echo "make bench  - benchmarks (bench/), figures for BENCHMARKS.md"
 
 install:
-	$(PYTHON) -m pip install $(PIP_FLAGS) -e .
+	scripts/venv
 
 install-test:
 	scripts/install-test-deps
-	$(PYTHON) -m pip install $(PIP_FLAGS) -e '.[dev]'
+	scripts/venv dev
 
 demo: install
 	$(PYTHON) examples/autonomous_retraining_example.py $(ARGS)
 
 lint:
 	$(PYTHON) -m ruff check .
-	$(PYTHON) -m mypy
-	$(PYTHON) -m exporter.rules --check
+	PYTHON=$(PYTHON) scripts/typecheck
+	$(PYTHON) -m autoretrain.exporter.rules --check
 
 rules:
-	$(PYTHON) -m exporter.rules
+	$(PYTHON) -m autoretrain.exporter.rules
 
 test: install-test lint
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
@@ -41,7 +44,7 @@ integration:
 	$(PYTHON) -m pytest -m integration $(PYTEST_ARGS)
 
 stack-demo: install-test
-	scripts/stack-demo $(ARGS)
+	PYTHON=$(PYTHON) scripts/stack-demo $(ARGS)
 
 bench: install
 	$(PYTHON) -m bench $(ARGS)

@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from autoretrain.webhook.updater import UpdateStrategy
 from examples.platform_sim import SimClock
-from webhook.updater import UpdateStrategy
 
 from .harness import machine, summary, table, write_results
 from .policies import (

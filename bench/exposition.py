@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.metrics import AgentMetrics
+from autoretrain.exporter.metrics import AgentMetrics
 
 from .harness import fmt, interleaved, ratios, summary, table, write_results
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import orjson
 
-from exporter.events import encode_event
-from webhook.updater.updater import RealTimeModelUpdater
+from autoretrain.exporter.events import encode_event
+from autoretrain.webhook.updater.updater import RealTimeModelUpdater
 
 from .harness import fmt, ratios, summary, table, write_results
 from .updater import make_events

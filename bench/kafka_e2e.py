@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from exporter.events import encode_event
+from autoretrain.exporter.events import encode_event
 
 from .harness import fmt, ratios, summary, table, write_results
 from .updater import make_events
@@ -56,7 +56,7 @@ def _raw(bootstrap: str, topic: str, group: str, n: int) -> float:
 
 
 def _updater(bootstrap: str, topic: str, group: str, n: int, models: str) -> float:
-    from webhook.updater.updater import RealTimeModelUpdater
+    from autoretrain.webhook.updater.updater import RealTimeModelUpdater
 
     updater = RealTimeModelUpdater(
         kafka_servers=bootstrap,

@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from exporter.events import encode_event, run_event
+from autoretrain.exporter.events import encode_event, run_event
 
 TICK = 0.05
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from webhook.updater.updater import RealTimeModelUpdater
+from autoretrain.webhook.updater.updater import RealTimeModelUpdater
 
 from .harness import table, write_results
 from .updater import make_events

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from autoretrain.exporter import PerformanceMonitor
+from autoretrain.webhook.updater import RealTimeModelUpdater, UpdateStrategy
 from examples.platform_sim import RunOutcome, SimClock, record_outcome
-from exporter import PerformanceMonitor
-from webhook.updater import RealTimeModelUpdater, UpdateStrategy
 
 __all__ = [
     "AutoretrainPolicy",

@@ -18,8 +18,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from exporter import EmbeddedBus, PerformanceMonitor
-from exporter.metrics import DURATION_BUCKETS_SECONDS
+from autoretrain.exporter import EmbeddedBus, PerformanceMonitor
+from autoretrain.exporter.metrics import DURATION_BUCKETS_SECONDS
 
 from .harness import fmt, interleaved, ratios, summary, table, write_results
 

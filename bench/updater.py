@@ -33,12 +33,18 @@ from typing import Any
 
 import numpy as np
 
-from exporter.events import EventIdFactory, decode_event, encode_event, run_event, validate_event
-from webhook.updater.batch import EventBatch
-from webhook.updater.model import AgentSelectionModel
-from webhook.updater.retrain import full_retrain, incremental_retrain
-from webhook.updater.strategies import UpdateStrategy
-from webhook.updater.updater import RealTimeModelUpdater
+from autoretrain.exporter.events import (
+    EventIdFactory,
+    decode_event,
+    encode_event,
+    run_event,
+    validate_event,
+)
+from autoretrain.webhook.updater.batch import EventBatch
+from autoretrain.webhook.updater.model import AgentSelectionModel
+from autoretrain.webhook.updater.retrain import full_retrain, incremental_retrain
+from autoretrain.webhook.updater.strategies import UpdateStrategy
+from autoretrain.webhook.updater.updater import RealTimeModelUpdater
 
 RESULTS = Path(__file__).parent / "results" / "updater.json"
 

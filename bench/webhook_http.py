@@ -2,7 +2,7 @@
 
 ``python -m bench.webhook_http [--quick]``
 
-Starts ``python -m webhook`` (waitress, one process, 8 threads, a token,
+Starts ``python -m autoretrain.webhook`` (waitress, one process, 8 threads, a token,
 SQLite ledger, embedded bus) and, as the same-run baseline, waitress serving
 a WSGI app that only answers 202 with the same threads: the floor any Flask
 app on this server pays. A bounded load of keep-alive clients on loopback
@@ -169,7 +169,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             "AUTORETRAIN_WEBHOOK_LOG_LEVEL": "WARNING",
         }
         for name, cmd in (
-            ("webhook", [sys.executable, "-m", "webhook", "--port", str(port)]),
+            ("webhook", [sys.executable, "-m", "autoretrain.webhook", "--port", str(port)]),
             ("baseline_waitress_202", [sys.executable, "-c", BASELINE, str(port)]),
         ):
             log = open(Path(d) / f"{name}.log", "wb")  # noqa: SIM115 - closed below

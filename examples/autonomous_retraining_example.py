@@ -44,6 +44,9 @@ if __package__ in (None, ""):  # run as a script: import this repository's packa
 
 import numpy as np
 
+from autoretrain.exporter import PerformanceMonitor
+from autoretrain.exporter.alerts import utc_iso
+from autoretrain.webhook.updater import RealTimeModelUpdater, UpdateStrategy
 from examples.platform_sim import (
     Orchestrator,
     Scenario,
@@ -51,9 +54,6 @@ from examples.platform_sim import (
     SimulatedPlatform,
     default_scenario,
 )
-from exporter import PerformanceMonitor
-from exporter.alerts import utc_iso
-from webhook.updater import RealTimeModelUpdater, UpdateStrategy
 
 __all__ = ["DemoSettings", "main", "plot_summary", "run", "run_scenario"]
 

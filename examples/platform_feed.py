@@ -50,6 +50,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: import this repository's packages
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from autoretrain.exporter import PerformanceMonitor
+from autoretrain.webhook.updater import AgentSelectionModel, CorruptModel, ModelStore
 from examples.platform_sim import (
     Orchestrator,
     RunOutcome,
@@ -57,8 +59,6 @@ from examples.platform_sim import (
     SimulatedPlatform,
     default_scenario,
 )
-from exporter import PerformanceMonitor
-from webhook.updater import AgentSelectionModel, CorruptModel, ModelStore
 
 __all__ = ["FeedClock", "FeedSettings", "ModelFollower", "PlatformFeed", "main"]
 

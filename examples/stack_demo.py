@@ -5,8 +5,8 @@ free 127.0.0.1 ports and with the project's own configuration:
 
 * Kafka (single-node KRaft from the Maven jars of ``scripts/install-kafka``),
   topic ``agent-outcomes``;
-* the standalone exporter (``python -m exporter``), consuming the topic;
-* the webhook (``python -m webhook``): Bearer token from a file, its
+* the standalone exporter (``python -m autoretrain.exporter``), consuming the topic;
+* the webhook (``python -m autoretrain.webhook``): Bearer token from a file, its
   updater consuming the topic, a model store and a ledger in the work dir;
 * Alertmanager with ``prometheus/alertmanager.test.yml`` (the production
   routing with intervals of seconds), pointed at the webhook;
@@ -71,10 +71,10 @@ from servers import (  # noqa: E402
 )
 from servers.common import http_get_json, http_ok, poll_until  # noqa: E402
 
+from autoretrain.exporter import PerformanceMonitor  # noqa: E402
+from autoretrain.exporter.rules import render_rules  # noqa: E402
+from autoretrain.exporter.thresholds import load_thresholds  # noqa: E402
 from examples.platform_feed import FeedClock, FeedSettings, ModelFollower, PlatformFeed  # noqa: E402
-from exporter import PerformanceMonitor  # noqa: E402
-from exporter.rules import render_rules  # noqa: E402
-from exporter.thresholds import load_thresholds  # noqa: E402
 
 __all__ = ["PythonService", "Stack", "StackSettings", "main", "play"]
 
@@ -263,9 +263,9 @@ class Stack:
         self.kafka.create_topic(TOPIC, partitions=1)
         emit(f"  kafka         {self.kafka.bootstrap}  (KRaft, topic {TOPIC})")
         self._start(self.exporter)
-        emit(f"  exporter      {self.exporter.url}/metrics  (python -m exporter)")
+        emit(f"  exporter      {self.exporter.url}/metrics  (python -m autoretrain.exporter)")
         self._start(self.webhook)
-        emit(f"  webhook       {self.webhook.url}  (python -m webhook; token file, "
+        emit(f"  webhook       {self.webhook.url}  (python -m autoretrain.webhook; token file, "
              f"model store {self.models_dir})")
         self._start(self.alertmanager)
         emit(f"  alertmanager  {self.alertmanager.url}  (prometheus/alertmanager.test.yml)")

@@ -1,4 +1,4 @@
-"""``python -m exporter``: the standalone Kafka-fed exporter."""
+"""``python -m autoretrain.exporter``: the standalone Kafka-fed exporter."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _env(name: str, default: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m exporter",
+        prog="python -m autoretrain.exporter",
         description=(
             "Consume autoretrain outcome events from Kafka and serve per-agent metrics "
             "on /metrics (plus /healthz and /readyz). Every option can also be set "
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except ValueError as exc:  # a bad number in an environment variable
-        print(f"python -m exporter: {exc}", file=sys.stderr)
+        print(f"python -m autoretrain.exporter: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.kafka_servers, topic=args.topic, group_id=args.group, max_agents=args.max_agents
         )
     except ValueError as exc:
-        print(f"python -m exporter: {exc}", file=sys.stderr)
+        print(f"python -m autoretrain.exporter: {exc}", file=sys.stderr)
         return 2
     server, _ = serve(
         metrics_app(exporter.registry, exporter.ready), args.listen_address, args.port

@@ -1,4 +1,4 @@
-"""``python -m webhook`` (console script ``autoretrain-webhook``): the webhook server.
+"""``python -m autoretrain.webhook`` (console script ``autoretrain-webhook``): the webhook server.
 
 One process, waitress worker threads: the model lives in this process, so
 it is never served by several processes. Settings come from

@@ -63,7 +63,7 @@ class WebhookConfig:
         How long ``POST /api/performance/trigger-retraining`` waits for its
         (serialised) retrain before answering 503.
     host, port, threads
-        Listen address and waitress worker threads of ``python -m webhook``.
+        Listen address and waitress worker threads of ``python -m autoretrain.webhook``.
     model_storage_path, kafka_servers, kafka_topic, consumer_group, batch_size,
     batch_timeout_seconds, save_interval_seconds, update_strategy, buffer_size,
     half_life_seconds, retry_after_seconds, detect_drops, retrain_discount, recency_weight
@@ -72,7 +72,7 @@ class WebhookConfig:
         embedded bus, ``buffer_size`` None (empty) 10 x ``batch_size``,
         ``retry_after_seconds`` None (empty) no retries of agents set aside.
     log_level
-        Logging level of ``python -m webhook``.
+        Logging level of ``python -m autoretrain.webhook``.
     """
 
     token: str | None = field(default=None, repr=False)

@@ -29,10 +29,10 @@ from prometheus_client import CollectorRegistry
 from servers import AlertmanagerFactory, PrometheusFactory, PrometheusServer
 from waitress import wasyncore
 
-from exporter import PerformanceMonitor, ThresholdsConfig
-from exporter.rules import render_rules
-from exporter.thresholds import AlertSettings
-from webhook import RealTimeModelUpdater, create_app
+from autoretrain.exporter import PerformanceMonitor, ThresholdsConfig
+from autoretrain.exporter.rules import render_rules
+from autoretrain.exporter.thresholds import AlertSettings
+from autoretrain.webhook import RealTimeModelUpdater, create_app
 
 REPO = Path(__file__).parents[2]
 TOKEN = "loop-token-0123456789abcdef"

@@ -36,12 +36,12 @@ from prometheus_client import CollectorRegistry
 from servers import PrometheusServer, ServerStartError
 from servers.common import http_get_json, poll_until
 
-from exporter import PerformanceMonitor, load_thresholds
-from exporter.events import SCHEMA_VERSION
-from exporter.http import metrics_app, serve
-from exporter.rules import render_rules
-from exporter.thresholds import AlertSettings, ThresholdsConfig
-from webhook.updater import RealTimeModelUpdater
+from autoretrain.exporter import PerformanceMonitor, load_thresholds
+from autoretrain.exporter.events import SCHEMA_VERSION
+from autoretrain.exporter.http import metrics_app, serve
+from autoretrain.exporter.rules import render_rules
+from autoretrain.exporter.thresholds import AlertSettings, ThresholdsConfig
+from autoretrain.webhook.updater import RealTimeModelUpdater
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO / "grafana" / "dashboards").glob("*.json"))

@@ -1,4 +1,4 @@
-"""``python -m exporter`` as an operator runs it: a process, options from the environment."""
+"""``python -m autoretrain.exporter`` as an operator runs it: a process, options from the env."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import urllib.request
 from kafka import KafkaProducer
 from servers import free_port
 
-from exporter.events import encode_event, run_event
+from autoretrain.exporter.events import encode_event, run_event
 
 
 def get(url: str) -> tuple[int, str]:
@@ -45,7 +45,8 @@ def test_standalone_exporter_process_serves_metrics_from_kafka(kafka_server, kaf
     }
     log = (tmp_path / "exporter.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "--listen-address", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "autoretrain.exporter", "--listen-address", "127.0.0.1",
+         "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -84,18 +85,20 @@ def test_standalone_exporter_process_serves_metrics_from_kafka(kafka_server, kaf
 def test_bad_options_exit_2_with_a_message():
     env = {**os.environ, "AUTORETRAIN_EXPORTER_PORT": "not-a-port"}
     r = subprocess.run(
-        [sys.executable, "-m", "exporter"], env=env, capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "autoretrain.exporter"], env=env, capture_output=True, text=True,
+        timeout=30
     )
     assert r.returncode == 2 and "not-a-port" in r.stderr
     r = subprocess.run(
-        [sys.executable, "-m", "exporter", "--max-agents", "0"],
+        [sys.executable, "-m", "autoretrain.exporter", "--max-agents", "0"],
         capture_output=True,
         text=True,
         timeout=30,
     )
     assert r.returncode == 2 and "max_agents must be an integer >= 1" in r.stderr
     r = subprocess.run(
-        [sys.executable, "-m", "exporter", "--help"], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "autoretrain.exporter", "--help"], capture_output=True, text=True,
+        timeout=30
     )
     assert r.returncode == 0
     for option in (

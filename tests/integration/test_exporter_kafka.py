@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry
 from servers import free_port
 from servers.common import wait_until
 
-from exporter import PerformanceMonitor, validate_event
-from exporter.events import accuracy_event, encode_event, run_event
-from exporter.standalone import StandaloneExporter
+from autoretrain.exporter import PerformanceMonitor, validate_event
+from autoretrain.exporter.events import accuracy_event, encode_event, run_event
+from autoretrain.exporter.standalone import StandaloneExporter
 
 STATUSES = ("success", "failure", "error", "timeout")
 

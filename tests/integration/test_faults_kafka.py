@@ -1,13 +1,13 @@
 """Issue 7, points 1, 5 and 6: Kafka faults against the real servers.
 
 1. The broker SIGKILLed mid-stream and restarted 10 s later: the monitor
-   keeps recording, ``python -m exporter`` and ``python -m webhook`` keep
+   keeps recording, ``python -m autoretrain.exporter`` and ``python -m autoretrain.webhook`` keep
    serving and report Kafka unreachable on ``/readyz``, and afterwards every
    produced event is applied exactly once.
 5. Bad events on the topic: skipped and counted by fault, the good events
    behind them applied, both consumers never stuck.
 6. A corrupted or truncated model file: start-up reports it and loads the
-   newest valid version (in-process and as ``python -m webhook``).
+   newest valid version (in-process and as ``python -m autoretrain.webhook``).
 
 Figures are merged into reliability/kafka.json for RELIABILITY.md.
 """
@@ -36,9 +36,9 @@ from servers import KafkaServer, free_port
 from servers.common import poll_until, stop_process
 from servers.webhook import record_figures as _record
 
-from exporter import PerformanceMonitor
-from exporter.events import EventIdFactory, accuracy_event, encode_event, run_event
-from webhook.updater import RealTimeModelUpdater
+from autoretrain.exporter import PerformanceMonitor
+from autoretrain.exporter.events import EventIdFactory, accuracy_event, encode_event, run_event
+from autoretrain.webhook.updater import RealTimeModelUpdater
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES = REPO / "reliability" / "kafka.json"
@@ -539,7 +539,7 @@ def test_corrupt_newest_model_in_process(corruption: str, tmp_path: Path,
         seen.append(first.get_metrics()["events_seen"])
     corrupt(*_files(store, 3))
 
-    caplog.set_level(logging.WARNING, logger="webhook.updater")
+    caplog.set_level(logging.WARNING, logger="autoretrain.webhook.updater")
     again = RealTimeModelUpdater(model_storage_path=str(store), batch_size=50, seed=0)
     m = again.get_metrics()
     assert m["model_loaded"] and m["model_version"] == 2 and m["events_seen"] == seen[1]

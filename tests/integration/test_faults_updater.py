@@ -1,6 +1,6 @@
 """Issue 7, point 2: the updater process SIGKILLed 50 times over a running stream.
 
-Each run is a real process (``python -m webhook.updater``) consuming a live
+Each run is a real process (``python -m autoretrain.webhook.updater``) consuming a live
 topic into a model store; it is killed at a random moment (seeded), some
 kills landing inside a model save (the test-only save delay widens the
 window between the arrays file and the metadata, the commit marker). Every
@@ -27,8 +27,8 @@ from kafka import KafkaProducer
 from servers.common import poll_until
 from servers.webhook import record_figures as _record
 
-from exporter.events import EventIdFactory, encode_event, run_event
-from webhook.updater.store import ModelStore
+from autoretrain.exporter.events import EventIdFactory, encode_event, run_event
+from autoretrain.webhook.updater.store import ModelStore
 
 REPO = Path(__file__).resolve().parents[2]
 FIGURES = REPO / "reliability" / "kafka.json"
@@ -114,7 +114,7 @@ def test_updater_sigkilled_50_times_applies_every_event_once(kafka_server, kafka
     store_dir, status_path = tmp_path / "models", tmp_path / "status.json"
     log_path = tmp_path / "updater.log"
     command = [
-        sys.executable, "-m", "webhook.updater", "--kafka-servers", bootstrap,
+        sys.executable, "-m", "autoretrain.webhook.updater", "--kafka-servers", bootstrap,
         "--topic", kafka_topic, "--group", group, "--model-dir", str(store_dir),
         "--batch-size", "50", "--batch-timeout-seconds", "0.05",
         "--save-interval-seconds", "0.2", "--test-save-delay-seconds", "0.05",

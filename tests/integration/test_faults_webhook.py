@@ -2,7 +2,7 @@
 
 A real Alertmanager (the committed ``prometheus/alertmanager.test.yml``
 routing, the webhook route's ``repeat_interval`` shrunk to 2 s) posts to a
-real ``python -m webhook`` process. The alert is injected into Alertmanager
+real ``python -m autoretrain.webhook`` process. The alert is injected into Alertmanager
 through its API (``POST /api/v2/alerts``), so no Prometheus is needed. The
 webhook is killed at seeded random moments after a delivery (the first kill
 right after the very first one, before or while its retrain runs), kept

@@ -1,4 +1,5 @@
-"""Property-based fuzz of every HTTP endpoint of the real ``python -m webhook`` (waitress).
+"""Property-based fuzz of every HTTP endpoint of the real ``python -m autoretrain.webhook``
+(waitress).
 
 Hypothesis draws batches of requests; each batch goes out in parallel over
 keep-alive connections to one server process on 127.0.0.1 (max_body_bytes
@@ -52,7 +53,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).parents[2]
 # waitress refuses bodies of this size and more itself, counting chunked framing
-# (python -m webhook sets it 64 KiB past max_body_bytes, so the webhook answers
+# (python -m autoretrain.webhook sets it 64 KiB past max_body_bytes, so the webhook answers
 # the first 64 KiB over the limit in JSON).
 CAP = LIMIT + 65536
 CONNECTIONS = 6

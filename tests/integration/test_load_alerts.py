@@ -1,6 +1,6 @@
 """Load: 500 ``POST /alerts`` per second for 30 s against the production server.
 
-``python -m webhook`` (waitress, its default 8 threads, INFO logging, the
+``python -m autoretrain.webhook`` (waitress, its default 8 threads, INFO logging, the
 SQLite ledger) with a 10 s cooldown, loaded by the project's own
 ``scripts/load-alerts`` in another process: open loop at 500 requests/s, 16
 keep-alive connections, 10 % new alert episodes and 90 % repeats of 20
@@ -144,7 +144,7 @@ def test_500_alerts_per_second_for_30_s(tmp_path: Path) -> None:
         "command": "python -m pytest tests/integration/test_load_alerts.py",
         "load_command": "scripts/load-alerts --rate 500 --duration 30 --connections 16 "
                         "--new 0.1 --episodes 20",
-        "server": "python -m webhook (waitress, 8 threads, INFO log, SQLite ledger)",
+        "server": "python -m autoretrain.webhook (waitress, 8 threads, INFO log, SQLite ledger)",
         "target_rate": RATE,
         "duration_s": DURATION,
         "connections": CONNECTIONS,

@@ -1,6 +1,6 @@
 """Issue 7, point 7 (second half): 50,000 events/s into the standalone exporter for 30 s.
 
-A real broker, ``python -m exporter`` as a process, and the project's own
+A real broker, ``python -m autoretrain.exporter`` as a process, and the project's own
 bounded load script (``scripts/load-events``). Asserted: the exporter kept
 up (every produced event applied soon after the load stops: no lag left)
 and its resident memory did not grow once warm. The achieved rate, the

@@ -19,10 +19,10 @@ from prometheus_client import CollectorRegistry
 from servers import PrometheusFactory
 from servers.common import http_get_json, poll_until
 
-from exporter.http import metrics_app, serve
-from exporter.metrics import AgentMetrics
-from exporter.rules import render_rules
-from exporter.thresholds import AlertSettings, Thresholds, ThresholdsConfig
+from autoretrain.exporter.http import metrics_app, serve
+from autoretrain.exporter.metrics import AgentMetrics
+from autoretrain.exporter.rules import render_rules
+from autoretrain.exporter.thresholds import AlertSettings, Thresholds, ThresholdsConfig
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "prometheus"

@@ -24,9 +24,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from servers.common import poll_until
 
+from autoretrain.exporter.thresholds import load_thresholds
 from examples.platform_sim import default_scenario
 from examples.stack_demo import ACCURACY, ALERT, WEBHOOK_JOB, Stack, StackSettings, play
-from exporter.thresholds import load_thresholds
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "stack-demo"

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from exporter.events import EventIdFactory, encode_event, run_event
-from webhook import RealTimeModelUpdater
+from autoretrain.exporter.events import EventIdFactory, encode_event, run_event
+from autoretrain.webhook import RealTimeModelUpdater
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:

@@ -1,4 +1,4 @@
-"""The real ``python -m webhook`` process on waitress: auth, 413, readyz, SIGTERM, restart."""
+"""The real ``python -m autoretrain.webhook`` on waitress: auth, 413, readyz, SIGTERM, restart."""
 
 from __future__ import annotations
 
@@ -128,14 +128,16 @@ def test_sigterm_stops_cleanly_and_the_ledger_survives(tmp_path: Path) -> None:
 ])
 def test_refuses_to_start_with_bad_settings(tmp_path: Path, settings: dict[str, str],
                                             message: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "webhook", "--check-config"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "autoretrain.webhook", "--check-config"],
+                            cwd=tmp_path,
                             env=webhook_env(**settings), capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert message in result.stderr and TOKEN not in result.stderr
 
 
 def test_check_config_accepts_good_settings(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "webhook", "--check-config"], cwd=tmp_path,
+    result = subprocess.run([sys.executable, "-m", "autoretrain.webhook", "--check-config"],
+                            cwd=tmp_path,
                             env=webhook_env(token=TOKEN), capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0 and "configuration OK" in result.stdout

@@ -1,4 +1,4 @@
-"""``python -m webhook`` as a process for integration tests, and a figures file helper."""
+"""``python -m autoretrain.webhook`` as a process for integration tests."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def webhook_env(**settings: str) -> dict[str, str]:
 
 
 class WebhookProcess:
-    """``python -m webhook`` in ``workdir`` with the token in a file."""
+    """``python -m autoretrain.webhook`` in ``workdir`` with the token in a file."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
@@ -46,7 +46,8 @@ class WebhookProcess:
 
     def start(self) -> WebhookProcess:
         with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "webhook"], cwd=self.workdir,
+            self.proc = subprocess.Popen([sys.executable, "-m", "autoretrain.webhook"],
+                                         cwd=self.workdir,
                                          env=self.env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from exporter import score_accuracy
+from autoretrain.exporter import score_accuracy
 
 
 @pytest.mark.parametrize(

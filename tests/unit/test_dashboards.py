@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter import load_thresholds
+from autoretrain.exporter import load_thresholds
 
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "grafana"

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from exporter.events import (
+from autoretrain.exporter.events import (
     MAX_EVENT_BYTES,
     EventIdFactory,
     InvalidEvent,

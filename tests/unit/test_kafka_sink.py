@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from exporter import KafkaSink, decode_event
-from exporter.events import run_event
+from autoretrain.exporter import KafkaSink, decode_event
+from autoretrain.exporter.events import run_event
 
 
 class FakeFuture:

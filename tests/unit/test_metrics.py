@@ -2,7 +2,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import AgentMetrics
+from autoretrain.exporter import AgentMetrics
 
 
 def test_exposition_parses_and_has_the_design_names():
@@ -136,7 +136,7 @@ def test_render_equals_generate_latest_sample_for_sample():
 def test_render_metrics_serves_fast_and_generic_collectors_alike():
     from prometheus_client import Counter
 
-    from exporter.http import render_metrics
+    from autoretrain.exporter.http import render_metrics
 
     registry = CollectorRegistry()
     m = AgentMetrics(registry)

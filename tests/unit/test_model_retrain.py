@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exporter.events import run_event
-from webhook.updater.batch import EventBatch
-from webhook.updater.model import AgentSelectionModel
-from webhook.updater.retrain import (
+from autoretrain.exporter.events import run_event
+from autoretrain.webhook.updater.batch import EventBatch
+from autoretrain.webhook.updater.model import AgentSelectionModel
+from autoretrain.webhook.updater.retrain import (
     full_retrain,
     incremental_retrain,
     recency_weights,
     retrain,
     score_model,
 )
-from webhook.updater.strategies import UpdateStrategy
+from autoretrain.webhook.updater.strategies import UpdateStrategy
 
 
 def run(i: int, t: float, ok: bool, agent: str = "a", task: str = "t") -> dict:

@@ -5,7 +5,7 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import (
+from autoretrain.exporter import (
     EmbeddedBus,
     PerformanceMonitor,
     get_performance_monitor,

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.events import accuracy_event, run_event
-from webhook import RealTimeModelUpdater
-from webhook.updater.batch import EventBatch
-from webhook.updater.model import AgentSelectionModel
-from webhook.updater.retrain import incremental_retrain
-from webhook.updater.strategies import UpdateStrategy, retrain_factors
+from autoretrain.exporter.events import accuracy_event, run_event
+from autoretrain.webhook import RealTimeModelUpdater
+from autoretrain.webhook.updater.batch import EventBatch
+from autoretrain.webhook.updater.model import AgentSelectionModel
+from autoretrain.webhook.updater.retrain import incremental_retrain
+from autoretrain.webhook.updater.strategies import UpdateStrategy, retrain_factors
 
 # Timeline (event time, seconds): "a" and "b" run once a second on task type
 # "t" for HISTORY seconds; then BAD seconds in which "a" succeeds 25 % of the
@@ -321,7 +321,7 @@ def test_the_updater_logs_and_counts_probation_events(
     updater = RealTimeModelUpdater(model_storage_path=str(tmp_path), enable_auto_save=False,
                                    registry=registry, detect_drops=True, seed=0)
     updater.ingest(history(1000))
-    with caplog.at_level("INFO", logger="webhook.updater.updater"):
+    with caplog.at_level("INFO", logger="autoretrain.webhook.updater.updater"):
         for k in range(0, 20, 2):
             updater.ingest(bad_period(start=1000)[k : k + 2])
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exporter.events import accuracy_event, run_event
-from webhook.updater.batch import EventBatch
-from webhook.updater.model import AgentSelectionModel
-from webhook.updater.retrain import incremental_retrain
-from webhook.updater.strategies import UpdateStrategy, retrain_factors
+from autoretrain.exporter.events import accuracy_event, run_event
+from autoretrain.webhook.updater.batch import EventBatch
+from autoretrain.webhook.updater.model import AgentSelectionModel
+from autoretrain.webhook.updater.retrain import incremental_retrain
+from autoretrain.webhook.updater.strategies import UpdateStrategy, retrain_factors
 
 
 def run(i: int, t: float, ok: bool, agent: str, task: str = "t") -> dict:

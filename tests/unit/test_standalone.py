@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry
 
-from exporter.events import accuracy_event, encode_event, run_event
-from exporter.standalone import EventDeduplicator, StandaloneExporter
+from autoretrain.exporter.events import accuracy_event, encode_event, run_event
+from autoretrain.exporter.standalone import EventDeduplicator, StandaloneExporter
 
 
 def test_handle_applies_dedups_and_counts_invalid():

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from webhook.updater.store import CorruptModel, ModelStore
+from autoretrain.webhook.updater.store import CorruptModel, ModelStore
 
 
 def arrays(x: float) -> dict[str, np.ndarray]:
@@ -83,7 +83,7 @@ def test_corrupt_newest_version_is_skipped_with_a_warning(tmp_path: Path, caplog
     npz = tmp_path / "model-00000003.npz"
     npz.write_bytes(npz.read_bytes()[:-10])  # truncated: SHA-256 mismatch
     (tmp_path / "model-00000002.json").write_text("{not json")
-    with caplog.at_level(logging.WARNING, logger="webhook.updater.store"):
+    with caplog.at_level(logging.WARNING, logger="autoretrain.webhook.updater.store"):
         loaded = store.load_latest()
     assert loaded is not None and loaded.version == 1
     messages = " ".join(r.getMessage() for r in caplog.records)

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from exporter.events import accuracy_event, run_event
-from webhook.updater.batch import EventBatch
-from webhook.updater.model import AgentSelectionModel
-from webhook.updater.strategies import UpdateStrategy
+from autoretrain.exporter.events import accuracy_event, run_event
+from autoretrain.webhook.updater.batch import EventBatch
+from autoretrain.webhook.updater.model import AgentSelectionModel
+from autoretrain.webhook.updater.strategies import UpdateStrategy
 
 
 def run(i: int, t: float, status: str, agent: str = "a", task: str = "t",

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter import Thresholds, ThresholdsConfig, load_thresholds
+from autoretrain.exporter import Thresholds, ThresholdsConfig, load_thresholds
 
 REPO = Path(__file__).resolve().parents[2]
 

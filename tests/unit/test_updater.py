@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-import webhook.updater.updater as updater_module
-from exporter.events import EventIdFactory, encode_event, run_event
-from webhook import RealTimeModelUpdater, UpdateStrategy
+import autoretrain.webhook.updater.updater as updater_module
+from autoretrain.exporter.events import EventIdFactory, encode_event, run_event
+from autoretrain.webhook import RealTimeModelUpdater, UpdateStrategy
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -378,7 +378,7 @@ def test_ingest_fast_path_learns_exactly_what_the_general_path_learns(tmp_path):
     shapes (int durations, an empty context) take the general one."""
     import random
 
-    from exporter.events import encode_event, run_event
+    from autoretrain.exporter.events import encode_event, run_event
 
     rng = random.Random(5)
     events = [

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.events import EventIdFactory, run_event
-from webhook import RealTimeModelUpdater, UpdateStrategy
+from autoretrain.exporter.events import EventIdFactory, run_event
+from autoretrain.webhook import RealTimeModelUpdater, UpdateStrategy
 
 AGENTS = ("a0", "a1", "a2", "a3")
 TASKS = ("t0", "t1", "t2")

@@ -19,10 +19,10 @@ import pytest
 from kafka import TopicPartition
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
-from exporter.events import EventIdFactory, encode_event, run_event
-from exporter.kafka_sink import BrokerProbe
-from webhook import RealTimeModelUpdater, create_app
-from webhook.updater.store import CorruptModel, ModelStore
+from autoretrain.exporter.events import EventIdFactory, encode_event, run_event
+from autoretrain.exporter.kafka_sink import BrokerProbe
+from autoretrain.webhook import RealTimeModelUpdater, create_app
+from autoretrain.webhook.updater.store import CorruptModel, ModelStore
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -286,7 +286,7 @@ def test_assignment_seeks_to_model_offsets_and_rewinds_partitions_the_model_neve
     """A model with positions on the topic but none for a partition has applied
     nothing from it: that partition starts at its beginning, not at a group
     commit made by a newer (corrupt or rolled back) version."""
-    from webhook.updater.sources import KafkaSource
+    from autoretrain.webhook.updater.sources import KafkaSource
 
     calls: list[tuple[str, int, int | None]] = []
 

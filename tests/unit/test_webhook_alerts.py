@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from webhook.alerts import EpisodeKey, InvalidPayload, parse_alert, parse_notification
+from autoretrain.webhook.alerts import EpisodeKey, InvalidPayload, parse_alert, parse_notification
 
 ALERT: dict[str, Any] = {
     "status": "firing",

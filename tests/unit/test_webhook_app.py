@@ -23,9 +23,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
 
-from exporter.events import EventIdFactory, run_event
-from webhook import RealTimeModelUpdater, create_app
-from webhook.app import WebhookService
+from autoretrain.exporter.events import EventIdFactory, run_event
+from autoretrain.webhook import RealTimeModelUpdater, create_app
+from autoretrain.webhook.app import WebhookService
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -9,7 +9,7 @@ from unittest.mock import patch
 
 import pytest
 
-from webhook.config import WebhookConfig, load_config
+from autoretrain.webhook.config import WebhookConfig, load_config
 
 TOKEN = "s3cret-token-0123456789"
 
@@ -121,7 +121,7 @@ def test_updater_kwargs() -> None:
 
 
 def test_model_hyperparameters_from_env_reach_the_updater(tmp_path: Path) -> None:
-    from webhook import RealTimeModelUpdater
+    from autoretrain.webhook import RealTimeModelUpdater
 
     env = {"AUTORETRAIN_WEBHOOK_BUFFER_SIZE": "400", "AUTORETRAIN_WEBHOOK_RECENCY_WEIGHT": "4",
            "AUTORETRAIN_WEBHOOK_HALF_LIFE_SECONDS": "600",
@@ -161,8 +161,8 @@ def test_bad_model_hyperparameters(overrides: dict[str, Any], message: str) -> N
 
 
 def test_ledger_retention_reaches_the_ledger(tmp_path: Path) -> None:
-    from webhook import create_app
-    from webhook.app import EXTENSION
+    from autoretrain.webhook import create_app
+    from autoretrain.webhook.app import EXTENSION
 
     def retention(extra: dict[str, Any], env: dict[str, str]) -> float | None:
         config = {"allow_unauthenticated": True, "model_storage_path": str(tmp_path / "m"),

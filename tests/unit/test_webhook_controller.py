@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from exporter.events import EventIdFactory, run_event
-from webhook import RealTimeModelUpdater
-from webhook.alerts import Notification, parse_notification
-from webhook.controller import ControllerUnavailable, RetrainController
-from webhook.ledger import Ledger
-from webhook.metrics import WebhookMetrics
+from autoretrain.exporter.events import EventIdFactory, run_event
+from autoretrain.webhook import RealTimeModelUpdater
+from autoretrain.webhook.alerts import Notification, parse_notification
+from autoretrain.webhook.controller import ControllerUnavailable, RetrainController
+from autoretrain.webhook.ledger import Ledger
+from autoretrain.webhook.metrics import WebhookMetrics
 
 COOLDOWN = 600.0
 

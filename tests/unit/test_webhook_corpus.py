@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from webhook import create_app
+from autoretrain.webhook import create_app
 
 PAYLOADS = Path(__file__).parent / "payloads"
 TOKEN = "corpus-token-0123456789abcdef"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from webhook.alerts import EpisodeKey
-from webhook.ledger import Ledger, LedgerError, outcome_of
-from webhook.policy import EpisodeState, Plan, QueuedEpisode
+from autoretrain.webhook.alerts import EpisodeKey
+from autoretrain.webhook.ledger import Ledger, LedgerError, outcome_of
+from autoretrain.webhook.policy import EpisodeState, Plan, QueuedEpisode
 
 
 class Clock:

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from webhook.alerts import EpisodeKey, Notification, parse_notification
-from webhook.policy import Action, EpisodeState, QueuedEpisode, decide, retrain_type_of
+from autoretrain.webhook.alerts import EpisodeKey, Notification, parse_notification
+from autoretrain.webhook.policy import Action, EpisodeState, QueuedEpisode, decide, retrain_type_of
 
 NOW = 1_700_000_000.0
 

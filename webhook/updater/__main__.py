@@ -1,6 +1,6 @@
-"""``python -m webhook.updater``: the model updater alone, consuming Kafka into a model store.
+"""``python -m autoretrain.webhook.updater``: the model updater alone, Kafka into a model store.
 
-The webhook (``python -m webhook``) embeds the same updater; this process
+The webhook (``python -m autoretrain.webhook``) embeds the same updater; this process
 exists for running the consumer without the HTTP API, and for the crash
 tests (tests/integration/test_faults_updater.py), which SIGKILL it
 repeatedly and restart it. Its state (loaded version, counters, offsets) is
@@ -26,9 +26,9 @@ from .updater import RealTimeModelUpdater
 
 __all__ = ["build_parser", "main"]
 
-log = logging.getLogger("webhook.updater")
+log = logging.getLogger("autoretrain.webhook.updater")
 
-PROG = "python -m webhook.updater"
+PROG = "python -m autoretrain.webhook.updater"
 
 
 def build_parser() -> argparse.ArgumentParser:

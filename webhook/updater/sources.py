@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from exporter.bus import EmbeddedBus
+from autoretrain.exporter.bus import EmbeddedBus
 
 __all__ = ["EmbeddedSource", "EventSource", "KafkaSource", "Poll", "SourceError"]
 

@@ -32,15 +32,15 @@ import numpy as np
 import orjson
 from prometheus_client import CollectorRegistry
 
-from exporter.bus import EmbeddedBus
-from exporter.events import (
+from autoretrain.exporter.bus import EmbeddedBus
+from autoretrain.exporter.events import (
     MAX_EVENT_BYTES,
     InvalidEvent,
     decode_event,
     run_fields,
     validate_event,
 )
-from exporter.kafka_sink import BrokerProbe
+from autoretrain.exporter.kafka_sink import BrokerProbe
 
 from .batch import BatchBuilder, EventBatch
 from .buffers import EventBuffer, RecentIds
