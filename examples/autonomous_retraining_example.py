@@ -45,7 +45,7 @@ if __package__ in (None, ""):  # run as a script: import this repository's packa
 import numpy as np
 
 from autoretrain.exporter import PerformanceMonitor
-from autoretrain.exporter.alerts import utc_iso
+from autoretrain.exporter.timefmt import utc_iso
 from autoretrain.webhook.updater import RealTimeModelUpdater, UpdateStrategy
 from examples.platform_sim import (
     Orchestrator,

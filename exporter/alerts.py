@@ -8,7 +8,6 @@ monitor so that each rule is tested alone.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from .thresholds import MonitorSettings, Thresholds
@@ -21,17 +20,11 @@ __all__ = [
     "RetrainPolicy",
     "Violation",
     "find_violations",
-    "utc_iso",
 ]
 
 # Latency is alert-only: the selection model learns success and accuracy, so
 # retraining it cannot be expected to fix a slow agent.
 RETRAIN_METRICS = ("accuracy", "success_rate", "error_rate")
-
-
-def utc_iso(ts: float) -> str:
-    """Unix seconds as UTC ISO 8601 with a ``Z`` (millisecond precision)."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

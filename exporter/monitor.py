@@ -27,13 +27,14 @@ from prometheus_client.registry import Collector
 
 from . import events as ev
 from .accuracy import score_accuracy
-from .alerts import Alert, RetrainPolicy, Violation, find_violations, utc_iso
+from .alerts import Alert, RetrainPolicy, Violation, find_violations
 from .bus import EventSink
 from .http import metrics_app, serve
 from .kafka_sink import KafkaSink
 from .metrics import AgentMetrics
 from .report import health_score, recommendations
 from .thresholds import MonitorSettings, Thresholds, ThresholdsConfig, load_thresholds
+from .timefmt import utc_iso
 from .window import SlidingWindow, SystemMetrics
 
 __all__ = ["PerformanceMonitor"]

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from autoretrain.exporter.timefmt import utc_iso
+
 __all__ = [
     "ALERT_STATUSES",
     "Alert",
@@ -102,7 +104,7 @@ class Alert:
 
     @property
     def episode(self) -> EpisodeKey:
-        return EpisodeKey(self.fingerprint, iso_utc(self.starts_at))
+        return EpisodeKey(self.fingerprint, utc_iso(self.starts_at, "microseconds"))
 
 
 @dataclass(frozen=True)
@@ -119,11 +121,6 @@ class Notification:
     external_url: str = ""
     truncated_alerts: int = 0
     version: str = "4"
-
-
-def iso_utc(when: datetime) -> str:
-    """``when`` in UTC as ISO 8601 with microseconds and a ``Z`` suffix."""
-    return when.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _show(value: Any) -> str:

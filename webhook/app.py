@@ -32,13 +32,14 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CollectorRegistry, generate_latest
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from autoretrain.exporter.timefmt import utc_iso
+
 from .alerts import InvalidPayload, parse_notification
 from .config import WebhookConfig, load_config
 from .controller import ControllerUnavailable, RetrainController
 from .ledger import Ledger
 from .metrics import REJECT_REASONS, WebhookMetrics
 from .updater.metrics import MODEL_TYPES
-from .updater.store import utc_now_iso
 
 __all__ = ["ClientError", "WebhookService", "create_app"]
 
@@ -257,7 +258,7 @@ def trigger_retraining() -> tuple[Response, int]:
         # The updater raised: a server fault, logged by the worker.
         return jsonify({"status": "error", "message": f"the retrain failed: "
                         f"{type(failure).__name__}", "result": None,
-                        "timestamp": utc_now_iso()}), 500
+                        "timestamp": utc_iso(time.time())}), 500
     retrain_id, result = future.result()
     if result.get("success"):
         message = ("retrained; the candidate was promoted" if result.get("promoted")
@@ -269,7 +270,7 @@ def trigger_retraining() -> tuple[Response, int]:
         "message": message,
         "result": _json_safe(result),
         "retrain_id": retrain_id,
-        "timestamp": utc_now_iso(),
+        "timestamp": utc_iso(time.time()),
     }), 200
 
 

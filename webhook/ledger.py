@@ -34,9 +34,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from autoretrain.exporter.timefmt import utc_iso
 
 from .alerts import EpisodeKey
 from .policy import EpisodeState, Plan, QueuedEpisode
@@ -88,10 +89,7 @@ class LedgerError(ValueError):
 
 
 def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    when = datetime.fromtimestamp(timestamp, UTC)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if timestamp is None else utc_iso(timestamp)
 
 
 def outcome_of(result: Mapping[str, Any]) -> str:

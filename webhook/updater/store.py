@@ -20,26 +20,22 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["CorruptModel", "ModelStore", "StoredModel", "utc_now_iso"]
+from autoretrain.exporter.timefmt import utc_iso
+
+__all__ = ["CorruptModel", "ModelStore", "StoredModel"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "autoretrain.agent_selection/1"
 _NAME = re.compile(r"^model-(\d{8})\.json$")
-
-
-def utc_now_iso(timestamp: float | None = None) -> str:
-    """UTC time as ISO 8601 with a ``Z`` suffix (now, or ``timestamp``)."""
-    when = datetime.now(UTC) if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
-    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class CorruptModel(ValueError):
@@ -146,7 +142,7 @@ class ModelStore:
             record.update(
                 format=FORMAT,
                 version=version,
-                created=record.get("created") or utc_now_iso(),
+                created=record.get("created") or utc_iso(time.time()),
                 arrays_file=npz.name,
                 arrays_sha256=hashlib.sha256(data).hexdigest(),
             )

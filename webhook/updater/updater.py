@@ -41,6 +41,7 @@ from autoretrain.exporter.events import (
     validate_event,
 )
 from autoretrain.exporter.kafka_sink import BrokerProbe
+from autoretrain.exporter.timefmt import utc_iso
 
 from .batch import BatchBuilder, EventBatch
 from .buffers import EventBuffer, RecentIds
@@ -48,7 +49,7 @@ from .metrics import INVALID_MODEL_TYPE, MODEL_TYPES, UpdaterMetrics
 from .model import AgentSelectionModel
 from .retrain import retrain
 from .sources import EmbeddedSource, EventSource, KafkaSource, SourceError
-from .store import CorruptModel, ModelStore, utc_now_iso
+from .store import CorruptModel, ModelStore
 from .strategies import UpdateStrategy
 
 __all__ = ["RealTimeModelUpdater"]
@@ -652,7 +653,7 @@ class RealTimeModelUpdater:
             self._probation_seq += 1
             self._probation_log.append({
                 "seq": self._probation_seq, "event": event, "task_type": task_type,
-                "agent": agent, "timestamp": utc_now_iso(self.clock())})
+                "agent": agent, "timestamp": utc_iso(self.clock())})
 
     def _holdout_target(self) -> int:
         return max(self.min_holdout_events, int(self.holdout_fraction * self.buffer_size))
@@ -719,7 +720,7 @@ class RealTimeModelUpdater:
             "events_processed": 0,
             "duration_ms": 0.0,
             "reason": reason,
-            "timestamp": utc_now_iso(self.clock()),
+            "timestamp": utc_iso(self.clock()),
             "promoted": False,
             "candidate_score": None,
             "serving_score": None,
@@ -841,7 +842,7 @@ class RealTimeModelUpdater:
             metadata.update(
                 model_type=MODEL_TYPE,
                 parent_version=self._version or None,
-                created=utc_now_iso(self.clock()),
+                created=utc_iso(self.clock()),
                 hyperparameters=self._hyper(),
                 scores=self._last_scores,
                 kafka=kafka,
@@ -882,7 +883,7 @@ class RealTimeModelUpdater:
                           "offsets": {str(p): o for p, o in offsets.items()}}
                          if self.kafka_servers is not None else None)
             new_version = self.store.rollback(version, {"kafka": kafka,
-                                                        "created": utc_now_iso(self.clock())})
+                                                        "created": utc_iso(self.clock())})
             with self._model_lock:
                 self._install_loaded(model, new_version, stored.metadata)
                 self._offsets = offsets
@@ -927,7 +928,7 @@ class RealTimeModelUpdater:
                 "last_update_time_ms": (None if c.last_update_seconds is None
                                         else 1000.0 * c.last_update_seconds),
                 "last_update_timestamp": (None if c.last_update_timestamp is None
-                                          else utc_now_iso(c.last_update_timestamp)),
+                                          else utc_iso(c.last_update_timestamp)),
                 "pending_events": len(self._pending) + (len(self.event_bus)
                                                         if self.event_bus is not None else 0),
                 "events_seen": self._model.events_seen,
