@@ -14,7 +14,7 @@ WORKDIR /app
 # The package first (its layer is rebuilt only when the code changes), as a
 # regular install from /src, removed afterwards: at run time the code comes
 # from site-packages only (autoretrain.exporter, autoretrain.webhook).
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md LICENSE /src/
 COPY autoretrain /src/autoretrain
 COPY exporter /src/exporter
 COPY webhook /src/webhook

@@ -36,7 +36,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # setuptools builds in the source folder (build/, *.egg-info): build a copy,
     # so the checkout is left as it was.
     source = tmp_path_factory.mktemp("source")
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
     for folder in ("autoretrain", "exporter", "webhook"):
         shutil.copytree(REPO / folder, source / folder,
