@@ -393,7 +393,9 @@ def readiness(service: WebhookService) -> tuple[bool, str, dict[str, str]]:
     run, and with Kafka the broker is reachable; a standby is not ready."""
     if not service.active:
         # A standby must not touch the updater: loading would read (and tidy) the store.
-        return False, "standby", {"role": "standby", "lock": service.failover.status()}
+        if service.failover.waiting:
+            return False, "standby", {"role": "standby", "lock": service.failover.status()}
+        return False, "not started (or stopped)", {"role": "none"}
     m = service.updater.get_metrics()
     store = getattr(service.updater, "store", None)
     stored = bool(store.versions()) if store is not None else False

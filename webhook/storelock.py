@@ -130,9 +130,13 @@ class FileLock:
 
     def holder(self) -> str | None:
         """Who holds the lock, from the holder's note ("pid 12 on host h since ..."),
-        or None when there is no readable note."""
+        or None when there is no readable note or this instance never opened the file."""
+        if self._fd is None:
+            # Not opened here: opening it now would create it (and on NFS, closing a
+            # second descriptor of a file would drop this process's lock on it).
+            return None
         try:
-            raw = os.pread(self._open(), _NOTE_LIMIT, 0)
+            raw = os.pread(self._fd, _NOTE_LIMIT, 0)
             note = json.loads(raw)
             return f"pid {int(note['pid'])} on host {str(note['host'])[:100]!r} " \
                    f"since {str(note['since'])[:40]}"
