@@ -503,9 +503,9 @@ def _refuse_on_standby() -> Response | None:
     # 503: Alertmanager retries a 5xx (not a 4xx), so a notification that
     # reaches the standby is delivered again, to the active one or to this
     # one once it has taken over.
+    # Before authentication, so it names no holder (/readyz and the log do).
     return _error_response(503, "standby", "this webhook is a standby: another instance "
-                           "holds the model store and ledger; retry against the active one "
-                           f"({service.failover.status()})")
+                           "holds the model store and ledger; retry against the active one")
 
 
 def _finish_request(response: Response) -> Response:
