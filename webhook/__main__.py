@@ -6,6 +6,12 @@ it is never served by several processes. Settings come from
 ``--host``, ``--port`` and ``--log-level`` override them. SIGTERM or SIGINT
 stops the server, lets a retrain in progress finish, stops the updater
 (which saves the model) and closes the ledger.
+
+Nothing touches the model store or the ledger before the port is bound and
+the store lock is held (see :mod:`webhook.standby`): a second instance on the
+same store serves as a standby (``/readyz`` 503 "standby") and takes over
+when the active one exits; with ``AUTORETRAIN_WEBHOOK_STANDBY=exit`` it
+exits with status 1 instead.
 """
 
 from __future__ import annotations
@@ -73,21 +79,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     import waitress
 
     from .app import EXTENSION, create_app
-    from .updater import RealTimeModelUpdater
+    from .standby import StoreLocked
 
     # One registry for the webhook, the updater and the process metrics.
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     try:
-        updater = RealTimeModelUpdater(**settings.updater_kwargs(), registry=registry)
-        app = create_app(overrides, updater=updater, registry=registry)
+        # start=False: nothing is opened or started before the port is bound,
+        # so an instance that cannot listen never touches the store or ledger.
+        app = create_app(overrides, registry=registry, start=False)
     except (ValueError, OSError) as exc:
         print(f"{PROG}: cannot start: {exc}", file=sys.stderr)
         return 2
     service = app.extensions[EXTENSION]
     try:
-        updater.start()
         server = waitress.create_server(
             app, host=settings.host, port=settings.port, threads=settings.threads,
             # The app answers 413 in JSON up to a little past the limit; beyond
@@ -98,13 +104,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: cannot listen on {settings.host}:{settings.port}: {exc}",
               file=sys.stderr)
         service.close()
-        updater.stop()
         return 1
+    try:
+        # The store lock, then the ledger, the updater and the retrain worker;
+        # or a standby that takes over when the active instance exits.
+        service.start()
+    except StoreLocked as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        server.close()
+        service.close()
+        return 1
+    except (ValueError, OSError) as exc:
+        print(f"{PROG}: cannot start: {exc}", file=sys.stderr)
+        server.close()
+        service.close()
+        return 2
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
-    log.info("serving on http://%s:%s (%d threads, auth %s)", settings.host,
+    log.info("serving on http://%s:%s (%d threads, auth %s, %s)", settings.host,
              server.effective_port, settings.threads,
-             "required" if settings.auth_required else "DISABLED")
+             "required" if settings.auth_required else "DISABLED",
+             "active" if service.active else "standby")
     try:
         server.run()
     finally:
@@ -114,7 +134,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.info("stopping")
         server.close()
         service.close()
-        updater.stop()
         log.info("stopped")
     return 0
 

@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Mapping
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, NoReturn
 
@@ -39,6 +39,8 @@ from .config import WebhookConfig, load_config
 from .controller import ControllerUnavailable, RetrainController
 from .ledger import Ledger
 from .metrics import REJECT_REASONS, WebhookMetrics
+from .standby import Failover
+from .storelock import StoreLock
 from .updater.metrics import MODEL_TYPES
 
 __all__ = ["ClientError", "WebhookService", "create_app"]
@@ -70,24 +72,83 @@ class ClientError(Exception):
 
 @dataclass
 class WebhookService:
-    """What the views use; owned by one app."""
+    """What the views use; owned by one app.
+
+    The ledger and the retrain worker exist only while this instance is the
+    active one (it holds the lock on the model store and the ledger, see
+    :mod:`webhook.standby`); a standby's views never reach them.
+    """
 
     config: WebhookConfig
     updater: Any
     registry: CollectorRegistry
     metrics: WebhookMetrics
-    ledger: Ledger
-    controller: RetrainController
     owns_updater: bool
+    failover: Failover = field(init=False, repr=False)
+    _ledger: Ledger | None = field(default=None, init=False, repr=False)
+    _controller: RetrainController | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        store = getattr(getattr(self.updater, "store", None), "path", None)
+        self.failover = Failover(StoreLock.for_webhook(store, self.config.ledger_path),
+                                 self._activate, self.registry, mode=self.config.standby)
+
+    @property
+    def active(self) -> bool:
+        """True while this instance holds the store lock and runs the retrain worker."""
+        return self.failover.active
+
+    @property
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            raise RuntimeError("the ledger is open only while this webhook is active")
+        return self._ledger
+
+    @property
+    def controller(self) -> RetrainController:
+        if self._controller is None:
+            raise RuntimeError("the retrain worker exists only while this webhook is active")
+        return self._controller
+
+    def start(self) -> None:
+        """Take the store lock and start the writers, or wait as a standby (see
+        :class:`~webhook.standby.Failover`; raises ``StoreLocked`` in mode exit)."""
+        self.failover.start()
+
+    def _activate(self) -> None:
+        # Called with the lock held: only now may anything write the ledger or the store.
+        settings = self.config
+        ledger = Ledger(settings.ledger_path, retention_seconds=(
+            settings.ledger_retention_days * 86400 if settings.ledger_retention_days else None))
+        controller = RetrainController(self.updater, ledger, self.metrics,
+                                       cooldown_seconds=settings.cooldown_seconds)
+        try:
+            if self.owns_updater:
+                self.updater.start()  # loads the newest saved model
+            controller.start()
+        except BaseException:
+            controller.stop()
+            if self.owns_updater and self.updater.running:
+                self.updater.stop()
+            ledger.close()
+            raise
+        self._ledger, self._controller = ledger, controller
 
     def close(self) -> None:
         """Stop the retrain worker (after a retrain in progress), the updater if the
-        app built it, and close the ledger."""
-        self.controller.stop()
-        if self.owns_updater:
-            self.updater.stop()
-        self.ledger.close()
-
+        app built it, close the ledger, then give the store lock up."""
+        self.failover.stop_waiting()
+        writers_stopped = True
+        if self.failover.active:
+            self.controller.stop()
+            if self.owns_updater:
+                self.updater.stop()
+                writers_stopped = not self.updater.running
+            writers_stopped = writers_stopped and not self.controller.running
+            self.ledger.close()
+        if not writers_stopped:
+            log.error("a writer did not stop: keeping the store lock until this process exits")
+        self.failover.close(release=writers_stopped)
 
 def _service() -> WebhookService:
     service: WebhookService = current_app.extensions[EXTENSION]
@@ -329,7 +390,12 @@ def healthz() -> Response:
 
 def readiness(service: WebhookService) -> tuple[bool, str, dict[str, str]]:
     """(ready, reason, checks): a model is serving, the consumer and the retrain worker
-    run, and with Kafka the broker is reachable."""
+    run, and with Kafka the broker is reachable; a standby is not ready."""
+    if not service.active:
+        # A standby must not touch the updater: loading would read (and tidy) the store.
+        if service.failover.waiting:
+            return False, "standby", {"role": "standby", "lock": service.failover.status()}
+        return False, "not started (or stopped)", {"role": "none"}
     m = service.updater.get_metrics()
     store = getattr(service.updater, "store", None)
     stored = bool(store.versions()) if store is not None else False
@@ -422,6 +488,26 @@ def _start_timer() -> None:
     g.started = time.perf_counter()
 
 
+# What a standby answers itself; every other route (any route added later too)
+# needs the ledger, the retrain worker or the loaded model, which only the active has.
+_STANDBY_ENDPOINTS = frozenset({"ops.healthz", "ops.readyz", "ops.prometheus_metrics",
+                                "ops.openapi_yaml", "ops.openapi_json"})
+
+
+def _refuse_on_standby() -> Response | None:
+    if request.endpoint is None or request.endpoint in _STANDBY_ENDPOINTS:
+        return None  # unknown paths keep their 404
+    service = _service()
+    if service.active:
+        return None
+    # 503: Alertmanager retries a 5xx (not a 4xx), so a notification that
+    # reaches the standby is delivered again, to the active one or to this
+    # one once it has taken over.
+    # Before authentication, so it names no holder (/readyz and the log do).
+    return _error_response(503, "standby", "this webhook is a standby: another instance "
+                           "holds the model store and ledger; retry against the active one")
+
+
 def _finish_request(response: Response) -> Response:
     started = g.pop("started", None)
     if started is not None:
@@ -440,6 +526,7 @@ def create_app(
     *,
     updater: Any = None,
     registry: CollectorRegistry | None = None,
+    start: bool = True,
 ) -> Flask:
     """Build the webhook app.
 
@@ -452,6 +539,14 @@ def create_app(
     started, and stopped by ``WebhookService.close()``. ``registry`` receives
     the webhook's metrics (a fresh one by default); pass the updater's to
     serve both from one registry.
+
+    ``start`` (default True) calls ``WebhookService.start()``: take the lock
+    on the model store and the ledger, then open the ledger and start the
+    updater (when the app built it) and the retrain worker; if another
+    process holds the lock, serve as a standby and take over when it exits
+    (setting ``standby``). With ``start=False`` nothing is opened, started
+    or written until the caller calls ``start()`` (``python -m
+    autoretrain.webhook`` does so once its port is bound).
     """
     settings = load_config(config, os.environ)
     registry = CollectorRegistry() if registry is None else registry
@@ -464,12 +559,7 @@ def create_app(
         if not callable(getattr(updater, method, None)):
             raise ValueError(f"updater must have a {method}() method")
     metrics = WebhookMetrics(registry, settings.max_alertnames)
-    ledger = Ledger(settings.ledger_path, retention_seconds=(
-        settings.ledger_retention_days * 86400 if settings.ledger_retention_days else None))
-    controller = RetrainController(updater, ledger, metrics,
-                                   cooldown_seconds=settings.cooldown_seconds)
-    service = WebhookService(settings, updater, registry, metrics, ledger, controller,
-                             owns_updater)
+    service = WebhookService(settings, updater, registry, metrics, owns_updater)
 
     app = Flask(__name__, static_folder=None)
     # An API has no redirects: //alerts or /api//performance/stats is a 404 in
@@ -486,12 +576,17 @@ def create_app(
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
     app.before_request(_start_timer)
+    app.before_request(_refuse_on_standby)
     app.after_request(_finish_request)
 
-    if owns_updater:
-        updater.start()
-    controller.start()
-    log.info("webhook app ready (auth %s, ledger %s, cooldown %g s)",
+    if start:
+        try:
+            service.start()
+        except BaseException:
+            service.close()
+            raise
+    log.info("webhook app %s (auth %s, ledger %s, cooldown %g s)",
+             "ready" if service.active else "built (standby)" if start else "built",
              "required" if settings.auth_required else "DISABLED", settings.ledger_path,
              settings.cooldown_seconds)
     return app

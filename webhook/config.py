@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .standby import MODES
 from .updater.strategies import UpdateStrategy
 
 __all__ = ["ENV_PREFIX", "WebhookConfig", "load_config"]
@@ -73,6 +74,10 @@ class WebhookConfig:
         ``retry_after_seconds`` None (empty) no retries of agents set aside.
     log_level
         Logging level of ``python -m autoretrain.webhook``.
+    standby
+        What an instance does when another one holds the lock on the model
+        store and ledger (see :mod:`webhook.standby`): ``wait`` as a standby
+        (``/readyz`` 503) and take over when that one exits, or ``exit`` at start.
     """
 
     token: str | None = field(default=None, repr=False)
@@ -102,6 +107,7 @@ class WebhookConfig:
     retrain_discount: float = 0.25
     recency_weight: float = 2.0
     log_level: str = "INFO"
+    standby: str = "wait"
 
     @property
     def auth_required(self) -> bool:
@@ -222,6 +228,8 @@ def _check(key: str, value: Any, source: str) -> Any:
         raise ValueError(f"{where} must be a non-empty string, got {_describe(key, value)}")
     if key == "update_strategy" and value not in _STRATEGIES:
         raise ValueError(f"{where} must be one of {', '.join(_STRATEGIES)}, got {value!r}")
+    if key == "standby" and value not in MODES:
+        raise ValueError(f"{where} must be one of {', '.join(MODES)}, got {value!r}")
     if key == "log_level" and value.upper() not in _LOG_LEVELS:
         raise ValueError(f"{where} must be one of {', '.join(_LOG_LEVELS)}, got {value!r}")
     return value.upper() if key == "log_level" else value

@@ -44,7 +44,10 @@ class WebhookProcess:
         self.log = workdir / "webhook.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> WebhookProcess:
+    def start(self, ready: bool = True) -> WebhookProcess:
+        """Start; wait until ``/readyz`` is 200 (``ready``) or, for a standby,
+        until ``/healthz`` is."""
+        path = "/readyz" if ready else "/healthz"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "autoretrain.webhook"],
                                          cwd=self.workdir,
@@ -52,7 +55,7 @@ class WebhookProcess:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if self.request("GET", "/readyz")[0] == 200:
+                if self.request("GET", path)[0] == 200:
                     return self
             except OSError:
                 pass
