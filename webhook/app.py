@@ -39,7 +39,7 @@ from .config import WebhookConfig, load_config
 from .controller import ControllerUnavailable, RetrainController
 from .ledger import Ledger
 from .metrics import REJECT_REASONS, WebhookMetrics
-from .updater.metrics import MODEL_TYPES
+from .updater.results import MODEL_TYPE, MODEL_TYPES
 
 __all__ = ["ClientError", "WebhookService", "create_app"]
 
@@ -221,7 +221,7 @@ def _parse_trigger(data: Any) -> tuple[str, bool, str]:
     full = data.get("force_full_retrain", False)
     if not isinstance(full, bool):
         raise ClientError(400, "invalid_request", "force_full_retrain must be true or false")
-    model_type = data.get("model_type", MODEL_TYPES[0])
+    model_type = data.get("model_type", MODEL_TYPE)
     if model_type not in MODEL_TYPES:
         raise ClientError(400, "invalid_request",
                           f"model_type must be one of {', '.join(MODEL_TYPES)}")
