@@ -80,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     try:
-        updater = RealTimeModelUpdater(**settings.updater_kwargs(), registry=registry)
+        updater = RealTimeModelUpdater.from_settings(
+            settings.updater_settings(), settings.update_rule(), registry=registry)
         app = create_app(overrides, updater=updater, registry=registry)
     except (ValueError, OSError) as exc:
         print(f"{PROG}: cannot start: {exc}", file=sys.stderr)

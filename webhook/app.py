@@ -459,7 +459,8 @@ def create_app(
     if updater is None:
         from .updater import RealTimeModelUpdater
 
-        updater = RealTimeModelUpdater(**settings.updater_kwargs(), registry=registry)
+        updater = RealTimeModelUpdater.from_settings(
+            settings.updater_settings(), settings.update_rule(), registry=registry)
     for method in ("trigger_retraining", "get_metrics"):
         if not callable(getattr(updater, method, None)):
             raise ValueError(f"updater must have a {method}() method")
