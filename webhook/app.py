@@ -40,6 +40,7 @@ from .controller import ControllerUnavailable, RetrainController
 from .ledger import Ledger
 from .metrics import REJECT_REASONS, WebhookMetrics
 from .updater.results import MODEL_TYPE, MODEL_TYPES
+from .updater.status import UpdaterStatus
 
 __all__ = ["ClientError", "WebhookService", "create_app"]
 
@@ -304,7 +305,7 @@ def list_retraining() -> Response:
 def stats() -> Response:
     """The updater's metrics, plus the retrain controller's state under ``webhook``."""
     service = _service()
-    data = dict(service.updater.get_metrics())
+    data = UpdaterStatus.of(service.updater).as_dict()
     data["webhook"] = service.controller.status()
     return jsonify(_json_safe(data))
 
@@ -330,27 +331,27 @@ def healthz() -> Response:
 def readiness(service: WebhookService) -> tuple[bool, str, dict[str, str]]:
     """(ready, reason, checks): a model is serving, the consumer and the retrain worker
     run, and with Kafka the broker is reachable."""
-    m = service.updater.get_metrics()
+    m = UpdaterStatus.of(service.updater)
     store = getattr(service.updater, "store", None)
     stored = bool(store.versions()) if store is not None else False
     checks: dict[str, str] = {}
     problems: list[str] = []
-    skipped = m.get("corrupt_versions_skipped") or 0
-    if m.get("model_loaded") or m.get("model_version", 0) > 0:
-        checks["model"] = f"loaded (version {m.get('model_version')})" + (
+    skipped = m.corrupt_versions_skipped
+    if m.model_loaded or m.model_version > 0:
+        checks["model"] = f"loaded (version {m.model_version})" + (
             f"; {skipped} corrupt newer version(s) skipped" if skipped else "")
     elif not stored:
         checks["model"] = "new (no stored model yet)"
     else:
         checks["model"] = "not loaded"
         problems.append("the model store has versions but none could be loaded")
-    checks["consumer"] = "running" if m.get("running") else "stopped"
-    if not m.get("running"):
+    checks["consumer"] = "running" if m.running else "stopped"
+    if not m.running:
         problems.append("the updater's consumer is not running")
-    if m.get("source") == "kafka":
+    if m.source == "kafka":
         # The updater probes the broker: its consumer polls quietly return
         # nothing while Kafka is down, which must not look ready.
-        kafka_error = m.get("kafka_error")
+        kafka_error = m.kafka_error
         checks["kafka"] = "reachable" if kafka_error is None else "unreachable"
         if kafka_error is not None:
             problems.append(str(kafka_error))

@@ -7,7 +7,8 @@ the JSON-ready dict with the keys it has always had. Inside the webhook
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 __all__ = ["Counters", "UpdaterStatus"]
@@ -71,3 +72,23 @@ class UpdaterStatus:
     def as_dict(self) -> dict[str, Any]:
         """The dict ``get_metrics()`` returns."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UpdaterStatus:
+        """The status a ``get_metrics()`` dict describes (an updater object other
+        than ours); ValueError naming the keys it lacks."""
+        names = [f.name for f in fields(cls)]
+        missing = [name for name in names if name not in data]
+        if missing:
+            raise ValueError(f"updater status lacks {', '.join(missing)}")
+        return cls(**{name: data[name] for name in names})
+
+    @classmethod
+    def of(cls, updater: Any) -> UpdaterStatus:
+        """``updater.status()`` when it gives one, else from ``updater.get_metrics()``."""
+        status = getattr(updater, "status", None)
+        if callable(status):
+            value = status()
+            if isinstance(value, UpdaterStatus):
+                return value
+        return cls.from_dict(updater.get_metrics())
