@@ -20,8 +20,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 from servers import free_port
-from servers.webhook import figures_file
 from servers.common import wait_until
+from servers.webhook import figures_file
 
 REPO = Path(__file__).resolve().parents[2]
 RATE, DURATION = 50_000, 30.0
