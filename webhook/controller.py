@@ -296,6 +296,11 @@ class RetrainController:
                  job.retrain_type.value, outcome)
 
     def _run(self) -> None:
+        # Not exporter.background.BackgroundLoop: this loop blocks on the
+        # condition that queues jobs, and its backoff after an error waits on
+        # that condition too, so a new job, wake() or stop() ends the wait at
+        # once; BackgroundLoop's backoff waits on its stop event only and
+        # would hold an operator's retrain request for up to _MAX_BACKOFF.
         backoff = 0.1
         while True:
             job: _Job | None = None
