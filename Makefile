@@ -6,7 +6,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 export VENV
 
-.PHONY: demo test install install-test lint unit integration bench rules stack-demo help
+.PHONY: demo test install install-test lint unit integration bench rules stack-demo reliability help
 
 help:
 	@echo "make demo   - run the closed-loop demo on the embedded bus (no servers needed)"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint   - ruff, mypy, and a check that the generated Prometheus rules are current"
 	@echo "make rules  - regenerate prometheus/rules/ from prometheus/thresholds.yml"
 	@echo "make bench  - benchmarks (bench/), figures for BENCHMARKS.md"
+	@echo "make reliability - fault and load tests that rewrite reliability/*.json (RELIABILITY.md)"
 
 install:
 	scripts/venv
@@ -48,3 +49,12 @@ stack-demo: install-test
 
 bench: install
 	$(PYTHON) -m bench $(ARGS)
+
+# The only run that rewrites reliability/*.json: every other test run writes
+# its figures to pytest's temporary directory.
+RELIABILITY_TESTS := tests/integration/test_faults_kafka.py tests/integration/test_faults_updater.py \
+	tests/integration/test_faults_webhook.py tests/integration/test_fuzz_http.py \
+	tests/integration/test_load_alerts.py tests/integration/test_load_exporter.py
+
+reliability: install-test
+	AUTORETRAIN_RECORD_FIGURES=1 $(PYTHON) -m pytest $(RELIABILITY_TESTS) $(PYTEST_ARGS)

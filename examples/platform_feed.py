@@ -66,11 +66,6 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "AUTORETRAIN_PLATFORM_"
 
-# Constructor arguments of AgentSelectionModel found in a stored version's
-# "hyperparameters" (the updater adds its own, such as batch_size, to the same map).
-_MODEL_HYPERPARAMETERS = ("half_life_seconds", "window_size", "learning_rate", "hash_bits",
-                          "retry_after_seconds", "detect_drops")
-
 
 class FeedClock:
     """Wall-clock time, or a pinned time while the history is being written."""
@@ -115,12 +110,10 @@ class ModelFollower:
             try:
                 stored = self._store.load(version)
                 meta = stored.metadata
-                hyper = {k: v for k, v in (meta.get("hyperparameters") or {}).items()
-                         if k in _MODEL_HYPERPARAMETERS}
                 # A new generator per version, seeded from the version: the
                 # same seed each time would replay the same exploration draws.
                 seed = None if self.seed is None else self.seed * 1_000_003 + version
-                model = AgentSelectionModel(meta["strategy"], seed=seed, **hyper)
+                model = AgentSelectionModel.from_metadata(meta, seed=seed)
                 model.load(stored.arrays, meta)
             except (CorruptModel, ValueError, KeyError, TypeError) as exc:
                 # The webhook prunes old versions while we read, and a version

@@ -25,6 +25,7 @@ from servers import (
     ServerStartError,
 )
 from servers.common import ConfiguredHTTPServer
+from servers.webhook import FIGURES_DIR_ENV
 
 # Fixtures whose users need a real server (directly or through another fixture).
 SERVER_FIXTURES = frozenset(
@@ -44,6 +45,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 S = TypeVar("S", bound=ServerProcess)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def figures_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where tests write reliability figures unless ``make reliability`` asks for the
+    tracked files (AUTORETRAIN_RECORD_FIGURES=1; see servers.webhook.figures_file)."""
+    path = tmp_path_factory.mktemp("reliability")
+    previous = os.environ.get(FIGURES_DIR_ENV)
+    os.environ[FIGURES_DIR_ENV] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop(FIGURES_DIR_ENV, None)
+    else:
+        os.environ[FIGURES_DIR_ENV] = previous
 
 
 def _start(server: S) -> S:

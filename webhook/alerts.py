@@ -25,7 +25,7 @@ from autoretrain.exporter.timefmt import utc_iso
 
 __all__ = [
     "ALERT_STATUSES",
-    "Alert",
+    "AlertmanagerAlert",
     "EpisodeKey",
     "InvalidPayload",
     "Notification",
@@ -81,7 +81,7 @@ class EpisodeKey:
 
 
 @dataclass(frozen=True)
-class Alert:
+class AlertmanagerAlert:
     """One alert of a notification."""
 
     status: Status
@@ -112,7 +112,7 @@ class Notification:
     """One webhook message: a group of alerts sent together."""
 
     status: Status
-    alerts: tuple[Alert, ...]
+    alerts: tuple[AlertmanagerAlert, ...]
     receiver: str = ""
     group_key: str = ""
     group_labels: Mapping[str, str] = field(default_factory=dict)
@@ -208,7 +208,7 @@ def _optional(data: Mapping[str, Any], key: str, default: Any) -> Any:
     return default if value is None else value
 
 
-def parse_alert(data: Any, where: str = "alert") -> Alert:
+def parse_alert(data: Any, where: str = "alert") -> AlertmanagerAlert:
     """Validate one element of ``alerts``; ``where`` prefixes error messages."""
     obj = _object(where, data)
     for key in ("status", "labels", "startsAt", "fingerprint"):
@@ -224,7 +224,7 @@ def parse_alert(data: Any, where: str = "alert") -> Alert:
         ends_at = _timestamp(f"{where}.endsAt", obj["endsAt"])
         if ends_at == _ZERO_TIME:
             ends_at = None
-    return Alert(
+    return AlertmanagerAlert(
         status=_status(f"{where}.status", obj["status"]),
         labels=_labels(f"{where}.labels", obj["labels"]),
         annotations=_labels(f"{where}.annotations", _optional(obj, "annotations", {})),

@@ -41,7 +41,8 @@ from .ledger import Ledger
 from .metrics import REJECT_REASONS, WebhookMetrics
 from .standby import Failover
 from .storelock import StoreLock
-from .updater.metrics import MODEL_TYPES
+from .updater.results import MODEL_TYPE, MODEL_TYPES
+from .updater.status import UpdaterStatus
 
 __all__ = ["ClientError", "WebhookService", "create_app"]
 
@@ -282,7 +283,7 @@ def _parse_trigger(data: Any) -> tuple[str, bool, str]:
     full = data.get("force_full_retrain", False)
     if not isinstance(full, bool):
         raise ClientError(400, "invalid_request", "force_full_retrain must be true or false")
-    model_type = data.get("model_type", MODEL_TYPES[0])
+    model_type = data.get("model_type", MODEL_TYPE)
     if model_type not in MODEL_TYPES:
         raise ClientError(400, "invalid_request",
                           f"model_type must be one of {', '.join(MODEL_TYPES)}")
@@ -365,7 +366,7 @@ def list_retraining() -> Response:
 def stats() -> Response:
     """The updater's metrics, plus the retrain controller's state under ``webhook``."""
     service = _service()
-    data = dict(service.updater.get_metrics())
+    data = UpdaterStatus.of(service.updater).as_dict()
     data["webhook"] = service.controller.status()
     return jsonify(_json_safe(data))
 
@@ -396,27 +397,27 @@ def readiness(service: WebhookService) -> tuple[bool, str, dict[str, str]]:
         if service.failover.waiting:
             return False, "standby", {"role": "standby", "lock": service.failover.status()}
         return False, "not started (or stopped)", {"role": "none"}
-    m = service.updater.get_metrics()
+    m = UpdaterStatus.of(service.updater)
     store = getattr(service.updater, "store", None)
     stored = bool(store.versions()) if store is not None else False
     checks: dict[str, str] = {}
     problems: list[str] = []
-    skipped = m.get("corrupt_versions_skipped") or 0
-    if m.get("model_loaded") or m.get("model_version", 0) > 0:
-        checks["model"] = f"loaded (version {m.get('model_version')})" + (
+    skipped = m.corrupt_versions_skipped
+    if m.model_loaded or m.model_version > 0:
+        checks["model"] = f"loaded (version {m.model_version})" + (
             f"; {skipped} corrupt newer version(s) skipped" if skipped else "")
     elif not stored:
         checks["model"] = "new (no stored model yet)"
     else:
         checks["model"] = "not loaded"
         problems.append("the model store has versions but none could be loaded")
-    checks["consumer"] = "running" if m.get("running") else "stopped"
-    if not m.get("running"):
+    checks["consumer"] = "running" if m.running else "stopped"
+    if not m.running:
         problems.append("the updater's consumer is not running")
-    if m.get("source") == "kafka":
+    if m.source == "kafka":
         # The updater probes the broker: its consumer polls quietly return
         # nothing while Kafka is down, which must not look ready.
-        kafka_error = m.get("kafka_error")
+        kafka_error = m.kafka_error
         checks["kafka"] = "reachable" if kafka_error is None else "unreachable"
         if kafka_error is not None:
             problems.append(str(kafka_error))
@@ -434,7 +435,7 @@ def readyz() -> tuple[Response, int]:
 
 
 def _openapi_text() -> str:
-    return resources.files("webhook").joinpath("openapi.yaml").read_text(encoding="utf-8")
+    return resources.files(__package__).joinpath("openapi.yaml").read_text(encoding="utf-8")
 
 
 @ops_bp.get("/openapi.yaml")
@@ -554,7 +555,8 @@ def create_app(
     if updater is None:
         from .updater import RealTimeModelUpdater
 
-        updater = RealTimeModelUpdater(**settings.updater_kwargs(), registry=registry)
+        updater = RealTimeModelUpdater.from_settings(
+            settings.updater_settings(), settings.update_rule(), registry=registry)
     for method in ("trigger_retraining", "get_metrics"):
         if not callable(getattr(updater, method, None)):
             raise ValueError(f"updater must have a {method}() method")

@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from .standby import MODES
-from .updater.strategies import UpdateStrategy
+from .updater.settings import (
+    RECENCY_WEIGHT,
+    RETRAIN_DISCOUNT,
+    RetrainSettings,
+    UpdaterSettings,
+)
+from .updater.strategies import Rule, UpdateStrategy, make_rule
+from .updater.strategies.exponential import HALF_LIFE_SECONDS, RETRY_AFTER_SECONDS
 
 __all__ = ["ENV_PREFIX", "WebhookConfig", "load_config"]
 
@@ -66,12 +73,18 @@ class WebhookConfig:
     host, port, threads
         Listen address and waitress worker threads of ``python -m autoretrain.webhook``.
     model_storage_path, kafka_servers, kafka_topic, consumer_group, batch_size,
-    batch_timeout_seconds, save_interval_seconds, update_strategy, buffer_size,
-    half_life_seconds, retry_after_seconds, detect_drops, retrain_discount, recency_weight
-        The :class:`~webhook.RealTimeModelUpdater` built when none is passed
-        in (same names and meanings); ``kafka_servers`` None (empty) means the
-        embedded bus, ``buffer_size`` None (empty) 10 x ``batch_size``,
-        ``retry_after_seconds`` None (empty) no retries of agents set aside.
+    batch_timeout_seconds, save_interval_seconds, buffer_size
+        The :class:`~autoretrain.webhook.updater.UpdaterSettings` of the
+        updater built when none is passed in (same names, meanings and
+        defaults); ``kafka_servers`` None (empty) means the embedded bus,
+        ``buffer_size`` None (empty) 10 x ``batch_size``.
+    update_strategy, half_life_seconds, retry_after_seconds, detect_drops
+        Its update rule (see :mod:`autoretrain.webhook.updater.strategies`;
+        the last three are the EXPONENTIAL rule's, with its defaults);
+        ``retry_after_seconds`` None (empty) means no retries of agents set aside.
+    retrain_discount, recency_weight
+        Advanced (see :class:`~autoretrain.webhook.updater.RetrainSettings`):
+        kept for experiments; no operator normally sets them.
     log_level
         Logging level of ``python -m autoretrain.webhook``.
     standby
@@ -92,20 +105,21 @@ class WebhookConfig:
     host: str = "127.0.0.1"
     port: int = 9109
     threads: int = 8
-    model_storage_path: str = "./models"
+    # The updater's settings: defaults from UpdaterSettings and the rule, written there.
+    model_storage_path: str = UpdaterSettings.model_storage_path
     kafka_servers: str | None = None
-    kafka_topic: str = "agent-outcomes"
-    consumer_group: str = "autoretrain-updater"
-    batch_size: int = 10
-    batch_timeout_seconds: float = 30.0
-    save_interval_seconds: float = 300.0
-    update_strategy: str = "exponential"
+    kafka_topic: str = UpdaterSettings.kafka_topic
+    consumer_group: str = UpdaterSettings.consumer_group
+    batch_size: int = UpdaterSettings.batch_size
+    batch_timeout_seconds: float = UpdaterSettings.batch_timeout_seconds
+    save_interval_seconds: float = UpdaterSettings.save_interval_seconds
+    update_strategy: str = UpdateStrategy.EXPONENTIAL.value
     buffer_size: int | None = None
-    half_life_seconds: float = 3600.0
-    retry_after_seconds: float | None = 600.0
+    half_life_seconds: float = HALF_LIFE_SECONDS
+    retry_after_seconds: float | None = RETRY_AFTER_SECONDS
     detect_drops: bool = False
-    retrain_discount: float = 0.25
-    recency_weight: float = 2.0
+    retrain_discount: float = RETRAIN_DISCOUNT
+    recency_weight: float = RECENCY_WEIGHT
     log_level: str = "INFO"
     standby: str = "wait"
 
@@ -113,6 +127,23 @@ class WebhookConfig:
     def auth_required(self) -> bool:
         """True when POST endpoints need the Bearer token."""
         return self.token is not None
+
+    def updater_settings(self) -> UpdaterSettings:
+        """The settings of the updater to build."""
+        return UpdaterSettings(
+            kafka_servers=self.kafka_servers, kafka_topic=self.kafka_topic,
+            consumer_group=self.consumer_group, batch_size=self.batch_size,
+            batch_timeout_seconds=self.batch_timeout_seconds,
+            model_storage_path=self.model_storage_path,
+            save_interval_seconds=self.save_interval_seconds, buffer_size=self.buffer_size,
+            retrain=RetrainSettings(discount=self.retrain_discount,
+                                    recency_weight=self.recency_weight))
+
+    def update_rule(self) -> Rule:
+        """The update rule of the updater to build (its hyperparameters included)."""
+        return make_rule(self.update_strategy, half_life_seconds=self.half_life_seconds,
+                         retry_after_seconds=self.retry_after_seconds,
+                         detect_drops=self.detect_drops)
 
     def updater_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the :class:`~webhook.RealTimeModelUpdater` to build."""
@@ -272,6 +303,10 @@ def load_config(
             raise ValueError(f"unknown config key {key!r}; known: {', '.join(_KEYS)}")
         values[key] = _check(key, value, "config")
     config = WebhookConfig(**values)
+    # The updater's own checks, once, here: a combination its rule refuses
+    # (detect_drops without retries, or with another strategy) fails at start.
+    config.update_rule()
+    config.updater_settings()
 
     if config.token is not None and config.token_file is not None:
         raise ValueError("set token or token_file, not both")

@@ -30,6 +30,7 @@ from .alerts import EpisodeKey, Notification
 from .ledger import Ledger
 from .metrics import WebhookMetrics
 from .policy import Plan, QueuedEpisode, decide, retrain_type_of
+from .updater.results import MODEL_TYPE, RetrainType
 
 __all__ = ["ControllerUnavailable", "RetrainController", "Updater"]
 
@@ -54,9 +55,9 @@ class ControllerUnavailable(RuntimeError):
 class _Job:
     trigger: str  # "alert" | "api"
     reason: str
-    full: bool
+    retrain_type: RetrainType
     requested_at: float
-    model_type: str = "agent_selection"
+    model_type: str = MODEL_TYPE
     episodes: tuple[QueuedEpisode, ...] = ()
     future: Future[tuple[int, dict[str, Any]]] | None = None
     retrain_id: int | None = field(default=None)
@@ -225,14 +226,15 @@ class RetrainController:
 
     def submit(
         self, reason: str, force_full_retrain: bool = False,
-        model_type: str = "agent_selection",
+        model_type: str = MODEL_TYPE,
     ) -> Future[tuple[int, dict[str, Any]]]:
         """Queue an API retrain ahead of alert retrains; the future gives (ledger id, result).
 
         Cancel the future to withdraw the request if it has not started.
         """
         future: Future[tuple[int, dict[str, Any]]] = Future()
-        job = _Job("api", reason, force_full_retrain, self.clock(), model_type, future=future)
+        job = _Job("api", reason, RetrainType.of(force_full_retrain), self.clock(), model_type,
+                   future=future)
         with self._cond:
             if self._stopping or not self.running:
                 raise ControllerUnavailable("the retrain worker is not running")
@@ -256,7 +258,7 @@ class RetrainController:
                         try:
                             job.retrain_id = self.ledger.start_retrain(
                                 trigger="api", reason=job.reason,
-                                retrain_type="full" if job.full else "incremental",
+                                retrain_type=job.retrain_type,
                                 requested_at=job.requested_at)
                         except Exception as exc:
                             # Whatever failed (SQLite, or a value it cannot store), the
@@ -269,7 +271,7 @@ class RetrainController:
                 if self._pending and now >= self._cooldown_until:
                     episodes = tuple(sorted(self._pending.values(), key=lambda q: q.queued_at))
                     retrain_type = retrain_type_of(episodes)
-                    job = _Job("alert", _alert_reason(episodes), retrain_type == "full",
+                    job = _Job("alert", _alert_reason(episodes), retrain_type,
                                episodes[0].queued_at, episodes=episodes)
                     # Claim first: if the ledger write fails, the episodes stay queued.
                     job.retrain_id = self.ledger.start_retrain(
@@ -291,9 +293,14 @@ class RetrainController:
             self._busy = False
             self._set_cooldown(self.clock() + self.cooldown_seconds)
         log.info("retrain %d (%s, %s) finished: %s", job.retrain_id, job.trigger,
-                 "full" if job.full else "incremental", outcome)
+                 job.retrain_type.value, outcome)
 
     def _run(self) -> None:
+        # Not exporter.background.BackgroundLoop: this loop blocks on the
+        # condition that queues jobs, and its backoff after an error waits on
+        # that condition too, so a new job, wake() or stop() ends the wait at
+        # once; BackgroundLoop's backoff waits on its stop event only and
+        # would hold an operator's retrain request for up to _MAX_BACKOFF.
         backoff = 0.1
         while True:
             job: _Job | None = None
@@ -302,7 +309,8 @@ class RetrainController:
                 if job is None:
                     return
                 result = self.updater.trigger_retraining(
-                    reason=job.reason, force_full_retrain=job.full, model_type=job.model_type)
+                    reason=job.reason, force_full_retrain=job.retrain_type is RetrainType.FULL,
+                    model_type=job.model_type)
                 self._finish(job, result, None)
                 if job.future is not None:
                     assert job.retrain_id is not None

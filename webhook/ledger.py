@@ -41,13 +41,15 @@ from autoretrain.exporter.timefmt import utc_iso
 
 from .alerts import EpisodeKey
 from .policy import EpisodeState, Plan, QueuedEpisode
+from .updater.results import RetrainStatus
 
 __all__ = ["OUTCOMES", "Ledger", "LedgerError", "outcome_of"]
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-OUTCOMES = ("running", "promoted", "rejected", "skipped", "failed", "error", "interrupted")
+OUTCOMES = ("running", *(s.value for s in RetrainStatus), "error", "interrupted")
+_STATUSES = frozenset(s.value for s in RetrainStatus)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS episodes (
@@ -95,18 +97,18 @@ def _iso(timestamp: float | None) -> str | None:
 def outcome_of(result: Mapping[str, Any]) -> str:
     """The outcome of an updater result dict (``model_retrains_total``'s ``result``).
 
-    The updater reports it as ``result``; for an updater that does not,
-    ``success`` False with nothing processed is "skipped" (nothing to learn
-    from) and any other failure is "failed".
+    The updater reports it as ``result``. An updater object that does not
+    (any object with ``trigger_retraining`` may be passed to ``create_app``)
+    is read by its documented flags only: ``success`` and ``promoted`` give
+    promoted or rejected, anything else is "failed".
     """
     reported = result.get("result")
-    if reported in ("promoted", "rejected", "skipped", "failed"):
+    if reported in _STATUSES:
         return str(reported)
     if result.get("success"):
-        return "promoted" if result.get("promoted") else "rejected"
-    if not result.get("events_processed") and result.get("model_type") == "agent_selection":
-        return "skipped"
-    return "failed"
+        return RetrainStatus.PROMOTED.value if result.get("promoted") else \
+            RetrainStatus.REJECTED.value
+    return RetrainStatus.FAILED.value
 
 
 class Ledger:
@@ -263,7 +265,7 @@ class Ledger:
             cursor = self._conn.execute(
                 "INSERT INTO retrains (trigger, reason, retrain_type, requested_at, started_at, "
                 "outcome, alerts) VALUES (?, ?, ?, ?, ?, 'running', ?)",
-                (trigger, reason, retrain_type, requested_at, now, alerts))
+                (trigger, reason, str(retrain_type), requested_at, now, alerts))
             retrain_id = cursor.lastrowid
             assert retrain_id is not None
             for q in episodes:

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .alerts import EpisodeKey, Notification
+from .updater.results import RetrainType
 
 __all__ = [
-    "RETRAIN_TYPES",
     "Action",
     "Decision",
     "EpisodeState",
@@ -41,7 +41,8 @@ __all__ = [
     "retrain_type_of",
 ]
 
-RETRAIN_TYPES = ("incremental", "full")
+# The retrain label values an alert may carry.
+_RETRAIN_LABELS = frozenset(t.value for t in RetrainType)
 
 
 class Action(enum.StrEnum):
@@ -115,9 +116,9 @@ class Plan:
     resolve: tuple[QueuedEpisode, ...]  # first seen resolved: remembered, never queued
 
 
-def retrain_type_of(queued: Iterable[QueuedEpisode]) -> str:
+def retrain_type_of(queued: Iterable[QueuedEpisode]) -> RetrainType:
     """The type of one retrain serving all of ``queued``: full wins over incremental."""
-    return "full" if any(q.retrain_type == "full" for q in queued) else "incremental"
+    return RetrainType.of(any(q.retrain_type == RetrainType.FULL for q in queued))
 
 
 def decide(
@@ -146,7 +147,7 @@ def decide(
         if label is None:
             outcome = (Action.IGNORED_NO_RETRAIN_LABEL, "no retrain label: acknowledged only",
                        None, None)
-        elif label not in RETRAIN_TYPES:
+        elif label not in _RETRAIN_LABELS:
             outcome = (Action.IGNORED_INVALID_RETRAIN_LABEL,
                        f"retrain label must be incremental or full, got {label[:40]!r}",
                        None, None)

@@ -1,9 +1,10 @@
 """Issue 7, point 2: the updater process SIGKILLed 50 times over a running stream.
 
-Each run is a real process (``python -m autoretrain.webhook.updater``) consuming a live
-topic into a model store; it is killed at a random moment (seeded), some
-kills landing inside a model save (the test-only save delay widens the
-window between the arrays file and the metadata, the commit marker). Every
+Each run is a real process (``python -m autoretrain.webhook.updater``, through the
+test wrapper ``servers.updater`` that adds a status file and a save delay)
+consuming a live topic into a model store; it is killed at a random moment
+(seeded), some kills landing inside a model save (the wrapper's save delay
+widens the window between the arrays file and the metadata, the commit marker). Every
 restart must load the newest committed version and resume from the offsets
 stored with it; at the end the persisted model has applied every produced
 event exactly once. Figures go to reliability/kafka.json.
@@ -15,7 +16,6 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -25,6 +25,8 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 from servers.common import poll_until
+from servers.updater import command as updater_command
+from servers.updater import env as updater_env
 from servers.webhook import record_figures as _record
 
 from autoretrain.exporter.events import EventIdFactory, encode_event, run_event
@@ -113,16 +115,16 @@ def test_updater_sigkilled_50_times_applies_every_event_once(kafka_server, kafka
     group = f"crash-{uuid.uuid4().hex[:8]}"
     store_dir, status_path = tmp_path / "models", tmp_path / "status.json"
     log_path = tmp_path / "updater.log"
-    command = [
-        sys.executable, "-m", "autoretrain.webhook.updater", "--kafka-servers", bootstrap,
+    command = updater_command(
+        "--kafka-servers", bootstrap,
         "--topic", kafka_topic, "--group", group, "--model-dir", str(store_dir),
         "--batch-size", "50", "--batch-timeout-seconds", "0.05",
-        "--save-interval-seconds", "0.2", "--test-save-delay-seconds", "0.05",
+        "--save-interval-seconds", "0.2", "--save-delay-seconds", "0.05",
         # Static membership: a restart takes the killed process' place at once
         # instead of waiting for its session to expire (6 s minimum per kill).
         "--group-instance-id", "updater-0", "--session-timeout-ms", "6000",
         "--status-file", str(status_path),
-    ]
+    )
     rng = random.Random(2024)
     stream = Stream(bootstrap, kafka_topic)
     stream.start()
@@ -135,7 +137,8 @@ def test_updater_sigkilled_50_times_applies_every_event_once(kafka_server, kafka
 
     def launch() -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
         expected = ModelStore(store_dir).load_latest() if store_dir.is_dir() else None
-        p = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        p = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                             env=updater_env())
         status = poll_until(
             lambda: s if (s := read_status(status_path)) and s["pid"] == p.pid else None,
             timeout=60, interval=0.02, what=f"updater pid {p.pid} status")

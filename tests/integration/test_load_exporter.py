@@ -21,6 +21,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 from servers import free_port
 from servers.common import wait_until
+from servers.webhook import figures_file
 
 REPO = Path(__file__).resolve().parents[2]
 RATE, DURATION = 50_000, 30.0
@@ -135,9 +136,9 @@ def test_50k_events_per_second_into_the_standalone_exporter(kafka_server, kafka_
             "rss_growth_after_10s_mib": round(growth, 1),
             "rss_curve": curve,
         }
-        out_dir = REPO / "reliability"
-        out_dir.mkdir(exist_ok=True)
-        (out_dir / "exporter.json").write_text(json.dumps(figures, indent=2) + "\n")
+        out = figures_file(REPO / "reliability" / "exporter.json")
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(figures, indent=2) + "\n")
         assert caught_up and final == produced["produced"], figures
         # Bounded state (agent series, de-dup ids) means no growth once warm;
         # 20 MiB of slack covers allocator noise, not a leak of 1.5M events.

@@ -75,6 +75,11 @@ def test_installed_wheel_imports_from_autoretrain_only(wheel: Path, tmp_path: Pa
         "import autoretrain.exporter as e\n"
         f"assert e.__file__.startswith({str(site)!r}), e.__file__\n"
         "assert u.find_spec('exporter') is None and u.find_spec('webhook') is None\n"
+        "from autoretrain import create_app\n"
+        "app = create_app({'model_storage_path': 'models', 'ledger_path': 'l.sqlite3',"
+        " 'token': 'secret-token-for-the-packaging-test'},"
+        " start=False)\n"
+        "assert b'openapi' in app.test_client().get('/openapi.yaml').data\n"
         "from autoretrain.webhook.__main__ import main\n"
         "main(['--help'])\n"
     )

@@ -122,11 +122,9 @@ def test_crash_restart_reapplies_only_unsaved_events(kafka_server, kafka_topic: 
     wait_until(lambda: u.get_metrics()["saves"] >= 2 and u.get_metrics()["model_version"] > 0)
     # Crash: the thread stops and the consumer goes away without a final save
     # or commit; events applied after the last save exist only in memory.
-    u._stop_event.set()
-    assert u._thread is not None
-    u._thread.join(10)
-    assert u._source is not None
-    u._source.consumer.close(autocommit=False)
+    assert u._consumer.stop(10)
+    assert u._consumer.source is not None
+    u._consumer.source.consumer.close(autocommit=False)
     produce(bootstrap, kafka_topic, values[6_000:], keys[6_000:])
     again = updater(bootstrap, kafka_topic, group, tmp_path)
     again.start()

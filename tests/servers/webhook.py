@@ -14,11 +14,28 @@ from typing import Any
 
 from .common import free_port, stop_process
 
-__all__ = ["LIMIT", "REPO", "TOKEN", "WebhookProcess", "record_figures", "webhook_env"]
+__all__ = ["FIGURES_DIR_ENV", "LIMIT", "RECORD_ENV", "REPO", "TOKEN", "WebhookProcess",
+           "figures_file", "record_figures", "webhook_env"]
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "server-token-0123456789abcdef"
 LIMIT = 65536
+#: Set to 1 (``make reliability``) to write figures into reliability/*.json,
+#: the files RELIABILITY.md cites; otherwise they go to FIGURES_DIR_ENV.
+RECORD_ENV = "AUTORETRAIN_RECORD_FIGURES"
+#: Where figures go when not recorded (set by tests/conftest.py to a pytest tmp dir).
+FIGURES_DIR_ENV = "AUTORETRAIN_FIGURES_DIR"
+
+
+def figures_file(path: Path) -> Path:
+    """``path`` (under reliability/) when figures are recorded, else the file of the
+    same name in the test run's temporary directory: tests never rewrite tracked files."""
+    if os.environ.get(RECORD_ENV) == "1":
+        return path
+    scratch = os.environ.get(FIGURES_DIR_ENV)
+    if not scratch:
+        raise RuntimeError(f"{FIGURES_DIR_ENV} is not set (tests/conftest.py sets it)")
+    return Path(scratch) / path.name
 
 
 def webhook_env(**settings: str) -> dict[str, str]:
@@ -83,7 +100,9 @@ class WebhookProcess:
 
 def record_figures(path: Path, key: str, figures: dict[str, Any], sub: str | None = None) -> None:
     """Merge ``figures`` (stamped ``measured_at``) under ``key`` (and ``sub``) into the
-    JSON file ``path``; RELIABILITY.md cites these files. Written atomically."""
+    JSON file ``path``; RELIABILITY.md cites these files. Written atomically, and only
+    with ``AUTORETRAIN_RECORD_FIGURES=1`` (see :func:`figures_file`)."""
+    path = figures_file(path)
     path.parent.mkdir(exist_ok=True)
     data = json.loads(path.read_text()) if path.exists() else {}
     entry = {**figures, "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}

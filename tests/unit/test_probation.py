@@ -321,7 +321,7 @@ def test_the_updater_logs_and_counts_probation_events(
     updater = RealTimeModelUpdater(model_storage_path=str(tmp_path), enable_auto_save=False,
                                    registry=registry, detect_drops=True, seed=0)
     updater.ingest(history(1000))
-    with caplog.at_level("INFO", logger="autoretrain.webhook.updater.updater"):
+    with caplog.at_level("INFO", logger="autoretrain.webhook.updater.state"):
         for k in range(0, 20, 2):
             updater.ingest(bad_period(start=1000)[k : k + 2])
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import autoretrain.webhook.updater.updater as updater_module
+import autoretrain.webhook.updater.retrainer as retrainer_module
 from autoretrain.exporter.events import EventIdFactory, encode_event, run_event
 from autoretrain.webhook import RealTimeModelUpdater, UpdateStrategy
 
@@ -261,7 +261,7 @@ def test_retrains_are_serialised(tmp_path: Path, monkeypatch) -> None:
     u = make(tmp_path)
     u.ingest(events(300))
     active, overlaps = [0], []
-    real = updater_module.retrain
+    real = retrainer_module.retrain
 
     def slow_retrain(*args: Any, **kwargs: Any):
         active[0] += 1
@@ -272,7 +272,7 @@ def test_retrains_are_serialised(tmp_path: Path, monkeypatch) -> None:
         finally:
             active[0] -= 1
 
-    monkeypatch.setattr(updater_module, "retrain", slow_retrain)
+    monkeypatch.setattr(retrainer_module, "retrain", slow_retrain)
     results: list[dict[str, Any]] = []
     threads = [
         threading.Thread(
@@ -294,14 +294,14 @@ def test_events_arriving_during_a_retrain_reach_the_promoted_model(
     ids = EventIdFactory()
     u.ingest(events(300, ids=ids))
     late = events(7, seed=5, start=9000, ids=ids)
-    real = updater_module.retrain
+    real = retrainer_module.retrain
 
     def retrain_with_arrivals(*args: Any, **kwargs: Any):
         outcome = real(*args, **kwargs)
         assert u.ingest(late) == 7  # arrives while the retrain is in progress
         return outcome
 
-    monkeypatch.setattr(updater_module, "retrain", retrain_with_arrivals)
+    monkeypatch.setattr(retrainer_module, "retrain", retrain_with_arrivals)
     result = u.trigger_retraining(reason="x", force_full_retrain=True)
     assert result["promoted"]
     # Full retrain: fresh model on the 100 buffered events, plus the 7 late ones.
@@ -355,7 +355,12 @@ def test_hyperparameters_are_stored_under_their_names(tmp_path: Path) -> None:
         buffer_size=55,
     )
     assert u.update_strategy is UpdateStrategy.MOVING_AVERAGE
-    assert (u.window_size, u.half_life_seconds, u.learning_rate, u.buffer_size) == (7, 60, 0.3, 55)
+    assert (u.window_size, u.buffer_size) == (7, 55)
+    # The moving-average rule owns only its window: the other strategies'
+    # hyperparameters are checked (a bad one is refused) and have no effect.
+    assert u.rule.hyperparameters() == {"window_size": 7}
+    with pytest.raises(ValueError, match="learning_rate"):
+        make(tmp_path, update_strategy="moving_average", learning_rate=-1.0)
     assert u.event_bus is not None and u.registry is not make(tmp_path).registry
 
 

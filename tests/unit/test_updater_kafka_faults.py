@@ -22,6 +22,7 @@ from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 from autoretrain.exporter.events import EventIdFactory, encode_event, run_event
 from autoretrain.exporter.kafka_sink import BrokerProbe
 from autoretrain.webhook import RealTimeModelUpdater, create_app
+from autoretrain.webhook.updater import store as store_module
 from autoretrain.webhook.updater.store import CorruptModel, ModelStore
 
 TOKEN = "test-token-0123456789abcdef"
@@ -258,19 +259,22 @@ def test_corrupt_model_names_its_fault(tmp_path: Path, damage: Callable[[Path, P
     assert info.value.fault == fault
 
 
-def test_remove_incomplete_deletes_only_crash_debris(tmp_path: Path) -> None:
+def test_remove_incomplete_deletes_only_crash_debris(tmp_path: Path, monkeypatch) -> None:
     store = ModelStore(tmp_path)
     killed_in_save = []
+    write = store_module._atomic_write
 
-    def crash(version: int) -> None:
-        killed_in_save.append(version)
-        raise KeyboardInterrupt  # stands in for the process dying between the two files
+    def crash_after_arrays(path: Path, data: bytes) -> None:
+        write(path, data)
+        if path.suffix == ".npz":
+            killed_in_save.append(int(path.stem[6:]))
+            raise KeyboardInterrupt  # stands in for the process dying between the two files
 
     store.save(arrays(), {})
-    store.on_arrays_written = crash
-    with pytest.raises(KeyboardInterrupt):
-        store.save(arrays(), {})  # leaves model-00000002.npz without metadata
-    store.on_arrays_written = None
+    with monkeypatch.context() as patched:
+        patched.setattr(store_module, "_atomic_write", crash_after_arrays)
+        with pytest.raises(KeyboardInterrupt):
+            store.save(arrays(), {})  # leaves model-00000002.npz without metadata
     (tmp_path / ".tmp-model-00000003.npz-abc").write_bytes(b"partial")
     assert killed_in_save == [2] and store.versions() == [1]
     # Version 2's arrays may still be "the newest save": kept until a newer commit.

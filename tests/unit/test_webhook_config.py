@@ -133,14 +133,14 @@ def test_model_hyperparameters_from_env_reach_the_updater(tmp_path: Path) -> Non
     updater = RealTimeModelUpdater(**config.updater_kwargs())
     assert (updater.buffer_size, updater.recency_weight, updater.half_life_seconds,
             updater.retrain_discount) == (400, 4.0, 600.0, 0.0)
-    model = updater._model
-    assert (model.retry_after_seconds, model.detect_drops) == (120.0, True)
+    rule = updater.model.rule
+    assert (rule.retry_after_seconds, rule.detect_drops) == (120.0, True)
     blank = load_config({"allow_unauthenticated": True},
                         {"AUTORETRAIN_WEBHOOK_BUFFER_SIZE": "",
                          "AUTORETRAIN_WEBHOOK_RETRY_AFTER_SECONDS": ""})
     assert blank.buffer_size is None and blank.retry_after_seconds is None
     assert RealTimeModelUpdater(**{**blank.updater_kwargs(),
-                                   "model_storage_path": str(tmp_path)})._model.hyperparameters()[
+                                   "model_storage_path": str(tmp_path)}).model.hyperparameters()[
         "retry_after_seconds"] is None
 
 

@@ -122,7 +122,9 @@ def test_pagination_newest_first(tmp_path: Path) -> None:
 @pytest.mark.parametrize("result, outcome", [
     (RESULT, "promoted"),
     ({**RESULT, "promoted": False}, "rejected"),
-    ({"success": False, "events_processed": 0, "model_type": "agent_selection"}, "skipped"),
+    # Without the updater's word, only the documented flags count: no guessing
+    # "skipped" from the other fields.
+    ({"success": False, "events_processed": 0, "model_type": "agent_selection"}, "failed"),
     ({"success": False, "events_processed": 0, "model_type": "other"}, "failed"),
     ({"success": False, "events_processed": 5, "model_type": "agent_selection"}, "failed"),
     # The updater's own word wins over the derivation.

@@ -5,20 +5,42 @@ Never imports Flask (the webhook app imports this package, not the reverse).
 
 from .batch import EventBatch
 from .model import AgentSelectionModel
+from .results import MODEL_TYPE, RetrainResult, RetrainStatus, RetrainType
 from .retrain import Score, full_retrain, incremental_retrain, recency_weights, score_model
+from .settings import RetrainSettings, UpdaterSettings
+from .status import UpdaterStatus
 from .store import CorruptModel, ModelStore, StoredModel
-from .strategies import UpdateStrategy
+from .strategies import (
+    BayesianRule,
+    ExponentialRule,
+    GradientRule,
+    MovingAverageRule,
+    Rule,
+    UpdateStrategy,
+)
 from .updater import RealTimeModelUpdater
 
 __all__ = [
+    "MODEL_TYPE",
     "AgentSelectionModel",
+    "BayesianRule",
     "CorruptModel",
     "EventBatch",
+    "ExponentialRule",
+    "GradientRule",
     "ModelStore",
+    "MovingAverageRule",
     "RealTimeModelUpdater",
+    "RetrainResult",
+    "RetrainSettings",
+    "RetrainStatus",
+    "RetrainType",
+    "Rule",
     "Score",
     "StoredModel",
     "UpdateStrategy",
+    "UpdaterSettings",
+    "UpdaterStatus",
     "full_retrain",
     "incremental_retrain",
     "recency_weights",

@@ -5,13 +5,10 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .probation import EVENTS as PROBATION_EVENTS
+from .results import MODEL_TYPES, RetrainStatus, RetrainType
 
-__all__ = ["EVENT_RESULTS", "MODEL_TYPES", "RETRAIN_RESULTS", "RETRAIN_TYPES", "STORE_FAULTS",
-           "UpdaterMetrics"]
+__all__ = ["EVENT_RESULTS", "STORE_FAULTS", "UpdaterMetrics"]
 
-MODEL_TYPES = ("agent_selection",)
-RETRAIN_TYPES = ("incremental", "full")
-RETRAIN_RESULTS = ("promoted", "rejected", "failed", "skipped")
 EVENT_RESULTS = ("applied", "duplicate", "invalid")
 #: Why a stored model version could not be loaded (``CorruptModel.fault``).
 STORE_FAULTS = ("metadata_missing", "metadata_not_json", "metadata_invalid", "arrays_missing",
@@ -104,9 +101,9 @@ class UpdaterMetrics:
         for event in PROBATION_EVENTS:
             self.probation.labels(event)
         for model_type in MODEL_TYPES:
-            for retrain_type in RETRAIN_TYPES:
-                self.retrain_duration.labels(retrain_type)
-                for result in RETRAIN_RESULTS:
-                    self.retrains.labels(model_type, retrain_type, result)
+            for retrain_type in RetrainType:
+                self.retrain_duration.labels(retrain_type.value)
+                for status in RetrainStatus:
+                    self.retrains.labels(model_type, retrain_type.value, status.value)
         for result in EVENT_RESULTS:
             self.events.labels(result)

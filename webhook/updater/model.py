@@ -39,7 +39,14 @@ from typing import Any
 import numpy as np
 
 from .batch import EventBatch, context_hash, stable_hash
-from .strategies import GradientRule, Observations, Rule, UpdateStrategy, make_rule
+from .strategies import (
+    GradientRule,
+    Observations,
+    Rule,
+    UpdateStrategy,
+    make_rule,
+    rule_from_hyperparameters,
+)
 
 __all__ = [
     "ACCURACY_PRIOR_MEAN",
@@ -115,31 +122,23 @@ class AgentSelectionModel:
     Parameters
     ----------
     strategy
-        An :class:`~.strategies.UpdateStrategy`.
-    half_life_seconds
-        EXPONENTIAL: evidence loses half its weight per this many seconds of
-        event time.
-    window_size
-        MOVING_AVERAGE: observations per pair and kind in the window.
-    learning_rate
-        GRADIENT: SGD step size.
-    hash_bits
-        GRADIENT: ``2**hash_bits`` hashed feature weights per head.
-    retry_after_seconds
-        EXPONENTIAL: a pair set aside at a change point where it got worse
-        is retried by exploration this many seconds of event time later,
-        and restored when the retries look like its history (see
-        :mod:`.probation`); None: its history is dropped, never retried.
-    detect_drops
-        EXPONENTIAL with ``retry_after_seconds``: also set a pair aside
-        between retrains, as soon as a CUSUM of its runs says it dropped by
-        20 % (see :mod:`.drops`), instead of waiting for an alert's retrain.
+        The update rule: a :class:`~.strategies.Rule` object with its own
+        hyperparameters (e.g. ``ExponentialRule(half_life_seconds=600)``),
+        or an :class:`~.strategies.UpdateStrategy` (or its value) whose rule
+        is built from the keyword hyperparameters.
     seed
         Seed of the generator used by ``explore=True``.
+    **hyperparameters
+        With a strategy name: ``half_life_seconds``, ``retry_after_seconds``,
+        ``detect_drops`` (EXPONENTIAL), ``window_size`` (MOVING_AVERAGE),
+        ``learning_rate``, ``hash_bits`` (GRADIENT); see the rules in
+        :mod:`.strategies` for their meaning and defaults. Those of another
+        strategy are checked and have no effect (see
+        :func:`~.strategies.make_rule`).
 
     Examples
     --------
-    >>> from exporter.events import run_event
+    >>> from autoretrain.exporter.events import run_event
     >>> model = AgentSelectionModel(UpdateStrategy.BAYESIAN, seed=0)
     >>> events = [run_event(str(i), float(i), "a" if i % 2 else "b", "llm",
     ...                     "success" if i % 2 else "failure", 1.0, 0, 0.0)
@@ -151,46 +150,14 @@ class AgentSelectionModel:
 
     def __init__(
         self,
-        strategy: UpdateStrategy = UpdateStrategy.EXPONENTIAL,
+        strategy: UpdateStrategy | str | Rule = UpdateStrategy.EXPONENTIAL,
         *,
-        half_life_seconds: float = 3600.0,
-        window_size: int = 100,
-        learning_rate: float = 0.1,
-        hash_bits: int = 16,
-        retry_after_seconds: float | None = 600.0,
-        detect_drops: bool = False,
         seed: int | None = None,
+        **hyperparameters: Any,
     ) -> None:
-        strategy = UpdateStrategy(strategy)
-        if not half_life_seconds > 0:
-            raise ValueError(f"half_life_seconds must be > 0, got {half_life_seconds!r}")
-        if isinstance(window_size, bool) or not isinstance(window_size, int) or window_size < 1:
-            raise ValueError(f"window_size must be an integer >= 1, got {window_size!r}")
-        if not 0 < learning_rate <= 10:
-            raise ValueError(f"learning_rate must be in (0, 10], got {learning_rate!r}")
-        if not isinstance(hash_bits, int) or not 8 <= hash_bits <= 24:
-            raise ValueError(f"hash_bits must be an integer in [8, 24], got {hash_bits!r}")
-        if retry_after_seconds is not None and (
-                isinstance(retry_after_seconds, bool)
-                or not isinstance(retry_after_seconds, int | float)
-                or not 0 < retry_after_seconds < float("inf")):
-            raise ValueError("retry_after_seconds must be a finite number > 0 or None, "
-                             f"got {retry_after_seconds!r}")
-        self.strategy = strategy
-        self.half_life_seconds = float(half_life_seconds)
-        self.window_size = window_size
-        self.learning_rate = float(learning_rate)
-        self.hash_bits = hash_bits
-        self.retry_after_seconds = (
-            None if retry_after_seconds is None else float(retry_after_seconds))
-        if not isinstance(detect_drops, bool):
-            raise ValueError(f"detect_drops must be true or false, got {detect_drops!r}")
-        if detect_drops and retry_after_seconds is None:
-            raise ValueError("detect_drops needs retry_after_seconds (a dropped pair is retried)")
-        if detect_drops and strategy is not UpdateStrategy.EXPONENTIAL:
-            raise ValueError(
-                f"detect_drops works with the exponential strategy, not {strategy.value}")
-        self.detect_drops = detect_drops
+        # Validates the hyperparameters (ValueError naming the bad one).
+        self._prototype = make_rule(strategy, **hyperparameters)
+        self.strategy = self._prototype.strategy
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._reset()
@@ -202,15 +169,7 @@ class AgentSelectionModel:
         self._agent_col: dict[str, int] = {}
         self._task_hash = np.zeros(0, dtype=np.uint64)
         self._agent_hash = np.zeros(0, dtype=np.uint64)
-        self._rule: Rule = make_rule(
-            self.strategy,
-            half_life_seconds=self.half_life_seconds,
-            window_size=self.window_size,
-            learning_rate=self.learning_rate,
-            hash_bits=self.hash_bits,
-            retry_after_seconds=self.retry_after_seconds,
-            detect_drops=self.detect_drops,
-        )
+        self._rule: Rule = self._prototype.clone()
         self.events_seen = 0
         self._invalidate()
 
@@ -219,20 +178,27 @@ class AgentSelectionModel:
         self._rankings: dict[int, list[tuple[str, float]]] = {}
 
     # -- configuration -----------------------------------------------------
+    @property
+    def rule(self) -> Rule:
+        """The update rule's settings (an empty rule; do not update it)."""
+        return self._prototype
+
     def hyperparameters(self) -> dict[str, Any]:
-        """Constructor arguments (except ``seed``) that define this model."""
-        return {
-            "half_life_seconds": self.half_life_seconds,
-            "window_size": self.window_size,
-            "learning_rate": self.learning_rate,
-            "hash_bits": self.hash_bits,
-            "retry_after_seconds": self.retry_after_seconds,
-            "detect_drops": self.detect_drops,
-        }
+        """The update rule's hyperparameters (its constructor arguments)."""
+        return self._prototype.hyperparameters()
 
     def fresh(self) -> AgentSelectionModel:
         """An empty model with the same strategy, hyperparameters and seed."""
-        return AgentSelectionModel(self.strategy, seed=self.seed, **self.hyperparameters())
+        return AgentSelectionModel(self._prototype.clone(), seed=self.seed)
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any], seed: int | None = None
+                      ) -> AgentSelectionModel:
+        """An empty model of the strategy and hyperparameters a saved version names
+        (call :meth:`load` with its arrays and ``metadata`` next)."""
+        rule = rule_from_hyperparameters(metadata["strategy"],
+                                         metadata.get("hyperparameters") or {})
+        return cls(rule, seed=seed)
 
     def copy(self) -> AgentSelectionModel:
         """An independent copy (the explore generator's state included)."""
@@ -457,10 +423,7 @@ class AgentSelectionModel:
             )
         task_types = [str(n) for n in metadata["task_types"]]
         agents = [str(n) for n in metadata["agents"]]
-        rule = make_rule(self.strategy, half_life_seconds=self.half_life_seconds,
-                         window_size=self.window_size, learning_rate=self.learning_rate,
-                         hash_bits=self.hash_bits, retry_after_seconds=self.retry_after_seconds,
-                         detect_drops=self.detect_drops)
+        rule = self._prototype.clone()
         rule.load_arrays(arrays, len(task_types), len(agents))
         self._reset()
         self._rule = rule

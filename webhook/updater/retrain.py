@@ -24,6 +24,7 @@ import numpy as np
 
 from .batch import EventBatch
 from .model import AgentSelectionModel
+from .results import RetrainType
 
 __all__ = [
     "RetrainOutcome",
@@ -169,7 +170,7 @@ def score_model(model: AgentSelectionModel, holdout: EventBatch) -> Score:
 class RetrainOutcome:
     """What :func:`retrain` decided."""
 
-    retrain_type: str
+    retrain_type: RetrainType
     promoted: bool
     candidate_score: Score
     serving_score: Score
@@ -226,5 +227,5 @@ def retrain(
         else:
             model, new_weights = incremental_retrain(
                 serving, buffer, weights, discount=discount, recency_weight=recency_weight)
-    return RetrainOutcome("full" if full else "incremental", promoted, candidate_score,
+    return RetrainOutcome(RetrainType.of(full), promoted, candidate_score,
                           serving_score, model, new_weights)

@@ -13,6 +13,7 @@ not ready) from a bug (log the traceback).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -45,6 +46,12 @@ class EventSource(Protocol):
         """Events behind the head of the stream, when known."""
         ...
 
+    def pace(self, wait: float, stopping: threading.Event) -> float:
+        """Called while a partial batch waits to fill: wait here as this source
+        needs (up to ``wait`` seconds, less once ``stopping`` is set) and
+        return the timeout to give the next :meth:`poll`."""
+        ...
+
     def close(self) -> None:
         """Release resources."""
         ...
@@ -66,6 +73,13 @@ class EmbeddedSource:
 
     def lag(self, positions: dict[int, int]) -> int | None:
         return len(self.bus)
+
+    def pace(self, wait: float, stopping: threading.Event) -> float:
+        # The bus's wakeup stays set while events are queued, so a wait in
+        # poll would return at once; sleep in small steps until the batch fills.
+        if len(self.bus) == 0:
+            stopping.wait(min(wait, 0.02))
+        return 0.0
 
     def close(self) -> None:
         return None
@@ -198,6 +212,9 @@ class KafkaSource:
             # The saved model holds these offsets and the consumer seeks to
             # them on assignment, so a lost commit loses nothing.
             raise self._error("commit failed", exc) from exc
+
+    def pace(self, wait: float, stopping: threading.Event) -> float:
+        return wait  # poll blocks until records arrive or the wait ends
 
     def lag(self, positions: dict[int, int]) -> int | None:
         total = 0

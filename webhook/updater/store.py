@@ -21,7 +21,6 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,19 +94,13 @@ class ModelStore:
         Directory (created when missing).
     keep_last
         Versions kept; older ones are deleted after each save.
-    on_arrays_written
-        Test-only hook, called with the version number after the arrays file
-        is in place and before the metadata (the commit marker) is written:
-        fault tests widen that window to crash a process inside a save.
     """
 
-    def __init__(self, path: str | os.PathLike[str], keep_last: int = 10,
-                 on_arrays_written: Callable[[int], None] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], keep_last: int = 10) -> None:
         if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
             raise ValueError(f"keep_last must be an integer >= 1, got {keep_last!r}")
         self.path = Path(path)
         self.keep_last = keep_last
-        self.on_arrays_written = on_arrays_written
         self._lock = threading.Lock()
 
     def _files(self, version: int) -> tuple[Path, Path]:
@@ -148,8 +141,6 @@ class ModelStore:
             )
             text = json.dumps(record, indent=1, sort_keys=True, allow_nan=False)
             _atomic_write(npz, data)
-            if self.on_arrays_written is not None:
-                self.on_arrays_written(version)
             _atomic_write(meta, text.encode())  # the commit marker, last
             _fsync_dir(self.path)
             self._prune([*versions, version])

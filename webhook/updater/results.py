@@ -1,0 +1,96 @@
+"""What a retrain is and what it returned: :class:`RetrainType`, :class:`RetrainResult`.
+
+Inside the package a retrain's result is a :class:`RetrainResult`; the dict
+the public API has always returned (``trigger_retraining``, the HTTP body,
+the ledger) is built in one place, :meth:`RetrainResult.as_dict`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["MODEL_TYPE", "MODEL_TYPES", "RetrainResult", "RetrainStatus", "RetrainType"]
+
+#: The one model the updater keeps (``model_type`` in requests, results, metrics, files).
+MODEL_TYPE = "agent_selection"
+#: Every model type a retrain may name.
+MODEL_TYPES = (MODEL_TYPE,)
+
+
+class RetrainType(enum.StrEnum):
+    """Incremental (shift the serving model toward the buffer) or full (refit on it)."""
+
+    INCREMENTAL = "incremental"
+    FULL = "full"
+
+    @classmethod
+    def of(cls, full: bool) -> RetrainType:
+        """FULL when ``full``, else INCREMENTAL."""
+        return cls.FULL if full else cls.INCREMENTAL
+
+
+class RetrainStatus(enum.StrEnum):
+    """How a retrain ended (the ``result`` label of ``model_retrains_total``)."""
+
+    PROMOTED = "promoted"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass
+class RetrainResult:
+    """One retrain's result; :meth:`as_dict` is the public dict.
+
+    ``duration_ms`` is the retrain itself (candidate, held-out scoring,
+    promotion); ``save_ms`` the save of a promoted model. ``scores`` holds the
+    score components once candidates were scored.
+    """
+
+    model_type: str
+    retrain_type: RetrainType
+    reason: str
+    timestamp: str
+    model_version: int
+    status: RetrainStatus | None = None
+    events_processed: int = 0
+    duration_ms: float = 0.0
+    promoted: bool = False
+    candidate_score: float | None = None
+    serving_score: float | None = None
+    error: str | None = None
+    scores: dict[str, Any] | None = None
+    save_ms: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        """True when candidates were built and scored (promoted or rejected)."""
+        return self.status in (RetrainStatus.PROMOTED, RetrainStatus.REJECTED)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The dict ``trigger_retraining`` returns (keys and order as they always were)."""
+        out: dict[str, Any] = {
+            "success": self.success,
+            "model_type": self.model_type,
+            "retrain_type": self.retrain_type.value,
+            "events_processed": self.events_processed,
+            "duration_ms": self.duration_ms,
+            "reason": self.reason,
+            "timestamp": self.timestamp,
+            "promoted": self.promoted,
+            "candidate_score": self.candidate_score,
+            "serving_score": self.serving_score,
+            "model_version": self.model_version,
+        }
+        if self.scores is not None:
+            out["scores"] = self.scores
+        if self.save_ms is not None:
+            out["save_ms"] = self.save_ms
+        if self.status is not None:
+            out["result"] = self.status.value
+        if self.error is not None:
+            out["error"] = self.error
+        return out

@@ -1,0 +1,113 @@
+"""BAYESIAN: Beta-Bernoulli counts that never forget (the original design's bandit)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import ClassVar
+
+import numpy as np
+
+from .base import Evidence, Observations, Rule, UpdateStrategy, evidence_from_sums, retrain_factors
+
+__all__ = ["BayesianRule"]
+
+
+class BayesianRule(Rule):
+    """Beta-Bernoulli counts that never forget (the original design's bandit).
+
+    Update of a pair by a run observation: ``n += w_i``, ``s += w_i y_i``;
+    by an accuracy observation: ``m += w_i``, ``a += w_i y_i``,
+    ``q += w_i y_i**2``. The success posterior is ``Beta(1 + s, 1 + n - s)``.
+    Order does not matter, so a batch is one ``np.add.at`` per array.
+    """
+
+    strategy = UpdateStrategy.BAYESIAN
+    #: The evidence sums ``[n, s, m, a, q]``, in this order.
+    evidence_arrays: ClassVar[tuple[str, ...]] = ("runs", "successes", "acc_n", "acc_sum",
+                                                  "acc_sq")
+    pair_arrays = evidence_arrays
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs = np.zeros((0, 0))
+        self.successes = np.zeros((0, 0))
+        self.acc_n = np.zeros((0, 0))
+        self.acc_sum = np.zeros((0, 0))
+        self.acc_sq = np.zeros((0, 0))
+
+    def _scale(self, obs: Observations) -> np.ndarray:
+        return obs.weight
+
+    def update(self, obs: Observations) -> None:
+        self._accumulate(obs)
+
+    def _accumulate(self, obs: Observations) -> None:
+        if not len(obs):
+            return
+        flat = obs.rows * self.capacity[1] + obs.cols
+        w = self._scale(obs)
+        run = obs.is_run
+        acc = ~run
+        v = obs.value
+        np.add.at(self.runs.reshape(-1), flat[run], w[run])
+        np.add.at(self.successes.reshape(-1), flat[run], w[run] * v[run])
+        np.add.at(self.acc_n.reshape(-1), flat[acc], w[acc])
+        np.add.at(self.acc_sum.reshape(-1), flat[acc], w[acc] * v[acc])
+        np.add.at(self.acc_sq.reshape(-1), flat[acc], w[acc] * v[acc] ** 2)
+
+    def _decay(self) -> float:
+        """Factor from the stored sums to effective evidence now (1: no forgetting)."""
+        return 1.0
+
+    def _pair_sums(self, obs: Observations) -> list[np.ndarray]:
+        """``[n, s, m, a, q]`` of ``obs`` per pair, each observation counted once,
+        in the stored form."""
+        flat = obs.rows * self.capacity[1] + obs.cols
+        w = self._scale(replace(obs, weight=np.ones(len(obs))))
+        run, v = obs.is_run, obs.value
+        out = []
+        for mask, x in ((run, w), (run, w * v), (~run, w), (~run, w * v), (~run, w * v * v)):
+            total = np.zeros(self.capacity[0] * self.capacity[1])
+            np.add.at(total, flat[mask], x[mask])
+            out.append(total.reshape(self.capacity))
+        return out
+
+    def reweight(self, obs: Observations, new_weight: np.ndarray, discount: float) -> None:
+        # Remove the buffered events' current contribution exactly, scale what
+        # remains (older evidence) per pair, then add them back with new weights.
+        self._accumulate(replace(obs, weight=-obs.weight))
+        older = []
+        for name in self.evidence_arrays:
+            array = getattr(self, name)
+            np.maximum(array, 0.0, out=array)  # rounding may leave -1e-17
+            older.append(array)
+        decay = self._decay()
+        older_now = [x * decay for x in older]
+        buffered_now = [x * decay for x in self._pair_sums(obs)]
+        factor = retrain_factors(older_now, buffered_now, discount,
+                                 self.restarts_at_change_points, self._park_z())
+        restored = self._change_points(factor == 0.0, older_now, buffered_now)
+        for array in older:
+            array *= factor
+        if restored is not None:
+            for array, extra in zip(older, restored, strict=True):
+                array += extra
+        self._accumulate(replace(obs, weight=new_weight))
+
+    def _park_z(self) -> float | None:
+        """``park_z`` of :func:`retrain_factors` (None: no probation)."""
+        return None
+
+    def _change_points(self, changed: np.ndarray, older: list[np.ndarray],
+                       buffered: list[np.ndarray]) -> list[np.ndarray] | None:
+        """Called by :meth:`reweight` before the older evidence of ``changed``
+        pairs is dropped (sums as they weigh now); returns stored-form sums to
+        add back after the drop, or None. Here: nothing (BAYESIAN never drops)."""
+        return None
+
+    def _sums(self, n_tasks: int, n_agents: int) -> list[np.ndarray]:
+        return [getattr(self, name)[:n_tasks, :n_agents] for name in self.evidence_arrays]
+
+    def evidence(self, n_tasks: int, n_agents: int, task_hash: np.ndarray,
+                 agent_hash: np.ndarray) -> Evidence:
+        return evidence_from_sums(*self._sums(n_tasks, n_agents))
