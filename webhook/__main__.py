@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import waitress
 
     from .app import EXTENSION, create_app
+    from .serving.model_topic import publisher_for
     from .updater import RealTimeModelUpdater
 
     # One registry for the webhook, the updater and the process metrics.
@@ -80,7 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     try:
-        updater = RealTimeModelUpdater(**settings.updater_kwargs(), registry=registry)
+        # serving: with Kafka, every saved version goes to the model topic.
+        publisher = publisher_for(settings, registry)
+        updater = RealTimeModelUpdater(**settings.updater_kwargs(), registry=registry,
+                                       model_publisher=publisher)
         app = create_app(overrides, updater=updater, registry=registry)
     except (ValueError, OSError) as exc:
         print(f"{PROG}: cannot start: {exc}", file=sys.stderr)
@@ -99,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         service.close()
         updater.stop()
+        if publisher is not None:
+            publisher.close()
         return 1
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
@@ -115,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.close()
         service.close()
         updater.stop()
+        if publisher is not None:
+            publisher.close()
         log.info("stopped")
     return 0
 

@@ -86,6 +86,9 @@ class WebhookService:
         self.controller.stop()
         if self.owns_updater:
             self.updater.stop()
+            publisher = getattr(self.updater, "model_publisher", None)
+            if publisher is not None:  # serving: built with the updater, closed with it
+                publisher.close()
         self.ledger.close()
 
 
@@ -357,6 +360,14 @@ def readiness(service: WebhookService) -> tuple[bool, str, dict[str, str]]:
     checks["retrain_worker"] = "running" if service.controller.running else "stopped"
     if not service.controller.running:
         problems.append("the retrain worker is not running")
+    publisher = getattr(service.updater, "model_publisher", None)
+    if publisher is not None:
+        # serving: shown, not a reason to take the trainer out of service
+        # (it still retrains; followers keep the previous version).
+        failure = publisher.status()
+        checks["model_topic"] = (f"failing: {failure}" if failure is not None
+                                 else f"published version {publisher.published_version}"
+                                 if publisher.published_version is not None else "nothing yet")
     return not problems, "; ".join(problems) or "ready", checks
 
 
@@ -457,9 +468,11 @@ def create_app(
     registry = CollectorRegistry() if registry is None else registry
     owns_updater = updater is None
     if updater is None:
+        from .serving.model_topic import publisher_for
         from .updater import RealTimeModelUpdater
 
-        updater = RealTimeModelUpdater(**settings.updater_kwargs(), registry=registry)
+        updater = RealTimeModelUpdater(**settings.updater_kwargs(), registry=registry,
+                                       model_publisher=publisher_for(settings, registry))
     for method in ("trigger_retraining", "get_metrics"):
         if not callable(getattr(updater, method, None)):
             raise ValueError(f"updater must have a {method}() method")
@@ -482,6 +495,13 @@ def create_app(
     app.register_blueprint(alerts_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(ops_bp)
+    if callable(getattr(updater, "predict_best_agent", None)):
+        # serving: GET /api/model/ranking from the in-process model.
+        from .serving.ranking import ranking_blueprint
+
+        app.register_blueprint(ranking_blueprint(lambda: service.updater,
+                                                 read_token=settings.read_token,
+                                                 registry=registry))
     app.register_error_handler(ClientError, _client_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)

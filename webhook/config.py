@@ -73,6 +73,12 @@ class WebhookConfig:
         ``retry_after_seconds`` None (empty) no retries of agents set aside.
     log_level
         Logging level of ``python -m autoretrain.webhook``.
+    model_topic
+        With ``kafka_servers``: the compacted topic every saved model version
+        is published to for followers (see :mod:`webhook.serving`).
+    read_token, read_token_file
+        Optional Bearer token for ``GET /api/model/ranking`` (inline or from
+        a file; at most one). Without one the ranking is open, like the other GETs.
     """
 
     token: str | None = field(default=None, repr=False)
@@ -102,6 +108,10 @@ class WebhookConfig:
     retrain_discount: float = 0.25
     recency_weight: float = 2.0
     log_level: str = "INFO"
+    # serving: the model topic and the ranking API's optional read token.
+    model_topic: str = "agent-models"
+    read_token: str | None = field(default=None, repr=False)
+    read_token_file: str | None = None
 
     @property
     def auth_required(self) -> bool:
@@ -129,7 +139,7 @@ class WebhookConfig:
 
 
 _KEYS = tuple(f.name for f in fields(WebhookConfig))
-_OPTIONAL_STR = ("token", "token_file", "kafka_servers")
+_OPTIONAL_STR = ("token", "token_file", "kafka_servers", "read_token", "read_token_file")
 _BOOL = ("allow_unauthenticated", "detect_drops")
 _INT = ("max_body_bytes", "max_alertnames", "port", "threads", "batch_size", "buffer_size")
 # None (or an empty variable): the updater's default buffer; no retries.
@@ -150,7 +160,8 @@ _ZERO_OK = ("cooldown_seconds", "retrain_discount", "ledger_retention_days")
 
 def _describe(key: str, value: Any) -> str:
     # Never echo a secret back into an error message or a log line.
-    return f"a value of type {type(value).__name__}" if key == "token" else repr(value)
+    return (f"a value of type {type(value).__name__}" if key in ("token", "read_token")
+            else repr(value))
 
 
 def _from_env(key: str, text: str) -> Any:
@@ -274,6 +285,14 @@ def load_config(
             "token must be 16 to 4096 printable ASCII characters without spaces"
             + (f" (read from token_file {config.token_file!r})" if config.token_file else "")
         )
+    # serving: the ranking API's read token, checked as the token is.
+    if config.read_token is not None and config.read_token_file is not None:
+        raise ValueError("set read_token or read_token_file, not both")
+    if config.read_token_file is not None:
+        config = replace(config, read_token=_read_token_file(config.read_token_file))
+    if config.read_token is not None and not _TOKEN.match(config.read_token):
+        raise ValueError("read_token must be 16 to 4096 printable ASCII characters without "
+                         "spaces")
     if config.token is None and not config.allow_unauthenticated:
         raise ValueError(
             "no token configured: set token or token_file (env "

@@ -146,6 +146,12 @@ class RealTimeModelUpdater:
     kafka_check
         ``f() -> None | reason``: is the broker reachable? Default a
         :class:`~exporter.kafka_sink.BrokerProbe` of ``kafka_servers``.
+    model_publisher
+        Told every saved version (promotions, rollbacks, periodic saves)
+        and the version loaded at ``start()``: a
+        :class:`~autoretrain.webhook.serving.ModelPublisher` sends them to
+        the model topic for followers. Its ``publish(store, version)`` must
+        not block; its lifecycle stays with the caller.
     """
 
     def __init__(
@@ -180,6 +186,7 @@ class RealTimeModelUpdater:
         consumer_factory: Callable[..., Any] | None = None,
         consumer_config: dict[str, Any] | None = None,
         kafka_check: Callable[[], str | None] | None = None,
+        model_publisher: Any = None,
     ) -> None:
         def positive_int(name: str, value: Any) -> int:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -295,12 +302,20 @@ class RealTimeModelUpdater:
         self._last_scores: dict[str, Any] | None = None
         self._lag: int | None = None
         self._corrupt_versions: list[dict[str, Any]] = []
+        # serving: followers get every saved version through the model topic.
+        self.model_publisher = model_publisher
 
     # -- lifecycle ------------------------------------------------------------
     @property
     def model(self) -> AgentSelectionModel:
         """The serving model (do not mutate; use the updater's methods)."""
         return self._model
+
+    @property
+    def version(self) -> int:
+        """Store version of the serving model (0 before the first save or load)."""
+        # serving: the ranking API reports it with each ranking.
+        return self._version
 
     @property
     def running(self) -> bool:
@@ -381,6 +396,9 @@ class RealTimeModelUpdater:
         if self.running:
             return
         self._ensure_loaded()
+        if self.model_publisher is not None and self._version:
+            # serving: a follower started before this trainer gets its model.
+            self.model_publisher.publish(self.store, self._version)
         # With Kafka the consumer is created by the thread (_ensure_source):
         # a broker that is down at start must not fail or block start().
         self._stop_event.clear()
@@ -859,6 +877,8 @@ class RealTimeModelUpdater:
             self._version = version
             self._counters.saves += 1
         self.metrics.version.set(version)
+        if self.model_publisher is not None:
+            self.model_publisher.publish(self.store, version)  # serving: queued, never blocks
         if commit and self.kafka_servers is not None and self._source is not None:
             if commit_now or not self.running or threading.current_thread() is self._thread:
                 self._source.commit(offsets)
@@ -887,6 +907,8 @@ class RealTimeModelUpdater:
             with self._model_lock:
                 self._install_loaded(model, new_version, stored.metadata)
                 self._offsets = offsets
+        if self.model_publisher is not None:
+            self.model_publisher.publish(self.store, new_version)  # serving: queued
         return new_version
 
     # -- observability ---------------------------------------------------------------------
