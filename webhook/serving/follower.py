@@ -192,7 +192,7 @@ class ModelFollower:
         self._loop = BackgroundLoop(
             "model-follower", self._step,
             interval=self.poll_interval_seconds if model_storage_path is not None else 0.0,
-            on_error=self._on_error, initial_backoff=0.2, max_backoff=5.0)
+            on_error=self._on_error, initial_backoff=0.2, max_backoff=2.0)
 
     # -- what an orchestrator uses ----------------------------------------------------
     def predict_best_agent(
@@ -444,6 +444,9 @@ class _KafkaSource:
 
             found = self._consumer.partitions_for_topic(self.topic)
             if not found:
+                # A consumer keeps the "unknown topic" answer in its metadata:
+                # the next attempt asks with a fresh one.
+                self.close()
                 raise LookupError(f"the model topic {self.topic!r} does not exist yet "
                                   "(the trainer creates it at its first publish)")
             self._partitions = [TopicPartition(self.topic, p) for p in sorted(found)]
