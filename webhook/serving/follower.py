@@ -432,13 +432,17 @@ class _KafkaSource:
                 from kafka import KafkaConsumer
 
                 factory = KafkaConsumer
-            self._consumer = factory(
-                bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False,
-                auto_offset_reset="earliest", client_id="autoretrain-model-follower",
-                bootstrap_timeout_ms=5000, reconnect_backoff_max_ms=1000,
-                max_partition_fetch_bytes=self.max_message_bytes + 65536,
-                fetch_max_bytes=max(52428800, self.max_message_bytes + 65536),
-                **self._config)
+            settings: dict[str, Any] = {
+                "bootstrap_servers": self.servers, "group_id": None,
+                "enable_auto_commit": False, "auto_offset_reset": "earliest",
+                "client_id": "autoretrain-model-follower",
+                # Short waits: the follower's loop retries, and stop() stays quick.
+                "bootstrap_timeout_ms": 5000, "reconnect_backoff_max_ms": 1000,
+                "max_partition_fetch_bytes": self.max_message_bytes + 65536,
+                "fetch_max_bytes": max(52428800, self.max_message_bytes + 65536),
+            }
+            settings.update(self._config)
+            self._consumer = factory(**settings)
         if not self._partitions:
             from kafka import TopicPartition
 

@@ -289,18 +289,22 @@ class ModelPublisher:
         self._error: str | None = None
         self._too_large: str | None = None
         self.published_version: int | None = None
+        self._closed = False
         self._loop = BackgroundLoop("model-publisher", self._step, on_error=self._on_error,
                                     initial_backoff=0.2, max_backoff=5.0)
 
     # -- the updater's side ------------------------------------------------------------
     def publish(self, store: ModelStore, version: int) -> None:
         """Queue ``version`` of ``store`` for publishing; never blocks, never raises."""
+        if self._closed:
+            log.warning("model version %d not published: the publisher is closed", version)
+            return
         with self._lock:
             if self._pending is None or version >= self._pending[1]:
                 self._pending = (store, version)
             self._idle.clear()
         self._wake.set()
-        if not self._loop.running and not self._loop.stopping.is_set():
+        if not self._loop.running:
             self._loop.start()
 
     def flush(self, timeout: float = 30.0) -> bool:
@@ -313,7 +317,9 @@ class ModelPublisher:
             return self._too_large or self._error
 
     def close(self, timeout: float = 10.0) -> None:
-        """Send what is queued (within ``timeout``), stop the thread, close the clients."""
+        """Send what is queued (within ``timeout``), stop the thread, close the clients;
+        later :meth:`publish` calls are logged and dropped."""
+        self._closed = True
         self.flush(timeout)
         self._loop.stop(timeout)
         producer, self._producer = self._producer, None
