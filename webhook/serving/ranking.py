@@ -31,13 +31,16 @@ from __future__ import annotations
 import hmac
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import parse_qs
 
-from flask import Blueprint, Response, jsonify, request
+import orjson
+from flask import Blueprint, Response, request
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-__all__ = ["MAX_TOP_K", "RANKING_PATH", "RANKING_RESULTS", "ranking_blueprint"]
+__all__ = ["MAX_TOP_K", "RANKING_PATH", "RANKING_RESULTS", "RankingFastPath", "RankingHandler",
+           "ranking_blueprint"]
 
 RANKING_PATH = "/api/model/ranking"
 MAX_TOP_K = 100
@@ -46,6 +49,8 @@ _PARAMS = ("task_type", "top_k", "explore")
 _TRUE = ("true", "1")
 _FALSE = ("false", "0")
 _REALM = 'Bearer realm="autoretrain"'
+_STATUS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 404: "404 Not Found",
+           503: "503 Service Unavailable"}
 #: ``result`` label values of ``autoretrain_ranking_requests_total``.
 RANKING_RESULTS = ("ok", "invalid_request", "unauthorized", "unknown_task_type", "no_model")
 
@@ -58,18 +63,19 @@ class _Refused(Exception):
         self.headers = headers or {}
 
 
-def _param(name: str) -> str | None:
-    values = request.args.getlist(name)
-    if len(values) > 1:
-        raise _Refused(400, "invalid_request", f"{name} must be given at most once")
-    return values[0] if values else None
-
-
-def _parse() -> tuple[str, int, bool]:
-    unknown = sorted(set(request.args) - set(_PARAMS))
+def _parse(args: Mapping[str, list[str]]) -> tuple[str, int, bool]:
+    """(task_type, top_k, explore) from the query's values per name; _Refused naming the fault."""
+    unknown = sorted(set(args) - set(_PARAMS))
     if unknown:
         raise _Refused(400, "invalid_request", f"unknown query parameter {unknown[0][:40]!r}; "
                                                f"allowed: {', '.join(_PARAMS)}")
+
+    def _param(name: str) -> str | None:
+        values = args.get(name) or []
+        if len(values) > 1:
+            raise _Refused(400, "invalid_request", f"{name} must be given at most once")
+        return values[0] if values else None
+
     task_type = _param("task_type")
     if task_type is None or not task_type:
         raise _Refused(400, "invalid_request", "task_type is required")
@@ -93,10 +99,10 @@ def _parse() -> tuple[str, int, bool]:
     return task_type, top_k, explore
 
 
-def _authenticate(token: str | None) -> None:
+def _authenticate(token: str | None, header: str) -> None:
     if token is None:
         return
-    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, credentials = header.partition(" ")
     credentials = credentials.strip()
     if scheme.lower() != "bearer" or not credentials:
         raise _Refused(401, "unauthorized", "an Authorization: Bearer token is required",
@@ -108,7 +114,7 @@ def _authenticate(token: str | None) -> None:
 
 
 def ranking_blueprint(
-    source: Callable[[], Any],
+    source: Callable[[], Any] | RankingHandler,
     *,
     read_token: str | None = None,
     registry: CollectorRegistry | None = None,
@@ -120,39 +126,87 @@ def ranking_blueprint(
     ``model`` (an ``AgentSelectionModel`` or None). ``read_token``: when set,
     requests need ``Authorization: Bearer <read_token>``. ``registry``
     receives ``autoretrain_ranking_requests_total{result}`` and the latency
-    histogram.
+    histogram. ``source`` may instead be a :class:`RankingHandler` (shared with a
+    :class:`RankingFastPath`); ``read_token`` and ``registry`` are then its own.
     """
-    registry = CollectorRegistry() if registry is None else registry
-    requests = Counter("autoretrain_ranking_requests",
-                       "Ranking requests by result "
-                       "(ok | invalid_request | unauthorized | unknown_task_type | no_model).",
-                       ["result"], registry=registry)
-    for result in RANKING_RESULTS:
-        requests.labels(result)
-    latency = Histogram("autoretrain_ranking_request_duration_seconds",
-                        "Time to answer a ranking request in the application.",
-                        buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                 0.05, 0.1),
-                        registry=registry)
+    handler = (source if isinstance(source, RankingHandler)
+               else RankingHandler(source, read_token=read_token, registry=registry))
     bp = Blueprint("ranking", __name__)
 
     @bp.get(RANKING_PATH)
-    def ranking() -> tuple[Response, int]:
-        started = time.perf_counter()
-        try:
-            _authenticate(read_token)
-            task_type, top_k, explore = _parse()
-            body = _rank(source(), task_type, top_k, explore)
-        except _Refused as exc:
-            requests.labels(exc.error).inc()
-            response = jsonify({"error": exc.error, "message": exc.message})
-            response.headers.update(exc.headers)
-            return response, exc.status
-        requests.labels("ok").inc()
-        latency.observe(time.perf_counter() - started)
-        return jsonify(body), 200
+    def ranking() -> Response:
+        status, body, headers = handler.answer(
+            {name: request.args.getlist(name) for name in request.args},
+            request.headers.get("Authorization", ""))
+        return Response(body, status=status, headers=headers, mimetype="application/json")
 
     return bp
+
+
+class RankingHandler:
+    """Parse, rank, answer: the endpoint without a framework (the blueprint and
+    :class:`RankingFastPath` share it), with its metrics in ``registry``."""
+
+    def __init__(self, source: Callable[[], Any], *, read_token: str | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
+        registry = CollectorRegistry() if registry is None else registry
+        self.source = source
+        self.read_token = read_token
+        self.requests = Counter(
+            "autoretrain_ranking_requests",
+            "Ranking requests by result "
+            "(ok | invalid_request | unauthorized | unknown_task_type | no_model).",
+            ["result"], registry=registry)
+        self._by_result = {result: self.requests.labels(result) for result in RANKING_RESULTS}
+        self.latency = Histogram(
+            "autoretrain_ranking_request_duration_seconds",
+            "Time to answer a ranking request in the application.",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=registry)
+
+    def answer(self, args: Mapping[str, list[str]],
+               authorization: str) -> tuple[int, bytes, dict[str, str]]:
+        """(status, JSON body, extra headers) for one request."""
+        started = time.perf_counter()
+        try:
+            _authenticate(self.read_token, authorization)
+            task_type, top_k, explore = _parse(args)
+            body = _rank(self.source(), task_type, top_k, explore)
+        except _Refused as exc:
+            self._by_result[exc.error].inc()
+            return (exc.status, orjson.dumps({"error": exc.error, "message": exc.message}),
+                    exc.headers)
+        self._by_result["ok"].inc()
+        self.latency.observe(time.perf_counter() - started)
+        return 200, orjson.dumps(body), {}
+
+
+class RankingFastPath:
+    """WSGI middleware answering ``GET`` :data:`RANKING_PATH` itself and passing
+    everything else to ``app``: the selector's one hot path skips the
+    framework's per-request work (routing, request and response objects),
+    which cost it half the throughput of the bare server (BENCHMARKS.md).
+    Same handler, same answers, same headers as the blueprint."""
+
+    def __init__(self, app: Callable[..., Any], handler: RankingHandler) -> None:
+        self.app = app
+        self.handler = handler
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") != RANKING_PATH or environ.get("REQUEST_METHOD") != "GET":
+            return self.app(environ, start_response)
+        query = environ.get("QUERY_STRING", "")
+        try:
+            args = parse_qs(query, keep_blank_values=True, strict_parsing=False,
+                            errors="strict", max_num_fields=20)
+        except (ValueError, UnicodeDecodeError):
+            args = {"": ["undecodable"]}  # refused below as an unknown parameter
+        status, body, headers = self.handler.answer(args, environ.get("HTTP_AUTHORIZATION", ""))
+        start_response(_STATUS[status], [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+            ("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"),
+            *headers.items()])
+        return [body]
 
 
 def _rank(served: Any, task_type: str, top_k: int, explore: bool) -> dict[str, Any]:

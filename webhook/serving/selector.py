@@ -172,7 +172,7 @@ def create_selector_app(config: Mapping[str, Any] | None = None, *, follower: An
     from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
     from .follower import ModelFollower
-    from .ranking import ranking_blueprint
+    from .ranking import RankingFastPath, RankingHandler, ranking_blueprint
 
     settings = load_selector_config(config, os.environ)
     registry = CollectorRegistry() if registry is None else registry
@@ -187,8 +187,11 @@ def create_selector_app(config: Mapping[str, Any] | None = None, *, follower: An
     app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = follower
-    app.register_blueprint(ranking_blueprint(lambda: follower, read_token=settings.read_token,
-                                             registry=registry))
+    handler = RankingHandler(lambda: follower, read_token=settings.read_token,
+                             registry=registry)
+    app.register_blueprint(ranking_blueprint(handler))
+    # The hot path without the framework; the blueprint answers HEAD and documents the route.
+    app.wsgi_app = RankingFastPath(app.wsgi_app, handler)  # type: ignore[method-assign]
     follower_registry = getattr(follower, "registry", None)
 
     @app.get("/metrics")
