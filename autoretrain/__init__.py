@@ -3,6 +3,7 @@
 The public API, importable from here::
 
     from autoretrain import PerformanceMonitor, RealTimeModelUpdater, UpdateStrategy, create_app
+    from autoretrain import ModelFollower  # an orchestrator that follows the trainer's model
 
 Subpackages: :mod:`autoretrain.exporter` (recording, the thresholds file, the
 outcome-event contract, the Kafka-fed exporter) and :mod:`autoretrain.webhook`
@@ -41,12 +42,14 @@ _EXPORTS = {
     "AgentSelectionModel": "autoretrain.webhook",
     "ModelStore": "autoretrain.webhook",
     "create_app": "autoretrain.webhook",
+    "ModelFollower": "autoretrain.webhook",
 }
 
 __all__ = [
     "AgentSelectionModel",
     "EmbeddedBus",
     "KafkaSink",
+    "ModelFollower",
     "ModelStore",
     "PerformanceMonitor",
     "RealTimeModelUpdater",
@@ -68,6 +71,7 @@ if TYPE_CHECKING:
     )
     from autoretrain.webhook import (
         AgentSelectionModel,
+        ModelFollower,
         ModelStore,
         RealTimeModelUpdater,
         UpdateStrategy,

@@ -22,6 +22,7 @@ BENCHMARKS = (
     "webhook_http",
     "kafka_e2e",
     "loop",
+    "serving",
 )
 
 

@@ -8,13 +8,15 @@ forever). It plays the seeded scenario of :mod:`examples.platform_sim`:
   :class:`~exporter.PerformanceMonitor` with ``kafka_servers=``, so the
   events reach the standalone exporter and the webhook's updater through the
   topic ``agent-outcomes``, as a production platform's would.
-* It picks agents with the webhook's model: a :class:`ModelFollower` reads
-  the newest version from the webhook's model store (a shared directory or
-  volume; versions are written atomically, so reading is safe) every half
-  second. The webhook has no prediction endpoint, and a second updater in
-  the platform would learn on its own and never see the webhook's retrains;
-  following the store means a promoted retrain changes the routing within
-  a second, which is the loop the demo shows.
+* It picks agents with the webhook's model through the product's
+  :class:`~autoretrain.ModelFollower`, embedded in the orchestrator as a
+  production platform would: it follows the model topic the webhook
+  publishes every saved version to (``--model-topic``, the compose
+  service), or the webhook's model store on a shared volume
+  (``--model-store``). A second updater in the platform would learn on its
+  own and never see the webhook's retrains; following means a promoted
+  retrain changes the routing within a second, which is the loop the demo
+  shows.
 * A fresh platform first sends ``history_minutes`` of past traffic (time
   stamps in the past; the true best agent serves, 30 % of the requests go to
   a random agent). Without that history the model would know the
@@ -50,8 +52,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: import this repository's packages
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from autoretrain import ModelFollower
 from autoretrain.exporter import PerformanceMonitor
-from autoretrain.webhook.updater import AgentSelectionModel, CorruptModel, ModelStore
 from examples.platform_sim import (
     Orchestrator,
     RunOutcome,
@@ -60,12 +62,12 @@ from examples.platform_sim import (
     default_scenario,
 )
 
-__all__ = ["FeedClock", "FeedSettings", "ModelFollower", "PlatformFeed", "main"]
+__all__ = ["FeedClock", "FeedSettings", "PlatformFeed", "choose", "events_seen", "main",
+           "selection"]
 
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "AUTORETRAIN_PLATFORM_"
-
 
 class FeedClock:
     """Wall-clock time, or a pinned time while the history is being written."""
@@ -78,66 +80,21 @@ class FeedClock:
         return time.time() if pinned is None else pinned
 
 
-class ModelFollower:
-    """Serves the newest agent-selection model of a model store, read-only.
+def choose(follower: ModelFollower, task_type: str, explore: bool) -> str | None:
+    """The followed model's agent for ``task_type`` (None before the first model)."""
+    ranking = follower.predict_best_agent(task_type, top_k=1, explore=explore)
+    return ranking[0][0] if ranking else None
 
-    Parameters
-    ----------
-    path
-        The webhook's ``model_storage_path``.
-    seed
-        Seed of the exploration draws (``explore=True``).
-    """
 
-    def __init__(self, path: str | os.PathLike[str], seed: int | None = None) -> None:
-        self.path = Path(path)
-        self.seed = seed
-        self._store = ModelStore(self.path)
-        self._lock = threading.Lock()
-        self._model: AgentSelectionModel | None = None
-        self.version = 0
-        self.events_seen = 0
+def selection(follower: ModelFollower, task_types: Sequence[str]) -> dict[str, str]:
+    """The greedy choice per task type ("-" when unknown)."""
+    return {t: choose(follower, t, False) or "-" for t in task_types}
 
-    def has_versions(self) -> bool:
-        """True when the store holds at least one committed version."""
-        return bool(self._store.versions())
 
-    def refresh(self) -> bool:
-        """Load the newest version if it is newer than the one served; True when it was."""
-        for version in reversed(self._store.versions()):
-            if version <= self.version:
-                return False
-            try:
-                stored = self._store.load(version)
-                meta = stored.metadata
-                # A new generator per version, seeded from the version: the
-                # same seed each time would replay the same exploration draws.
-                seed = None if self.seed is None else self.seed * 1_000_003 + version
-                model = AgentSelectionModel.from_metadata(meta, seed=seed)
-                model.load(stored.arrays, meta)
-            except (CorruptModel, ValueError, KeyError, TypeError) as exc:
-                # The webhook prunes old versions while we read, and a version
-                # may be unusable; the next older one (or the next poll) will do.
-                log.debug("skipping model version %d: %s", version, exc)
-                continue
-            with self._lock:
-                self._model, self.version = model, version
-                self.events_seen = model.events_seen
-            return True
-        return False
-
-    def select(self, task_type: str, explore: bool) -> str | None:
-        """The agent for ``task_type`` (None before the first model exists)."""
-        with self._lock:
-            model = self._model
-            if model is None:
-                return None
-            ranking = model.predict_best_agent(task_type, top_k=1, explore=explore)
-        return ranking[0][0] if ranking else None
-
-    def selection(self, task_types: Sequence[str]) -> dict[str, str]:
-        """The greedy choice per task type ("-" when unknown)."""
-        return {t: self.select(t, False) or "-" for t in task_types}
+def events_seen(follower: ModelFollower) -> int:
+    """Events the followed model has learnt (0 before the first model)."""
+    model = follower.model
+    return 0 if model is None else model.events_seen
 
 
 @dataclass(frozen=True)
@@ -160,7 +117,7 @@ class FeedSettings:
     # 2-7 with 30 %; accuracy 15-30 s after it 0.80-0.86 and 0.85-0.86).
     history_explore_share: float = 0.30
     history_interval_seconds: float = 2.0  # 30 runs a minute, as in the embedded demo
-    refresh_seconds: float = 0.5  # how often the model store is checked for a new version
+    refresh_seconds: float = 0.5  # how often on_tick runs (the follower loads on its own)
     model_wait_seconds: float = 60.0  # after the history: wait this long for a first model
 
     def __post_init__(self) -> None:
@@ -203,7 +160,9 @@ class PlatformFeed:
         self.follower = follower
         self.clock = clock
         self.platform = SimulatedPlatform(self.scenario, seed=settings.seed)
-        self.orchestrator = Orchestrator(self.platform, follower.select, monitor,
+        self.orchestrator = Orchestrator(self.platform,
+                                         lambda task, explore: choose(follower, task, explore),
+                                         monitor,
                                          explore_share=settings.explore_share)
         self._history_rng = random.Random(settings.seed)
         self._degrade = threading.Event()
@@ -247,10 +206,12 @@ class PlatformFeed:
         return steps
 
     def wait_for_model(self, stop: threading.Event, timeout: float | None = None) -> bool:
-        """Poll the store until a model exists (True) or ``timeout`` / ``stop`` (False)."""
+        """Wait until the follower serves a model (True) or ``timeout`` / ``stop`` (False).
+
+        The follower loads in its own thread (``follower.start()``)."""
         timeout = self.settings.model_wait_seconds if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        while not self.follower.refresh() and self.follower.version == 0:
+        while self.follower.version is None:
             left = deadline - time.monotonic()
             if left <= 0 or stop.wait(min(self.settings.refresh_seconds, left)):
                 return False
@@ -289,8 +250,7 @@ class PlatformFeed:
         while not stop.is_set():
             now = time.monotonic()
             if now >= next_refresh:
-                if self.follower.refresh():
-                    log.debug("following model version %d", self.follower.version)
+                # The follower swaps new versions in on its own thread.
                 next_refresh = now + s.refresh_seconds
                 if on_tick is not None:
                     on_tick(self)
@@ -325,9 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Kafka bootstrap servers [KAFKA_SERVERS] (default %(default)s)")
     p.add_argument("--topic", default=_env("TOPIC", "agent-outcomes"),
                    help="topic of outcome events [TOPIC] (default %(default)s)")
-    p.add_argument("--model-store", default=_env("MODEL_STORE", "./models"),
-                   help="the webhook's model store directory, read-only [MODEL_STORE] "
+    p.add_argument("--model-topic", default=_env("MODEL_TOPIC", "agent-models"),
+                   help="follow the webhook's model on this topic [MODEL_TOPIC] "
                         "(default %(default)s)")
+    p.add_argument("--model-store", default=_env("MODEL_STORE", "") or None,
+                   help="follow the webhook's model store directory instead (a shared volume, "
+                        "read-only) [MODEL_STORE]")
     p.add_argument("--seed", type=int, default=int(_env("SEED", "7")),
                    help="seed of the simulation [SEED] (default %(default)s)")
     p.add_argument("--runs-per-second", type=float, default=float(_env("RUNS_PER_SECOND", "5")),
@@ -362,17 +325,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     monitor = PerformanceMonitor(window_size_minutes=5, enable_auto_retraining=False,
                                  kafka_servers=args.kafka_servers, kafka_topic=args.topic,
                                  clock=clock)
-    follower = ModelFollower(args.model_store, seed=args.seed)
+    if args.model_store:
+        follower = ModelFollower(args.model_store, seed=args.seed)
+    else:
+        follower = ModelFollower(kafka_servers=args.kafka_servers, topic=args.model_topic,
+                                 seed=args.seed)
     feed = PlatformFeed(monitor, follower, settings, clock)
     try:
-        if follower.has_versions():
-            log.info("the model store holds a model: no history sent")
+        if _has_model(follower):
+            log.info("the webhook has a model (version %s): no history sent", follower.version)
         elif settings.history_minutes > 0:
             runs = feed.write_history()
             log.info("sent %g minutes of history (%d runs)", settings.history_minutes, runs)
+        follower.start()
         if not feed.wait_for_model(stop):
-            log.warning("no model in %s yet: routing round-robin until one appears",
-                        args.model_store)
+            log.warning("no model from the webhook yet: routing round-robin until one appears")
         started = time.monotonic()
         last_status = [started]
 
@@ -383,16 +350,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             if now - last_status[0] >= 30.0:
                 last_status[0] = now
                 acc = f.recent_accuracy(60.0)
-                log.info("runs %d, accuracy (last minute) %s, model version %d, serving %s",
+                log.info("runs %d, accuracy (last minute) %s, model version %s, serving %s",
                          f.runs, "n/a" if acc is None else f"{acc:.3f}", follower.version,
-                         follower.selection(f.scenario.task_types))
+                         selection(follower, f.scenario.task_types))
 
         log.info("live traffic: %g runs/s, drift %s", settings.runs_per_second,
                  "never" if args.degrade_after < 0 else f"after {args.degrade_after:g} s")
         feed.run(stop, on_tick=tick)
     finally:
+        follower.stop()
         monitor.stop()  # delivers what is queued, closes the producer
     return 0
+
+
+def _has_model(follower: ModelFollower) -> bool:
+    """Does the webhook have a model already (a restarted platform)? One synchronous look."""
+    from kafka.errors import KafkaError
+
+    try:
+        follower.refresh(timeout=5.0)
+    except (LookupError, OSError, KafkaError) as exc:  # no topic yet, Kafka away
+        log.info("no model found yet (%s)", exc)
+    return follower.version is not None
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ free 127.0.0.1 ports and with the project's own configuration:
   with a short ``for`` and rate window (5 s / 15 s instead of 2 m / 5 m).
 
 Then a simulated platform (:mod:`examples.platform_feed`, in a thread) sends
-an hour of history and live traffic, routed by the webhook's model (read
-from its model store), and the demo prints the story as Prometheus and the
+an hour of history and live traffic, routed by the webhook's model through
+the product's :class:`~autoretrain.ModelFollower` on the model topic
+``agent-models`` (the webhook publishes every saved version there), and the
+demo prints the story as Prometheus and the
 webhook tell it: healthy, degradation, the alert firing, the webhook
 retraining, recovery. Everything it started is stopped at the end, on
 Ctrl-C and on errors.
@@ -71,16 +73,24 @@ from servers import (  # noqa: E402
 )
 from servers.common import http_get_json, http_ok, poll_until  # noqa: E402
 
+from autoretrain import ModelFollower  # noqa: E402
 from autoretrain.exporter import PerformanceMonitor  # noqa: E402
 from autoretrain.exporter.rules import render_rules  # noqa: E402
 from autoretrain.exporter.thresholds import load_thresholds  # noqa: E402
-from examples.platform_feed import FeedClock, FeedSettings, ModelFollower, PlatformFeed  # noqa: E402
+from examples.platform_feed import (  # noqa: E402
+    FeedClock,
+    FeedSettings,
+    PlatformFeed,
+    events_seen,
+    selection,
+)
 
 __all__ = ["PythonService", "Stack", "StackSettings", "main", "play"]
 
 log = logging.getLogger(__name__)
 
 TOPIC = "agent-outcomes"
+MODEL_TOPIC = "agent-models"
 ACCURACY = "system:agent_prediction_accuracy:mean"
 WEBHOOK_JOB = "autoretrain-webhook"
 EXPORTER_JOB = "autoretrain-exporter"
@@ -197,6 +207,7 @@ class Stack:
                 "AUTORETRAIN_WEBHOOK_MODEL_STORAGE_PATH": str(self.models_dir),
                 "AUTORETRAIN_WEBHOOK_KAFKA_SERVERS": self.kafka.bootstrap,
                 "AUTORETRAIN_WEBHOOK_KAFKA_TOPIC": TOPIC,
+                "AUTORETRAIN_WEBHOOK_MODEL_TOPIC": MODEL_TOPIC,
                 "AUTORETRAIN_WEBHOOK_BATCH_SIZE": str(s.batch_size),
                 "AUTORETRAIN_WEBHOOK_BATCH_TIMEOUT_SECONDS": str(s.batch_timeout_seconds),
                 "AUTORETRAIN_WEBHOOK_SAVE_INTERVAL_SECONDS": str(s.save_interval_seconds),
@@ -438,15 +449,15 @@ class _Story:
             self.line(f"PROMETHEUS model_retrains_total by result: {shown}")
         w.retrain_counts = counts
 
-        selection = self.follower.selection(self.task_types)
-        for task_type, agent in selection.items():
+        chosen = selection(self.follower, self.task_types)
+        for task_type, agent in chosen.items():
             before = w.selection.get(task_type)
             if before is not None and before != agent and w.phase != "history":
                 w.selection_changes.append({"t_s": round(w.now(), 1), "task_type": task_type,
                                             "from": before, "to": agent})
                 self.line(f"platform  {task_type}: {before} -> {agent} "
                           f"(model version {self.follower.version})")
-        w.selection = selection
+        w.selection = chosen
 
         if w.now() - w.last_status >= self.s.status_every_seconds:
             w.last_status = w.now()
@@ -491,13 +502,13 @@ class _Story:
         self.line(f"sent {runs} runs ({published} events) to Kafka")
 
         def learnt() -> bool:
-            # The live traffic must be routed by a model that learnt the history.
-            self.follower.refresh()
-            return self.follower.events_seen >= published
+            # The live traffic must be routed by a model that learnt the history
+            # (the follower loads each version the webhook publishes, on its thread).
+            return events_seen(self.follower) >= published
 
         self.until(learnt, s.phase_timeout_seconds, "the webhook's model has learnt the history")
         self.line(f"the webhook learnt it: model version {self.follower.version} "
-                  f"({self.follower.events_seen} events)")
+                  f"({events_seen(self.follower)} events), followed over the model topic")
         self.line("serving: " + ", ".join(f"{k} -> {v}" for k, v in self.w.selection.items()))
         self.end("history")
 
@@ -542,7 +553,11 @@ class _Story:
         for name, bounds in w.phases.items():
             values = [x["prometheus_accuracy"] for x in w.samples
                       if x["phase"] == name and x["prometheus_accuracy"] is not None]
+            # Which model versions routed the platform's traffic in this phase.
+            versions = sorted({x["model_version"] for x in w.samples
+                               if x["phase"] == name and x["model_version"] is not None})
             phases[name] = {**bounds,
+                            "model_versions": versions,
                             "prometheus_accuracy_min": min(values) if values else None,
                             "prometheus_accuracy_max": max(values) if values else None,
                             "prometheus_accuracy_last": values[-1] if values else None}
@@ -571,7 +586,10 @@ def play(stack: Stack, emit: Callable[[str], None] | None = None) -> dict[str, A
     monitor = PerformanceMonitor(window_size_minutes=5, enable_auto_retraining=False,
                                  kafka_servers=stack.kafka.bootstrap, kafka_topic=TOPIC,
                                  clock=clock)
-    follower = ModelFollower(stack.models_dir, seed=s.seed)
+    # The platform embeds the product's follower on the model topic, as a
+    # production orchestrator replica would.
+    follower = ModelFollower(kafka_servers=stack.kafka.bootstrap, topic=MODEL_TOPIC, seed=s.seed)
+    follower.start()
     feed = PlatformFeed(monitor, follower,
                         FeedSettings(seed=s.seed, runs_per_second=s.runs_per_second,
                                      history_minutes=s.history_minutes), clock)
@@ -594,6 +612,7 @@ def play(stack: Stack, emit: Callable[[str], None] | None = None) -> dict[str, A
         stop.set()
         if thread.is_alive():
             thread.join(10)
+        follower.stop()
         monitor.stop()
     summary = story.summary()
     summary["settings"] = asdict(s)
@@ -605,13 +624,17 @@ def _print_summary(summary: dict[str, Any], emit: Callable[[str], None]) -> None
     emit("")
     emit("Summary (system accuracy from Prometheus, "
          f"threshold {summary['accuracy_threshold']:.2f})")
-    emit(f"  {'phase':<13}{'from':>7}{'to':>7}{'min':>8}{'max':>8}{'last':>8}")
+    emit(f"  {'phase':<13}{'from':>7}{'to':>7}{'min':>8}{'max':>8}{'last':>8}"
+         "  model versions serving")
     for name, p in summary["phases"].items():
         if name == "history":
             continue
+        versions = p.get("model_versions") or []
+        served = ("none" if not versions else f"v{versions[0]}" if len(versions) == 1
+                  else f"v{versions[0]}..v{versions[-1]} ({len(versions)})")
         emit(f"  {name:<13}{_clock(p['start_s']):>7}{_clock(p.get('end_s', 0)):>7}"
              f"{_fmt(p['prometheus_accuracy_min']):>8}{_fmt(p['prometheus_accuracy_max']):>8}"
-             f"{_fmt(p['prometheus_accuracy_last']):>8}")
+             f"{_fmt(p['prometheus_accuracy_last']):>8}  {served}")
     for a in summary["alerts"]:
         emit(f"  {_clock(a['t_s']):>7} alert {a['alertname']} {a['state']}")
     for r in summary["retrains"]:

@@ -18,6 +18,7 @@ from .updater import (
 __all__ = [
     "AgentSelectionModel",
     "CorruptModel",
+    "ModelFollower",
     "ModelStore",
     "RealTimeModelUpdater",
     "UpdateStrategy",
@@ -26,6 +27,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from .app import create_app
+    from .serving import ModelFollower
 
 
 def __getattr__(name: str) -> Any:
@@ -33,4 +35,8 @@ def __getattr__(name: str) -> Any:
         from .app import create_app
 
         return create_app
+    if name == "ModelFollower":
+        from .serving import ModelFollower
+
+        return ModelFollower
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -147,9 +147,13 @@ class WebhookService:
                 writers_stopped = not self.updater.running
             writers_stopped = writers_stopped and not self.controller.running
             self.ledger.close()
+        publisher = getattr(self.updater, "model_publisher", None)
+        if self.owns_updater and publisher is not None:
+            publisher.close()  # built with the updater (standby or not), closed with it
         if not writers_stopped:
             log.error("a writer did not stop: keeping the store lock until this process exits")
         self.failover.close(release=writers_stopped)
+
 
 def _service() -> WebhookService:
     service: WebhookService = current_app.extensions[EXTENSION]
@@ -424,6 +428,14 @@ def readiness(service: WebhookService) -> tuple[bool, str, dict[str, str]]:
     checks["retrain_worker"] = "running" if service.controller.running else "stopped"
     if not service.controller.running:
         problems.append("the retrain worker is not running")
+    publisher = getattr(service.updater, "model_publisher", None)
+    if publisher is not None:
+        # serving: shown, not a reason to take the trainer out of service
+        # (it still retrains; followers keep the previous version).
+        failure = publisher.status()
+        checks["model_topic"] = (f"failing: {failure}" if failure is not None
+                                 else f"published version {publisher.published_version}"
+                                 if publisher.published_version is not None else "nothing yet")
     return not problems, "; ".join(problems) or "ready", checks
 
 
@@ -553,10 +565,12 @@ def create_app(
     registry = CollectorRegistry() if registry is None else registry
     owns_updater = updater is None
     if updater is None:
+        from .serving.model_topic import publisher_for
         from .updater import RealTimeModelUpdater
 
         updater = RealTimeModelUpdater.from_settings(
-            settings.updater_settings(), settings.update_rule(), registry=registry)
+            settings.updater_settings(), settings.update_rule(), registry=registry,
+            model_publisher=publisher_for(settings, registry))
     for method in ("trigger_retraining", "get_metrics"):
         if not callable(getattr(updater, method, None)):
             raise ValueError(f"updater must have a {method}() method")
@@ -574,6 +588,13 @@ def create_app(
     app.register_blueprint(alerts_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(ops_bp)
+    if callable(getattr(updater, "predict_best_agent", None)):
+        # serving: GET /api/model/ranking from the in-process model.
+        from .serving.ranking import ranking_blueprint
+
+        app.register_blueprint(ranking_blueprint(lambda: service.updater,
+                                                 read_token=settings.read_token,
+                                                 registry=registry))
     app.register_error_handler(ClientError, _client_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)

@@ -91,6 +91,12 @@ class WebhookConfig:
         What an instance does when another one holds the lock on the model
         store and ledger (see :mod:`webhook.standby`): ``wait`` as a standby
         (``/readyz`` 503) and take over when that one exits, or ``exit`` at start.
+    model_topic
+        With ``kafka_servers``: the compacted topic every saved model version
+        is published to for followers (see :mod:`webhook.serving`).
+    read_token, read_token_file
+        Optional Bearer token for ``GET /api/model/ranking`` (inline or from
+        a file; at most one). Without one the ranking is open, like the other GETs.
     """
 
     token: str | None = field(default=None, repr=False)
@@ -122,6 +128,10 @@ class WebhookConfig:
     recency_weight: float = RECENCY_WEIGHT
     log_level: str = "INFO"
     standby: str = "wait"
+    # serving: the model topic and the ranking API's optional read token.
+    model_topic: str = "agent-models"
+    read_token: str | None = field(default=None, repr=False)
+    read_token_file: str | None = None
 
     @property
     def auth_required(self) -> bool:
@@ -166,7 +176,7 @@ class WebhookConfig:
 
 
 _KEYS = tuple(f.name for f in fields(WebhookConfig))
-_OPTIONAL_STR = ("token", "token_file", "kafka_servers")
+_OPTIONAL_STR = ("token", "token_file", "kafka_servers", "read_token", "read_token_file")
 _BOOL = ("allow_unauthenticated", "detect_drops")
 _INT = ("max_body_bytes", "max_alertnames", "port", "threads", "batch_size", "buffer_size")
 # None (or an empty variable): the updater's default buffer; no retries.
@@ -187,7 +197,8 @@ _ZERO_OK = ("cooldown_seconds", "retrain_discount", "ledger_retention_days")
 
 def _describe(key: str, value: Any) -> str:
     # Never echo a secret back into an error message or a log line.
-    return f"a value of type {type(value).__name__}" if key == "token" else repr(value)
+    return (f"a value of type {type(value).__name__}" if key in ("token", "read_token")
+            else repr(value))
 
 
 def _from_env(key: str, text: str) -> Any:
@@ -317,6 +328,14 @@ def load_config(
             "token must be 16 to 4096 printable ASCII characters without spaces"
             + (f" (read from token_file {config.token_file!r})" if config.token_file else "")
         )
+    # serving: the ranking API's read token, checked as the token is.
+    if config.read_token is not None and config.read_token_file is not None:
+        raise ValueError("set read_token or read_token_file, not both")
+    if config.read_token_file is not None:
+        config = replace(config, read_token=_read_token_file(config.read_token_file))
+    if config.read_token is not None and not _TOKEN.match(config.read_token):
+        raise ValueError("read_token must be 16 to 4096 printable ASCII characters without "
+                         "spaces")
     if config.token is None and not config.allow_unauthenticated:
         raise ValueError(
             "no token configured: set token or token_file (env "

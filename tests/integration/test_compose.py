@@ -23,8 +23,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
-PYTHON_SERVICES = {"exporter": "exporter", "webhook": "webhook",
-                   "platform": "examples.platform_feed"}
+PYTHON_SERVICES = {"exporter": "autoretrain.exporter", "webhook": "autoretrain.webhook",
+                   "selector": "autoretrain.selector", "platform": "examples.platform_feed"}
 SERVICES = {"kafka", "kafka-init", "prometheus", "alertmanager", "grafana", *PYTHON_SERVICES}
 # Services that run until stopped: each needs a health check, except the
 # platform, which serves no port (documented in the file).
@@ -82,8 +82,12 @@ def test_python_services_share_one_image_built_here(config: dict[str, Any]) -> N
         assert Path(service["build"]["context"]) == REPO, name
         images.add(service["image"])
         assert service["command"] == ["python", "-m", module], name
-        # The module the command runs exists in the tree the image is built from.
-        path = REPO / Path(*module.split("."))
+        # The module the command runs exists in the tree the image is built from
+        # (autoretrain.exporter and .webhook live at the top level: package-dir).
+        parts = module.split(".")
+        if parts[:2] in (["autoretrain", "exporter"], ["autoretrain", "webhook"]):
+            parts = parts[1:]
+        path = REPO / Path(*parts)
         assert (path / "__main__.py").is_file() or path.with_suffix(".py").is_file(), module
     assert len(images) == 1
 
@@ -93,9 +97,9 @@ def test_health_checks(config: dict[str, Any]) -> None:
         check = config["services"][name].get("healthcheck")
         assert check and check["test"][0] in ("CMD", "CMD-SHELL"), f"{name} has no health check"
         assert check.get("retries", 0) >= 3, name
-    for name in ("exporter", "webhook"):
+    for name in ("exporter", "webhook", "selector"):
         test = " ".join(config["services"][name]["healthcheck"]["test"])
-        port = {"exporter": 9108, "webhook": 9109}[name]
+        port = {"exporter": 9108, "webhook": 9109, "selector": 9110}[name]
         assert f"127.0.0.1:{port}/healthz" in test, test
 
 
@@ -106,7 +110,7 @@ def test_start_order_waits_for_health(config: dict[str, Any]) -> None:
         return {dep: spec["condition"] for dep, spec in services[name]["depends_on"].items()}
 
     assert needs("kafka-init") == {"kafka": "service_healthy"}
-    for name in ("exporter", "webhook"):
+    for name in ("exporter", "webhook", "selector"):
         assert needs(name) == {"kafka-init": "service_completed_successfully"}, name
     assert needs("platform") == {"kafka-init": "service_completed_successfully",
                                  "webhook": "service_healthy", "exporter": "service_healthy"}
@@ -136,9 +140,13 @@ def test_named_volumes_for_prometheus_data_and_the_model_store(config: dict[str,
     assert _named_volumes(services["prometheus"])["prometheus-data"] == "/prometheus"
     store = _named_volumes(services["webhook"])["models"]
     assert services["webhook"]["environment"]["AUTORETRAIN_WEBHOOK_MODEL_STORAGE_PATH"] == store
-    # The platform reads the same store, read-only.
-    assert "models:" + store + ":ro" in services["platform"]["volumes"]
-    assert services["platform"]["environment"]["AUTORETRAIN_PLATFORM_MODEL_STORE"] == store
+    # The platform and the selector follow the webhook's model over the model
+    # topic (the webhook publishes every saved version), not the store.
+    topic = services["webhook"]["environment"]["AUTORETRAIN_WEBHOOK_MODEL_TOPIC"]
+    assert services["platform"]["environment"]["AUTORETRAIN_PLATFORM_MODEL_TOPIC"] == topic
+    assert services["selector"]["environment"]["AUTORETRAIN_SELECTOR_MODEL_TOPIC"] == topic
+    for name in ("platform", "selector"):
+        assert "models" not in _named_volumes(services[name]), name
     for service in services.values():
         assert set(_named_volumes(service)) <= declared
 
@@ -209,7 +217,7 @@ def test_the_webhook_token_comes_from_a_file(config: dict[str, Any], raw: dict[s
 def test_configs_name_the_compose_services(config: dict[str, Any]) -> None:
     """Targets in the mounted configs are service:port pairs that exist and are exposed."""
     services = config["services"]
-    container_ports = {"exporter": 9108, "webhook": 9109, "alertmanager": 9093,
+    container_ports = {"exporter": 9108, "webhook": 9109, "selector": 9110, "alertmanager": 9093,
                        "prometheus": 9090, "grafana": 3000}
     for name, port in container_ports.items():
         published = {str(p).split(":")[-1].split("/")[0] for p in services[name]["ports"]}
@@ -240,6 +248,7 @@ def test_configs_name_the_compose_services(config: dict[str, Any]) -> None:
     assert "PLAINTEXT://kafka:9092" in advertised
     for name, var in (("exporter", "AUTORETRAIN_EXPORTER_KAFKA_SERVERS"),
                       ("webhook", "AUTORETRAIN_WEBHOOK_KAFKA_SERVERS"),
+                      ("selector", "AUTORETRAIN_SELECTOR_KAFKA_SERVERS"),
                       ("platform", "AUTORETRAIN_PLATFORM_KAFKA_SERVERS")):
         assert services[name]["environment"][var] == "kafka:9092", name
 

@@ -53,12 +53,15 @@ def test_wheel_has_one_import_root(wheel: Path) -> None:
     assert roots == {"autoretrain"}
     for needed in ("autoretrain/__init__.py", "autoretrain/exporter/monitor.py",
                    "autoretrain/webhook/updater/model.py", "autoretrain/webhook/openapi.yaml",
-                   "autoretrain/py.typed"):
+                   "autoretrain/py.typed", "autoretrain/selector.py",
+                   "autoretrain/webhook/serving/follower.py",
+                   "autoretrain/webhook/serving/openapi-selector.yaml"):
         assert needed in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "autoretrain-webhook = autoretrain.webhook.__main__:main" in text
     assert "autoretrain-exporter = autoretrain.exporter.__main__:main" in text
+    assert "autoretrain-selector = autoretrain.selector:main" in text
 
 
 def test_installed_wheel_imports_from_autoretrain_only(wheel: Path, tmp_path: Path) -> None:

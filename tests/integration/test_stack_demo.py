@@ -89,6 +89,22 @@ def test_the_webhook_retrained_once_for_the_alert(demo: tuple[Stack, dict[str, A
     assert ALERT in [a["alertname"] for a in entry["alerts"]]
 
 
+def test_the_platform_routed_through_the_followed_model(
+        demo: tuple[Stack, dict[str, Any]]) -> None:
+    """The platform's ModelFollower (on the model topic) served the webhook's versions,
+    and the summary says which served each phase; after a promotion, a newer one."""
+    _, summary = demo
+    phases = summary["phases"]
+    for name in ("healthy", "degradation", "retrain", "recovery"):
+        assert phases[name]["model_versions"], name
+    versions = [v for name in ("healthy", "degradation", "retrain", "recovery")
+                for v in phases[name]["model_versions"]]
+    assert versions == sorted(versions)  # never an older version after a newer one
+    (retrain,) = [r for r in summary["retrains"] if r["trigger"] == "alert"]
+    if retrain["outcome"] == "promoted":
+        assert max(phases["recovery"]["model_versions"]) >= retrain["model_version"]
+
+
 def test_accuracy_recovered_and_the_alert_resolved(demo: tuple[Stack, dict[str, Any]]) -> None:
     stack, summary = demo
     clear = THRESHOLDS.thresholds.accuracy_min + THRESHOLDS.hysteresis.accuracy

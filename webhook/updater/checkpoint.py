@@ -39,7 +39,10 @@ class Checkpointer:
     ``hyperparameters()`` gives the settings saved with each version;
     ``on_install(model)`` is called (state lock held) when a loaded model is
     served; ``commit`` hands saved offsets to the consumer (set by the
-    owner once the consumer exists; None: nothing to commit).
+    owner once the consumer exists; None: nothing to commit);
+    ``publisher`` (None: none), told every saved version with
+    ``publish(store, version)``, sends it to the model topic for followers
+    (it queues and never blocks).
     """
 
     def __init__(self, state: ModelState, store: ModelStore, settings: UpdaterSettings,
@@ -53,6 +56,7 @@ class Checkpointer:
         self.counters = counters
         self.clock = clock
         self.commit: Commit | None = None
+        self.publisher: Any = None
         self._hyperparameters = hyperparameters
         self._on_install = on_install
         self.corrupt_versions: list[dict[str, Any]] = []
@@ -138,6 +142,7 @@ class Checkpointer:
             state.version = version
             self.counters.saves += 1
         self.metrics.version.set(version)
+        self._publish(version)
         if commit and self.settings.uses_kafka and self.commit is not None:
             self.commit(offsets, commit_now)
 
@@ -166,4 +171,15 @@ class Checkpointer:
             with state.lock:
                 self._install(model, new_version, stored.metadata)
                 state.offsets = offsets
+        self._publish(new_version)
         return new_version
+
+    def publish_loaded(self) -> None:
+        """Publish the version loaded at start: a follower started before this
+        trainer (or after the topic lost it) gets its model."""
+        if self.state.version:
+            self._publish(self.state.version)
+
+    def _publish(self, version: int) -> None:
+        if self.publisher is not None:
+            self.publisher.publish(self.store, version)

@@ -21,6 +21,7 @@ import re
 import tempfile
 import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import numpy as np
 
 from autoretrain.exporter.timefmt import utc_iso
 
-__all__ = ["CorruptModel", "ModelStore", "StoredModel"]
+__all__ = ["FORMAT", "CorruptModel", "ForeignModel", "ModelStore", "StoredModel", "read_arrays"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,14 @@ class CorruptModel(ValueError):
     def __init__(self, message: str, fault: str = "corrupt") -> None:
         super().__init__(message)
         self.fault = fault
+
+
+class ForeignModel(CorruptModel):
+    """Intact metadata of another format (another model, or a newer release):
+    counted as ``metadata_invalid`` by the updater, told apart by followers."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "metadata_invalid")
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,6 +92,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def read_arrays(data: bytes, what: str) -> dict[str, np.ndarray]:
+    """The arrays of ``.npz`` bytes (never unpickled); :class:`CorruptModel`
+    (``arrays_unreadable``) naming ``what`` when they cannot be read."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as f:
+            return {name: f[name] for name in f.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise CorruptModel(f"{what}: cannot read arrays: {exc}", "arrays_unreadable") from None
 
 
 class ModelStore:
@@ -181,6 +200,13 @@ class ModelStore:
 
     def load(self, version: int) -> StoredModel:
         """Load ``version``; raise :class:`CorruptModel` when it is not intact."""
+        data, metadata = self.read(version)
+        return StoredModel(version, read_arrays(data, f"version {version}"), metadata)
+
+    def read(self, version: int) -> tuple[bytes, dict[str, Any]]:
+        """The ``.npz`` bytes of ``version`` (checked against their SHA-256) and its
+        metadata, as stored: what the model topic publishes; :class:`CorruptModel`
+        when the version is not intact."""
         npz, meta = self._files(version)
         try:
             metadata = json.loads(meta.read_bytes())
@@ -190,9 +216,12 @@ class ModelStore:
         except ValueError as exc:
             raise CorruptModel(f"version {version}: metadata is not JSON: {exc}",
                                "metadata_not_json") from None
-        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-            raise CorruptModel(f"version {version}: metadata format is not {FORMAT!r}",
+        if not isinstance(metadata, dict):
+            raise CorruptModel(f"version {version}: metadata is not a JSON object",
                                "metadata_invalid")
+        if metadata.get("format") != FORMAT:
+            raise ForeignModel(f"version {version}: metadata format is "
+                               f"{str(metadata.get('format'))[:80]!r}, not {FORMAT!r}")
         if metadata.get("version") != version:
             raise CorruptModel(
                 f"version {version}: metadata says version {metadata.get('version')!r}",
@@ -205,13 +234,7 @@ class ModelStore:
         if hashlib.sha256(data).hexdigest() != metadata.get("arrays_sha256"):
             raise CorruptModel(f"version {version}: {npz.name} does not match its SHA-256",
                                "checksum_mismatch")
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as f:
-                arrays = {name: f[name] for name in f.files}
-        except (ValueError, OSError, EOFError) as exc:
-            raise CorruptModel(f"version {version}: cannot read arrays: {exc}",
-                               "arrays_unreadable") from None
-        return StoredModel(version, arrays, metadata)
+        return data, metadata
 
     def load_latest(self) -> StoredModel | None:
         """The newest intact version, or None; broken versions are logged and skipped."""

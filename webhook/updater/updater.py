@@ -100,6 +100,12 @@ class RealTimeModelUpdater:
         :class:`~autoretrain.exporter.kafka_sink.BrokerProbe` of ``kafka_servers``.
     settings
         All of the settings at once (then none of the settings keywords above).
+    model_publisher
+        Told every saved version (promotions, rollbacks, periodic saves)
+        and the version loaded at ``start()``: a
+        :class:`~autoretrain.webhook.serving.ModelPublisher` sends them to
+        the model topic for followers. Its ``publish(store, version)`` must
+        not block; its lifecycle stays with the caller.
     """
 
     def __init__(
@@ -135,6 +141,7 @@ class RealTimeModelUpdater:
         consumer_config: dict[str, Any] | None = None,
         kafka_check: Callable[[], str | None] | None = None,
         settings: UpdaterSettings | None = None,
+        model_publisher: Any = None,
     ) -> None:
         given: dict[str, Any] = {k: v for k, v in (
             ("kafka_topic", kafka_topic), ("consumer_group", consumer_group),
@@ -163,6 +170,9 @@ class RealTimeModelUpdater:
         # Validates the hyperparameters (ValueError naming the bad one).
         rule = make_rule(update_strategy, **hyper)
         self._build(settings, rule, registry, clock, consumer_factory, kafka_check)
+        # serving: followers get every saved version through the model topic.
+        self.model_publisher = model_publisher
+        self._checkpointer.publisher = model_publisher
 
     @classmethod
     def from_settings(
@@ -174,11 +184,12 @@ class RealTimeModelUpdater:
         clock: Callable[[], float] = time.time,
         consumer_factory: Callable[..., Any] | None = None,
         kafka_check: Callable[[], str | None] | None = None,
+        model_publisher: Any = None,
     ) -> RealTimeModelUpdater:
         """The updater of ``settings`` learning with ``rule`` (its hyperparameters included)."""
         return cls(update_strategy=rule, registry=registry, clock=clock,
                    consumer_factory=consumer_factory, kafka_check=kafka_check,
-                   settings=settings)
+                   settings=settings, model_publisher=model_publisher)
 
     def _build(self, settings: UpdaterSettings, rule: Rule, registry: CollectorRegistry | None,
                clock: Callable[[], float], consumer_factory: Callable[..., Any] | None,
@@ -254,6 +265,12 @@ class RealTimeModelUpdater:
         return self._state.model
 
     @property
+    def version(self) -> int:
+        """Store version of the serving model (0 before the first save or load);
+        the ranking API reports it with each ranking."""
+        return self._state.version
+
+    @property
     def running(self) -> bool:
         """True while the consumer thread is alive."""
         return self._consumer.running
@@ -263,6 +280,7 @@ class RealTimeModelUpdater:
         if self.running:
             return
         self._checkpointer.ensure_loaded()
+        self._checkpointer.publish_loaded()
         self._consumer.start()
         log.info("model updater started (%s, strategy %s)",
                  "kafka" if self.settings.uses_kafka else "embedded bus",

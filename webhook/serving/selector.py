@@ -1,0 +1,329 @@
+"""The selector: a read-only ranking server built on a :class:`ModelFollower`.
+
+``python -m autoretrain.selector`` (console script ``autoretrain-selector``)
+serves ``GET /api/model/ranking`` (see :mod:`.ranking`), ``/metrics``,
+``/healthz``, ``/readyz`` (503 until a model is loaded) and its OpenAPI
+document. It never trains and holds no state but the followed model, so
+any number of replicas can run behind a load balancer; each follows the
+model topic (``AUTORETRAIN_SELECTOR_KAFKA_SERVERS``) or the trainer's store
+directory on a shared volume (``AUTORETRAIN_SELECTOR_MODEL_STORAGE_PATH``).
+
+Settings, lowest layer first: the defaults of :class:`SelectorConfig`,
+environment variables ``AUTORETRAIN_SELECTOR_<KEY>``, then the mapping
+given to :func:`create_selector_app` (or the command line). The optional
+read token (``READ_TOKEN`` or ``READ_TOKEN_FILE``) protects the ranking;
+``/metrics``, ``/healthz`` and ``/readyz`` stay open, as the webhook's are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ENV_PREFIX", "SelectorConfig", "create_selector_app", "load_selector_config",
+           "main"]
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "AUTORETRAIN_SELECTOR_"
+PROG = "autoretrain-selector"
+EXTENSION = "autoretrain-selector"
+_TOKEN = re.compile(r"^[\x21-\x7e]{16,4096}$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class SelectorConfig:
+    """Validated settings of the selector.
+
+    Attributes
+    ----------
+    kafka_servers, model_topic
+        Follow the model topic (exactly one of this and ``model_storage_path``).
+    model_storage_path
+        Follow the trainer's model store directory instead.
+    poll_interval_seconds
+        How often the store is listed; the longest a Kafka poll waits.
+    read_token, read_token_file
+        Optional Bearer token for the ranking (inline or from a file; at most one).
+    host, port, threads
+        Listen address and waitress worker threads.
+    log_level
+        Logging level.
+    """
+
+    kafka_servers: str | None = None
+    model_topic: str = "agent-models"
+    model_storage_path: str | None = None
+    poll_interval_seconds: float = 0.5
+    read_token: str | None = field(default=None, repr=False)
+    read_token_file: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 9110
+    threads: int = 8
+    log_level: str = "INFO"
+
+
+_KEYS = tuple(f.name for f in fields(SelectorConfig))
+_OPTIONAL = ("kafka_servers", "model_storage_path", "read_token", "read_token_file")
+
+
+def _check(key: str, value: Any, where: str) -> Any:
+    shown = "a value" if key == "read_token" else repr(value)
+    if key in ("port", "threads"):
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                raise ValueError(f"{key} (from {where}) must be an integer, got {shown}") from None
+        low, high = (0, 65535) if key == "port" else (1, 1000)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{key} (from {where}) must be an integer in [{low}, {high}], "
+                             f"got {shown}")
+        return value
+    if key == "poll_interval_seconds":
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise ValueError(f"{key} (from {where}) must be a number, got {shown}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                0 < value < math.inf):
+            raise ValueError(f"{key} (from {where}) must be a number > 0, got {shown}")
+        return float(value)
+    if key in _OPTIONAL and (value is None or (isinstance(value, str) and not value.strip())):
+        return None  # empty means unset, so a deployment can blank a variable out
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{key} (from {where}) must be a non-empty string, got {shown}")
+    if key == "log_level":
+        if value.upper() not in _LOG_LEVELS:
+            raise ValueError(f"{key} (from {where}) must be one of {', '.join(_LOG_LEVELS)}, "
+                             f"got {shown}")
+        return value.upper()
+    return value
+
+
+def load_selector_config(overrides: Mapping[str, Any] | None = None,
+                         environ: Mapping[str, str] | None = None) -> SelectorConfig:
+    """Layer defaults < ``environ`` (``AUTORETRAIN_SELECTOR_*``) < ``overrides``; validate.
+    Unknown keys are errors; the token file is read here."""
+    values: dict[str, Any] = {}
+    for name, text in sorted((environ or {}).items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX):].lower()
+        if key not in _KEYS:
+            raise ValueError(f"unknown environment variable {name}; known: "
+                             f"{', '.join(ENV_PREFIX + k.upper() for k in _KEYS)}")
+        values[key] = _check(key, text, name)
+    for key, value in (overrides or {}).items():
+        if key not in _KEYS:
+            raise ValueError(f"unknown config key {key!r}; known: {', '.join(_KEYS)}")
+        values[key] = _check(key, value, "config")
+    config = SelectorConfig(**values)
+    if (config.kafka_servers is None) == (config.model_storage_path is None):
+        raise ValueError(f"set exactly one of {ENV_PREFIX}KAFKA_SERVERS (follow the model topic) "
+                         f"and {ENV_PREFIX}MODEL_STORAGE_PATH (follow a store directory)")
+    if config.read_token is not None and config.read_token_file is not None:
+        raise ValueError("set read_token or read_token_file, not both")
+    if config.read_token_file is not None:
+        try:
+            text = Path(config.read_token_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"read_token_file {config.read_token_file!r} cannot be read: "
+                             f"{exc}") from None
+        config = replace(config, read_token=text)
+    if config.read_token is not None and not _TOKEN.match(config.read_token):
+        raise ValueError("read_token must be 16 to 4096 printable ASCII characters without spaces"
+                         + (f" (read from {config.read_token_file!r})"
+                            if config.read_token_file else ""))
+    return config
+
+
+def _openapi_text() -> str:
+    return resources.files(__package__ or "autoretrain.webhook.serving").joinpath(
+        "openapi-selector.yaml").read_text(encoding="utf-8")
+
+
+def create_selector_app(config: Mapping[str, Any] | None = None, *, follower: Any = None,
+                        registry: Any = None) -> Any:
+    """The selector's Flask app.
+
+    ``follower`` is any object with ``predict_best_agent``, ``version``,
+    ``model`` (and, for the readiness check, ``status()``); its lifecycle
+    stays with the caller. Without one a :class:`ModelFollower` is built from
+    the config and started (stop it with ``app.extensions[EXTENSION].stop()``).
+    """
+    import yaml
+    from flask import Flask, Response, jsonify
+    from prometheus_client import CollectorRegistry, generate_latest
+    from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+    from .follower import ModelFollower
+    from .ranking import RankingFastPath, RankingHandler, ranking_blueprint
+
+    settings = load_selector_config(config, os.environ)
+    registry = CollectorRegistry() if registry is None else registry
+    owns = follower is None
+    if follower is None:
+        follower = ModelFollower(settings.model_storage_path,
+                                 kafka_servers=settings.kafka_servers,
+                                 topic=settings.model_topic,
+                                 poll_interval_seconds=settings.poll_interval_seconds,
+                                 registry=registry)
+    app = Flask(__name__, static_folder=None)
+    app.url_map.merge_slashes = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = follower
+    handler = RankingHandler(lambda: follower, read_token=settings.read_token,
+                             registry=registry)
+    app.register_blueprint(ranking_blueprint(handler))
+    # The hot path without the framework; the blueprint answers HEAD and documents the route.
+    app.wsgi_app = RankingFastPath(app.wsgi_app, handler)  # type: ignore[method-assign]
+    follower_registry = getattr(follower, "registry", None)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        registries = [registry]
+        if isinstance(follower_registry, CollectorRegistry) and follower_registry is not registry:
+            registries.append(follower_registry)
+        return Response(b"".join(generate_latest(r) for r in registries),
+                        headers={"Content-Type": _PROMETHEUS_TEXT})
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify({"status": "alive"})
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        version = follower.version
+        status = follower.status() if callable(getattr(follower, "status", None)) else None
+        checks = {"model": f"loaded (version {version})" if version else "none yet",
+                  "source": "ok" if status is None else f"failing: {status}"}
+        if not version:
+            reason = "no model has been loaded yet" + (f" ({status})" if status else "")
+            return jsonify({"ready": False, "reason": reason, "checks": checks}), 503
+        # A source that fails after a load does not make the replica unready:
+        # it keeps serving its last good model; the check says so.
+        return jsonify({"ready": True, "reason": "ready", "checks": checks}), 200
+
+    @app.get("/openapi.yaml")
+    def openapi_yaml() -> Response:
+        return Response(_openapi_text(), mimetype="application/yaml")
+
+    @app.get("/openapi.json")
+    def openapi_json() -> Response:
+        return jsonify(yaml.safe_load(_openapi_text()))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        error = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+        response = jsonify({"error": error, "message": exc.description or exc.name})
+        response.status_code = status
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def internal_error(exc: Exception) -> Response:
+        log.error("unhandled error", exc_info=exc)
+        response = jsonify({"error": "internal_error", "message": "internal server error"})
+        response.status_code = 500
+        return response
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    if owns:
+        follower.start()
+    return app
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description=("Serve GET /api/model/ranking from the trainer's newest model, followed "
+                     "from the model topic or the model store; read-only, scale it out. "
+                     f"Settings are environment variables {ENV_PREFIX}<KEY> (KAFKA_SERVERS or "
+                     "MODEL_STORAGE_PATH, MODEL_TOPIC, READ_TOKEN or READ_TOKEN_FILE, "
+                     "POLL_INTERVAL_SECONDS, THREADS); the options below override them."))
+    p.add_argument("--host", help=f"listen address [{ENV_PREFIX}HOST] (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help=f"listen port [{ENV_PREFIX}PORT] (default 9110)")
+    p.add_argument("--kafka-servers", help=f"[{ENV_PREFIX}KAFKA_SERVERS]")
+    p.add_argument("--model-topic", help=f"[{ENV_PREFIX}MODEL_TOPIC] (default agent-models)")
+    p.add_argument("--model-storage-path", help=f"[{ENV_PREFIX}MODEL_STORAGE_PATH]")
+    p.add_argument("--log-level", help=f"[{ENV_PREFIX}LOG_LEVEL] (default INFO)")
+    p.add_argument("--check-config", action="store_true",
+                   help="validate the settings and exit (0 when valid)")
+    return p
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise SystemExit(0)  # in waitress' loop, whose run() shuts its threads down
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {key: value for key, value in (
+        ("host", args.host), ("port", args.port), ("kafka_servers", args.kafka_servers),
+        ("model_topic", args.model_topic), ("model_storage_path", args.model_storage_path),
+        ("log_level", args.log_level)) if value is not None}
+    try:
+        settings = load_selector_config(overrides, os.environ)
+    except ValueError as exc:
+        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    if args.check_config:
+        print(f"{PROG}: configuration OK")
+        return 0
+    import waitress
+    from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    app = create_selector_app(overrides, registry=registry)
+    follower = app.extensions[EXTENSION]
+    try:
+        server = waitress.create_server(app, host=settings.host, port=settings.port,
+                                        threads=settings.threads, ident=PROG,
+                                        asyncore_use_poll=True)
+    except OSError as exc:
+        print(f"{PROG}: cannot listen on {settings.host}:{settings.port}: {exc}",
+              file=sys.stderr)
+        follower.stop()
+        return 1
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
+    log.info("serving on http://%s:%s (%d threads, read token %s)", settings.host,
+             server.effective_port, settings.threads,
+             "required" if settings.read_token else "not required")
+    started = time.monotonic()
+    try:
+        server.run()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        server.close()
+        follower.stop()
+        log.info("stopped after %.0f s", time.monotonic() - started)
+    return 0
