@@ -428,15 +428,19 @@ def readiness(service: WebhookService) -> tuple[bool, str, dict[str, str]]:
     checks["retrain_worker"] = "running" if service.controller.running else "stopped"
     if not service.controller.running:
         problems.append("the retrain worker is not running")
+    notes: list[str] = []  # said in the reason, not reasons to be unready
     publisher = getattr(service.updater, "model_publisher", None)
     if publisher is not None:
-        # serving: shown, not a reason to take the trainer out of service
-        # (it still retrains; followers keep the previous version).
+        # Said in the reason but not a reason to take the trainer out of
+        # service: it still retrains, and followers keep the previous version.
         failure = publisher.status()
         checks["model_topic"] = (f"failing: {failure}" if failure is not None
                                  else f"published version {publisher.published_version}"
                                  if publisher.published_version is not None else "nothing yet")
-    return not problems, "; ".join(problems) or "ready", checks
+        if failure is not None:
+            notes.append(f"publishing to the model topic fails: {failure}")
+    reason = "; ".join(problems) or "ready"
+    return not problems, "; ".join([reason, *notes]), checks
 
 
 @ops_bp.get("/readyz")
@@ -589,7 +593,7 @@ def create_app(
     app.register_blueprint(api_bp)
     app.register_blueprint(ops_bp)
     if callable(getattr(updater, "predict_best_agent", None)):
-        # serving: GET /api/model/ranking from the in-process model.
+        # GET /api/model/ranking from the in-process model (not for a fake updater).
         from .serving.ranking import ranking_blueprint
 
         app.register_blueprint(ranking_blueprint(lambda: service.updater,

@@ -128,7 +128,7 @@ class WebhookConfig:
     recency_weight: float = RECENCY_WEIGHT
     log_level: str = "INFO"
     standby: str = "wait"
-    # serving: the model topic and the ranking API's optional read token.
+    # The model topic (followers) and the ranking API's optional read token.
     model_topic: str = "agent-models"
     read_token: str | None = field(default=None, repr=False)
     read_token_file: str | None = None
@@ -328,7 +328,7 @@ def load_config(
             "token must be 16 to 4096 printable ASCII characters without spaces"
             + (f" (read from token_file {config.token_file!r})" if config.token_file else "")
         )
-    # serving: the ranking API's read token, checked as the token is.
+    # The ranking API's read token is checked as the token is.
     if config.read_token is not None and config.read_token_file is not None:
         raise ValueError("set read_token or read_token_file, not both")
     if config.read_token_file is not None:

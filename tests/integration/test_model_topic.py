@@ -162,8 +162,9 @@ def test_a_model_too_large_for_the_topic_fails_the_publish_loudly_not_the_promot
         assert registry.get_sample_value("autoretrain_publisher_failures_total",
                                          {"reason": "too_large"}) == 1
         assert registry.get_sample_value("autoretrain_publisher_model_version") == small
-        check = client.get("/readyz").get_json()["checks"]["model_topic"]
-        assert check.startswith("failing: model version")
+        ready = client.get("/readyz").get_json()
+        assert ready["checks"]["model_topic"].startswith("failing: model version")
+        assert "publishing to the model topic fails: model version" in ready["reason"]
         assert any(r.levelname == "ERROR" and "NOT published" in r.getMessage()
                    for r in caplog.records)
     finally:

@@ -170,7 +170,7 @@ class RealTimeModelUpdater:
         # Validates the hyperparameters (ValueError naming the bad one).
         rule = make_rule(update_strategy, **hyper)
         self._build(settings, rule, registry, clock, consumer_factory, kafka_check)
-        # serving: followers get every saved version through the model topic.
+        # Followers in other processes get every saved version through it.
         self.model_publisher = model_publisher
         self._checkpointer.publisher = model_publisher
 
