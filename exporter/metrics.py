@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -32,7 +32,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from .events import RUN_STATUSES
+from .events import RUN_STATUSES, OutcomeEvent
 
 __all__ = [
     "ACCURACY_BUCKETS",
@@ -258,6 +258,25 @@ class AgentMetrics(Collector):
         if feedback_source not in sources and len(sources) >= MAX_FEEDBACK_SOURCES:
             feedback_source = OTHER_SOURCE
         sources[feedback_source] = sources.get(feedback_source, 0) + 1
+
+    def record_events(self, events: Iterable[OutcomeEvent]) -> None:
+        """Count validated outcome events (runs and accuracy records), under one lock hold."""
+        record_run, record_accuracy = self.record_run_locked, self.record_accuracy_locked
+        with self._lock:
+            for event in events:
+                if event["kind"] == "run":
+                    record_run(
+                        event["agent_name"],
+                        event["agent_type"],
+                        _STATUS_INDEX[event["status"]],
+                        event["duration_ms"] / 1000.0,
+                        event["tokens_used"],
+                        event["cost"],
+                    )
+                else:
+                    record_accuracy(
+                        event["agent_name"], event["feedback_source"], event["accuracy"]
+                    )
 
     def remove_agent(self, agent: str) -> None:
         """Drop every series of an agent that went away (frees its label slot)."""
