@@ -362,19 +362,19 @@ def parse_event(obj: Any) -> OutcomeEvent:
     return event if event is not None else _validate_general(obj)
 
 
-def validate_event(obj: Any) -> OutcomeEvent:
-    """:func:`parse_event`, always returning a new dict (the caller may keep ``obj``)."""
-    event = parse_event(obj)
-    return event.copy() if event is obj else event
+def validate_event(obj: Any) -> dict[str, Any]:
+    """:func:`parse_event` as a new plain dict (the caller may keep and change ``obj``)."""
+    return dict(parse_event(obj))
 
 
-def decode_event(raw: bytes | str | None) -> OutcomeEvent:
+def decode_event(raw: bytes | str | None) -> dict[str, Any]:
     """Parse and validate one Kafka message value; raise :class:`InvalidEvent`.
 
     Parsing is strict RFC 8259 JSON: ``NaN`` and ``Infinity`` are not JSON
-    and count as ``not_json``.
+    and count as ``not_json``. A plain dict; :func:`parse_event` of
+    :func:`loads_value` gives the typed event without the copy.
     """
-    return parse_event(loads_value(raw))
+    return dict(parse_event(loads_value(raw)))
 
 
 def loads_value(raw: bytes | str | None) -> Any:

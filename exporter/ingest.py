@@ -115,7 +115,7 @@ def decode_batch(
                 obj = loads_value(raw)
             else:
                 obj = raw  # decoded already; the general check names what it is
-            event = common_run(obj)
+            event: OutcomeEvent | None = common_run(obj)
             if event is None:
                 event = _validate_general(obj)
             if admit is not None:
