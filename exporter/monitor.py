@@ -410,4 +410,4 @@ class PerformanceMonitor:
 
     def wsgi_app(self) -> Callable[..., Any]:
         """The same endpoints as a WSGI app, for the orchestrator's own server."""
-        return metrics_app(self.registry)
+        return metrics_app(self.registry, fast=[self._recorder.metrics])
