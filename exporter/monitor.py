@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .accuracy import score_accuracy
 from .alerts import Alert
 from .background import BackgroundLoop
 from .bus import EventSink
@@ -97,6 +98,11 @@ def _event_sink(
 
 class PerformanceMonitor:
     """Per-agent performance monitoring with automatic retraining.
+
+    Record with ``record_agent_run(run_id, agent_name, agent_type, status,
+    duration_ms, tokens_used=0, cost=0.0, *, task_type="default",
+    context=None)`` (documented at :meth:`exporter.recorder.Recorder.record_run`)
+    and :meth:`record_accuracy`.
 
     Parameters
     ----------
@@ -209,43 +215,14 @@ class PerformanceMonitor:
         )
         self._collector = _MonitorCollector(self._recorder, self._checker)
         self.registry.register(self._collector)
-        # The recording hot path without a delegating call (about a tenth of
-        # its cost, bench/recording.py): this instance's record_agent_run is
-        # the recorder's bound method; the method below documents it.
-        self.record_agent_run = self._recorder.record_run  # type: ignore[method-assign]
+        # The recording hot path is the recorder's method itself: a
+        # delegating call would add about a tenth to its cost (bench/recording.py).
+        #: ``record_agent_run(run_id, agent_name, agent_type, status, duration_ms,
+        #: tokens_used=0, cost=0.0, *, task_type="default", context=None)``:
+        #: record one finished agent run (:meth:`Recorder.record_run`).
+        self.record_agent_run = self._recorder.record_run
 
-    # -- recording (the hot path) -----------------------------------------
-
-    def record_agent_run(
-        self,
-        run_id: str,
-        agent_name: str,
-        agent_type: str,
-        status: Any,
-        duration_ms: float,
-        tokens_used: int = 0,
-        cost: float = 0.0,
-        *,
-        task_type: str = "default",
-        context: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Record one finished agent run.
-
-        ``status`` is one of success, failure, error, timeout (or an enum
-        whose value is). Raises ``ValueError`` naming the bad field; nothing
-        is recorded then.
-        """
-        self._recorder.record_run(
-            run_id,
-            agent_name,
-            agent_type,
-            status,
-            duration_ms,
-            tokens_used,
-            cost,
-            task_type=task_type,
-            context=context,
-        )
+    # -- recording (record_agent_run is set in __init__) -------------------
 
     def record_accuracy(
         self,
@@ -266,16 +243,12 @@ class PerformanceMonitor:
         :func:`exporter.accuracy.score_accuracy` defines. Returns the accuracy.
         ``agent_type`` defaults to the type of the agent's recorded runs.
         """
+        if accuracy is None:
+            if predicted_outcome is None or actual_outcome is None:
+                raise ValueError("pass accuracy=, or both predicted_outcome and actual_outcome")
+            accuracy = score_accuracy(predicted_outcome, actual_outcome)
         return self._recorder.record_accuracy(
-            agent_name,
-            task_id,
-            predicted_outcome,
-            actual_outcome,
-            feedback_source,
-            accuracy=accuracy,
-            task_type=task_type,
-            context=context,
-            agent_type=agent_type,
+            agent_name, task_id, accuracy, feedback_source, task_type, context, agent_type
         )
 
     # -- reading ----------------------------------------------------------

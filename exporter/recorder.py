@@ -20,7 +20,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from . import events as ev
-from .accuracy import score_accuracy
 from .bus import EventSink
 from .metrics import AgentMetrics
 from .window import SlidingWindow, WindowStats
@@ -104,7 +103,14 @@ class Recorder:
         task_type: str = "default",
         context: Mapping[str, Any] | None = None,
     ) -> None:
-        """Record one finished agent run (see ``PerformanceMonitor.record_agent_run``)."""
+        """Record one finished agent run: ``PerformanceMonitor.record_agent_run``.
+
+        ``status`` is one of success, failure, error, timeout (or an enum
+        whose value is); ``duration_ms`` and ``cost`` finite numbers >= 0,
+        ``tokens_used`` an integer >= 0, ``context`` a small dict of scalars.
+        Raises ``ValueError`` naming the bad field; nothing is recorded then.
+        Never blocks on, and never raises because of, the event sink.
+        """
         # Fast path first: the checks below are the orchestrator's cost per run.
         if not (
             type(run_id) is str
@@ -186,29 +192,20 @@ class Recorder:
         self,
         agent_name: str,
         task_id: str,
-        predicted_outcome: Mapping[str, Any] | None = None,
-        actual_outcome: Mapping[str, Any] | None = None,
-        feedback_source: str = "ground_truth",
-        *,
-        accuracy: float | None = None,
-        task_type: str = "default",
-        context: Mapping[str, Any] | None = None,
-        agent_type: str | None = None,
+        accuracy: float,
+        feedback_source: str,
+        task_type: str,
+        context: Mapping[str, Any] | None,
+        agent_type: str | None,
     ) -> float:
-        """Record one accuracy record (see ``PerformanceMonitor.record_accuracy``)."""
+        """Record one accuracy record; ``agent_type`` None: the type of the agent's runs."""
         ev.check_name("agent_name", agent_name)
         ev.check_task_id(task_id)
         ev.check_name("feedback_source", feedback_source)
         ev.check_name("task_type", task_type)
         if agent_type is not None:
             ev.check_name("agent_type", agent_type)
-        if accuracy is None:
-            if predicted_outcome is None or actual_outcome is None:
-                raise ValueError("pass accuracy=, or both predicted_outcome and actual_outcome")
-            accuracy = score_accuracy(predicted_outcome, actual_outcome)
-        else:
-            accuracy = ev.check_number("accuracy", accuracy, 1.0)
-        accuracy = float(accuracy)
+        accuracy = ev.check_number("accuracy", accuracy, 1.0)
         ctx = _context(context)
         now = self._clock()
         if agent_type is None:
