@@ -30,14 +30,15 @@ __all__ = ["DecodedBatch", "RecentEventIds", "decode_batch"]
 class RecentEventIds:
     """Bounded memory of recently seen event ids, O(1) per id.
 
-    Remembers at least the newest ``capacity`` ids and at most ``2 * capacity``:
-    two generations of sets, the older dropped whole when the newer fills,
-    so there is no per-id eviction bookkeeping on the hot path.
+    Holds at most ``capacity`` ids, of which at least the newest
+    ``capacity // 2``: two generations of sets, the older dropped whole when
+    the newer fills, so there is no per-id eviction bookkeeping on the hot
+    path. (The updater's ``RecentIds`` behaves the same, with ``add``.)
     """
 
     def __init__(self, capacity: int) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 2:
+            raise ValueError(f"capacity must be an integer >= 2, got {capacity!r}")
         self.capacity = capacity
         self._current: set[str] = set()
         self._previous: set[str] = set()
@@ -48,7 +49,7 @@ class RecentEventIds:
             return False
         current = self._current
         current.add(event_id)
-        if len(current) >= self.capacity:
+        if len(current) >= self.capacity // 2:
             self._previous, self._current = current, set()
         return True
 

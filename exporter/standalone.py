@@ -58,8 +58,8 @@ class StandaloneExporter:
         ``f(servers, topic, group_id) -> consumer`` with kafka-python's
         ``poll``/``close``; tests inject a fake.
     dedup_size
-        Event ids remembered for de-duplication (at least this many of the
-        newest; see :class:`~exporter.ingest.RecentEventIds`).
+        Event ids held for de-duplication: at most this many, at least the
+        newest half of them (:class:`~exporter.ingest.RecentEventIds`).
     broker_check
         ``f() -> None | reason``: is the broker reachable? kafka-python polls
         quietly return nothing while the broker is down, so readiness needs
