@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from autoretrain.exporter.http import metrics_app
 from autoretrain.exporter.metrics import AgentMetrics
 
 from .harness import fmt, interleaved, ratios, summary, table, write_results
@@ -63,8 +64,21 @@ def run(quick: bool = False) -> dict[str, Any]:
     same = _samples(reference) == _samples(rendered)
     if not same:
         raise AssertionError("render() and generate_latest() disagree")
+    app = metrics_app(registry, fast=[metrics])
+
+    def scrape(accept: str) -> bytes:
+        environ = {"PATH_INFO": "/metrics", "QUERY_STRING": "", "HTTP_ACCEPT": accept}
+        return b"".join(app(environ, lambda status, headers: None))
+
     samples = interleaved(
-        {"generate_latest": lambda: generate_latest(registry), "render": metrics.render},
+        {
+            "generate_latest": lambda: generate_latest(registry),
+            "render": metrics.render,
+            # The whole /metrics handler (negotiation included), as Prometheus
+            # scrapes it: text format, and OpenMetrics (what Prometheus asks for first).
+            "wsgi_text": lambda: scrape("text/plain; version=0.0.4"),
+            "wsgi_openmetrics": lambda: scrape("application/openmetrics-text; version=1.0.0"),
+        },
         calls=1,
         repeats=repeats,
     )
@@ -77,6 +91,10 @@ def run(quick: bool = False) -> dict[str, Any]:
         "samples_equal": same,
         "generate_latest_ms": {k: v * 1e3 for k, v in summary(samples["generate_latest"]).items()},
         "render_ms": {k: v * 1e3 for k, v in summary(samples["render"]).items()},
+        "wsgi_text_ms": {k: v * 1e3 for k, v in summary(samples["wsgi_text"]).items()},
+        "wsgi_openmetrics_ms": {
+            k: v * 1e3 for k, v in summary(samples["wsgi_openmetrics"]).items()
+        },
         "ratio": ratio,
         "target": TARGET,
         "met": ratio["median"] <= TARGET,
@@ -92,6 +110,11 @@ def report(r: dict[str, Any]) -> str:
                 fmt(r["generate_latest_ms"], unit=" ms"),
             ],
             ["AgentMetrics.render, same series", fmt(r["render_ms"], unit=" ms")],
+            ["GET /metrics through metrics_app, text format", fmt(r["wsgi_text_ms"], unit=" ms")],
+            [
+                "GET /metrics through metrics_app, OpenMetrics",
+                fmt(r["wsgi_openmetrics_ms"], unit=" ms"),
+            ],
             [f"ratio render/generate_latest (target <= {TARGET})", fmt(r["ratio"])],
             ["samples equal to the reference", str(r["samples_equal"])],
         ],

@@ -17,11 +17,12 @@ from .kafka_sink import KafkaSink
 from .metrics import AgentMetrics
 from .monitor import PerformanceMonitor
 from .thresholds import Thresholds, ThresholdsConfig, load_thresholds
-from .window import AgentWindowMetrics, SystemMetrics
+from .window import AgentWindowMetrics, AgentWindowStats, SystemMetrics, WindowStats
 
 __all__ = [
     "AgentMetrics",
     "AgentWindowMetrics",
+    "AgentWindowStats",
     "Alert",
     "EmbeddedBus",
     "EventSink",
@@ -31,6 +32,7 @@ __all__ = [
     "SystemMetrics",
     "Thresholds",
     "ThresholdsConfig",
+    "WindowStats",
     "decode_event",
     "encode_event",
     "get_performance_monitor",

@@ -89,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"python -m autoretrain.exporter: {exc}", file=sys.stderr)
         return 2
     server, _ = serve(
-        metrics_app(exporter.registry, exporter.ready), args.listen_address, args.port
+        metrics_app(exporter.registry, exporter.ready, fast=[exporter.metrics]),
+        args.listen_address,
+        args.port,
     )
     logging.getLogger("exporter").info(
         "serving metrics on http://%s:%d/metrics", args.listen_address, server.server_port

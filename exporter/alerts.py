@@ -1,7 +1,7 @@
 """Threshold checks and the retrain policy of the in-process checker.
 
 Pure functions and a small state machine: the monitor feeds them window
-metrics and the clock, and acts on what they return. Kept apart from the
+statistics and the clock, and acts on what they return. Kept apart from the
 monitor so that each rule is tested alone.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .thresholds import MonitorSettings, Thresholds
-from .window import AgentWindowMetrics
+from .window import AgentWindowStats
 
 __all__ = [
     "RETRAIN_METRICS",
@@ -65,7 +65,7 @@ class Violation:
 
 
 def _check(
-    m: AgentWindowMetrics, t: Thresholds, min_runs: int, agent: str | None
+    m: AgentWindowStats, t: Thresholds, min_runs: int, agent: str | None
 ) -> list[Violation] | None:
     has_runs = m.total_runs >= min_runs
     has_accuracy = m.accuracy_records >= min_runs
@@ -90,10 +90,10 @@ def _check(
 
 
 def find_violations(
-    metrics: AgentWindowMetrics,
+    stats: AgentWindowStats,
     thresholds: Thresholds,
     min_runs: int,
-    agents: dict[str, AgentWindowMetrics] | None = None,
+    agents: dict[str, AgentWindowStats] | None = None,
 ) -> list[Violation] | None:
     """Thresholds crossed by the system and, when given, by each agent.
 
@@ -102,11 +102,11 @@ def find_violations(
     which is not the same as healthy. A figure with fewer than ``min_runs``
     records of its kind is not judged.
     """
-    system = _check(metrics, thresholds, min_runs, None)
+    system = _check(stats, thresholds, min_runs, None)
     if system is None:
         return None
-    for name, agent_metrics in (agents or {}).items():
-        system.extend(_check(agent_metrics, thresholds, min_runs, name) or [])
+    for name, agent_stats in (agents or {}).items():
+        system.extend(_check(agent_stats, thresholds, min_runs, name) or [])
     return system
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any, Protocol
+from typing import Protocol
+
+from .events import OutcomeEvent
 
 __all__ = ["EmbeddedBus", "EventSink"]
 
@@ -18,7 +20,7 @@ __all__ = ["EmbeddedBus", "EventSink"]
 class EventSink(Protocol):
     """Anything the monitor can publish outcome events to."""
 
-    def publish(self, event: dict[str, Any]) -> bool:
+    def publish(self, event: OutcomeEvent) -> bool:
         """Queue one event; return False when it was dropped. Never blocks."""
         ...
 
@@ -44,12 +46,12 @@ class EmbeddedBus:
         if maxsize < 1:
             raise ValueError(f"maxsize must be >= 1, got {maxsize!r}")
         self.maxsize = maxsize
-        self._queue: deque[dict[str, Any]] = deque()
+        self._queue: deque[OutcomeEvent] = deque()
         self._wakeup = threading.Event()
         self._published = 0
         self._dropped = 0
 
-    def publish(self, event: dict[str, Any]) -> bool:
+    def publish(self, event: OutcomeEvent) -> bool:
         if len(self._queue) >= self.maxsize:
             self._dropped += 1
             return False
@@ -59,7 +61,7 @@ class EmbeddedBus:
             self._wakeup.set()
         return True
 
-    def drain(self, max_events: int | None = None) -> list[dict[str, Any]]:
+    def drain(self, max_events: int | None = None) -> list[OutcomeEvent]:
         """Take up to ``max_events`` queued events (all when None), oldest first."""
         queue = self._queue
         n = len(queue) if max_events is None else min(max_events, len(queue))

@@ -1,17 +1,27 @@
 """The outcome event: the contract between the monitor, Kafka and the updater.
 
 One JSON object per Kafka message on the topic ``agent-outcomes`` (key: the
-agent's name). Events are plain dicts so that building, queueing and
-serialising them stays cheap on the orchestrator's hot path.
+agent's name). This module owns the contract: the event's types
+(:class:`RunEvent`, :class:`AccuracyEvent`), its one builder per kind
+(:func:`run_event`, :func:`accuracy_event`), one validator per field (the
+``check_*`` functions, also used by :class:`~exporter.PerformanceMonitor` on
+its arguments) and parsing (:func:`parse_event`, :func:`decode_event`).
+Batches of raw Kafka values are decoded and de-duplicated by
+:func:`exporter.ingest.decode_batch`.
 
-Fields (DESIGN.md): ``schema`` (int, :data:`SCHEMA_VERSION`), ``event_id``
-(unique, the idempotency key), ``kind`` (``"run"`` | ``"accuracy"``),
-``timestamp`` (Unix seconds as a number; an ISO 8601 string is accepted on
-input), ``agent_name``, ``agent_type``, ``task_type`` (default
-``"default"``), optional small ``context`` dict. A run adds ``status``,
-``duration_ms``, ``tokens_used``, ``cost``; an accuracy record adds
-``task_id``, ``accuracy`` (0..1) and ``feedback_source``. Unknown fields are
-ignored.
+Events are plain dicts, typed as ``TypedDict``: building, queueing,
+serialising and parsing them stays cheap on the hot paths, and a parsed event
+is the same kind of object as a built one (one event format, not a dict on
+the wire and a tuple in memory).
+
+Fields (docs/DESIGN.md): ``schema`` (int, :data:`SCHEMA_VERSION`),
+``event_id`` (unique, the idempotency key), ``kind`` (``"run"`` |
+``"accuracy"``), ``timestamp`` (Unix seconds as a number; an ISO 8601
+string is accepted on input), ``agent_name``, ``agent_type``, ``task_type``
+(default ``"default"``), optional small ``context`` dict. A run adds
+``status``, ``duration_ms``, ``tokens_used``, ``cost``; an accuracy record
+adds ``task_id``, ``accuracy`` (0..1) and ``feedback_source``. Unknown
+fields are ignored.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import itertools
 import math
 import os
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 import orjson
 
@@ -31,12 +41,23 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
+    "AccuracyEvent",
     "EventIdFactory",
     "InvalidEvent",
-    "RunFields",
+    "OutcomeEvent",
+    "RunEvent",
     "accuracy_event",
+    "check_context",
+    "check_name",
+    "check_number",
+    "check_status",
+    "check_task_id",
+    "check_timestamp",
+    "check_tokens",
+    "common_run",
     "decode_event",
     "encode_event",
+    "parse_event",
     "run_event",
     "run_fields",
     "validate_event",
@@ -50,10 +71,49 @@ MAX_CONTEXT_KEYS = 32
 MAX_EVENT_BYTES = 64 * 1024
 
 _SCALAR = (str, int, float, bool)
+_RUN_STATUS_SET = frozenset(RUN_STATUSES)
+# A run event in normal form has exactly these keys (no context).
+_COMMON_RUN_KEYS = 11
+
+
+class RunEvent(TypedDict):
+    """A run event in normal form (what :func:`run_event` builds and parsing returns)."""
+
+    schema: int
+    event_id: str
+    kind: Literal["run"]
+    timestamp: float
+    agent_name: str
+    agent_type: str
+    task_type: str
+    status: str
+    duration_ms: float
+    tokens_used: int
+    cost: float
+    context: NotRequired[dict[str, Any]]
+
+
+class AccuracyEvent(TypedDict):
+    """An accuracy event in normal form."""
+
+    schema: int
+    event_id: str
+    kind: Literal["accuracy"]
+    timestamp: float
+    agent_name: str
+    agent_type: str
+    task_type: str
+    task_id: str
+    accuracy: float
+    feedback_source: str
+    context: NotRequired[dict[str, Any]]
+
+
+OutcomeEvent = RunEvent | AccuracyEvent
 
 
 class InvalidEvent(ValueError):
-    """An event that breaks the contract.
+    """An event (or a monitor argument) that breaks the contract.
 
     ``fault`` is a short, bounded category (``"not_json"``, ``"schema"``,
     ``"field:agent_name"`` ...) used to count faults and to log each kind once.
@@ -76,8 +136,10 @@ class EventIdFactory:
         self.counter = itertools.count(1)
 
     def __call__(self) -> str:
-        # Hot paths inline this expression to save the call.
         return self.prefix + str(next(self.counter))
+
+
+# -- building ------------------------------------------------------------------
 
 
 def run_event(
@@ -91,9 +153,9 @@ def run_event(
     cost: float,
     task_type: str = "default",
     context: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> RunEvent:
     """Build a run event from values the caller has already validated."""
-    event: dict[str, Any] = {
+    event: RunEvent = {
         "schema": SCHEMA_VERSION,
         "event_id": event_id,
         "kind": "run",
@@ -121,9 +183,9 @@ def accuracy_event(
     feedback_source: str,
     task_type: str = "default",
     context: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> AccuracyEvent:
     """Build an accuracy event from values the caller has already validated."""
-    event: dict[str, Any] = {
+    event: AccuracyEvent = {
         "schema": SCHEMA_VERSION,
         "event_id": event_id,
         "kind": "accuracy",
@@ -140,50 +202,69 @@ def accuracy_event(
     return event
 
 
-def encode_event(event: dict[str, Any]) -> bytes:
+def encode_event(event: OutcomeEvent | dict[str, Any]) -> bytes:
     """Serialise an event for Kafka (compact JSON, UTF-8)."""
     return orjson.dumps(event, option=orjson.OPT_NON_STR_KEYS)
 
 
-def decode_event(raw: bytes | str | None) -> dict[str, Any]:
-    """Parse and validate one Kafka message value; raise :class:`InvalidEvent`.
-
-    Parsing is strict RFC 8259 JSON: ``NaN`` and ``Infinity`` are not JSON
-    and count as ``not_json``.
-    """
-    if raw is None:
-        raise InvalidEvent("empty", "event is empty (null message value)")
-    if len(raw) > MAX_EVENT_BYTES:
-        raise InvalidEvent("too_large", f"event is {len(raw)} bytes, at most {MAX_EVENT_BYTES}")
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEvent("not_json", f"event is not JSON: {exc}") from None
-    return validate_event(obj)
+# -- one validator per field -------------------------------------------------------
+# Each raises InvalidEvent (a ValueError) with fault "field:<name>" and a
+# message naming the field, what was given and what is allowed.
 
 
-def _name(obj: dict[str, Any], key: str, default: str | None = None) -> str:
-    value = obj.get(key, default)
+def check_name(field: str, value: Any) -> str:
+    """A non-empty string of at most :data:`MAX_NAME_LENGTH` characters."""
     if not isinstance(value, str) or not value or len(value) > MAX_NAME_LENGTH:
         raise InvalidEvent(
-            f"field:{key}",
-            f"{key} must be a non-empty string of at most {MAX_NAME_LENGTH} characters, "
+            f"field:{field}",
+            f"{field} must be a non-empty string of at most {MAX_NAME_LENGTH} characters, "
             f"got {value!r:.80}",
         )
     return value
 
 
-def _number(obj: dict[str, Any], key: str, lo: float = 0.0, hi: float = math.inf) -> float:
-    value = obj.get(key)
+def check_number(field: str, value: Any, hi: float = math.inf) -> float:
+    """A finite number in ``[0, hi]`` (bool is not a number here), as float."""
+    allowed = "a finite number >= 0" if hi == math.inf else f"a number in [0, {hi:g}]"
     # bool is an int subclass; True is not a duration.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidEvent(f"field:{key}", f"{key} must be a number, got {value!r:.80}")
-    if not (lo <= value <= hi) or value != value:
-        raise InvalidEvent(f"field:{key}", f"{key} must be in [{lo}, {hi}], got {value!r}")
+        if hi == math.inf:
+            allowed = "a number >= 0"
+        raise InvalidEvent(f"field:{field}", f"{field} must be {allowed}, got {value!r:.80}")
+    if not 0.0 <= value <= hi or value == math.inf:  # NaN fails the comparison
+        raise InvalidEvent(f"field:{field}", f"{field} must be {allowed}, got {value!r}")
     return float(value)
 
 
-def _timestamp(value: Any) -> float:
+def check_status(value: Any) -> str:
+    """One of :data:`RUN_STATUSES`."""
+    # A tuple scan, not a set lookup: an unhashable value must fail cleanly.
+    if type(value) is not str or value not in RUN_STATUSES:
+        raise InvalidEvent(
+            "field:status",
+            f"status must be one of {', '.join(RUN_STATUSES)}, got {value!r:.80}",
+        )
+    return value
+
+
+def check_tokens(value: Any) -> int:
+    """An integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidEvent(
+            "field:tokens_used", f"tokens_used must be an integer >= 0, got {value!r:.80}"
+        )
+    return value
+
+
+def check_task_id(value: Any) -> str:
+    """A string (may be empty) of at most :data:`MAX_NAME_LENGTH` characters."""
+    if not isinstance(value, str) or len(value) > MAX_NAME_LENGTH:
+        raise InvalidEvent("field:task_id", f"task_id must be a string, got {value!r:.80}")
+    return value
+
+
+def check_timestamp(value: Any) -> float:
+    """Unix seconds >= 0, or an ISO 8601 string (returned as Unix seconds)."""
     if isinstance(value, bool):
         raise InvalidEvent(
             "field:timestamp", f"timestamp must be a number or ISO 8601, got {value!r}"
@@ -203,7 +284,8 @@ def _timestamp(value: Any) -> float:
     )
 
 
-def _context(value: Any) -> dict[str, Any] | None:
+def check_context(value: Any) -> dict[str, Any] | None:
+    """``None``, or a dict of at most :data:`MAX_CONTEXT_KEYS` scalar values."""
     if value is None:
         return None
     if not isinstance(value, dict) or len(value) > MAX_CONTEXT_KEYS:
@@ -219,21 +301,151 @@ def _context(value: Any) -> dict[str, Any] | None:
     return value
 
 
-_RUN_STATUS_SET = frozenset(RUN_STATUSES)
+# -- parsing -------------------------------------------------------------------------
 
+
+def common_run(obj: Any) -> RunEvent | None:
+    """``obj`` itself when it is a run event already in normal form, else None.
+
+    Normal form is what :func:`run_event` builds without context, so what
+    the monitor and the Kafka sink produce: exactly the eleven run fields,
+    float timestamp, duration and cost. None means "not this shape", not
+    "invalid": :func:`parse_event` then takes the general path, which also
+    explains any fault. Ingest takes this path for almost every event, so it
+    builds nothing and checks each field once, inline.
+    """
+    if type(obj) is not dict or len(obj) != _COMMON_RUN_KEYS:
+        return None
+    g = obj.get
+    if g("kind") != "run" or type(schema := g("schema")) is not int or schema != SCHEMA_VERSION:
+        return None
+    ts, dur, cost, tokens, status = (
+        g("timestamp"),
+        g("duration_ms"),
+        g("cost"),
+        g("tokens_used"),
+        g("status"),
+    )
+    if (
+        type(ts) is float
+        and 0.0 <= ts < math.inf
+        and type(dur) is float
+        and 0.0 <= dur < math.inf
+        and type(cost) is float
+        and 0.0 <= cost < math.inf
+        and type(tokens) is int
+        and tokens >= 0
+        and type(status) is str
+        and status in _RUN_STATUS_SET
+        and type(event_id := g("event_id")) is str
+        and type(agent_name := g("agent_name")) is str
+        and type(agent_type := g("agent_type")) is str
+        and type(task_type := g("task_type")) is str
+        and 0 < len(event_id) <= MAX_NAME_LENGTH
+        and 0 < len(agent_name) <= MAX_NAME_LENGTH
+        and 0 < len(agent_type) <= MAX_NAME_LENGTH
+        and 0 < len(task_type) <= MAX_NAME_LENGTH
+    ):
+        return obj  # type: ignore[return-value]  # every key and type checked above
+    return None
+
+
+def parse_event(obj: Any) -> OutcomeEvent:
+    """Check a decoded event against the contract; return it in normal form.
+
+    A run already in normal form (:func:`common_run`) is returned as is;
+    anything else is rebuilt with only the contract's fields, defaults filled
+    in and the timestamp as Unix seconds. Raises :class:`InvalidEvent`
+    naming the field and what is allowed.
+    """
+    event = common_run(obj)
+    return event if event is not None else _validate_general(obj)
+
+
+def validate_event(obj: Any) -> dict[str, Any]:
+    """:func:`parse_event` as a new plain dict (the caller may keep and change ``obj``)."""
+    return dict(parse_event(obj))
+
+
+def decode_event(raw: bytes | str | None) -> dict[str, Any]:
+    """Parse and validate one Kafka message value; raise :class:`InvalidEvent`.
+
+    Parsing is strict RFC 8259 JSON: ``NaN`` and ``Infinity`` are not JSON
+    and count as ``not_json``. A plain dict; :func:`parse_event` of
+    :func:`loads_value` gives the typed event without the copy.
+    """
+    return dict(parse_event(loads_value(raw)))
+
+
+def loads_value(raw: bytes | str | None) -> Any:
+    """The JSON value of one Kafka message value, unchecked; raise :class:`InvalidEvent`."""
+    if raw is None:
+        raise InvalidEvent("empty", "event is empty (null message value)")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent("too_large", f"event is {len(raw)} bytes, at most {MAX_EVENT_BYTES}")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent("not_json", f"event is not JSON: {exc}") from None
+
+
+def _validate_general(obj: Any) -> OutcomeEvent:
+    """Every check, in contract order, raising on the first fault."""
+    if not isinstance(obj, dict):
+        raise InvalidEvent("not_object", f"event must be a JSON object, got {type(obj).__name__}")
+    schema = obj.get("schema")
+    if type(schema) is not int or schema != SCHEMA_VERSION:
+        raise InvalidEvent("schema", f"schema must be {SCHEMA_VERSION}, got {schema!r:.40}")
+    event_id = check_name("event_id", obj.get("event_id"))
+    kind = obj.get("kind")
+    if kind not in KINDS:
+        raise InvalidEvent(
+            "field:kind", f"kind must be one of {', '.join(KINDS)}, got {kind!r:.40}"
+        )
+    timestamp = check_timestamp(obj.get("timestamp"))
+    agent_name = check_name("agent_name", obj.get("agent_name"))
+    agent_type = check_name("agent_type", obj.get("agent_type", "unknown"))
+    task_type = check_name("task_type", obj.get("task_type", "default"))
+    context = check_context(obj.get("context"))
+    if kind == "run":
+        status = check_status(obj.get("status"))
+        tokens = check_tokens(obj.get("tokens_used", 0))
+        return run_event(
+            event_id,
+            timestamp,
+            agent_name,
+            agent_type,
+            status,
+            check_number("duration_ms", obj.get("duration_ms")),
+            tokens,
+            check_number("cost", obj.get("cost", 0.0)),
+            task_type,
+            context,
+        )
+    return accuracy_event(
+        event_id,
+        timestamp,
+        agent_name,
+        agent_type,
+        check_task_id(obj.get("task_id", "")),
+        check_number("accuracy", obj.get("accuracy"), 1.0),
+        check_name("feedback_source", obj.get("feedback_source", "unknown")),
+        task_type,
+        context,
+    )
+
+
+# -- kept for webhook/updater/updater.py until its ingest calls exporter.ingest ----------
 
 RunFields = tuple[str, float, str, str, str, str, float, int, float]
 
 
 def run_fields(obj: Any) -> RunFields | None:
-    """The fields of a common, well-formed run event, or None.
+    """Deprecated positional form of :func:`common_run`; do not use in new code.
 
     ``(event_id, timestamp, agent_name, agent_type, task_type, status,
-    duration_ms, tokens_used, cost)`` for a run event of this schema with
-    float timestamp, duration and cost and no context: what the monitor and
-    the Kafka sink produce. None means "not this shape", not "invalid": use
-    :func:`validate_event` then, which also explains any fault. Hot paths
-    (ingest) use it to skip building the normalised dict.
+    duration_ms, tokens_used, cost)``. Only the updater's ingest still reads
+    it; it goes when that ingest calls :func:`exporter.ingest.decode_batch`.
     """
     if type(obj) is not dict:
         return None
@@ -269,93 +481,3 @@ def run_fields(obj: Any) -> RunFields | None:
     ):
         return None
     return (event_id, ts, agent_name, agent_type, task_type, status, dur, tokens, cost)
-
-
-def validate_event(obj: Any) -> dict[str, Any]:
-    """Check an event against the contract and return its normalised form.
-
-    The result holds only the contract's fields, with defaults filled in and
-    the timestamp as Unix seconds. Raises :class:`InvalidEvent` naming the
-    field and what is allowed.
-    """
-    fields = run_fields(obj)
-    if fields is not None:
-        event_id, ts, agent_name, agent_type, task_type, status, dur, tokens, cost = fields
-        return {
-            "schema": SCHEMA_VERSION,
-            "event_id": event_id,
-            "kind": "run",
-            "timestamp": ts,
-            "agent_name": agent_name,
-            "agent_type": agent_type,
-            "task_type": task_type,
-            "status": status,
-            "duration_ms": dur,
-            "tokens_used": tokens,
-            "cost": cost,
-        }
-    return _validate_general(obj)
-
-
-def _validate_general(obj: Any) -> dict[str, Any]:
-    """Every check, in contract order, raising on the first fault."""
-    if not isinstance(obj, dict):
-        raise InvalidEvent("not_object", f"event must be a JSON object, got {type(obj).__name__}")
-    schema = obj.get("schema")
-    if type(schema) is not int or schema != SCHEMA_VERSION:
-        raise InvalidEvent("schema", f"schema must be {SCHEMA_VERSION}, got {schema!r:.40}")
-    event_id = obj.get("event_id")
-    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_NAME_LENGTH:
-        raise InvalidEvent(
-            "field:event_id", f"event_id must be a non-empty string, got {event_id!r:.80}"
-        )
-    kind = obj.get("kind")
-    if kind not in KINDS:
-        raise InvalidEvent(
-            "field:kind", f"kind must be one of {', '.join(KINDS)}, got {kind!r:.40}"
-        )
-    timestamp = _timestamp(obj.get("timestamp"))
-    agent_name = _name(obj, "agent_name")
-    agent_type = _name(obj, "agent_type", "unknown")
-    task_type = _name(obj, "task_type", "default")
-    context = _context(obj.get("context"))
-    if kind == "run":
-        status = obj.get("status")
-        if status not in RUN_STATUSES:
-            raise InvalidEvent(
-                "field:status",
-                f"status must be one of {', '.join(RUN_STATUSES)}, got {status!r:.40}",
-            )
-        tokens = obj.get("tokens_used", 0)
-        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
-            raise InvalidEvent(
-                "field:tokens_used", f"tokens_used must be an integer >= 0, got {tokens!r:.40}"
-            )
-        event = run_event(
-            event_id=event_id,
-            timestamp=timestamp,
-            agent_name=agent_name,
-            agent_type=agent_type,
-            status=status,
-            duration_ms=_number(obj, "duration_ms"),
-            tokens_used=tokens,
-            cost=_number({"cost": obj.get("cost", 0.0)}, "cost"),
-            task_type=task_type,
-            context=context,
-        )
-    else:
-        task_id = obj.get("task_id", "")
-        if not isinstance(task_id, str) or len(task_id) > MAX_NAME_LENGTH:
-            raise InvalidEvent("field:task_id", f"task_id must be a string, got {task_id!r:.40}")
-        event = accuracy_event(
-            event_id=event_id,
-            timestamp=timestamp,
-            agent_name=agent_name,
-            agent_type=agent_type,
-            task_id=task_id,
-            accuracy=_number(obj, "accuracy", 0.0, 1.0),
-            feedback_source=_name(obj, "feedback_source", "unknown"),
-            task_type=task_type,
-            context=context,
-        )
-    return event

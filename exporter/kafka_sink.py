@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .events import encode_event
+from .events import OutcomeEvent, encode_event
 
 __all__ = ["BrokerProbe", "KafkaSink"]
 
@@ -164,7 +164,7 @@ class KafkaSink:
             **(producer_config or {}),
         }
         self._factory = producer_factory or _default_producer
-        self._pending: deque[dict[str, Any]] = deque()
+        self._pending: deque[OutcomeEvent] = deque()
         self._wakeup = threading.Event()
         self._closing = threading.Event()
         self._drop_lock = threading.Lock()
@@ -180,7 +180,7 @@ class KafkaSink:
         )
         self._thread.start()
 
-    def publish(self, event: dict[str, Any]) -> bool:
+    def publish(self, event: OutcomeEvent) -> bool:
         if len(self._pending) >= self.max_pending or self._closing.is_set():
             with self._drop_lock:
                 self._dropped += 1
@@ -228,7 +228,7 @@ class KafkaSink:
         self.connected = False
         self.last_error = message
 
-    def _send_batch(self, batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _send_batch(self, batch: list[OutcomeEvent]) -> list[OutcomeEvent]:
         """Send and wait for acks; return the events that were not acknowledged."""
         futures = []
         for i, event in enumerate(batch):

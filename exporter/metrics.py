@@ -22,7 +22,9 @@ from __future__ import annotations
 import math
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -32,7 +34,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-from .events import RUN_STATUSES
+from .events import RUN_STATUSES, OutcomeEvent
 
 __all__ = [
     "ACCURACY_BUCKETS",
@@ -134,9 +136,19 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _header(name: str, help_text: str, kind: str) -> str:
+def _header(family: str, help_text: str, kind: str, openmetrics: bool) -> str:
+    """``# HELP`` and ``# TYPE`` lines as each format writes them.
+
+    The text format 0.0.4 names a counter by its sample (``x_total``) and
+    escapes backslash and newline in help; OpenMetrics names the family
+    (``x``) and escapes double quotes too.
+    """
     help_text = help_text.replace("\\", "\\\\").replace("\n", "\\n")
-    return f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
+    if openmetrics:
+        help_text = help_text.replace('"', '\\"')
+    elif kind == "counter":
+        family += "_total"
+    return f"# HELP {family} {help_text}\n# TYPE {family} {kind}\n"
 
 
 def _cumulative(counts: list[int], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
@@ -189,6 +201,7 @@ class AgentMetrics(Collector):
         self._runs: dict[tuple[str, str], _RunSeries] = {}
         self._agents: dict[str, _AgentSeries] = {}
         self._collapsed = 0
+        self._apart: ContextVar[bool] = ContextVar(f"agent_metrics_apart_{id(self)}", default=False)
         if registry is not None:
             registry.register(self)
 
@@ -259,6 +272,25 @@ class AgentMetrics(Collector):
             feedback_source = OTHER_SOURCE
         sources[feedback_source] = sources.get(feedback_source, 0) + 1
 
+    def record_events(self, events: Iterable[OutcomeEvent]) -> None:
+        """Count validated outcome events (runs and accuracy records), under one lock hold."""
+        record_run, record_accuracy = self.record_run_locked, self.record_accuracy_locked
+        with self._lock:
+            for event in events:
+                if event["kind"] == "run":
+                    record_run(
+                        event["agent_name"],
+                        event["agent_type"],
+                        _STATUS_INDEX[event["status"]],
+                        event["duration_ms"] / 1000.0,
+                        event["tokens_used"],
+                        event["cost"],
+                    )
+                else:
+                    record_accuracy(
+                        event["agent_name"], event["feedback_source"], event["accuracy"]
+                    )
+
     def remove_agent(self, agent: str) -> None:
         """Drop every series of an agent that went away (frees its label slot)."""
         with self._lock:
@@ -311,7 +343,22 @@ class AgentMetrics(Collector):
         # Names only: registering must not walk the state.
         return list(self._families())
 
+    @contextmanager
+    def rendered_apart(self) -> Iterator[None]:
+        """While active, in this thread, :meth:`collect` yields nothing.
+
+        For a ``/metrics`` handler that serves :meth:`render`'s output and
+        lets prometheus_client encode the rest of the registry.
+        """
+        token = self._apart.set(True)
+        try:
+            yield
+        finally:
+            self._apart.reset(token)
+
     def collect(self) -> Iterator[Metric]:
+        if self._apart.get():
+            return
         if self._before_collect is not None:
             self._before_collect()
         runs, duration, tokens, cost, accuracy, records, collapsed = self._families()
@@ -341,31 +388,38 @@ class AgentMetrics(Collector):
             collapsed.add_metric((), self._collapsed)
         yield from (runs, duration, tokens, cost, accuracy, records, collapsed)
 
-    def render(self) -> str:
-        """The text exposition (format 0.0.4) of :meth:`collect`, built directly.
+    def render(self, openmetrics: bool = False) -> str:
+        """The exposition of :meth:`collect`, built directly: text format 0.0.4,
+        or OpenMetrics 1.0 without the closing ``# EOF`` (the caller ends the body).
 
         Scrapes of many agents are dominated by per-sample formatting in
         ``generate_latest``; here each series caches its label prefixes once,
         so a scrape is a walk over counters and one ``join``. The samples
-        equal those of ``generate_latest`` over :meth:`collect` (tested).
+        equal those of prometheus_client's encoders over :meth:`collect`
+        (tested); the two formats differ only in the family headers.
         """
+        om = openmetrics
         d_bounds = [f'le="{floatToGoString(b)}"}} ' for b in self.duration_buckets] + [
             'le="+Inf"} '
         ]
         a_bounds = [f'le="{floatToGoString(b)}"}} ' for b in self.accuracy_buckets] + [
             'le="+Inf"} '
         ]
-        runs: list[str] = [_header("agent_runs_total", _HELP["agent_runs"], "counter")]
+        runs: list[str] = [_header("agent_runs", _HELP["agent_runs"], "counter", om)]
         duration: list[str] = [
-            _header("agent_run_duration_seconds", _HELP["agent_run_duration_seconds"], "histogram")
+            _header(
+                "agent_run_duration_seconds", _HELP["agent_run_duration_seconds"], "histogram", om
+            )
         ]
-        tokens: list[str] = [_header("agent_tokens_total", _HELP["agent_tokens"], "counter")]
-        cost: list[str] = [_header("agent_cost_total", _HELP["agent_cost"], "counter")]
+        tokens: list[str] = [_header("agent_tokens", _HELP["agent_tokens"], "counter", om)]
+        cost: list[str] = [_header("agent_cost", _HELP["agent_cost"], "counter", om)]
         accuracy: list[str] = [
-            _header("agent_prediction_accuracy", _HELP["agent_prediction_accuracy"], "histogram")
+            _header(
+                "agent_prediction_accuracy", _HELP["agent_prediction_accuracy"], "histogram", om
+            )
         ]
         records: list[str] = [
-            _header("agent_accuracy_records_total", _HELP["agent_accuracy_records"], "counter")
+            _header("agent_accuracy_records", _HELP["agent_accuracy_records"], "counter", om)
         ]
         if self._before_collect is not None:
             self._before_collect()
@@ -425,7 +479,7 @@ class AgentMetrics(Collector):
                         )
                     records.append(f"{line}{n}\n")
             collapsed = (
-                _header("agent_series_collapsed_total", _HELP["agent_series_collapsed"], "counter")
+                _header("agent_series_collapsed", _HELP["agent_series_collapsed"], "counter", om)
                 + f"agent_series_collapsed_total {self._collapsed}\n"
             )
         return "".join(

@@ -1,18 +1,22 @@
-"""Health score and recommendations of ``PerformanceMonitor.generate_report``."""
+"""``PerformanceMonitor.generate_report``: the report, its health score and recommendations."""
 
 from __future__ import annotations
 
-from .alerts import Violation
-from .thresholds import Thresholds
-from .window import AgentWindowMetrics
+from dataclasses import asdict
+from typing import Any
 
-__all__ = ["HEALTH_WEIGHTS", "health_score", "recommendations"]
+from .alerts import Alert, Violation, find_violations
+from .thresholds import Thresholds
+from .timefmt import utc_iso
+from .window import AgentWindowStats, WindowStats
+
+__all__ = ["HEALTH_WEIGHTS", "build_report", "health_score", "recommendations"]
 
 HEALTH_WEIGHTS = {"accuracy": 0.40, "success_rate": 0.30, "error_rate": 0.15, "latency_p95": 0.15}
 VIOLATION_PENALTY = 10.0
 
 
-def health_score(m: AgentWindowMetrics, t: Thresholds, violations: list[Violation]) -> float | None:
+def health_score(m: AgentWindowStats, t: Thresholds, violations: list[Violation]) -> float | None:
     """A 0-100 summary of the figures, ``None`` without any data.
 
     Each figure with data gives a component in 0..1: accuracy is the mean
@@ -51,8 +55,8 @@ _ACTIONS = {
 
 
 def recommendations(
-    system: AgentWindowMetrics,
-    agents: dict[str, AgentWindowMetrics],
+    system: AgentWindowStats,
+    agents: dict[str, AgentWindowStats],
     violations: list[Violation] | None,
     min_runs: int,
 ) -> list[str]:
@@ -80,3 +84,55 @@ def recommendations(
     if not out:
         out.append("All figures within thresholds: no action needed.")
     return out
+
+
+def build_report(
+    stats: WindowStats,
+    thresholds: Thresholds,
+    min_runs: int,
+    *,
+    now: float,
+    window_size_minutes: float,
+    recent_alerts: list[Alert],
+    monitor_stats: dict[str, Any],
+    include_agents: bool = True,
+) -> dict[str, Any]:
+    """The report of ``generate_report`` from the window's statistics (a pure function).
+
+    ``status`` is ``no_data``, ``healthy``, ``degraded`` or ``critical``
+    (from the system-level violations); ``health_score`` is
+    :func:`health_score` of the system, and of each agent under ``agents``.
+    """
+    violations = find_violations(stats, thresholds, min_runs, stats.agents)
+    system_violations = [v for v in violations or [] if v.agent is None]
+    if violations is None:
+        status = "no_data"
+    elif any(v.level == "critical" for v in system_violations):
+        status = "critical"
+    else:
+        status = "degraded" if system_violations else "healthy"
+    system = asdict(stats)
+    system.pop("agents")
+    report: dict[str, Any] = {
+        "generated_at": utc_iso(now),
+        "window_size_minutes": window_size_minutes,
+        "status": status,
+        "health_score": health_score(stats, thresholds, system_violations),
+        "system": system,
+        "thresholds": thresholds.as_dict(),
+        "violations": [asdict(v) for v in violations or []],
+        "recommendations": recommendations(stats, stats.agents, violations, min_runs),
+        "recent_alerts": [asdict(a) for a in recent_alerts],
+        "stats": monitor_stats,
+    }
+    if include_agents:
+        report["agents"] = {
+            name: {
+                **asdict(a),
+                "health_score": health_score(
+                    a, thresholds, [v for v in violations or [] if v.agent == name]
+                ),
+            }
+            for name, a in stats.agents.items()
+        }
+    return report

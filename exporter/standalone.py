@@ -1,7 +1,7 @@
 """The standalone exporter: outcome events from Kafka to Prometheus metrics.
 
 For platforms not written in Python: they produce the outcome events of
-DESIGN.md to ``agent-outcomes`` and this process exports the same metrics
+docs/DESIGN.md to ``agent-outcomes`` and this process exports the same metrics
 as an embedded :class:`~exporter.PerformanceMonitor`. Several instances in
 one consumer group split the partitions; summing their series gives the
 totals (the recording rules do so).
@@ -10,42 +10,19 @@ totals (the recording rules do so).
 from __future__ import annotations
 
 import logging
-import threading
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from .events import MAX_EVENT_BYTES, InvalidEvent, decode_event, run_fields
+from .background import BackgroundLoop
+from .ingest import RecentEventIds, decode_batch
 from .kafka_sink import BrokerProbe
 from .metrics import AgentMetrics
 
-__all__ = ["EventDeduplicator", "StandaloneExporter"]
+__all__ = ["StandaloneExporter"]
 
 log = logging.getLogger(__name__)
-
-
-class EventDeduplicator:
-    """Remembers the last ``size`` event ids: bounded memory, O(1) per event."""
-
-    def __init__(self, size: int = 100_000) -> None:
-        if size < 1:
-            raise ValueError(f"size must be >= 1, got {size!r}")
-        self.size = size
-        self._order: deque[str] = deque()
-        self._seen: set[str] = set()
-
-    def seen(self, event_id: str) -> bool:
-        """True if ``event_id`` was seen before; otherwise remember it."""
-        if event_id in self._seen:
-            return True
-        self._seen.add(event_id)
-        self._order.append(event_id)
-        if len(self._order) > self.size:
-            self._seen.discard(self._order.popleft())
-        return False
 
 
 def _default_consumer(servers: str, topic: str, group_id: str) -> Any:
@@ -80,6 +57,9 @@ class StandaloneExporter:
     consumer_factory
         ``f(servers, topic, group_id) -> consumer`` with kafka-python's
         ``poll``/``close``; tests inject a fake.
+    dedup_size
+        Event ids held for de-duplication: at most this many, at least the
+        newest half of them (:class:`~exporter.ingest.RecentEventIds`).
     broker_check
         ``f() -> None | reason``: is the broker reachable? kafka-python polls
         quietly return nothing while the broker is down, so readiness needs
@@ -122,12 +102,17 @@ class StandaloneExporter:
         self._applied = self._events.labels("applied")
         self._duplicate = self._events.labels("duplicate")
         self._invalid_total = self._events.labels("invalid")
-        self._dedup = EventDeduplicator(dedup_size)
+        self._recent = RecentEventIds(dedup_size)
         self._faults_logged: set[str] = set()
         self._factory = consumer_factory or _default_consumer
         self._broker_check = broker_check or BrokerProbe(kafka_servers).check
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = BackgroundLoop(
+            "autoretrain-exporter",
+            self._poll_once,
+            on_error=self._poll_failed,
+            initial_backoff=0.5,
+            max_backoff=10.0,
+        )
         self._consumer: Any = None
         self.last_error: str | None = "not started"
         self.partitions: list[int] = []  # assigned to this instance, as of the last poll
@@ -140,57 +125,23 @@ class StandaloneExporter:
     def handle_batch(self, values: list[bytes | None]) -> dict[str, int]:
         """Apply message values in order; returns how many were applied, duplicate, invalid.
 
-        The common run event takes the :func:`~exporter.events.run_fields`
-        fast path; counters are incremented once per batch, not per event.
+        Decoding, validation and de-duplication are
+        :func:`~exporter.ingest.decode_batch`'s; the metrics take the
+        batch's events under one lock hold, and the counters move once per
+        batch, not per event.
         """
-        applied = duplicates = invalid = 0
-        record_run = self.metrics.record_run
-        seen = self._dedup.seen
-        for value in values:
-            fields = None
-            if type(value) is bytes and len(value) <= MAX_EVENT_BYTES:
-                try:  # noqa: SIM105 - contextlib.suppress costs ~0.2 us per event here
-                    fields = run_fields(orjson.loads(value))
-                except orjson.JSONDecodeError:
-                    pass  # decode_event below names the fault
-            if fields is not None:
-                if seen(fields[0]):
-                    duplicates += 1
-                    continue
-                _, _, agent, agent_type, _, status, duration_ms, tokens, cost = fields
-                record_run(agent, agent_type, status, duration_ms / 1000.0, tokens, cost)
-                applied += 1
-                continue
-            try:
-                event = decode_event(value)
-            except InvalidEvent as exc:
-                invalid += 1
-                self._invalid.labels(exc.fault).inc()
-                if exc.fault not in self._faults_logged:  # once per kind of fault
-                    self._faults_logged.add(exc.fault)
-                    log.warning("skipping invalid event (%s): %s", exc.fault, exc)
-                continue
-            if seen(event["event_id"]):
-                duplicates += 1
-                continue
-            if event["kind"] == "run":
-                record_run(
-                    event["agent_name"],
-                    event["agent_type"],
-                    event["status"],
-                    event["duration_ms"] / 1000.0,
-                    event["tokens_used"],
-                    event["cost"],
-                )
-            else:
-                self.metrics.record_accuracy(
-                    event["agent_name"], event["feedback_source"], event["accuracy"]
-                )
-            applied += 1
+        batch = decode_batch(values, self._recent)
+        self.metrics.record_events(batch.events)
+        for exc in batch.invalid:
+            self._invalid.labels(exc.fault).inc()
+            if exc.fault not in self._faults_logged:  # once per kind of fault
+                self._faults_logged.add(exc.fault)
+                log.warning("skipping invalid event (%s): %s", exc.fault, exc)
+        applied, invalid = len(batch.events), len(batch.invalid)
         self._applied.inc(applied)
-        self._duplicate.inc(duplicates)
+        self._duplicate.inc(batch.duplicates)
         self._invalid_total.inc(invalid)
-        return {"applied": applied, "duplicate": duplicates, "invalid": invalid}
+        return {"applied": applied, "duplicate": batch.duplicates, "invalid": invalid}
 
     @property
     def connected(self) -> bool:
@@ -207,47 +158,40 @@ class StandaloneExporter:
             return False, f"Kafka not reachable: {unreachable}"
         return False, f"Kafka not reachable: {self.last_error}"
 
-    def run(self) -> None:
-        """Consume until :meth:`stop`; reconnects with backoff when Kafka is down."""
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                if self._consumer is None:
-                    self._consumer = self._factory(self.kafka_servers, self.topic, self.group_id)
-                    log.info(
-                        "consuming %s from %s as group %s",
-                        self.topic,
-                        self.kafka_servers,
-                        self.group_id,
-                    )
-                batches = self._consumer.poll(timeout_ms=500, max_records=2000)
-                self.partitions = sorted(tp.partition for tp in self._consumer.assignment())
-                self.last_error = None
-                self._connected.set(1 if self._broker_check() is None else 0)
-                backoff = 0.5
-                for records in batches.values():
-                    self.handle_batch([record.value for record in records])
-            except Exception as exc:  # outermost loop: log, report, retry
-                if self.last_error is None or self.last_error == "not started":
-                    log.warning("Kafka consumer failed (%s: %s); retrying", type(exc).__name__, exc)
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                self._connected.set(0)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-        if self._consumer is not None:
-            try:
-                self._consumer.close()
-            except Exception:
-                log.debug("consumer close failed", exc_info=True)
-            self._consumer = None
+    def _poll_once(self) -> None:
+        """One step of the consumer loop: connect if needed, poll, apply."""
+        if self._consumer is None:
+            self._consumer = self._factory(self.kafka_servers, self.topic, self.group_id)
+            log.info(
+                "consuming %s from %s as group %s", self.topic, self.kafka_servers, self.group_id
+            )
+        batches = self._consumer.poll(timeout_ms=500, max_records=2000)
+        self.partitions = sorted(tp.partition for tp in self._consumer.assignment())
+        self.last_error = None
+        self._connected.set(1 if self._broker_check() is None else 0)
+        for records in batches.values():
+            self.handle_batch([record.value for record in records])
+
+    def _poll_failed(self, exc: BaseException, retry_in: float) -> None:
+        if self.last_error is None or self.last_error == "not started":
+            log.warning(
+                "Kafka consumer failed (%s: %s); retrying in %.1f s",
+                type(exc).__name__,
+                exc,
+                retry_in,
+            )
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._connected.set(0)
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self.run, name="autoretrain-exporter", daemon=True)
-        self._thread.start()
+        """Consume on a background thread until :meth:`stop`; reconnects with backoff."""
+        self._loop.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        """Stop consuming and close the consumer."""
+        if self._loop.stop(timeout) and self._consumer is not None:
+            try:
+                self._consumer.close()
+            except Exception:  # closing a broken client must not fail shutdown
+                log.debug("consumer close failed", exc_info=True)
+            self._consumer = None

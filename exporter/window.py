@@ -1,4 +1,9 @@
-"""The monitor's sliding window of recent runs and accuracy records."""
+"""The monitor's sliding window of recent runs and accuracy records, and its statistics.
+
+"Metrics" in this package means Prometheus collectors; what the window
+yields are statistics (:class:`WindowStats`, :class:`AgentWindowStats`).
+The old names ``SystemMetrics`` and ``AgentWindowMetrics`` remain as aliases.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,20 @@ import numpy as np
 
 from .events import RUN_STATUSES
 
-__all__ = ["AgentWindowMetrics", "SlidingWindow", "SystemMetrics"]
+__all__ = [
+    "AgentWindowMetrics",
+    "AgentWindowStats",
+    "SlidingWindow",
+    "SystemMetrics",
+    "WindowStats",
+]
 
 _SUCCESS = RUN_STATUSES.index("success")
 _ERRORS = (RUN_STATUSES.index("error"), RUN_STATUSES.index("timeout"))
 
 
 @dataclass
-class AgentWindowMetrics:
+class AgentWindowStats:
     """One agent's figures over the window. Ratios are in 0..1, ``None`` without data."""
 
     agent_name: str
@@ -37,7 +48,7 @@ class AgentWindowMetrics:
 
 
 @dataclass
-class SystemMetrics(AgentWindowMetrics):
+class WindowStats(AgentWindowStats):
     """The whole system's figures over the window, with the per-agent breakdown.
 
     ``error_rate`` counts ``error`` and ``timeout`` runs; ``success_rate`` the
@@ -48,7 +59,7 @@ class SystemMetrics(AgentWindowMetrics):
     window_seconds: float = 0.0
     window_start: float = 0.0
     window_end: float = 0.0
-    agents: dict[str, AgentWindowMetrics] = field(default_factory=dict)
+    agents: dict[str, AgentWindowStats] = field(default_factory=dict)
 
 
 class _Acc:
@@ -63,7 +74,7 @@ class _Acc:
         self.acc_sum = 0.0
         self.task_types: dict[str, int] = {}
 
-    def fill(self, out: AgentWindowMetrics) -> AgentWindowMetrics:
+    def fill(self, out: AgentWindowStats) -> AgentWindowStats:
         runs = sum(self.statuses)
         out.total_runs = runs
         out.successful_runs = self.statuses[_SUCCESS]
@@ -133,7 +144,7 @@ class SlidingWindow:
     def __len__(self) -> int:
         return len(self._runs) + len(self._accuracy)
 
-    def metrics(self, now: float, since: float | None = None) -> SystemMetrics:
+    def stats(self, now: float, since: float | None = None) -> WindowStats:
         """Aggregate the window as of ``now``; with ``since``, only records at or after it."""
         self._expire(self._runs, now)
         self._expire(self._accuracy, now)
@@ -164,9 +175,12 @@ class SlidingWindow:
             a.acc_sum += accuracy
             total.acc_n += 1
             total.acc_sum += accuracy
-        out = SystemMetrics(window_seconds=self.window_seconds, window_start=start, window_end=now)
+        out = WindowStats(window_seconds=self.window_seconds, window_start=start, window_end=now)
         total.fill(out)
-        out.agents = {
-            name: a.fill(AgentWindowMetrics(name)) for name, a in sorted(per_agent.items())
-        }
+        out.agents = {name: a.fill(AgentWindowStats(name)) for name, a in sorted(per_agent.items())}
         return out
+
+
+# The names of the original API (``get_system_metrics`` returns a WindowStats).
+SystemMetrics = WindowStats
+AgentWindowMetrics = AgentWindowStats

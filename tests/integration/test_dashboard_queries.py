@@ -211,7 +211,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     monitor = PerformanceMonitor(
         model_updater=updater, enable_auto_retraining=False, registry=CollectorRegistry()
     )
-    exporter_http, _ = serve(metrics_app(monitor.registry), "127.0.0.1", 0)
+    exporter_http, _ = serve(monitor.wsgi_app(), "127.0.0.1", 0)  # fast path, OpenMetrics
     webhook_http, _ = serve(metrics_app(updater.registry), "127.0.0.1", 0)
     platform = SimulatedPlatform(monitor, updater, seed=7)
     config_path = tmp / "prometheus.yml"

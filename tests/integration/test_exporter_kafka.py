@@ -153,7 +153,7 @@ def test_monitor_with_a_dead_broker_keeps_recording_without_blocking():
         )
         == 500
     )
-    assert wait_until(lambda: monitor._sink.stats()["send_errors"] > 0, 30, 0.05)
+    assert wait_until(lambda: monitor.event_sink.stats()["send_errors"] > 0, 30, 0.05)
     stats = monitor.get_stats()
     assert stats["events_published"] == 500 and stats["events_pending"] == 500
     assert stats["runs_recorded"] == 500

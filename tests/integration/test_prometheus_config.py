@@ -270,7 +270,11 @@ def test_real_prometheus_sums_two_exporter_instances(
     """
     registries = [CollectorRegistry(), CollectorRegistry()]
     exporters = [AgentMetrics(registry) for registry in registries]
-    servers = [serve(metrics_app(registry), "127.0.0.1", 0)[0] for registry in registries]
+    # The fast collector's own rendering, in the format Prometheus negotiates (OpenMetrics).
+    servers = [
+        serve(metrics_app(registry, fast=[metrics]), "127.0.0.1", 0)[0]
+        for registry, metrics in zip(registries, exporters, strict=True)
+    ]
     try:
         for metrics, agents in zip(exporters, (("planner", "coder"), ("planner",)), strict=True):
             for agent in agents:

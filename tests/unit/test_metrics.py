@@ -127,6 +127,19 @@ def test_render_equals_generate_latest_sample_for_sample():
             m.record_accuracy(agent, rng.choice(["human", "ground_truth", 'we"ird']), rng.random())
     rendered = m.render()
     assert _samples(rendered) == _samples(generate_latest(registry).decode())
+    from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+
+    def om_samples(text):
+        return sorted(
+            (s.name, tuple(sorted(s.labels.items())), s.value)
+            for f in parse_om(text)
+            for s in f.samples
+        )
+
+    assert om_samples(m.render(openmetrics=True) + "# EOF\n") == om_samples(
+        generate_openmetrics(registry).decode()
+    )
     assert m.render() == rendered  # cached prefixes give the same text again
     families = {f.name: f for f in text_string_to_metric_families(rendered)}
     assert families["agent_run_duration_seconds"].type == "histogram"
@@ -144,6 +157,6 @@ def test_render_metrics_serves_fast_and_generic_collectors_alike():
     Counter("other_thing", "A plain counter.", registry=registry).inc(7)
     other = CollectorRegistry()
     Counter("second_registry", "Another.", registry=other).inc()
-    body = render_metrics(registry, other).decode()
+    body = render_metrics(registry, other, fast=[m]).decode()
     expected = generate_latest(registry).decode() + generate_latest(other).decode()
     assert _samples(body) == _samples(expected)

@@ -610,3 +610,46 @@ def test_concurrent_recording_loses_nothing(clock, registry):
     assert m.get_system_metrics().total_runs == per_thread * threads
     assert m.get_stats()["runs_recorded"] == per_thread * threads
     assert len(updater.event_bus) == per_thread * threads
+
+
+# -- explicit wiring: event_sink= and retrainer= -------------------------------------------
+
+
+def test_retrainer_and_event_sink_are_wired_explicitly(clock, registry):
+    retrainer, bus = FakeUpdater(), EmbeddedBus()
+    del retrainer.event_bus  # a retrainer needs no bus
+    m = make(clock, registry, retrainer=retrainer, event_sink=bus)
+    feed(m, 20, 0.6)
+    m.check()
+    assert len(retrainer.calls) == 1
+    assert len(bus) == 40 and m.event_sink is bus
+    assert m.get_stats()["model_updater_connected"] is True
+
+
+def test_explicit_retrainer_wins_over_the_model_updater_shortcut(clock, registry):
+    updater, retrainer = FakeUpdater(), FakeUpdater()
+    m = make(clock, registry, model_updater=updater, retrainer=retrainer)
+    m.trigger_retraining("operator")
+    assert retrainer.calls == [("operator", False)] and updater.calls == []
+    m.record_agent_run("r", "a", "llm", "success", 1)
+    assert len(updater.event_bus) == 1  # the shortcut still supplies the sink
+
+
+def test_a_retrainer_without_trigger_retraining_is_refused(registry):
+    with pytest.raises(ValueError, match="retrainer must have a trigger_retraining"):
+        PerformanceMonitor(retrainer=object(), registry=registry)
+
+
+def test_wsgi_app_negotiates_openmetrics(clock, registry):
+    m = make(clock, registry)
+    m.record_agent_run("r", "served", "llm", "success", 1)
+    environ = {
+        "PATH_INFO": "/metrics",
+        "QUERY_STRING": "",
+        "HTTP_ACCEPT": "application/openmetrics-text; version=1.0.0",
+    }
+    got = {}
+    body = b"".join(m.wsgi_app()(environ, lambda s, h: got.update(headers=dict(h)))).decode()
+    assert got["headers"]["Content-Type"].startswith("application/openmetrics-text")
+    assert 'agent_runs_total{agent="served",agent_type="llm",status="success"} 1' in body
+    assert "autoretrain_monitor_events_total" in body and body.endswith("# EOF\n")

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 from prometheus_client import CollectorRegistry
 
 from autoretrain.exporter.events import accuracy_event, encode_event, run_event
-from autoretrain.exporter.standalone import EventDeduplicator, StandaloneExporter
+from autoretrain.exporter.standalone import StandaloneExporter
 
 
 def test_handle_applies_dedups_and_counts_invalid():
@@ -29,11 +29,6 @@ def test_handle_applies_dedups_and_counts_invalid():
     assert get("autoretrain_exporter_events_total", {"result": "invalid"}) == 2
     assert get("autoretrain_exporter_invalid_events_total", {"fault": "not_json"}) == 1
     assert get("autoretrain_exporter_invalid_events_total", {"fault": "schema"}) == 1
-
-
-def test_deduplicator_is_bounded():
-    d = EventDeduplicator(size=2)
-    assert [d.seen(x) for x in ("a", "b", "a", "c", "a")] == [False, False, True, False, False]
 
 
 def test_run_loop_reconnects_and_reports_readiness():

@@ -1,0 +1,131 @@
+"""Decode, validate and de-duplicate batches of outcome events: the consumers' one ingest step.
+
+Both consumers of the outcome events (the standalone exporter and the model
+updater) take raw values (Kafka message bytes, or dicts from the embedded
+bus), need them checked against the contract of :mod:`exporter.events`,
+and must apply each ``event_id`` once (Kafka delivery is at-least-once).
+:func:`decode_batch` does that once for both; what to do with the events
+is the caller's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import orjson
+
+from .events import (
+    MAX_EVENT_BYTES,
+    InvalidEvent,
+    OutcomeEvent,
+    _validate_general,
+    common_run,
+    loads_value,
+)
+
+__all__ = ["DecodedBatch", "RecentEventIds", "decode_batch"]
+
+
+class RecentEventIds:
+    """Bounded memory of recently seen event ids, O(1) per id.
+
+    Holds at most ``capacity`` ids, of which at least the newest
+    ``capacity // 2``: two generations of sets, the older dropped whole when
+    the newer fills, so there is no per-id eviction bookkeeping on the hot
+    path. (The updater's ``RecentIds`` behaves the same, with ``add``.)
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 2:
+            raise ValueError(f"capacity must be an integer >= 2, got {capacity!r}")
+        self.capacity = capacity
+        self._current: set[str] = set()
+        self._previous: set[str] = set()
+
+    def add_if_new(self, event_id: str) -> bool:
+        """True when ``event_id`` is new (it is remembered now); False for a duplicate."""
+        if event_id in self._current or event_id in self._previous:
+            return False
+        current = self._current
+        current.add(event_id)
+        if len(current) >= self.capacity // 2:
+            self._previous, self._current = current, set()
+        return True
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._current or event_id in self._previous
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
+
+
+class DecodedBatch(NamedTuple):
+    """What :func:`decode_batch` made of a batch of raw values."""
+
+    events: list[OutcomeEvent]
+    """Valid, new events in normal form, in input order."""
+    duplicates: int
+    """Valid events whose ``event_id`` was already seen (skipped)."""
+    invalid: list[InvalidEvent]
+    """One error per invalid value (skipped), in input order."""
+
+    def invalid_by_fault(self) -> dict[str, int]:
+        """Invalid values counted by :attr:`InvalidEvent.fault`."""
+        counts: dict[str, int] = {}
+        for exc in self.invalid:
+            counts[exc.fault] = counts.get(exc.fault, 0) + 1
+        return counts
+
+
+def decode_batch(
+    values: Iterable[Any],
+    recent: RecentEventIds,
+    admit: Callable[[OutcomeEvent], None] | None = None,
+) -> DecodedBatch:
+    """Decode, validate and de-duplicate raw event values, in order.
+
+    ``values`` are Kafka message values (``bytes``/``str`` JSON, ``None``
+    for an empty message) or already-decoded dicts (the embedded bus). Each
+    becomes an event in normal form (:func:`exporter.events.parse_event`:
+    a run already in normal form, as the monitor writes it, is the decoded
+    dict itself), or an :class:`~exporter.events.InvalidEvent` in
+    ``invalid``. ``admit(event)``, when given, runs on each valid event
+    before de-duplication and may raise ``InvalidEvent`` to reject it (the
+    updater's bound on distinct agents and task types); a rejected id is not
+    remembered. New ids are remembered in ``recent``; a repeated id counts
+    in ``duplicates``. Nothing is raised for bad input.
+    """
+    events: list[OutcomeEvent] = []
+    keep = events.append
+    invalid: list[InvalidEvent] = []
+    add_if_new = recent.add_if_new
+    duplicates = 0
+    for raw in values:
+        try:
+            # Inline fast path for the common case, message bytes of a run in
+            # normal form: one orjson.loads and the checks of common_run.
+            if type(raw) is bytes and len(raw) <= MAX_EVENT_BYTES:
+                try:
+                    obj = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    raise InvalidEvent("not_json", f"event is not JSON: {exc}") from None
+            elif type(raw) is dict:
+                obj = raw
+            elif raw is None or isinstance(raw, bytes | str):
+                obj = loads_value(raw)
+            else:
+                obj = raw  # decoded already; the general check names what it is
+            event: OutcomeEvent | None = common_run(obj)
+            if event is None:
+                event = _validate_general(obj)
+            if admit is not None:
+                admit(event)
+        except InvalidEvent as exc:
+            invalid.append(exc)
+            continue
+        if add_if_new(event["event_id"]):
+            keep(event)
+        else:
+            duplicates += 1
+    return DecodedBatch(events, duplicates, invalid)

@@ -1,0 +1,100 @@
+"""decode_batch and RecentEventIds: the one decode-validate-de-duplicate step of both consumers."""
+
+import pytest
+
+from autoretrain.exporter.events import (
+    MAX_EVENT_BYTES,
+    InvalidEvent,
+    accuracy_event,
+    encode_event,
+    run_event,
+)
+from autoretrain.exporter.ingest import RecentEventIds, decode_batch
+
+
+def run(event_id, **over):
+    return {**run_event(event_id, 1.0, "a", "llm", "success", 10.0, 3, 0.5), **over}
+
+
+def test_recent_event_ids_says_true_for_new_ids_and_false_for_duplicates():
+    ids = RecentEventIds(capacity=4)
+    added = [ids.add_if_new(x) for x in ("a", "b", "a", "c", "a")]
+    assert added == [True, True, False, True, False]
+
+
+def test_recent_event_ids_hold_at_most_capacity_and_at_least_the_newest_half():
+    ids = RecentEventIds(capacity=6)
+    for i in range(100):
+        assert ids.add_if_new(f"e{i}")
+        assert len(ids) <= 6
+        assert all(f"e{j}" in ids for j in range(max(0, i - 2), i + 1))
+    assert "e0" not in ids and ids.add_if_new("e0")  # long forgotten: new again
+
+
+@pytest.mark.parametrize("capacity", [1, 0, -1, 2.5, True])
+def test_recent_event_ids_refuse_a_bad_capacity(capacity):
+    with pytest.raises(ValueError, match="capacity must be an integer >= 2"):
+        RecentEventIds(capacity)
+
+
+def test_decode_batch_keeps_order_skips_duplicates_and_names_each_fault():
+    values = [
+        encode_event(run("e1")),
+        b"{oops",
+        encode_event(run("e1")),  # duplicate
+        run("e2"),  # a dict from the embedded bus
+        encode_event(accuracy_event("e3", 2.0, "a", "llm", "t", 0.25, "human")),
+        None,
+        b"x" * (MAX_EVENT_BYTES + 1),
+        encode_event(run("e4", status="ok")),
+        encode_event(run("e5", duration_ms=120)).decode(),  # str, int duration: general path
+        ["not", "an", "object"],
+    ]
+    batch = decode_batch(values, RecentEventIds(100))
+    assert [e["event_id"] for e in batch.events] == ["e1", "e2", "e3", "e5"]
+    assert batch.duplicates == 1
+    assert batch.invalid_by_fault() == {
+        "not_json": 1,
+        "empty": 1,
+        "too_large": 1,
+        "field:status": 1,
+        "not_object": 1,
+    }
+    assert all(isinstance(exc, InvalidEvent) and str(exc) for exc in batch.invalid)
+    e5 = batch.events[3]
+    assert e5["duration_ms"] == 120.0 and type(e5["duration_ms"]) is float
+    assert batch.events[2]["kind"] == "accuracy" and batch.events[2]["accuracy"] == 0.25
+
+
+def test_decode_batch_returns_normal_form_for_every_input_shape():
+    built = run_event("e1", 1.0, "a", "llm", "success", 10.0, 3, 0.5)
+    defaults = {k: v for k, v in built.items() if k not in ("task_type", "tokens_used")}
+    shapes = [
+        (encode_event(built), built),
+        (built, built),
+        ({**built, "unknown": [1]}, built),  # unknown fields are dropped
+        (defaults, {**built, "tokens_used": 0}),  # defaults filled in
+    ]
+    for shape, expected in shapes:
+        (event,) = decode_batch([shape], RecentEventIds(10)).events
+        assert event == expected
+
+
+def test_duplicates_are_remembered_across_batches():
+    recent = RecentEventIds(100)
+    first = decode_batch([encode_event(run("e1"))], recent)
+    again = decode_batch([encode_event(run("e1")), encode_event(run("e2"))], recent)
+    assert len(first.events) == 1
+    assert [e["event_id"] for e in again.events] == ["e2"] and again.duplicates == 1
+
+
+def test_admit_rejects_before_de_duplication():
+    def admit(event):
+        if event["agent_name"] == "full":
+            raise InvalidEvent("capacity:agent_name", "too many agents")
+
+    recent = RecentEventIds(100)
+    batch = decode_batch([run("e1", agent_name="full"), run("e2")], recent, admit=admit)
+    assert [e["event_id"] for e in batch.events] == ["e2"]
+    assert batch.invalid_by_fault() == {"capacity:agent_name": 1}
+    assert "e1" not in recent  # a rejected event may come back once there is room
