@@ -59,7 +59,6 @@ __all__ = [
     "encode_event",
     "parse_event",
     "run_event",
-    "run_fields",
     "validate_event",
 ]
 
@@ -433,51 +432,3 @@ def _validate_general(obj: Any) -> OutcomeEvent:
         task_type,
         context,
     )
-
-
-# -- kept for webhook/updater/updater.py until its ingest calls exporter.ingest ----------
-
-RunFields = tuple[str, float, str, str, str, str, float, int, float]
-
-
-def run_fields(obj: Any) -> RunFields | None:
-    """Deprecated positional form of :func:`common_run`; do not use in new code.
-
-    ``(event_id, timestamp, agent_name, agent_type, task_type, status,
-    duration_ms, tokens_used, cost)``. Only the updater's ingest still reads
-    it; it goes when that ingest calls :func:`exporter.ingest.decode_batch`.
-    """
-    if type(obj) is not dict:
-        return None
-    g = obj.get
-    if g("kind") != "run" or type(schema := g("schema")) is not int or schema != SCHEMA_VERSION:
-        return None
-    ts, dur, cost, tokens = g("timestamp"), g("duration_ms"), g("cost", 0.0), g("tokens_used", 0)
-    agent_type, task_type, status = (
-        g("agent_type", "unknown"),
-        g("task_type", "default"),
-        g("status"),
-    )
-    if not (
-        type(ts) is float
-        and 0.0 <= ts < math.inf
-        and type(dur) is float
-        and 0.0 <= dur < math.inf
-        and type(cost) is float
-        and 0.0 <= cost < math.inf
-        and type(tokens) is int
-        and tokens >= 0
-        and status in _RUN_STATUS_SET
-        and type(status) is str
-        and type(event_id := g("event_id")) is str
-        and type(agent_name := g("agent_name")) is str
-        and type(agent_type) is str
-        and type(task_type) is str
-        and 0 < len(event_id) <= MAX_NAME_LENGTH
-        and 0 < len(agent_name) <= MAX_NAME_LENGTH
-        and 0 < len(agent_type) <= MAX_NAME_LENGTH
-        and 0 < len(task_type) <= MAX_NAME_LENGTH
-        and g("context") is None
-    ):
-        return None
-    return (event_id, ts, agent_name, agent_type, task_type, status, dur, tokens, cost)

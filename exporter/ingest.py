@@ -33,7 +33,7 @@ class RecentEventIds:
     Holds at most ``capacity`` ids, of which at least the newest
     ``capacity // 2``: two generations of sets, the older dropped whole when
     the newer fills, so there is no per-id eviction bookkeeping on the hot
-    path. (The updater's ``RecentIds`` behaves the same, with ``add``.)
+    path.
     """
 
     def __init__(self, capacity: int) -> None:

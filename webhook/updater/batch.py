@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from autoretrain.exporter.events import OutcomeEvent
+
 __all__ = ["BatchBuilder", "EventBatch", "context_hash", "stable_hash"]
 
 # 0 marks "no context feature" in the padded context matrix.
@@ -75,7 +77,7 @@ class EventBatch:
         return BatchBuilder().build()
 
     @classmethod
-    def from_events(cls, events: Iterable[dict[str, Any]]) -> EventBatch:
+    def from_events(cls, events: Iterable[OutcomeEvent]) -> EventBatch:
         """Build a batch from events already checked by ``validate_event``."""
         builder = BatchBuilder()
         for event in events:
@@ -154,7 +156,7 @@ class BatchBuilder:
     def __len__(self) -> int:
         return len(self._task)
 
-    def add(self, event: dict[str, Any]) -> None:
+    def add(self, event: OutcomeEvent) -> None:
         """Append one validated event."""
         if event["kind"] == "run":
             self.add_row(event["task_type"], event["agent_name"], True,

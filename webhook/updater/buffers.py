@@ -1,5 +1,5 @@
-"""The updater's bounded memories: recently seen event ids (de-duplication)
-and the recent events kept for retraining, with the weight each carries."""
+"""The updater's bounded memory of recent events kept for retraining, with the
+weight each carries (recent event ids are :class:`~autoretrain.exporter.ingest.RecentEventIds`)."""
 
 from __future__ import annotations
 
@@ -9,35 +9,7 @@ import numpy as np
 
 from .batch import EventBatch
 
-__all__ = ["EventBuffer", "RecentIds"]
-
-
-class RecentIds:
-    """Bounded memory of recently seen event ids (two generations of sets).
-
-    Remembers at least ``capacity // 2`` and at most ``capacity`` of the
-    newest ids; O(1) per lookup, no per-id eviction bookkeeping.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        if capacity < 2:
-            raise ValueError(f"capacity must be >= 2, got {capacity!r}")
-        self.capacity = capacity
-        self._current: set[str] = set()
-        self._previous: set[str] = set()
-
-    def add(self, event_id: str) -> bool:
-        """Remember ``event_id``; return False when it was already known."""
-        if event_id in self._current or event_id in self._previous:
-            return False
-        current = self._current
-        current.add(event_id)
-        if len(current) >= self.capacity // 2:
-            self._previous, self._current = current, set()
-        return True
-
-    def __len__(self) -> int:
-        return len(self._current) + len(self._previous)
+__all__ = ["EventBuffer"]
 
 
 class EventBuffer:
