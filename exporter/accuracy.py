@@ -1,4 +1,4 @@
-"""Accuracy of one prediction against the real outcome (DESIGN.md)."""
+"""Accuracy of one prediction against the real outcome (docs/DESIGN.md)."""
 
 from __future__ import annotations
 

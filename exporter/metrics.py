@@ -8,7 +8,7 @@ the number of distinct agents be bounded in one place: beyond
 ``max_agents`` a new agent is recorded as ``agent="other"`` and counted in
 ``agent_series_collapsed_total``.
 
-Series (DESIGN.md):
+Series (docs/DESIGN.md):
 
 - ``agent_runs_total{agent,agent_type,status}``
 - ``agent_run_duration_seconds{agent,agent_type}`` (histogram, a 5 s bucket)

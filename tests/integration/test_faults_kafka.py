@@ -1,4 +1,4 @@
-"""Issue 7, points 1, 5 and 6: Kafka faults against the real servers.
+"""Kafka faults against the real servers: no event lost or applied twice, bad data skipped.
 
 1. The broker SIGKILLed mid-stream and restarted 10 s later: the monitor
    keeps recording, ``python -m autoretrain.exporter`` and ``python -m autoretrain.webhook`` keep

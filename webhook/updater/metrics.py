@@ -1,4 +1,4 @@
-"""Prometheus metrics of the model updater (names as in DESIGN.md)."""
+"""Prometheus metrics of the model updater (names as in docs/DESIGN.md)."""
 
 from __future__ import annotations
 
