@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from servers.common import wait_until
 
 from autoretrain.exporter.events import EventIdFactory, encode_event, run_event
 from autoretrain.webhook import RealTimeModelUpdater
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.02)
 
 
 def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes] | None = None
@@ -73,8 +64,8 @@ def test_ten_thousand_events_applied_once(kafka_server, kafka_topic: str, tmp_pa
     u = updater(bootstrap, kafka_topic, group, tmp_path)
     u.start()
     try:
-        wait_until(lambda: u.get_metrics()["events_applied"] >= 10_000)
-        wait_until(lambda: u.get_metrics()["consumer_lag"] == 0)
+        assert wait_until(lambda: u.get_metrics()["events_applied"] >= 10_000, 60)
+        assert wait_until(lambda: u.get_metrics()["consumer_lag"] == 0, 60)
     finally:
         u.stop()
     m = u.get_metrics()
@@ -93,7 +84,7 @@ def test_graceful_restart_mid_stream(kafka_server, kafka_topic: str, tmp_path: P
     produce(bootstrap, kafka_topic, first, first_keys)
     u = updater(bootstrap, kafka_topic, group, tmp_path)
     u.start()
-    wait_until(lambda: u.get_metrics()["events_applied"] >= 1_000)
+    assert wait_until(lambda: u.get_metrics()["events_applied"] >= 1_000, 60)
     u.stop()  # mid-stream or not: stop applies, saves, commits
     applied_before = u.get_metrics()["events_seen"]
     second, second_keys = events(5_000, ids, seed=3)
@@ -102,8 +93,8 @@ def test_graceful_restart_mid_stream(kafka_server, kafka_topic: str, tmp_path: P
     again.start()
     try:
         assert again.get_metrics()["model_loaded"]
-        wait_until(lambda: again.get_metrics()["events_seen"] >= 10_000)
-        wait_until(lambda: again.get_metrics()["consumer_lag"] == 0)
+        assert wait_until(lambda: again.get_metrics()["events_seen"] >= 10_000, 60)
+        assert wait_until(lambda: again.get_metrics()["consumer_lag"] == 0, 60)
     finally:
         again.stop()
     assert applied_before >= 1_000
@@ -119,7 +110,8 @@ def test_crash_restart_reapplies_only_unsaved_events(kafka_server, kafka_topic: 
     u = updater(bootstrap, kafka_topic, group, tmp_path, save_interval_seconds=0.05,
                 batch_size=200)
     u.start()
-    wait_until(lambda: u.get_metrics()["saves"] >= 2 and u.get_metrics()["model_version"] > 0)
+    assert wait_until(lambda: u.get_metrics()["saves"] >= 2
+                      and u.get_metrics()["model_version"] > 0, 60)
     # Crash: the thread stops and the consumer goes away without a final save
     # or commit; events applied after the last save exist only in memory.
     assert u._consumer.stop(10)
@@ -129,8 +121,8 @@ def test_crash_restart_reapplies_only_unsaved_events(kafka_server, kafka_topic: 
     again = updater(bootstrap, kafka_topic, group, tmp_path)
     again.start()
     try:
-        wait_until(lambda: again.get_metrics()["events_seen"] >= 10_000)
-        wait_until(lambda: again.get_metrics()["consumer_lag"] == 0)
+        assert wait_until(lambda: again.get_metrics()["events_seen"] >= 10_000, 60)
+        assert wait_until(lambda: again.get_metrics()["consumer_lag"] == 0, 60)
     finally:
         again.stop()
     assert again.get_metrics()["events_seen"] == 10_000
@@ -150,7 +142,7 @@ def test_malformed_messages_are_skipped_and_counted(kafka_server, kafka_topic: s
     u = updater(bootstrap, kafka_topic, group, tmp_path)
     u.start()
     try:
-        wait_until(lambda: u.get_metrics()["events_consumed"] >= len(mixed))
+        assert wait_until(lambda: u.get_metrics()["events_consumed"] >= len(mixed), 60)
     finally:
         u.stop()
     m = u.get_metrics()

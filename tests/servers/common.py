@@ -101,10 +101,12 @@ def poll_until(
         time.sleep(interval)
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> bool:
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0,
+               interval: float = 0.02) -> bool:
     """Call ``predicate`` until it is true or ``timeout`` has passed; its last answer.
 
-    For assertions (``assert wait_until(...)``); :func:`poll_until` raises instead.
+    The tests' one way to wait for something another thread or process does:
+    ``assert wait_until(...)``. (:func:`poll_until` returns a value or raises.)
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -112,6 +114,19 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
             return True
         time.sleep(interval)
     return bool(predicate())
+
+
+class FakeClock:
+    """A wall clock the test moves: ``clock()`` is ``clock.now``; ``advance(seconds)``."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:

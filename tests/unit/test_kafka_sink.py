@@ -4,6 +4,7 @@ import threading
 import time
 
 import pytest
+from servers.common import wait_until
 
 from autoretrain.exporter import KafkaSink, decode_event
 from autoretrain.exporter.events import run_event
@@ -49,25 +50,16 @@ def event(i):
     return run_event(f"e{i}", 1.0, "agent-a", "llm", "success", 1.0, 1, 0.0)
 
 
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_events_are_produced_with_agent_key():
     broker = FakeBroker()
     sink = KafkaSink("k:9092", topic="t", producer_factory=broker.factory)
     try:
         for i in range(10):
             assert sink.publish(event(i))
-        assert wait_for(lambda: len(broker.messages) == 10)
+        assert wait_until(lambda: len(broker.messages) == 10)
         topic, key, value = broker.messages[0]
         assert (topic, key) == ("t", b"agent-a") and decode_event(value)["event_id"] == "e0"
-        assert wait_for(lambda: sink.stats()["delivered"] == 10)
+        assert wait_until(lambda: sink.stats()["delivered"] == 10)
         assert sink.connected
     finally:
         sink.close()
@@ -79,11 +71,11 @@ def test_broker_down_keeps_events_then_delivers_them_all():
     try:
         for i in range(50):
             sink.publish(event(i))
-        assert wait_for(lambda: sink.stats()["send_errors"] > 0)
+        assert wait_until(lambda: sink.stats()["send_errors"] > 0)
         assert not sink.connected and "metadata" in sink.last_error
         assert sink.stats()["pending"] == 50
         broker.up = True
-        assert wait_for(lambda: sink.stats()["delivered"] == 50)
+        assert wait_until(lambda: sink.stats()["delivered"] == 50)
         ids = [decode_event(v)["event_id"] for _, _, v in broker.messages]
         assert ids == [f"e{i}" for i in range(50)]  # order kept across the retry
     finally:
@@ -143,7 +135,7 @@ def test_a_producer_that_failed_is_replaced_not_retried_forever():
     try:
         for i in range(20):
             sink.publish(event(i))
-        assert wait_for(lambda: sink.stats()["delivered"] == 20)
+        assert wait_until(lambda: sink.stats()["delivered"] == 20)
         assert len(built) == 2 and len(broker.messages) == 20
         assert sink.stats()["send_errors"] >= 1 and sink.connected
     finally:

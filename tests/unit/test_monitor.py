@@ -4,6 +4,7 @@ import urllib.request
 import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from servers.common import FakeClock
 
 from autoretrain.exporter import (
     EmbeddedBus,
@@ -12,17 +13,6 @@ from autoretrain.exporter import (
     init_performance_monitor,
     validate_event,
 )
-
-
-class Clock:
-    def __init__(self, t=1_700_000_000.0):
-        self.t = t
-
-    def __call__(self):
-        return self.t
-
-    def advance(self, seconds):
-        self.t += seconds
 
 
 class FakeUpdater:
@@ -51,7 +41,7 @@ class FakeUpdater:
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return FakeClock()
 
 
 @pytest.fixture
@@ -489,7 +479,7 @@ def test_events_reach_the_updaters_bus_with_the_contract_fields(clock, registry)
     assert (
         run["kind"] == "run" and run["status"] == "failure" and run["context"] == {"tier": "gold"}
     )
-    assert run["timestamp"] == clock.t and run["task_type"] == "sql"
+    assert run["timestamp"] == clock.now and run["task_type"] == "sql"
     assert acc["agent_type"] == "llm"  # remembered from the agent's runs
     assert acc["accuracy"] == 0.75 and acc["task_id"] == "t9" and acc["feedback_source"] == "human"
     assert run["event_id"] != acc["event_id"]

@@ -11,26 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from servers.common import FakeClock, wait_until
 
 import autoretrain.webhook.updater.retrainer as retrainer_module
 from autoretrain.exporter.events import EventIdFactory, encode_event, run_event
 from autoretrain.webhook import RealTimeModelUpdater, UpdateStrategy
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.005)
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def events(
@@ -147,10 +132,10 @@ def test_thread_applies_full_batches_and_times_out_partial_ones(tmp_path: Path) 
         batch = events(53)
         for e in batch[:50]:  # a full batch
             u.event_bus.publish(e)
-        wait_until(lambda: u.get_metrics()["events_applied"] == 50)
+        assert wait_until(lambda: u.get_metrics()["events_applied"] == 50)
         for e in batch[50:]:  # a partial one, applied when its timeout expires
             u.event_bus.publish(e)
-        wait_until(lambda: u.get_metrics()["events_applied"] == 53)
+        assert wait_until(lambda: u.get_metrics()["events_applied"] == 53)
         assert u.get_metrics()["batches"] == 2
     finally:
         u.stop()

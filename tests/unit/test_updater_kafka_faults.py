@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from kafka import TopicPartition
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+from servers.common import wait_until
 
 from autoretrain.exporter.events import EventIdFactory, encode_event, run_event
 from autoretrain.exporter.kafka_sink import BrokerProbe
@@ -26,13 +27,6 @@ from autoretrain.webhook.updater import store as store_module
 from autoretrain.webhook.updater.store import CorruptModel, ModelStore
 
 TOKEN = "test-token-0123456789abcdef"
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached before the deadline"
-        time.sleep(0.01)
 
 
 class FakeConsumer:
@@ -108,8 +102,8 @@ def test_start_survives_a_broker_that_is_down_then_consumes(tmp_path: Path) -> N
     u.start()  # must neither raise nor wait for the broker
     try:
         assert time.monotonic() - began < 1.0 and u.running
-        wait_until(lambda: len(attempts) >= 1)
-        wait_until(lambda: u.get_metrics()["events_applied"] == 40)
+        assert wait_until(lambda: len(attempts) >= 1)
+        assert wait_until(lambda: u.get_metrics()["events_applied"] == 40)
         m = u.get_metrics()
         assert m["kafka_reachable"] is True and m["kafka_error"] is None
         assert m["errors"] == 2 and "cannot connect" in m["last_error"]
@@ -125,7 +119,7 @@ def test_while_no_consumer_exists_metrics_say_why(tmp_path: Path) -> None:
     u = kafka_updater(tmp_path, factory)
     u.start()
     try:
-        wait_until(lambda: u.get_metrics()["errors"] >= 1)
+        assert wait_until(lambda: u.get_metrics()["errors"] >= 1)
         m = u.get_metrics()
         assert m["kafka_reachable"] is False
         assert m["kafka_error"].startswith("Kafka consumer not connected: Kafka at 127.0.0.1:9")
@@ -140,7 +134,7 @@ def test_poll_errors_are_retried_counted_and_lose_nothing(tmp_path: Path) -> Non
     u = kafka_updater(tmp_path, lambda **s: consumer, save_interval_seconds=0.01)
     u.start()
     try:
-        wait_until(lambda: u.get_metrics()["events_applied"] == 30)
+        assert wait_until(lambda: u.get_metrics()["events_applied"] == 30)
         m = u.get_metrics()
         assert m["errors"] == 3 and "poll failed" in m["last_error"]
         assert u.registry.get_sample_value("model_updater_errors_total") == 3
@@ -156,7 +150,7 @@ def test_an_unreachable_broker_is_reported_even_while_polls_return_nothing(
     u = kafka_updater(tmp_path, lambda **s: consumer, kafka_check=lambda: probe["error"])
     u.start()
     try:
-        wait_until(lambda: u.get_metrics()["kafka_reachable"] is True)
+        assert wait_until(lambda: u.get_metrics()["kafka_reachable"] is True)
         probe["error"] = "127.0.0.1:9: Connection refused"
         m = u.get_metrics()
         assert m["kafka_reachable"] is False
@@ -179,7 +173,7 @@ def test_readyz_names_kafka_when_it_is_unreachable(tmp_path: Path) -> None:
         assert body["reason"] == "Kafka unreachable: 127.0.0.1:9: Connection refused"
         assert body["checks"]["kafka"] == "unreachable"
         probe["error"] = None
-        wait_until(lambda: app.test_client().get("/readyz").status_code == 200)
+        assert wait_until(lambda: app.test_client().get("/readyz").status_code == 200)
         assert app.test_client().get("/readyz").get_json()["checks"]["kafka"] == "reachable"
     finally:
         app.extensions["autoretrain"].close()
@@ -194,7 +188,7 @@ def test_a_commit_that_fails_on_stop_does_not_fail_stop(tmp_path: Path) -> None:
 
     u = kafka_updater(tmp_path, lambda **s: consumer, save_interval_seconds=3600)
     u.start()
-    wait_until(lambda: u.get_metrics()["events_applied"] == 20)
+    assert wait_until(lambda: u.get_metrics()["events_applied"] == 20)
     consumer.commit = failing_commit  # type: ignore[method-assign]
     u.stop()
     # The model and its offsets were saved: the next start resumes there.

@@ -22,6 +22,7 @@ import yaml
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
+from servers.common import wait_until
 
 from autoretrain.exporter.events import EventIdFactory, run_event
 from autoretrain.webhook import RealTimeModelUpdater, create_app
@@ -33,14 +34,6 @@ JSON_AUTH = {**AUTH, "Content-Type": "application/json"}
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached within {timeout} s: {what}")
-        time.sleep(0.01)
-
-
 def feed(updater: RealTimeModelUpdater, n: int = 150, seed: int = 0) -> None:
     """Learn ``n`` run events (agent a0 good, a2 bad), so a retrain has data."""
     rng = np.random.default_rng(seed)
@@ -86,7 +79,7 @@ def service(app: Flask) -> WebhookService:
 
 
 def wait_idle(app: Flask) -> None:
-    wait_until(service(app).controller.idle, what="retrain worker idle")
+    assert wait_until(service(app).controller.idle), "retrain worker not idle"
 
 
 def retrains(client: FlaskClient, **params: Any) -> Any:
@@ -577,8 +570,8 @@ def test_api_and_alert_retrains_are_serialised(
     caller = threading.Thread(target=lambda: answers.append(client.post(
         "/api/performance/trigger-retraining", headers=AUTH, json={"reason": "manual"})))
     caller.start()
-    wait_until(lambda: service(app).controller.status()["queued_api_requests"] == 1,
-               what="API request queued behind the alert retrain")
+    assert wait_until(lambda: service(app).controller.status()["queued_api_requests"] == 1), \
+        "API request not queued behind the alert retrain"
     assert not answers  # synchronous: still waiting
     gated.release()
     caller.join(30)

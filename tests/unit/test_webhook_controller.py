@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from servers.common import FakeClock, wait_until
 
 from autoretrain.exporter.events import EventIdFactory, run_event
 from autoretrain.webhook import RealTimeModelUpdater
@@ -18,22 +18,6 @@ from autoretrain.webhook.ledger import Ledger
 from autoretrain.webhook.metrics import WebhookMetrics
 
 COOLDOWN = 600.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.01)
 
 
 def notification(*alerts: tuple[str, str, str]) -> Notification:
@@ -52,12 +36,12 @@ def feed(updater: RealTimeModelUpdater, n: int = 60) -> None:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
-def parts(tmp_path: Path, clock: Clock) -> Iterator[dict[str, Any]]:
+def parts(tmp_path: Path, clock: FakeClock) -> Iterator[dict[str, Any]]:
     updater = RealTimeModelUpdater(model_storage_path=str(tmp_path / "models"), seed=0,
                                    clock=clock)
     registry = CollectorRegistry()
@@ -78,11 +62,11 @@ def history(ledger: Ledger) -> list[tuple[str, str, int]]:
     return [(r["trigger"], r["retrain_type"], len(r["alerts"])) for r in reversed(rows)]
 
 
-def test_cooldown_expiry_runs_the_coalesced_queue(parts: dict[str, Any], clock: Clock) -> None:
+def test_cooldown_expiry_runs_the_coalesced_queue(parts: dict[str, Any], clock: FakeClock) -> None:
     controller, ledger = parts["controller"], parts["ledger"]
     feed(parts["updater"])
     controller.handle(notification(("Low", "a1", "incremental")))
-    wait_until(controller.idle)
+    assert wait_until(controller.idle)
     assert history(ledger) == [("alert", "incremental", 1)]
     assert controller.status()["cooldown_until"] == clock.now + COOLDOWN
 
@@ -97,18 +81,18 @@ def test_cooldown_expiry_runs_the_coalesced_queue(parts: dict[str, Any], clock: 
 
     clock.now += 1
     controller.wake()
-    wait_until(controller.idle)
+    assert wait_until(controller.idle)
     # One retrain for both, full because one of them asked for full.
     assert history(ledger) == [("alert", "incremental", 1), ("alert", "full", 2)]
     assert parts["registry"].get_sample_value("webhook_retrain_queue_episodes") == 0
 
 
 def test_api_retrains_are_not_delayed_by_the_cooldown(parts: dict[str, Any],
-                                                      clock: Clock) -> None:
+                                                      clock: FakeClock) -> None:
     controller, ledger = parts["controller"], parts["ledger"]
     feed(parts["updater"])
     controller.handle(notification(("Low", "a1", "incremental")))
-    wait_until(controller.idle)
+    assert wait_until(controller.idle)
     controller.handle(notification(("Errors", "b2", "incremental")))  # waits for the cooldown
     retrain_id, result = controller.submit("operator", True).result(10)
     assert result["retrain_type"] == "full" and result["reason"] == "operator"
@@ -119,7 +103,7 @@ def test_api_retrains_are_not_delayed_by_the_cooldown(parts: dict[str, Any],
     assert controller.status()["queued_episodes"] == 1
 
 
-def test_zero_cooldown(tmp_path: Path, clock: Clock) -> None:
+def test_zero_cooldown(tmp_path: Path, clock: FakeClock) -> None:
     updater = RealTimeModelUpdater(model_storage_path=str(tmp_path / "m"), clock=clock)
     feed(updater)
     ledger = Ledger(tmp_path / "l.db", clock=clock)
@@ -130,7 +114,7 @@ def test_zero_cooldown(tmp_path: Path, clock: Clock) -> None:
         for fp in ("a1", "b2"):
             plan = controller.handle(notification(("Low", fp, "incremental")))
             assert plan.decisions[0].action.value == "queued_incremental"
-            wait_until(controller.idle)
+            assert wait_until(controller.idle)
         assert len(history(ledger)) == 2
     finally:
         controller.stop()

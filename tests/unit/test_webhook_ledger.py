@@ -6,18 +6,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from servers.common import FakeClock
 
 from autoretrain.webhook.alerts import EpisodeKey
 from autoretrain.webhook.ledger import Ledger, LedgerError, outcome_of
 from autoretrain.webhook.policy import EpisodeState, Plan, QueuedEpisode
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def q(fp: str, retrain_type: str = "incremental", at: float = 1_700_000_000.0) -> QueuedEpisode:
@@ -68,7 +61,7 @@ def test_recording_an_episode_twice_keeps_the_first(tmp_path: Path) -> None:
 
 
 def test_retrain_lifecycle_and_json(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock()
     ledger = Ledger(tmp_path / "l.db", clock=clock)
     ledger.record_plan(plan(queue=(q("a1", "full"),)))
     rid = ledger.start_retrain(trigger="alert", reason="alertmanager: Alerta1 (1 episode)",
@@ -169,7 +162,7 @@ DAY = 86_400.0
 
 
 def test_retention_deletes_old_settled_rows_and_keeps_queued_ones(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock()
     path = tmp_path / "l.db"
     ledger = Ledger(path, clock=clock, retention_seconds=30 * DAY)
     ledger.record_plan(plan(queue=(q("old"), q("waiting")), resolve=(q("settled"),)))
@@ -195,7 +188,7 @@ def test_retention_deletes_old_settled_rows_and_keeps_queued_ones(tmp_path: Path
 
 
 def test_without_retention_nothing_is_deleted(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = FakeClock()
     ledger = Ledger(tmp_path / "l.db", clock=clock)
     first = ledger.start_retrain(trigger="api", reason="r", retrain_type="full",
                                  requested_at=clock.now)
