@@ -3,7 +3,10 @@
 What a user gets from ``docker compose up`` runs here, with the
 docker-compose.yml and Dockerfile of the repository, and the story the
 README tells is observed from the host through the 127.0.0.1 ports the
-compose file publishes: every health check turns healthy, the exporter
+compose file publishes: every health check turns healthy, nothing leaves
+the compose network (an iptables rule drops it, and a probe shows it is
+dropped there), the webhook takes no alert without the mounted token (a
+fresh one, mode 0644 in a 0700 directory, as the README advises), the exporter
 counts the platform's runs, Prometheus scrapes the exporter and the webhook
 and has the rules, the platform's drift fires the retrain alert,
 Alertmanager posts it to the webhook with the mounted token, the ledger
@@ -147,6 +150,42 @@ def _private_token(directory: Path) -> Path:
     return token
 
 
+FENCE_COMMENT = "autoretrain-compose-smoke"
+
+
+def _bridge(stack: Stack) -> str:
+    """The host interface of the project's network (Docker names it br-<id prefix>)."""
+    network_id = stack.docker("network", "inspect", "-f", "{{.Id}}", f"{PROJECT}_default")
+    if not network_id:
+        pytest.fail(f"network {PROJECT}_default not found after `up --no-start`", pytrace=False)
+    return f"br-{network_id[:12]}"
+
+
+def _fence(stack: Stack) -> list[str]:
+    """Drop what the containers send beyond their network; the rule's spec for deletion.
+
+    The containers need nothing outside the compose network (the host
+    reaches them through the published ports, which Docker's proxy serves on
+    the host side), and the test proves it: a DOCKER-USER rule drops every
+    packet forwarded from the project's bridge to another interface.
+    """
+    bridge = _bridge(stack)
+    spec = ["DOCKER-USER", "-i", bridge, "!", "-o", bridge, "-j", "DROP",
+            "-m", "comment", "--comment", FENCE_COMMENT]
+    result = subprocess.run(["iptables", "-I", *spec], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail(f"cannot fence the compose network (iptables -I {' '.join(spec)}): "
+                    f"{result.stderr.strip()}", pytrace=False)
+    return spec
+
+
+def _fence_drops() -> int:
+    """Packets the fence has dropped so far."""
+    listing = subprocess.run(["iptables", "-L", "DOCKER-USER", "-v", "-n", "-x"],
+                             capture_output=True, text=True, check=True).stdout
+    return sum(int(line.split()[0]) for line in listing.splitlines() if FENCE_COMMENT in line)
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     timings: dict[str, float] = {}
@@ -162,6 +201,7 @@ def stack() -> Iterator[Stack]:
     timings["engine"] = time.monotonic() - started
     log_dir = Path(tempfile.mkdtemp(prefix="autoretrain-compose-smoke-"))
     stack: Stack | None = None
+    fence: list[str] | None = None
     try:
         mark = time.monotonic()
         _engine("images", env=env, timeout=1800)
@@ -192,10 +232,15 @@ def stack() -> Iterator[Stack]:
         stack.run("build", timeout=1800)
         timings["project image"] = time.monotonic() - mark
         mark = time.monotonic()
+        # Network and containers first, so the fence is up before anything runs.
+        stack.run("up", "--no-start", *services, timeout=900)
+        fence = _fence(stack)
         stack.run("up", "-d", *services, timeout=900)
         timings["up"] = time.monotonic() - mark
         yield stack
     finally:
+        if fence is not None:
+            subprocess.run(["iptables", "-D", *fence], check=False, capture_output=True)
         if stack is not None:
             if not stack.passed:
                 stack.keep_logs()
@@ -301,6 +346,16 @@ def test_compose_up_alert_retrain_promote_and_route(stack: Stack) -> None:
                                            and state.get("ExitCode") == 0)
         assert running, f"{service}: {state}"
     stack.timings["healthy"] = time.monotonic() - started
+
+    # The containers reach nothing beyond their network: a connection out of
+    # it is dropped by the fence (and counted by it: not some other failure).
+    dropped = _fence_drops()
+    probe = subprocess.run(
+        [*stack.compose, "exec", "-T", "webhook", "python", "-c",
+         "import socket; socket.create_connection(('1.1.1.1', 443), timeout=3)"],
+        capture_output=True, text=True, env=stack.env, cwd=REPO, timeout=60)
+    assert probe.returncode != 0, "a container reached 1.1.1.1:443 past the fence"
+    assert _fence_drops() > dropped, f"the probe failed, but not at the fence: {probe.stderr}"
 
     # The webhook refuses an alert without the token, or with the public demo
     # one (so the alerts it accepts later came with the mounted secret), and
