@@ -232,8 +232,11 @@ def stack() -> Iterator[Stack]:
         stack.run("build", timeout=1800)
         timings["project image"] = time.monotonic() - mark
         mark = time.monotonic()
-        # Network and containers first, so the fence is up before anything runs.
-        stack.run("up", "--no-start", *services, timeout=900)
+        # The network first (with one container that waits for nothing: `up
+        # --no-start` of a service with depends_on conditions waits for them
+        # in docker-compose 1.29, forever), so the fence is up before anything runs.
+        first = next(s for s in services if not config["services"][s].get("depends_on"))
+        stack.run("up", "--no-start", "--no-deps", first, timeout=300)
         fence = _fence(stack)
         stack.run("up", "-d", *services, timeout=900)
         timings["up"] = time.monotonic() - mark
