@@ -6,12 +6,13 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 export VENV
 
-.PHONY: demo test install install-test lint unit integration bench rules stack-demo reliability help
+.PHONY: demo test install install-test lint unit integration bench rules stack-demo reliability compose-smoke help
 
 help:
 	@echo "make demo   - run the closed-loop demo on the embedded bus (no servers needed)"
 	@echo "make test   - install Prometheus, Alertmanager, Kafka jars and Python deps, lint, run every test"
 	@echo "make stack-demo - the same loop against real Kafka, Prometheus, Alertmanager, exporter and webhook processes"
+	@echo "make compose-smoke - docker compose up of docker-compose.yml on a local Docker engine, the loop checked (part of make test)"
 	@echo "make lint   - ruff, mypy, and a check that the generated Prometheus rules are current"
 	@echo "make rules  - regenerate prometheus/rules/ from prometheus/thresholds.yml"
 	@echo "make bench  - benchmarks (bench/), figures for BENCHMARKS.md"
@@ -43,6 +44,12 @@ unit:
 
 integration:
 	$(PYTHON) -m pytest -m integration $(PYTEST_ARGS)
+
+# Only the compose smoke test (tests/integration/test_compose_smoke.py). `make
+# test` runs it as one of its tests, so it is not a prerequisite of `test`
+# (that would run it twice).
+compose-smoke: install-test
+	PYTHON=$(PYTHON) scripts/compose-smoke $(PYTEST_ARGS)
 
 stack-demo: install-test
 	PYTHON=$(PYTHON) scripts/stack-demo $(ARGS)

@@ -1,8 +1,8 @@
 """docker-compose.yml and the Dockerfile: checked by docker-compose itself, then by structure.
 
-There is no Docker engine on the test machines: ``docker-compose config``
-(Debian's docker-compose 1.29, installed by scripts/install-test-deps)
-validates and normalises the file without one. The checks below read that
+``docker-compose config`` (Debian's docker-compose 1.29, installed by
+scripts/install-test-deps) validates and normalises the file without an
+engine; test_compose_smoke.py runs it. The checks below read that
 normalised output, and cross-check the compose file against the
 configuration it mounts (Prometheus targets, the Alertmanager token path,
 the Grafana datasource), so renaming a service or a port breaks a test
