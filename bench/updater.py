@@ -180,7 +180,8 @@ def bench_retrain(
         start = buffered + 2_000
         for i in range(0, start, 1_000):
             u.ingest(events[i : i + 1_000])
-        batch, weights = u._buffer.contents()
+        # The buffered events as the retrain sees them (the updater keeps them in its state).
+        batch, weights = u._state.buffer.contents()
         model = u.model
         if full:
             core = timed(lambda: full_retrain(model, batch), repeats)
