@@ -85,7 +85,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def write_results(name: str, data: dict[str, Any]) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+    """Write ``NAME.json`` into bench/results/ (the figures BENCHMARKS.md
+    cites), or into $AUTORETRAIN_BENCH_RESULTS when set (quick runs)."""
+    directory = Path(os.environ.get("AUTORETRAIN_BENCH_RESULTS") or RESULTS_DIR)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")
     return path

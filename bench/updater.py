@@ -46,7 +46,7 @@ from autoretrain.webhook.updater.retrain import full_retrain, incremental_retrai
 from autoretrain.webhook.updater.strategies import UpdateStrategy
 from autoretrain.webhook.updater.updater import RealTimeModelUpdater
 
-RESULTS = Path(__file__).parent / "results" / "updater.json"
+from .harness import write_results
 
 
 def make_events(n: int, seed: int = 0, agents: int = 10, tasks: int = 5) -> list[dict[str, Any]]:
@@ -293,7 +293,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=None,
+                        help="JSON file (default bench/results/updater.json, "
+                             "or in $AUTORETRAIN_BENCH_RESULTS)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     repeats = 3 if args.quick else 7
@@ -315,9 +317,12 @@ def main(argv: list[str] | None = None) -> int:
         "processor": platform.processor(),
         "results": rows,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(record, indent=1))
-    print(f"\nwrote {args.output}")
+    if args.output is None:
+        print(f"\nwrote {write_results('updater', record)}")
+    else:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(record, indent=1))
+        print(f"\nwrote {args.output}")
     return 0
 
 
