@@ -18,6 +18,7 @@ from dataclasses import asdict
 from typing import Any, Protocol
 
 from .alerts import Alert, RetrainPolicy, Violation, find_violations
+from .retrain_types import MODEL_TYPE, RetrainType
 from .thresholds import MonitorSettings, Thresholds
 from .timefmt import utc_iso
 from .window import WindowStats
@@ -147,7 +148,7 @@ class Checker:
             return dict(self.last_retrain or {})
 
     def _retrain(self, now: float, reason: str, full: bool, trigger: str) -> Alert:
-        retrain_type = "full" if full else "incremental"
+        retrain_type = RetrainType.of(full).value
         self._policy.record(now, retrain_type)
         key = (retrain_type, trigger)
         self.retrains[key] = self.retrains.get(key, 0) + 1
@@ -169,8 +170,8 @@ class Checker:
     def _call_retrainer(self, reason: str, full: bool) -> dict[str, Any]:
         base = {
             "success": False,
-            "model_type": "agent_selection",
-            "retrain_type": "full" if full else "incremental",
+            "model_type": MODEL_TYPE,
+            "retrain_type": RetrainType.of(full).value,
             "events_processed": 0,
             "duration_ms": 0.0,
             "reason": reason,

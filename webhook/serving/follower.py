@@ -49,6 +49,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from autoretrain.exporter.background import BackgroundLoop
 
 from ..updater.model import AgentSelectionModel
+from ..updater.results import MODEL_TYPE
 from ..updater.store import CorruptModel, ForeignModel, ModelStore
 from .model_topic import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -62,7 +63,6 @@ __all__ = ["LOAD_FAILURE_REASONS", "ModelFollower"]
 
 log = logging.getLogger(__name__)
 
-MODEL_TYPE = "agent_selection"
 #: ``reason`` label values of ``autoretrain_follower_load_failures_total``.
 LOAD_FAILURE_REASONS = ("corrupt", "partial", "foreign", "older", "too_large")
 _STORE_REASONS = {"metadata_missing": "partial", "arrays_missing": "partial"}

@@ -39,6 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from autoretrain.exporter.background import BackgroundLoop
 
+from ..updater.results import MODEL_TYPE
 from ..updater.store import FORMAT as STORE_FORMAT
 from ..updater.store import CorruptModel, ModelStore, read_arrays
 
@@ -253,7 +254,7 @@ class ModelPublisher:
         kafka_servers: str | list[str],
         topic: str = DEFAULT_TOPIC,
         *,
-        model_type: str = "agent_selection",
+        model_type: str = MODEL_TYPE,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         partitions: int = 1,
         replication_factor: int = -1,

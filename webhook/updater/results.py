@@ -11,24 +11,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from autoretrain.exporter.retrain_types import MODEL_TYPE, MODEL_TYPES, RetrainType
+
 __all__ = ["MODEL_TYPE", "MODEL_TYPES", "RetrainResult", "RetrainStatus", "RetrainType"]
-
-#: The one model the updater keeps (``model_type`` in requests, results, metrics, files).
-MODEL_TYPE = "agent_selection"
-#: Every model type a retrain may name.
-MODEL_TYPES = (MODEL_TYPE,)
-
-
-class RetrainType(enum.StrEnum):
-    """Incremental (shift the serving model toward the buffer) or full (refit on it)."""
-
-    INCREMENTAL = "incremental"
-    FULL = "full"
-
-    @classmethod
-    def of(cls, full: bool) -> RetrainType:
-        """FULL when ``full``, else INCREMENTAL."""
-        return cls.FULL if full else cls.INCREMENTAL
 
 
 class RetrainStatus(enum.StrEnum):
