@@ -39,6 +39,7 @@ from .config import WebhookConfig, load_config
 from .controller import ControllerUnavailable, RetrainController
 from .ledger import Ledger
 from .metrics import REJECT_REASONS, WebhookMetrics
+from .pathguard import RejectAmbiguousPaths
 from .standby import Failover
 from .storelock import StoreLock
 from .updater.results import MODEL_TYPE, MODEL_TYPES
@@ -605,6 +606,9 @@ def create_app(
     app.before_request(_start_timer)
     app.before_request(_refuse_on_standby)
     app.after_request(_finish_request)
+    # Outermost: //path must not reach the route of /path (see pathguard).
+    app.wsgi_app = RejectAmbiguousPaths(  # type: ignore[method-assign]
+        app.wsgi_app, metrics.rejected.labels("not_found").inc)
 
     if start:
         try:

@@ -474,6 +474,23 @@ def test_unknown_paths_and_methods_get_json(app: Flask, client: FlaskClient) -> 
     assert sample(app, "webhook_requests_rejected_total", reason="method_not_allowed") == 2
 
 
+@pytest.mark.parametrize("path", ["//api/performance/trigger-retraining",
+                                  "///api/performance/trigger-retraining", "//alerts"])
+def test_a_leading_double_slash_is_not_the_route(app: Flask, client: FlaskClient,
+                                                 updater: RealTimeModelUpdater,
+                                                 path: str) -> None:
+    # Werkzeug's router drops empty leading segments: //x would reach /x's handler
+    # and sidestep a proxy rule keyed on the exact path (issue 13, item 9).
+    feed(updater)
+    body = json.dumps(message(alert())) if path == "//alerts" else "{}"
+    response = client.post("/x", data=body, headers=JSON_AUTH,
+                           environ_overrides={"PATH_INFO": path})
+    assert response.status_code == 404 and response.get_json()["error"] == "not_found"
+    assert sample(app, "webhook_requests_rejected_total", reason="not_found") == 1
+    wait_idle(app)
+    assert retrains(client)["total"] == 0
+
+
 def test_label_values_are_data_only(app: Flask, client: FlaskClient, tmp_path: Path) -> None:
     before = sorted(p.name for p in tmp_path.rglob("*"))
     nasty = alert("$(touch pwned)\n{{ .Foo }}", fp="abcdef", retrain="full",
