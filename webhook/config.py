@@ -57,8 +57,9 @@ class WebhookConfig:
     ledger_path
         SQLite file of alert episodes and retrains (survives restarts).
     ledger_retention_days
-        Finished retrains and settled episodes older than this are deleted
-        (at start and after each retrain); 0 keeps them forever.
+        Finished retrains, and settled episodes no notification named for
+        this long, are deleted (at start and after each retrain); 0 keeps
+        them forever. Keep it longer than Alertmanager's ``repeat_interval``.
     cooldown_seconds
         Minimum time from the end of one alert-triggered retrain to the start
         of the next; alerts arriving meanwhile wait (coalesced) until it ends.

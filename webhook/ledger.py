@@ -11,7 +11,7 @@ Tables (schema version 1, in ``PRAGMA user_version``):
     One row per alert episode that carried a valid ``retrain`` label:
     ``fingerprint, starts_at`` (the key), ``alertname``, ``retrain_type``,
     ``state`` (queued | retrained | cancelled | resolved), ``first_seen``,
-    ``updated`` (Unix seconds) and ``retrain_id`` once claimed by a retrain.
+    ``updated`` (Unix seconds; the last change or notification naming it) and ``retrain_id`` once claimed by a retrain.
 ``retrains``
     One row per retrain, written when it starts (``outcome`` "running") and
     completed when it ends: ``trigger`` (alert | api), ``reason``,
@@ -119,9 +119,11 @@ class Ledger:
     ``retention_seconds``: finished retrains, and episodes no longer queued,
     last changed longer ago than this are deleted when the ledger opens and
     after each retrain finishes (None: kept forever). Queued episodes and
-    running retrains are never deleted. An alert that keeps firing longer
-    than the retention has its episode forgotten, so a repeated
-    notification of it counts as new once more.
+    running retrains are never deleted. Each notification naming an
+    episode refreshes its ``updated`` (:meth:`record_plan`), so an alert
+    that keeps firing (re-sent every ``repeat_interval``, shorter than the
+    retention) keeps its episode and is never retrained again; only an
+    episode not heard of for the whole retention is forgotten.
     """
 
     def __init__(self, path: str | Path, clock: Callable[[], float] = time.time,
@@ -211,9 +213,20 @@ class Ledger:
         return states
 
     def record_plan(self, plan: Plan) -> None:
-        """Persist the episode changes of ``plan`` in one transaction."""
+        """Persist the episode changes of ``plan`` in one transaction.
+
+        Every episode the notification names is marked as seen now
+        (``updated``), also a duplicate: Alertmanager re-sends a firing alert
+        every ``repeat_interval``, so an episode that still fires is never
+        older than the retention, is never pruned, and its repeats stay
+        duplicates however long it fires.
+        """
         now = self.clock()
         with self._lock, self._transaction():
+            self._conn.executemany(
+                "UPDATE episodes SET updated=? WHERE fingerprint=? AND starts_at=?",
+                [(now, k.fingerprint, k.starts_at)
+                 for k in {d.episode for d in plan.decisions}])
             for q in plan.queue:
                 self._insert_episode(q, EpisodeState.QUEUED, now)
             for q in plan.resolve:
