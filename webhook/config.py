@@ -63,6 +63,10 @@ class WebhookConfig:
     cooldown_seconds
         Minimum time from the end of one alert-triggered retrain to the start
         of the next; alerts arriving meanwhile wait (coalesced) until it ends.
+        API retrains neither wait for it nor restart it.
+    api_retrain_min_interval_seconds
+        Minimum time from one accepted ``POST /api/performance/trigger-retraining``
+        to the next; sooner ones get a 429 with ``Retry-After`` (0: no limit).
     max_body_bytes
         Largest accepted request body; larger gets 413.
     max_alertnames
@@ -106,6 +110,7 @@ class WebhookConfig:
     ledger_path: str = "./webhook-ledger.sqlite3"
     ledger_retention_days: float = 90.0
     cooldown_seconds: float = 600.0
+    api_retrain_min_interval_seconds: float = 10.0
     max_body_bytes: int = 1_048_576
     max_alertnames: int = 100
     retrain_timeout_seconds: float = 300.0
@@ -185,6 +190,7 @@ _NULLABLE = ("buffer_size", "retry_after_seconds")
 _FLOAT = (
     "ledger_retention_days",
     "cooldown_seconds",
+    "api_retrain_min_interval_seconds",
     "retrain_timeout_seconds",
     "batch_timeout_seconds",
     "save_interval_seconds",
@@ -193,7 +199,8 @@ _FLOAT = (
     "retrain_discount",
     "recency_weight",
 )
-_ZERO_OK = ("cooldown_seconds", "retrain_discount", "ledger_retention_days")
+_ZERO_OK = ("cooldown_seconds", "api_retrain_min_interval_seconds", "retrain_discount",
+            "ledger_retention_days")
 
 
 def _describe(key: str, value: Any) -> str:

@@ -31,6 +31,7 @@ from autoretrain.webhook.app import WebhookService
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON_AUTH = {**AUTH, "Content-Type": "application/json"}
+TRIGGER = "/api/performance/trigger-retraining"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -180,7 +181,7 @@ def make_app(tmp_path: Path, updater: RealTimeModelUpdater) -> Iterator[Callable
 
     def make(updater_: Any = updater, **config: Any) -> Flask:
         config = {"token": TOKEN, "ledger_path": str(tmp_path / "ledger.sqlite3"),
-                  "cooldown_seconds": 0, **config}
+                  "cooldown_seconds": 0, "api_retrain_min_interval_seconds": 0, **config}
         config = {k: v for k, v in config.items() if v is not None}
         app = create_app(config, updater=updater_, registry=CollectorRegistry())
         apps.append(app)
@@ -489,6 +490,18 @@ def test_a_leading_double_slash_is_not_the_route(app: Flask, client: FlaskClient
     assert sample(app, "webhook_requests_rejected_total", reason="not_found") == 1
     wait_idle(app)
     assert retrains(client)["total"] == 0
+
+
+def test_api_retrains_are_rate_limited_with_retry_after(make_app: Callable[..., Flask],
+                                                        updater: RealTimeModelUpdater) -> None:
+    app = make_app(api_retrain_min_interval_seconds=3600)
+    client = app.test_client()
+    assert client.post(TRIGGER, headers=AUTH).status_code == 200
+    refused = client.post(TRIGGER, headers=AUTH)
+    assert refused.status_code == 429 and refused.get_json()["error"] == "rate_limited"
+    assert 3500 <= int(refused.headers["Retry-After"]) <= 3600
+    assert sample(app, "webhook_requests_rejected_total", reason="rate_limited") == 1
+    assert retrains(client)["total"] == 1
 
 
 def test_label_values_are_data_only(app: Flask, client: FlaskClient, tmp_path: Path) -> None:
