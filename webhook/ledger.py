@@ -11,7 +11,8 @@ Tables (schema version 1, in ``PRAGMA user_version``):
     One row per alert episode that carried a valid ``retrain`` label:
     ``fingerprint, starts_at`` (the key), ``alertname``, ``retrain_type``,
     ``state`` (queued | retrained | cancelled | resolved), ``first_seen``,
-    ``updated`` (Unix seconds; the last change or notification naming it) and ``retrain_id`` once claimed by a retrain.
+    ``updated`` (Unix seconds; the last change or notification naming it) and
+    ``retrain_id`` once claimed by a retrain.
 ``retrains``
     One row per retrain, written when it starts (``outcome`` "running") and
     completed when it ends: ``trigger`` (alert | api), ``reason``,
