@@ -19,11 +19,14 @@ Tables (schema version 1, in ``PRAGMA user_version``):
     ``retrain_type``, timestamps, ``outcome`` (promoted | rejected | skipped
     | failed | error | interrupted), the updater's scores and version, and the
     episodes it served (JSON). A row still "running" when the ledger is
-    opened belonged to a process that died: it becomes "interrupted".
+    opened belonged to a process that died: it becomes "interrupted", and
+    the episodes it had claimed are queued again (their retrain never
+    finished).
 
 An episode is claimed (state ``retrained``) in the same transaction that
-records its retrain's start, so even a crash mid-retrain never lets the
-episode retrain a second time.
+records its retrain's start, so concurrent or repeated notifications never
+retrain it twice; only a retrain interrupted by a crash gives its episodes
+back, to be retrained once by the next process.
 """
 
 from __future__ import annotations
@@ -160,13 +163,24 @@ class Ledger:
         # Idempotent DDL, outside a transaction: executescript commits first anyway.
         conn.executescript(_SCHEMA)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        now = self.clock()
         with self._transaction():
+            # The episodes an interrupted retrain had claimed never got their
+            # retrain: queued again (in the same transaction), so the restarted
+            # worker runs it; re-sends until then stay duplicates of a queued
+            # episode. The alert cooldown, restored from the interrupted row's
+            # finish (now), spaces out retries of a retrain that keeps crashing.
+            requeued = conn.execute(
+                "UPDATE episodes SET state=?, updated=?, retrain_id=NULL WHERE state=? AND "
+                "retrain_id IN (SELECT id FROM retrains WHERE outcome='running')",
+                (EpisodeState.QUEUED.value, now, EpisodeState.RETRAINED.value)).rowcount
             interrupted = conn.execute(
                 "UPDATE retrains SET outcome='interrupted', finished_at=?, "
                 "error='the webhook stopped during this retrain' WHERE outcome='running'",
-                (self.clock(),)).rowcount
+                (now,)).rowcount
         if interrupted:
-            log.warning("ledger: %d retrain(s) were interrupted by a stop or crash", interrupted)
+            log.warning("ledger: %d retrain(s) were interrupted by a stop or crash; %d alert "
+                        "episode(s) they served are queued again", interrupted, requeued)
         self._prune()
 
     def _prune(self) -> None:

@@ -96,9 +96,20 @@ def test_a_retrain_running_at_a_crash_becomes_interrupted(tmp_path: Path) -> Non
     (row,), _ = reopened.list_retrains()
     assert row["outcome"] == "interrupted" and row["finished_at"] is not None
     assert row["error"] == "the webhook stopped during this retrain"
+    # Issue 13, item 2: the retrain the episode asked for never finished, so the
+    # episode is queued again (it used to stay "retrained": the retrain was lost).
     assert reopened.episode_states([q("a1").episode]) == {q("a1").episode:
-                                                          EpisodeState.RETRAINED}
-    assert reopened.queued() == []
+                                                          EpisodeState.QUEUED}
+    assert reopened.queued() == [q("a1")]
+    # Retrained by the next process, it is settled for good.
+    reopened.finish_retrain(reopened.start_retrain(
+        trigger="alert", reason="r", retrain_type="incremental", requested_at=0.0,
+        episodes=reopened.queued()), RESULT)
+    reopened.close()
+    again = Ledger(path)
+    assert again.episode_states([q("a1").episode]) == {q("a1").episode:
+                                                       EpisodeState.RETRAINED}
+    assert again.queued() == []
 
 
 def test_pagination_newest_first(tmp_path: Path) -> None:
