@@ -358,8 +358,9 @@ class RealTimeModelUpdater:
     def save(self) -> int:
         """Save the serving model as a new version now; return the version."""
         self._checkpointer.ensure_loaded()
-        self._checkpointer.save(force=True)
-        return self._state.version
+        version = self._checkpointer.save(force=True)
+        assert version is not None  # forced
+        return version
 
     def rollback(self, version: int) -> int:
         """Serve the model of ``version`` again (saved as a new version; returned).
