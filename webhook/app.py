@@ -334,6 +334,9 @@ def trigger_retraining() -> tuple[Response, int]:
     if result.get("success"):
         message = ("retrained; the candidate was promoted" if result.get("promoted")
                    else "retrained; the candidate was rejected (the serving model scored better)")
+        if result.get("saved") is False:
+            message += (" but could not be saved (it serves from memory; model_version is "
+                        "the last saved version, the next save retries)")
     else:
         message = f"not retrained: {result.get('error', 'unknown reason')}"
     return jsonify({

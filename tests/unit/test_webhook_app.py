@@ -504,6 +504,37 @@ def test_api_retrains_are_rate_limited_with_retry_after(make_app: Callable[..., 
     assert retrains(client)["total"] == 1
 
 
+def test_disk_full_after_a_promotion_is_reported_as_promoted_not_saved(
+        app: Flask, client: FlaskClient, updater: RealTimeModelUpdater,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 13, item 3: the promoted model serves already; the answer was a 500, the
+    # ledger said "error". Now every report says "promoted, not saved".
+    import errno
+
+    feed(updater)
+    before = updater.version
+
+    def full(*args: Any, **kwargs: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(updater.store, "save", full)
+    response = client.post(TRIGGER, headers=AUTH, json={"force_full_retrain": True})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["result"]["promoted"] is True and body["result"]["saved"] is False
+    assert "could not be saved" in body["message"]
+    assert body["result"]["model_version"] == before
+    assert "not saved" in body["result"]["error"] and "No space left" in body["result"]["error"]
+    (entry,) = retrains(client)["retrains"]
+    assert entry["outcome"] == "promoted" and entry["promoted"] is True
+    assert "promoted, not saved" in entry["error"] and entry["model_version"] == before
+    assert sample(app, "model_save_failures_total") == 1
+    assert sample(app, "model_retrains_total", model_type="agent_selection",
+                  retrain_type="full", result="promoted") == 1
+    monkeypatch.undo()
+    assert updater.save() > before  # the next save succeeds with the promoted model
+
+
 def test_label_values_are_data_only(app: Flask, client: FlaskClient, tmp_path: Path) -> None:
     before = sorted(p.name for p in tmp_path.rglob("*"))
     nasty = alert("$(touch pwned)\n{{ .Foo }}", fp="abcdef", retrain="full",

@@ -144,6 +144,7 @@ class Checkpointer:
         except OSError:
             with state.lock:
                 state.dirty = True
+            self.metrics.save_failures.inc()
             raise
         with state.lock:
             # A snapshot taken earlier may finish writing later: the newest
