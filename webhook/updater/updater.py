@@ -135,6 +135,7 @@ class RealTimeModelUpdater:
         keep_versions: int | None = None,
         max_agents: int | None = None,
         max_task_types: int | None = None,
+        max_event_skew_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
         consumer_factory: Callable[..., Any] | None = None,
@@ -150,6 +151,7 @@ class RealTimeModelUpdater:
             ("save_interval_seconds", save_interval_seconds), ("buffer_size", buffer_size),
             ("keep_versions", keep_versions), ("max_agents", max_agents),
             ("max_task_types", max_task_types), ("seed", seed),
+            ("max_event_skew_seconds", max_event_skew_seconds),
             ("consumer_config", consumer_config)) if v is not None}
         retrain: dict[str, Any] = {k: v for k, v in (
             ("discount", retrain_discount), ("recency_weight", recency_weight),
