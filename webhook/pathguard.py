@@ -42,7 +42,7 @@ class RejectAmbiguousPaths:
     def __call__(self, environ: dict[str, Any],
                  start_response: Callable[..., Any]) -> Iterable[bytes]:
         if not ambiguous_path(environ.get("PATH_INFO", "")):
-            return self.app(environ, start_response)  # type: ignore[no-any-return]
+            return self.app(environ, start_response)
         if self.on_reject is not None:
             self.on_reject()
         start_response("404 Not Found", [
