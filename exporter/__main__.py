@@ -10,6 +10,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from .events import MAX_EVENT_SKEW_SECONDS
 from .http import metrics_app, serve
 from .standalone import StandaloneExporter
 
@@ -64,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         "[MAX_AGENTS] (default %(default)s)",
     )
     p.add_argument(
+        "--max-event-skew-seconds",
+        type=float,
+        default=float(_env("MAX_EVENT_SKEW_SECONDS", str(MAX_EVENT_SKEW_SECONDS))),
+        help="events timestamped more than this after now are invalid, "
+        "fault field:timestamp [MAX_EVENT_SKEW_SECONDS] (default %(default)s)",
+    )
+    p.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -83,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         exporter = StandaloneExporter(
-            args.kafka_servers, topic=args.topic, group_id=args.group, max_agents=args.max_agents
+            args.kafka_servers, topic=args.topic, group_id=args.group, max_agents=args.max_agents,
+            max_event_skew_seconds=args.max_event_skew_seconds,
         )
     except ValueError as exc:
         print(f"python -m autoretrain.exporter: {exc}", file=sys.stderr)

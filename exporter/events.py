@@ -262,8 +262,18 @@ def check_task_id(value: Any) -> str:
     return value
 
 
+#: Default of ``max_event_skew_seconds`` (the updater and the standalone exporter): how
+#: far past the consumer's clock an event's timestamp may be. An event from further
+#: ahead (a producer's clock ahead, or milliseconds sent as seconds) is invalid,
+#: ``field:timestamp``: under event-time forgetting it would move the model's clock
+#: and age all real evidence away (see :mod:`exporter.ingest`).
+MAX_EVENT_SKEW_SECONDS = 300.0
+
+
 def check_timestamp(value: Any) -> float:
-    """Unix seconds >= 0, or an ISO 8601 string (returned as Unix seconds)."""
+    """Unix seconds >= 0, or an ISO 8601 string (returned as Unix seconds, also >= 0).
+
+    No upper bound here: that needs the consumer's clock (``decode_batch``'s ``now``)."""
     if isinstance(value, bool):
         raise InvalidEvent(
             "field:timestamp", f"timestamp must be a number or ISO 8601, got {value!r}"
@@ -274,9 +284,15 @@ def check_timestamp(value: Any) -> float:
         return float(value)
     if isinstance(value, str):
         try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
+            seconds = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except (ValueError, OverflowError):
             pass
+        else:
+            # The same range as a number: before 1970 is no time an outcome happened.
+            if seconds < 0:
+                raise InvalidEvent("field:timestamp",
+                                   f"timestamp must not be before 1970, got {value!r:.80}")
+            return seconds
     raise InvalidEvent(
         "field:timestamp",
         f"timestamp must be Unix seconds or an ISO 8601 string, got {value!r:.80}",

@@ -10,6 +10,7 @@ is the caller's job.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -17,6 +18,7 @@ import orjson
 
 from .events import (
     MAX_EVENT_BYTES,
+    MAX_EVENT_SKEW_SECONDS,
     InvalidEvent,
     OutcomeEvent,
     _validate_general,
@@ -82,6 +84,9 @@ def decode_batch(
     values: Iterable[Any],
     recent: RecentEventIds,
     admit: Callable[[OutcomeEvent], None] | None = None,
+    *,
+    now: float | None = None,
+    max_skew_seconds: float = MAX_EVENT_SKEW_SECONDS,
 ) -> DecodedBatch:
     """Decode, validate and de-duplicate raw event values, in order.
 
@@ -95,7 +100,20 @@ def decode_batch(
     updater's bound on distinct agents and task types); a rejected id is not
     remembered. New ids are remembered in ``recent``; a repeated id counts
     in ``duplicates``. Nothing is raised for bad input.
+
+    ``now`` (the consumer's clock, Unix seconds; None: no bound) bounds
+    event time: a timestamp later than ``now + max_skew_seconds`` is
+    invalid (``field:timestamp``). Why: the model forgets in event time
+    and its clock is the newest timestamp it has seen, so one event from
+    the future (a producer's clock ahead, milliseconds sent as seconds)
+    would age all real evidence away and freeze the ranking. With the
+    bound, one event moves the model's clock at most ``max_skew_seconds``
+    past real time. Old timestamps (down to 1970, the contract's floor)
+    are accepted: they cannot move the model's clock (the newest wins) and
+    weigh by their own age, and replays and simulated clocks are
+    legitimate.
     """
+    latest = math.inf if now is None else now + max_skew_seconds
     events: list[OutcomeEvent] = []
     keep = events.append
     invalid: list[InvalidEvent] = []
@@ -119,6 +137,12 @@ def decode_batch(
             event: OutcomeEvent | None = common_run(obj)
             if event is None:
                 event = _validate_general(obj)
+            if event["timestamp"] > latest:
+                raise InvalidEvent(
+                    "field:timestamp",
+                    f"timestamp {event['timestamp']!r} is more than {max_skew_seconds:g} s "
+                    f"ahead of this consumer's clock ({now!r}); milliseconds instead of "
+                    "seconds, or the producer's clock ahead?")
             if admit is not None:
                 admit(event)
         except InvalidEvent as exc:

@@ -10,12 +10,15 @@ totals (the recording rules do so).
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .background import BackgroundLoop
+from .events import MAX_EVENT_SKEW_SECONDS
 from .ingest import RecentEventIds, decode_batch
 from .kafka_sink import BrokerProbe
 from .metrics import AgentMetrics
@@ -60,6 +63,11 @@ class StandaloneExporter:
     dedup_size
         Event ids held for de-duplication: at most this many, at least the
         newest half of them (:class:`~exporter.ingest.RecentEventIds`).
+    max_event_skew_seconds
+        Events timestamped more than this after ``clock()`` are invalid
+        (``field:timestamp``), as in the updater (one setting, one default).
+    clock
+        Unix seconds (tests pass a fake one).
     broker_check
         ``f() -> None | reason``: is the broker reachable? kafka-python polls
         quietly return nothing while the broker is down, so readiness needs
@@ -76,7 +84,16 @@ class StandaloneExporter:
         consumer_factory: Callable[[str, str, str], Any] | None = None,
         dedup_size: int = 100_000,
         broker_check: Callable[[], str | None] | None = None,
+        max_event_skew_seconds: float = MAX_EVENT_SKEW_SECONDS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        if (isinstance(max_event_skew_seconds, bool)
+                or not isinstance(max_event_skew_seconds, int | float)
+                or not 0 <= max_event_skew_seconds < math.inf):
+            raise ValueError("max_event_skew_seconds must be a finite number >= 0, got "
+                             f"{max_event_skew_seconds!r}")
+        self.max_event_skew_seconds = float(max_event_skew_seconds)
+        self.clock = clock
         self.kafka_servers = kafka_servers
         self.topic = topic
         self.group_id = group_id
@@ -130,7 +147,8 @@ class StandaloneExporter:
         batch's events under one lock hold, and the counters move once per
         batch, not per event.
         """
-        batch = decode_batch(values, self._recent)
+        batch = decode_batch(values, self._recent, now=self.clock(),
+                             max_skew_seconds=self.max_event_skew_seconds)
         self.metrics.record_events(batch.events)
         for exc in batch.invalid:
             self._invalid.labels(exc.fault).inc()

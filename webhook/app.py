@@ -36,9 +36,10 @@ from autoretrain.exporter.timefmt import utc_iso
 
 from .alerts import InvalidPayload, parse_notification
 from .config import WebhookConfig, load_config
-from .controller import ControllerUnavailable, RetrainController
+from .controller import ControllerUnavailable, RateLimited, RetrainController
 from .ledger import Ledger
 from .metrics import REJECT_REASONS, WebhookMetrics
+from .pathguard import RejectAmbiguousPaths
 from .standby import Failover
 from .storelock import StoreLock
 from .updater.results import MODEL_TYPE, MODEL_TYPES
@@ -121,8 +122,9 @@ class WebhookService:
         settings = self.config
         ledger = Ledger(settings.ledger_path, retention_seconds=(
             settings.ledger_retention_days * 86400 if settings.ledger_retention_days else None))
-        controller = RetrainController(self.updater, ledger, self.metrics,
-                                       cooldown_seconds=settings.cooldown_seconds)
+        controller = RetrainController(
+            self.updater, ledger, self.metrics, cooldown_seconds=settings.cooldown_seconds,
+            api_min_interval_seconds=settings.api_retrain_min_interval_seconds)
         try:
             if self.owns_updater:
                 self.updater.start()  # loads the newest saved model
@@ -309,6 +311,9 @@ def trigger_retraining() -> tuple[Response, int]:
         future = service.controller.submit(reason, full, model_type)
     except ControllerUnavailable as exc:
         return _error_response(503, "unavailable", str(exc)), 503
+    except RateLimited as exc:
+        raise ClientError(429, "rate_limited", str(exc),
+                          {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}) from None
     timeout = service.config.retrain_timeout_seconds
     try:
         failure = future.exception(timeout)
@@ -329,6 +334,9 @@ def trigger_retraining() -> tuple[Response, int]:
     if result.get("success"):
         message = ("retrained; the candidate was promoted" if result.get("promoted")
                    else "retrained; the candidate was rejected (the serving model scored better)")
+        if result.get("saved") is False:
+            message += (" but could not be saved (it serves from memory; model_version is "
+                        "the last saved version, the next save retries)")
     else:
         message = f"not retrained: {result.get('error', 'unknown reason')}"
     return jsonify({
@@ -605,6 +613,9 @@ def create_app(
     app.before_request(_start_timer)
     app.before_request(_refuse_on_standby)
     app.after_request(_finish_request)
+    # Outermost: //path must not reach the route of /path (see pathguard).
+    app.wsgi_app = RejectAmbiguousPaths(  # type: ignore[method-assign]
+        app.wsgi_app, metrics.rejected.labels("not_found").inc)
 
     if start:
         try:

@@ -57,11 +57,19 @@ class WebhookConfig:
     ledger_path
         SQLite file of alert episodes and retrains (survives restarts).
     ledger_retention_days
-        Finished retrains and settled episodes older than this are deleted
-        (at start and after each retrain); 0 keeps them forever.
+        Finished retrains, and settled episodes no notification named for
+        this long, are deleted (at start and after each retrain); 0 keeps
+        them forever. Keep it longer than Alertmanager's ``repeat_interval``.
     cooldown_seconds
         Minimum time from the end of one alert-triggered retrain to the start
         of the next; alerts arriving meanwhile wait (coalesced) until it ends.
+        API retrains neither wait for it nor restart it.
+    max_event_skew_seconds
+        Outcome events timestamped more than this after the webhook's clock
+        are invalid (``field:timestamp``); see ``UpdaterSettings``. Default 300.
+    api_retrain_min_interval_seconds
+        Minimum time from one accepted ``POST /api/performance/trigger-retraining``
+        to the next; sooner ones get a 429 with ``Retry-After`` (0: no limit).
     max_body_bytes
         Largest accepted request body; larger gets 413.
     max_alertnames
@@ -105,6 +113,8 @@ class WebhookConfig:
     ledger_path: str = "./webhook-ledger.sqlite3"
     ledger_retention_days: float = 90.0
     cooldown_seconds: float = 600.0
+    max_event_skew_seconds: float = UpdaterSettings.max_event_skew_seconds
+    api_retrain_min_interval_seconds: float = 10.0
     max_body_bytes: int = 1_048_576
     max_alertnames: int = 100
     retrain_timeout_seconds: float = 300.0
@@ -146,6 +156,7 @@ class WebhookConfig:
             batch_timeout_seconds=self.batch_timeout_seconds,
             model_storage_path=self.model_storage_path,
             save_interval_seconds=self.save_interval_seconds, buffer_size=self.buffer_size,
+            max_event_skew_seconds=self.max_event_skew_seconds,
             retrain=RetrainSettings(discount=self.retrain_discount,
                                     recency_weight=self.recency_weight))
 
@@ -184,6 +195,8 @@ _NULLABLE = ("buffer_size", "retry_after_seconds")
 _FLOAT = (
     "ledger_retention_days",
     "cooldown_seconds",
+    "max_event_skew_seconds",
+    "api_retrain_min_interval_seconds",
     "retrain_timeout_seconds",
     "batch_timeout_seconds",
     "save_interval_seconds",
@@ -192,7 +205,9 @@ _FLOAT = (
     "retrain_discount",
     "recency_weight",
 )
-_ZERO_OK = ("cooldown_seconds", "retrain_discount", "ledger_retention_days")
+_ZERO_OK = ("cooldown_seconds", "api_retrain_min_interval_seconds", "retrain_discount",
+            "max_event_skew_seconds",
+            "ledger_retention_days")
 
 
 def _describe(key: str, value: Any) -> str:

@@ -10,14 +10,22 @@ retrain runs). The worker thread then runs what is queued:
   coalesced retrain (full when any of them asked for full).
 
 Every retrain, whatever triggered it, runs on this one thread, so retrains
-are serialised and the cooldown is measured from the end of the previous
-one. Queued episodes live in the ledger too, so a restart resumes them, and
-the cooldown resumes from the ledger's last finished retrain.
+are serialised. The alert cooldown is measured from the end of the previous
+*alert* retrain: API retrains neither wait for it nor restart it (a client
+calling the API could otherwise hold alert retrains off for good); they have
+their own rate limit instead (``api_min_interval_seconds``, from one accepted
+API request to the next; :class:`RateLimited`). Queued episodes live in the
+ledger too, so a restart resumes them, and the cooldown resumes from the
+ledger's last finished alert retrain, clamped to now (a finish time recorded
+while the wall clock was ahead must not hold retrains off after a restart).
+Inside the process both intervals run on a monotonic clock, so a wall-clock
+step neither extends nor ends them.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -32,7 +40,7 @@ from .metrics import WebhookMetrics
 from .policy import Plan, QueuedEpisode, decide, retrain_type_of
 from .updater.results import MODEL_TYPE, RetrainType
 
-__all__ = ["ControllerUnavailable", "RetrainController", "Updater"]
+__all__ = ["ControllerUnavailable", "RateLimited", "RetrainController", "Updater"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,18 @@ class Updater(Protocol):
 
 class ControllerUnavailable(RuntimeError):
     """The worker is not running (stopped, or not started)."""
+
+
+class RateLimited(RuntimeError):
+    """An API retrain came sooner than ``api_min_interval_seconds`` after the previous one.
+
+    ``retry_after`` is the number of seconds until one is accepted again.
+    """
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"an API retrain was accepted less than the minimum interval ago; "
+                         f"retry in {retry_after:.0f} s")
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -102,10 +122,19 @@ class RetrainController:
     ledger, metrics
         Where episodes and retrains are recorded and counted.
     cooldown_seconds
-        Minimum time from the end of one retrain to the start of an
-        alert-triggered one (API calls are operator overrides: not delayed).
+        Minimum time from the end of one alert-triggered retrain to the start
+        of the next (API calls are operator overrides: not delayed, and they
+        do not restart it).
+    api_min_interval_seconds
+        Minimum time from one accepted API retrain request to the next
+        (0: none); sooner ones raise :class:`RateLimited`.
     clock
-        Unix seconds; tests pass a fake one and call :meth:`wake` after moving it.
+        Unix seconds, for what is recorded and reported; tests pass a fake one
+        and call :meth:`wake` after moving it.
+    monotonic
+        The clock the cooldown and the rate limit run on. Default:
+        ``time.monotonic`` when ``clock`` is the real wall clock, else
+        ``clock`` itself (a test's fake clock then drives both).
     """
 
     def __init__(
@@ -115,22 +144,30 @@ class RetrainController:
         metrics: WebhookMetrics,
         *,
         cooldown_seconds: float = 600.0,
+        api_min_interval_seconds: float = 0.0,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         if not cooldown_seconds >= 0:
             raise ValueError(f"cooldown_seconds must be >= 0, got {cooldown_seconds!r}")
+        if not api_min_interval_seconds >= 0:
+            raise ValueError("api_min_interval_seconds must be >= 0, got "
+                             f"{api_min_interval_seconds!r}")
         self.updater = updater
         self.ledger = ledger
         self.metrics = metrics
         self.cooldown_seconds = float(cooldown_seconds)
+        self.api_min_interval_seconds = float(api_min_interval_seconds)
         self.clock = clock
+        self.monotonic = monotonic or (time.monotonic if clock is time.time else clock)
         self._cond = threading.Condition()
         self._pending: dict[EpisodeKey, QueuedEpisode] = {}
         self._api_jobs: deque[_Job] = deque()
         self._busy = False
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._cooldown_until = 0.0
+        self._cooldown_until = -math.inf  # on the monotonic clock
+        self._api_not_before = -math.inf  # on the monotonic clock
         self.errors = 0
         self.last_error: str | None = None
 
@@ -148,9 +185,12 @@ class RetrainController:
             self._stopping = False
             for q in self.ledger.queued():
                 self._pending[q.episode] = q
-            last = self.ledger.last_finished()
+            last = self.ledger.last_finished(trigger="alert")
             if last is not None:
-                self._set_cooldown(last + self.cooldown_seconds)
+                # Clamped: a finish "in the future" (the clock was ahead when it
+                # was recorded) counts as now, never as a longer cooldown.
+                elapsed = max(0.0, self.clock() - last)
+                self._set_cooldown(self.monotonic() + self.cooldown_seconds - elapsed)
             self.metrics.queued.set(len(self._pending))
         if self._pending:
             log.info("resuming %d queued alert episode(s) from the ledger", len(self._pending))
@@ -188,7 +228,7 @@ class RetrainController:
                 "queued_episodes": len(self._pending),
                 "queued_api_requests": len(self._api_jobs),
                 "cooldown_seconds": self.cooldown_seconds,
-                "cooldown_until": self._cooldown_until or None,
+                "cooldown_until": self._cooldown_until_wall(),
                 "errors": self.errors,
                 "last_error": self.last_error,
             }
@@ -206,7 +246,7 @@ class RetrainController:
             # each other, and the worker must not claim between decide and record.
             states = self.ledger.episode_states(a.episode for a in notification.alerts)
             plan = decide(notification, states, now=self.clock(),
-                          cooldown_until=self._cooldown_until)
+                          cooldown_until=self._cooldown_until_wall() or 0.0)
             self.ledger.record_plan(plan)
             for q in plan.queue:
                 self._pending[q.episode] = q
@@ -231,6 +271,8 @@ class RetrainController:
         """Queue an API retrain ahead of alert retrains; the future gives (ledger id, result).
 
         Cancel the future to withdraw the request if it has not started.
+        Raises :class:`RateLimited` within ``api_min_interval_seconds`` of the
+        previous accepted request.
         """
         future: Future[tuple[int, dict[str, Any]]] = Future()
         job = _Job("api", reason, RetrainType.of(force_full_retrain), self.clock(), model_type,
@@ -238,14 +280,24 @@ class RetrainController:
         with self._cond:
             if self._stopping or not self.running:
                 raise ControllerUnavailable("the retrain worker is not running")
+            now = self.monotonic()
+            if now < self._api_not_before:
+                raise RateLimited(self._api_not_before - now)
+            self._api_not_before = now + self.api_min_interval_seconds
             self._api_jobs.append(job)
             self._cond.notify_all()
         return future
 
     # -- the worker ------------------------------------------------------------------
     def _set_cooldown(self, until: float) -> None:
+        """End the cooldown at ``until`` on the monotonic clock (condition held)."""
         self._cooldown_until = until
-        self.metrics.cooldown_until.set(until)
+        self.metrics.cooldown_until.set(self._cooldown_until_wall() or 0.0)
+
+    def _cooldown_until_wall(self) -> float | None:
+        """The cooldown's end as Unix time for reports (None: no cooldown running)."""
+        remaining = self._cooldown_until - self.monotonic()
+        return self.clock() + remaining if remaining > 0 else None
 
     def _next_job(self) -> _Job | None:
         """Block until there is a job (claimed in the ledger) or a stop; None on stop."""
@@ -267,7 +319,7 @@ class RetrainController:
                             raise
                         self._busy = True
                         return job
-                now = self.clock()
+                now = self.monotonic()
                 if self._pending and now >= self._cooldown_until:
                     episodes = tuple(sorted(self._pending.values(), key=lambda q: q.queued_at))
                     retrain_type = retrain_type_of(episodes)
@@ -291,7 +343,8 @@ class RetrainController:
         outcome = self.ledger.finish_retrain(job.retrain_id, result, error)
         with self._cond:
             self._busy = False
-            self._set_cooldown(self.clock() + self.cooldown_seconds)
+            if job.trigger == "alert":
+                self._set_cooldown(self.monotonic() + self.cooldown_seconds)
         log.info("retrain %d (%s, %s) finished: %s", job.retrain_id, job.trigger,
                  job.retrain_type.value, outcome)
 

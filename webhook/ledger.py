@@ -11,18 +11,22 @@ Tables (schema version 1, in ``PRAGMA user_version``):
     One row per alert episode that carried a valid ``retrain`` label:
     ``fingerprint, starts_at`` (the key), ``alertname``, ``retrain_type``,
     ``state`` (queued | retrained | cancelled | resolved), ``first_seen``,
-    ``updated`` (Unix seconds) and ``retrain_id`` once claimed by a retrain.
+    ``updated`` (Unix seconds; the last change or notification naming it) and
+    ``retrain_id`` once claimed by a retrain.
 ``retrains``
     One row per retrain, written when it starts (``outcome`` "running") and
     completed when it ends: ``trigger`` (alert | api), ``reason``,
     ``retrain_type``, timestamps, ``outcome`` (promoted | rejected | skipped
     | failed | error | interrupted), the updater's scores and version, and the
     episodes it served (JSON). A row still "running" when the ledger is
-    opened belonged to a process that died: it becomes "interrupted".
+    opened belonged to a process that died: it becomes "interrupted", and
+    the episodes it had claimed are queued again (their retrain never
+    finished).
 
 An episode is claimed (state ``retrained``) in the same transaction that
-records its retrain's start, so even a crash mid-retrain never lets the
-episode retrain a second time.
+records its retrain's start, so concurrent or repeated notifications never
+retrain it twice; only a retrain interrupted by a crash gives its episodes
+back, to be retrained once by the next process.
 """
 
 from __future__ import annotations
@@ -119,9 +123,11 @@ class Ledger:
     ``retention_seconds``: finished retrains, and episodes no longer queued,
     last changed longer ago than this are deleted when the ledger opens and
     after each retrain finishes (None: kept forever). Queued episodes and
-    running retrains are never deleted. An alert that keeps firing longer
-    than the retention has its episode forgotten, so a repeated
-    notification of it counts as new once more.
+    running retrains are never deleted. Each notification naming an
+    episode refreshes its ``updated`` (:meth:`record_plan`), so an alert
+    that keeps firing (re-sent every ``repeat_interval``, shorter than the
+    retention) keeps its episode and is never retrained again; only an
+    episode not heard of for the whole retention is forgotten.
     """
 
     def __init__(self, path: str | Path, clock: Callable[[], float] = time.time,
@@ -157,13 +163,24 @@ class Ledger:
         # Idempotent DDL, outside a transaction: executescript commits first anyway.
         conn.executescript(_SCHEMA)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        now = self.clock()
         with self._transaction():
+            # The episodes an interrupted retrain had claimed never got their
+            # retrain: queued again (in the same transaction), so the restarted
+            # worker runs it; re-sends until then stay duplicates of a queued
+            # episode. The alert cooldown, restored from the interrupted row's
+            # finish (now), spaces out retries of a retrain that keeps crashing.
+            requeued = conn.execute(
+                "UPDATE episodes SET state=?, updated=?, retrain_id=NULL WHERE state=? AND "
+                "retrain_id IN (SELECT id FROM retrains WHERE outcome='running')",
+                (EpisodeState.QUEUED.value, now, EpisodeState.RETRAINED.value)).rowcount
             interrupted = conn.execute(
                 "UPDATE retrains SET outcome='interrupted', finished_at=?, "
                 "error='the webhook stopped during this retrain' WHERE outcome='running'",
-                (self.clock(),)).rowcount
+                (now,)).rowcount
         if interrupted:
-            log.warning("ledger: %d retrain(s) were interrupted by a stop or crash", interrupted)
+            log.warning("ledger: %d retrain(s) were interrupted by a stop or crash; %d alert "
+                        "episode(s) they served are queued again", interrupted, requeued)
         self._prune()
 
     def _prune(self) -> None:
@@ -211,9 +228,20 @@ class Ledger:
         return states
 
     def record_plan(self, plan: Plan) -> None:
-        """Persist the episode changes of ``plan`` in one transaction."""
+        """Persist the episode changes of ``plan`` in one transaction.
+
+        Every episode the notification names is marked as seen now
+        (``updated``), also a duplicate: Alertmanager re-sends a firing alert
+        every ``repeat_interval``, so an episode that still fires is never
+        older than the retention, is never pruned, and its repeats stay
+        duplicates however long it fires.
+        """
         now = self.clock()
         with self._lock, self._transaction():
+            self._conn.executemany(
+                "UPDATE episodes SET updated=? WHERE fingerprint=? AND starts_at=?",
+                [(now, k.fingerprint, k.starts_at)
+                 for k in {d.episode for d in plan.decisions}])
             for q in plan.queue:
                 self._insert_episode(q, EpisodeState.QUEUED, now)
             for q in plan.resolve:

@@ -30,6 +30,7 @@ REJECT_REASONS = (
     "invalid_request",
     "not_found",
     "method_not_allowed",
+    "rate_limited",
 )
 _MAX_NAME_LENGTH = 100
 

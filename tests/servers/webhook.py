@@ -57,7 +57,8 @@ class WebhookProcess:
         self.env = webhook_env(token_file=str(token_file), port=str(self.port),
                         ledger_path=str(workdir / "ledger.sqlite3"),
                         model_storage_path=str(workdir / "models"),
-                        max_body_bytes=str(LIMIT), cooldown_seconds="0", threads="4")
+                        max_body_bytes=str(LIMIT), cooldown_seconds="0", threads="4",
+                        api_retrain_min_interval_seconds="0")
         self.log = workdir / "webhook.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

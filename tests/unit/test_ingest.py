@@ -98,3 +98,36 @@ def test_admit_rejects_before_de_duplication():
     assert [e["event_id"] for e in batch.events] == ["e2"]
     assert batch.invalid_by_fault() == {"capacity:agent_name": 1}
     assert "e1" not in recent  # a rejected event may come back once there is room
+
+
+# -- issue 13, item 1: event time bounded by the consumer's clock ----------------------------
+NOW = 1_700_000_000.0
+
+
+@pytest.mark.parametrize("timestamp", [
+    NOW + 301.0,                       # a producer's clock ahead by more than the skew
+    NOW * 1000.0,                      # milliseconds sent as seconds
+    "2999-01-01T00:00:00Z",            # ISO alike
+])
+def test_events_from_the_future_are_invalid(timestamp):
+    batch = decode_batch([encode_event(run("e1", timestamp=timestamp))], RecentEventIds(10),
+                         now=NOW)
+    assert batch.events == [] and batch.invalid_by_fault() == {"field:timestamp": 1}
+    assert "ahead of this consumer's clock" in str(batch.invalid[0])
+
+
+def test_the_skew_is_configurable_and_past_events_pass():
+    values = [encode_event(run("e1", timestamp=NOW + 299.0)),
+              encode_event(run("e2", timestamp=1.0)),  # a replay: old events do no harm
+              encode_event(run("e3", timestamp=NOW + 11.0))]
+    batch = decode_batch(values, RecentEventIds(10), now=NOW, max_skew_seconds=10.0)
+    assert [e["event_id"] for e in batch.events] == ["e2"]
+    assert batch.invalid_by_fault() == {"field:timestamp": 2}
+    batch = decode_batch(values, RecentEventIds(10), now=NOW)
+    assert len(batch.events) == 3
+
+
+@pytest.mark.parametrize("timestamp", [-1.0, "1969-12-31T23:59:59Z", "1900-01-01T00:00:00+00:00"])
+def test_timestamps_before_1970_are_invalid_as_numbers_and_iso_alike(timestamp):
+    batch = decode_batch([run("e1", timestamp=timestamp)], RecentEventIds(10))
+    assert batch.events == [] and batch.invalid_by_fault() == {"field:timestamp": 1}

@@ -188,6 +188,16 @@ def test_selector_errors_are_json(make_selector: Callable[..., Any]) -> None:
     assert response.status_code == 405 and "GET" in response.headers["Allow"]
 
 
+@pytest.mark.parametrize("path", [f"/{URL}", "//metrics", "//readyz"])
+def test_selector_refuses_a_leading_double_slash(make_selector: Callable[..., Any],
+                                                 path: str) -> None:
+    # The fast path and the router would both serve //x as /x (issue 13, item 9).
+    client, _ = make_selector()
+    response = client.get("/x", query_string={"task_type": "code"},
+                          environ_overrides={"PATH_INFO": path})
+    assert response.status_code == 404 and response.get_json()["error"] == "not_found"
+
+
 def _selector_document() -> dict[str, Any]:
     path = Path(__file__).parents[2] / "webhook" / "serving" / "openapi-selector.yaml"
     document: dict[str, Any] = yaml.safe_load(path.read_text())

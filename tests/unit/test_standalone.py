@@ -31,6 +31,17 @@ def test_handle_applies_dedups_and_counts_invalid():
     assert get("autoretrain_exporter_invalid_events_total", {"fault": "schema"}) == 1
 
 
+def test_events_from_the_future_are_invalid_in_the_exporter_too():
+    # Issue 13, item 1: the same bound as the updater's (exporter.ingest.decode_batch).
+    registry = CollectorRegistry()
+    exp = StandaloneExporter("k:9092", registry=registry, clock=lambda: 1_700_000_000.0)
+    ahead = encode_event(run_event("e1", 1_700_000_000_000.0, "a", "llm", "success", 1.0, 1,
+                                   0.1))
+    assert exp.handle(ahead) == "invalid"
+    assert registry.get_sample_value("autoretrain_exporter_invalid_events_total",
+                                     {"fault": "field:timestamp"}) == 1
+
+
 def test_run_loop_reconnects_and_reports_readiness():
     attempts = []
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -134,3 +135,44 @@ def test_keeps_last_k_versions(tmp_path: Path) -> None:
 def test_rejects_bad_keep_last(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="keep_last"):
         ModelStore(tmp_path, keep_last=0)
+
+
+def test_racing_saves_number_versions_in_snapshot_order(tmp_path: Path) -> None:
+    # Issue 13, item 13: a snapshot taken first but written last must not get the
+    # higher number (the newest version must be the newest model).
+    import threading
+
+    from servers.models import teach
+
+    from autoretrain.webhook import RealTimeModelUpdater
+
+    updater = RealTimeModelUpdater(model_storage_path=str(tmp_path / "m"), seed=0)
+    store = updater.store
+    real_save = store.save
+    entered, release = threading.Event(), threading.Event()
+    first = [True]
+
+    def slow_first_save(*args: Any, **kwargs: Any) -> int:
+        if first[0]:
+            first[0] = False
+            entered.set()
+            assert release.wait(30)
+        return real_save(*args, **kwargs)
+
+    store.save = slow_first_save  # type: ignore[method-assign]
+    teach(updater, "a1", n=50)
+    saved: list[int] = []
+    periodic = threading.Thread(target=lambda: saved.append(updater.save()))
+    periodic.start()
+    assert entered.wait(30)  # the older snapshot is taken and is being written
+    teach(updater, "a1", n=50, seed=1, start=5000.0)
+    newer = updater.save()  # the newer snapshot is written first
+    release.set()
+    periodic.join(30)
+    (older,) = saved
+    assert newer > older
+    newest = store.load(store.versions()[-1])
+    assert newest.version == newer and newest.metadata["events_seen"] == 100
+    assert store.load(older).metadata["events_seen"] == 50
+    assert updater.version == newer
+    updater.stop()

@@ -31,6 +31,7 @@ from autoretrain.webhook.app import WebhookService
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 JSON_AUTH = {**AUTH, "Content-Type": "application/json"}
+TRIGGER = "/api/performance/trigger-retraining"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -180,7 +181,7 @@ def make_app(tmp_path: Path, updater: RealTimeModelUpdater) -> Iterator[Callable
 
     def make(updater_: Any = updater, **config: Any) -> Flask:
         config = {"token": TOKEN, "ledger_path": str(tmp_path / "ledger.sqlite3"),
-                  "cooldown_seconds": 0, **config}
+                  "cooldown_seconds": 0, "api_retrain_min_interval_seconds": 0, **config}
         config = {k: v for k, v in config.items() if v is not None}
         app = create_app(config, updater=updater_, registry=CollectorRegistry())
         apps.append(app)
@@ -472,6 +473,66 @@ def test_unknown_paths_and_methods_get_json(app: Flask, client: FlaskClient) -> 
         "GET", "HEAD", "OPTIONS"}
     assert sample(app, "webhook_requests_rejected_total", reason="not_found") == 1
     assert sample(app, "webhook_requests_rejected_total", reason="method_not_allowed") == 2
+
+
+@pytest.mark.parametrize("path", ["//api/performance/trigger-retraining",
+                                  "///api/performance/trigger-retraining", "//alerts"])
+def test_a_leading_double_slash_is_not_the_route(app: Flask, client: FlaskClient,
+                                                 updater: RealTimeModelUpdater,
+                                                 path: str) -> None:
+    # Werkzeug's router drops empty leading segments: //x would reach /x's handler
+    # and sidestep a proxy rule keyed on the exact path (issue 13, item 9).
+    feed(updater)
+    body = json.dumps(message(alert())) if path == "//alerts" else "{}"
+    response = client.post("/x", data=body, headers=JSON_AUTH,
+                           environ_overrides={"PATH_INFO": path})
+    assert response.status_code == 404 and response.get_json()["error"] == "not_found"
+    assert sample(app, "webhook_requests_rejected_total", reason="not_found") == 1
+    wait_idle(app)
+    assert retrains(client)["total"] == 0
+
+
+def test_api_retrains_are_rate_limited_with_retry_after(make_app: Callable[..., Flask],
+                                                        updater: RealTimeModelUpdater) -> None:
+    app = make_app(api_retrain_min_interval_seconds=3600)
+    client = app.test_client()
+    assert client.post(TRIGGER, headers=AUTH).status_code == 200
+    refused = client.post(TRIGGER, headers=AUTH)
+    assert refused.status_code == 429 and refused.get_json()["error"] == "rate_limited"
+    assert 3500 <= int(refused.headers["Retry-After"]) <= 3600
+    assert sample(app, "webhook_requests_rejected_total", reason="rate_limited") == 1
+    assert retrains(client)["total"] == 1
+
+
+def test_disk_full_after_a_promotion_is_reported_as_promoted_not_saved(
+        app: Flask, client: FlaskClient, updater: RealTimeModelUpdater,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Issue 13, item 3: the promoted model serves already; the answer was a 500, the
+    # ledger said "error". Now every report says "promoted, not saved".
+    import errno
+
+    feed(updater)
+    before = updater.version
+
+    def full(*args: Any, **kwargs: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(updater.store, "save", full)
+    response = client.post(TRIGGER, headers=AUTH, json={"force_full_retrain": True})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert body["result"]["promoted"] is True and body["result"]["saved"] is False
+    assert "could not be saved" in body["message"]
+    assert body["result"]["model_version"] == before
+    assert "not saved" in body["result"]["error"] and "No space left" in body["result"]["error"]
+    (entry,) = retrains(client)["retrains"]
+    assert entry["outcome"] == "promoted" and entry["promoted"] is True
+    assert "promoted, not saved" in entry["error"] and entry["model_version"] == before
+    assert sample(app, "model_save_failures_total") == 1
+    assert sample(app, "model_retrains_total", model_type="agent_selection",
+                  retrain_type="full", result="promoted") == 1
+    monkeypatch.undo()
+    assert updater.save() > before  # the next save succeeds with the promoted model
 
 
 def test_label_values_are_data_only(app: Flask, client: FlaskClient, tmp_path: Path) -> None:

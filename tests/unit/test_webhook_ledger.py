@@ -96,9 +96,20 @@ def test_a_retrain_running_at_a_crash_becomes_interrupted(tmp_path: Path) -> Non
     (row,), _ = reopened.list_retrains()
     assert row["outcome"] == "interrupted" and row["finished_at"] is not None
     assert row["error"] == "the webhook stopped during this retrain"
+    # Issue 13, item 2: the retrain the episode asked for never finished, so the
+    # episode is queued again (it used to stay "retrained": the retrain was lost).
     assert reopened.episode_states([q("a1").episode]) == {q("a1").episode:
-                                                          EpisodeState.RETRAINED}
-    assert reopened.queued() == []
+                                                          EpisodeState.QUEUED}
+    assert reopened.queued() == [q("a1")]
+    # Retrained by the next process, it is settled for good.
+    reopened.finish_retrain(reopened.start_retrain(
+        trigger="alert", reason="r", retrain_type="incremental", requested_at=0.0,
+        episodes=reopened.queued()), RESULT)
+    reopened.close()
+    again = Ledger(path)
+    assert again.episode_states([q("a1").episode]) == {q("a1").episode:
+                                                       EpisodeState.RETRAINED}
+    assert again.queued() == []
 
 
 def test_pagination_newest_first(tmp_path: Path) -> None:
@@ -204,3 +215,43 @@ def test_without_retention_nothing_is_deleted(tmp_path: Path) -> None:
 def test_a_retention_must_be_positive(tmp_path: Path, retention: float) -> None:
     with pytest.raises(ValueError, match="retention_seconds must be > 0"):
         Ledger(tmp_path / "l.db", retention_seconds=retention)
+
+
+def test_an_alert_firing_longer_than_the_retention_never_retrains_again(
+        tmp_path: Path) -> None:
+    # Issue 13, item 12: duplicates must refresh `updated`, or retention deletes the
+    # retrained episode while Alertmanager still re-sends it and the next repeat
+    # counts as a new episode (a second retrain for one episode).
+    from autoretrain.webhook.alerts import parse_notification
+    from autoretrain.webhook.policy import Action, decide
+
+    clock = FakeClock()
+    day = 86400.0
+    ledger = Ledger(tmp_path / "l.db", clock=clock, retention_seconds=90 * day)
+    firing = parse_notification({"version": "4", "status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": "Low", "retrain": "full"},
+         "startsAt": "2024-05-01T10:00:00Z", "fingerprint": "f1"}]})
+    key = firing.alerts[0].episode
+
+    def deliver() -> Action:
+        p = decide(firing, ledger.episode_states([key]), now=clock())
+        ledger.record_plan(p)
+        return p.decisions[0].action
+
+    assert deliver() is Action.QUEUED_FULL
+    retrain_id = ledger.start_retrain(trigger="alert", reason="r", retrain_type="full",
+                                      requested_at=clock(), episodes=ledger.queued())
+    ledger.finish_retrain(retrain_id, RESULT)
+    for _ in range(120):  # Alertmanager's repeat_interval, shortened to a day
+        clock.advance(day)
+        assert deliver() is Action.DUPLICATE_EPISODE
+        ledger.finish_retrain(ledger.start_retrain(
+            trigger="api", reason="prune", retrain_type="full", requested_at=clock()), RESULT)
+    ledger.close()
+    ledger = Ledger(tmp_path / "l.db", clock=clock, retention_seconds=90 * day)
+    assert ledger.episode_states([key]) == {key: EpisodeState.RETRAINED}
+    # Once the alert is no longer sent, the retention forgets it (bounded ledger).
+    clock.advance(91 * day)
+    ledger.close()
+    ledger = Ledger(tmp_path / "l.db", clock=clock, retention_seconds=90 * day)
+    assert ledger.episode_states([key]) == {}

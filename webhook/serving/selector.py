@@ -171,6 +171,7 @@ def create_selector_app(config: Mapping[str, Any] | None = None, *, follower: An
     from prometheus_client import CollectorRegistry, generate_latest
     from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+    from ..pathguard import RejectAmbiguousPaths
     from .follower import ModelFollower
     from .ranking import RankingFastPath, RankingHandler, ranking_blueprint
 
@@ -192,6 +193,8 @@ def create_selector_app(config: Mapping[str, Any] | None = None, *, follower: An
     app.register_blueprint(ranking_blueprint(handler))
     # The hot path without the framework; the blueprint answers HEAD and documents the route.
     app.wsgi_app = RankingFastPath(app.wsgi_app, handler)  # type: ignore[method-assign]
+    # Outermost, also before the fast path: //path must not reach /path's route.
+    app.wsgi_app = RejectAmbiguousPaths(app.wsgi_app)  # type: ignore[method-assign]
     follower_registry = getattr(follower, "registry", None)
 
     @app.get("/metrics")

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-interval-seconds", type=float,
                    default=STANDALONE_OVERRIDES["save_interval_seconds"],
                    help="save (then commit) at most this often (default %(default)s)")
+    p.add_argument("--max-event-skew-seconds", type=float,
+                   default=defaults.max_event_skew_seconds,
+                   help="events timestamped more than this after now are invalid "
+                        "(default %(default)s)")
     p.add_argument("--session-timeout-ms", type=int, default=None,
                    help="consumer group session timeout (broker bounds apply)")
     p.add_argument("--group-instance-id", default=None,
@@ -88,7 +92,8 @@ def build_updater(args: argparse.Namespace) -> RealTimeModelUpdater:
         kafka_servers=args.kafka_servers, kafka_topic=args.topic,
         consumer_group=args.group, model_storage_path=args.model_dir,
         batch_size=args.batch_size, batch_timeout_seconds=args.batch_timeout_seconds,
-        save_interval_seconds=args.save_interval_seconds, consumer_config=consumer_config)
+        save_interval_seconds=args.save_interval_seconds, consumer_config=consumer_config,
+        max_event_skew_seconds=args.max_event_skew_seconds)
     return RealTimeModelUpdater.from_settings(settings, ExponentialRule())
 
 

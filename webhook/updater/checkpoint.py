@@ -112,13 +112,20 @@ class Checkpointer:
         log.info("no usable model in %s; starting empty", path)
         self.state.start_empty()
 
-    def save(self, force: bool, commit_now: bool = False, commit: bool = True) -> None:
+    def save(self, force: bool, commit_now: bool = False, commit: bool = True) -> int | None:
         """Save the serving model if ``force`` or it changed; then hand the offsets
-        it includes to the consumer to commit (unless ``commit`` is False)."""
+        it includes to the consumer to commit (unless ``commit`` is False).
+        Return the version saved (None: nothing to save).
+
+        The version number is reserved under the state lock, with the
+        snapshot: two saves racing (a periodic save and a promotion) number
+        their snapshots in the order they were taken, so the highest version
+        is the newest model whichever write ends first."""
         state = self.state
         with state.lock:
             if not force and not state.dirty:
-                return
+                return None
+            version = self.store.reserve()
             arrays = state.model.to_arrays()
             metadata = state.model.metadata()
             offsets = dict(state.offsets)
@@ -133,18 +140,27 @@ class Checkpointer:
             state.dirty = False
             self.last_save = time.monotonic()
         try:
-            version = self.store.save(arrays, metadata)
+            self.store.save(arrays, metadata, version)
         except OSError:
             with state.lock:
                 state.dirty = True
+            self.metrics.save_failures.inc()
             raise
         with state.lock:
-            state.version = version
+            # A snapshot taken earlier may finish writing later: the newest
+            # stays the served version, and its offsets are the ones committed.
+            newest = version > state.version
+            if newest:
+                state.version = version
             self.counters.saves += 1
-        self.metrics.version.set(version)
-        self._publish(version)
-        if commit and self.settings.uses_kafka and self.commit is not None:
+        if newest:
+            self.metrics.version.set(version)
+            # Not a stale one: on the compacted topic the last message is what
+            # a new follower gets.
+            self._publish(version)
+        if newest and commit and self.settings.uses_kafka and self.commit is not None:
             self.commit(offsets, commit_now)
+        return version
 
     def save_due(self) -> bool:
         """Auto-save is on, the state changed, and the save interval has passed."""
@@ -166,8 +182,10 @@ class Checkpointer:
                 model.load(stored.arrays, stored.metadata)
                 offsets = dict(state.offsets)
                 kafka = state.kafka_metadata(offsets)
+                reserved = self.store.reserve()
             new_version = self.store.rollback(version, {"kafka": kafka,
-                                                        "created": utc_iso(self.clock())})
+                                                        "created": utc_iso(self.clock())},
+                                              reserved)
             with state.lock:
                 self._install(model, new_version, stored.metadata)
                 state.offsets = offsets

@@ -81,7 +81,8 @@ class Ingestor:
         them. Returns the number of events applied."""
         state = self.state
         with state.lock:
-            decoded = decode_batch(values, self._seen, self._admit)
+            decoded = decode_batch(values, self._seen, self._admit, now=self.clock(),
+                                   max_skew_seconds=self.settings.max_event_skew_seconds)
             for exc in decoded.invalid:
                 self._invalid(exc)
             builder = BatchBuilder()

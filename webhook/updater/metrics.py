@@ -83,6 +83,12 @@ class UpdaterMetrics:
             "Unexpected errors caught by the updater's consumer loop.",
             registry=registry,
         )
+        self.save_failures = Counter(
+            "model_save_failures",
+            "Saves of the serving model that failed (disk full, I/O error); the model "
+            "keeps serving unsaved and the next save retries.",
+            registry=registry,
+        )
         self.lag = Gauge(
             "model_updater_consumer_lag_events",
             "Events in Kafka not yet consumed by the updater (NaN when unknown).",

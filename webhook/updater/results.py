@@ -31,7 +31,10 @@ class RetrainResult:
 
     ``duration_ms`` is the retrain itself (candidate, held-out scoring,
     promotion); ``save_ms`` the save of a promoted model. ``scores`` holds the
-    score components once candidates were scored.
+    score components once candidates were scored. ``saved`` (promoted
+    retrains only) is False when the promoted model serves but its save
+    failed (disk full): ``model_version`` is then still the last saved
+    version, ``error`` says why, and the next save retries.
     """
 
     model_type: str
@@ -48,6 +51,7 @@ class RetrainResult:
     error: str | None = None
     scores: dict[str, Any] | None = None
     save_ms: float | None = None
+    saved: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -74,6 +78,8 @@ class RetrainResult:
             out["scores"] = self.scores
         if self.save_ms is not None:
             out["save_ms"] = self.save_ms
+        if self.saved is not None:
+            out["saved"] = self.saved
         if self.status is not None:
             out["result"] = self.status.value
         if self.error is not None:

@@ -109,12 +109,25 @@ class Retrainer:
                              "serving": outcome.serving_score.as_dict(),
                              "holdout_events": len(buffer) - holdout_start}
             state.last_scores = result.scores
+            save_error = None
             if promoted:
                 self.metrics.last_retrain.set(self.clock())
-                # A promoted model is a new version: always saved.
+                # A promoted model is a new version: always saved. When the save
+                # fails (disk full) the promoted model already serves: reported
+                # as promoted but not saved (result, ledger, model_save_failures_total),
+                # never as a failed retrain; the state stays dirty, so the next
+                # periodic or explicit save retries.
                 save_started = time.perf_counter()
-                self.checkpointer.save(force=True)
+                try:
+                    self.checkpointer.save(force=True)
+                    result.saved = True
+                except OSError as exc:
+                    result.saved = False
+                    save_error = (f"promoted, not saved: {type(exc).__name__}: {exc}; the "
+                                  "promoted model serves from memory, the next save retries")
+                    log.error("retrain (%s, %s): %s", retrain_type.value, reason, save_error)
                 save_seconds = time.perf_counter() - save_started
                 result.save_ms = round(save_seconds * 1000.0, 3)
             result.model_version = state.version
-            return finish(RetrainStatus.PROMOTED if promoted else RetrainStatus.REJECTED)
+            return finish(RetrainStatus.PROMOTED if promoted else RetrainStatus.REJECTED,
+                          save_error)

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from autoretrain.exporter.events import MAX_EVENT_SKEW_SECONDS
+
 from .strategies.base import check_int, check_number
 
 __all__ = [
@@ -124,6 +126,10 @@ class UpdaterSettings:
         Bound on the distinct names the model learns (memory is per pair);
         events naming more are counted invalid (``capacity:...``).
         ``max_task_types`` is advanced.
+    max_event_skew_seconds
+        Events timestamped more than this after the updater's clock are
+        invalid (``field:timestamp``): one such event would move the model's
+        event-time clock and age all real evidence away. Default 300.
     seed
         Seed of the model's exploration generator.
     consumer_config
@@ -145,6 +151,7 @@ class UpdaterSettings:
     keep_versions: int = 10
     max_agents: int = 1000
     max_task_types: int = 1000
+    max_event_skew_seconds: float = MAX_EVENT_SKEW_SECONDS
     seed: int | None = None
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
@@ -168,6 +175,9 @@ class UpdaterSettings:
         set_(self, "buffer_size", buffer_size)
         for name in ("keep_versions", "max_agents", "max_task_types"):
             check_int(name, getattr(self, name), 1)
+        set_(self, "max_event_skew_seconds",
+             check_number("max_event_skew_seconds", self.max_event_skew_seconds, 0.0,
+                          low_inclusive=True))
         set_(self, "consumer_config", dict(self.consumer_config))
         if not isinstance(self.retrain, RetrainSettings):
             raise ValueError(f"retrain must be RetrainSettings, got {self.retrain!r}")

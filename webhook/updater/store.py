@@ -121,6 +121,7 @@ class ModelStore:
         self.path = Path(path)
         self.keep_last = keep_last
         self._lock = threading.Lock()
+        self._reserved = 0  # the highest number handed out by reserve() or save()
 
     def _files(self, version: int) -> tuple[Path, Path]:
         stem = f"model-{version:08d}"
@@ -133,8 +134,32 @@ class ModelStore:
         found = (_NAME.match(p.name) for p in self.path.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
 
-    def save(self, arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> int:
-        """Write a new version; return its number.
+    def _next_number(self) -> int:
+        """A number never used before (store lock held)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        # Never reuse a number, even one whose metadata was lost, or one
+        # reserved by a save still in progress (or that failed).
+        stray = [int(p.stem[6:]) for p in self.path.glob("model-*.npz")
+                 if p.stem[6:].isdigit()]
+        self._reserved = max([self._reserved, *self.versions(), *stray]) + 1
+        return self._reserved
+
+    def reserve(self) -> int:
+        """Hand out the number of a version to be saved later with ``save(version=)``.
+
+        The caller reserves while it holds the lock under which it takes the
+        snapshot, so the numbers follow the order in which snapshots were
+        taken, not the order in which their (slower, unlocked) writes end:
+        the highest number is always the newest model. A reserved number
+        that is never saved is skipped, never reused.
+        """
+        with self._lock:
+            return self._next_number()
+
+    def save(self, arrays: dict[str, np.ndarray], metadata: dict[str, Any],
+             version: int | None = None) -> int:
+        """Write a new version (numbered now, or ``version`` from :meth:`reserve`);
+        return its number.
 
         ``metadata`` must be JSON-serialisable; the store adds ``format``,
         ``version``, ``created``, ``arrays_file`` and ``arrays_sha256``.
@@ -143,12 +168,11 @@ class ModelStore:
         np.savez(buffer, allow_pickle=False, **arrays)
         data = buffer.getvalue()
         with self._lock:
-            self.path.mkdir(parents=True, exist_ok=True)
+            if version is None:
+                version = self._next_number()
+            elif not 0 < version <= self._reserved:
+                raise ValueError(f"version {version} was not reserved")
             versions = self.versions()
-            # Never reuse a number, even one whose metadata was lost.
-            stray = [int(p.stem[6:]) for p in self.path.glob("model-*.npz")
-                     if p.stem[6:].isdigit()]
-            version = max([0, *versions, *stray]) + 1
             npz, meta = self._files(version)
             record = dict(metadata)
             record.update(
@@ -245,12 +269,14 @@ class ModelStore:
                 log.warning("skipping model version: %s", exc)
         return None
 
-    def rollback(self, version: int, metadata: dict[str, Any] | None = None) -> int:
+    def rollback(self, version: int, metadata: dict[str, Any] | None = None,
+                 new_version: int | None = None) -> int:
         """Make ``version`` the newest again by saving a copy of it; return the new number.
 
         ``metadata`` entries (e.g. the current Kafka offsets) override the
         copied ones. History is kept: the copy's ``parent_version`` is the
         version it restores and ``rolled_back_from`` the one it replaces.
+        ``new_version``: a number from :meth:`reserve` (None: numbered now).
         """
         stored = self.load(version)
         latest = self.versions()
@@ -259,4 +285,4 @@ class ModelStore:
         record.update(metadata or {})
         record["parent_version"] = version
         record["rolled_back_from"] = latest[-1] if latest else None
-        return self.save(stored.arrays, record)
+        return self.save(stored.arrays, record, new_version)

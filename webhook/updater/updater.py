@@ -135,6 +135,7 @@ class RealTimeModelUpdater:
         keep_versions: int | None = None,
         max_agents: int | None = None,
         max_task_types: int | None = None,
+        max_event_skew_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
         consumer_factory: Callable[..., Any] | None = None,
@@ -150,6 +151,7 @@ class RealTimeModelUpdater:
             ("save_interval_seconds", save_interval_seconds), ("buffer_size", buffer_size),
             ("keep_versions", keep_versions), ("max_agents", max_agents),
             ("max_task_types", max_task_types), ("seed", seed),
+            ("max_event_skew_seconds", max_event_skew_seconds),
             ("consumer_config", consumer_config)) if v is not None}
         retrain: dict[str, Any] = {k: v for k, v in (
             ("discount", retrain_discount), ("recency_weight", recency_weight),
@@ -358,8 +360,9 @@ class RealTimeModelUpdater:
     def save(self) -> int:
         """Save the serving model as a new version now; return the version."""
         self._checkpointer.ensure_loaded()
-        self._checkpointer.save(force=True)
-        return self._state.version
+        version = self._checkpointer.save(force=True)
+        assert version is not None  # forced
+        return version
 
     def rollback(self, version: int) -> int:
         """Serve the model of ``version`` again (saved as a new version; returned).
