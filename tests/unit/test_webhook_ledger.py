@@ -204,3 +204,23 @@ def test_without_retention_nothing_is_deleted(tmp_path: Path) -> None:
 def test_a_retention_must_be_positive(tmp_path: Path, retention: float) -> None:
     with pytest.raises(ValueError, match="retention_seconds must be > 0"):
         Ledger(tmp_path / "l.db", retention_seconds=retention)
+
+
+def test_a_retrain_row_lists_a_bounded_number_of_episodes(tmp_path: Path) -> None:
+    # One retrain may serve thousands of queued episodes; the row is served by
+    # the unauthenticated GET /api/performance/retraining.
+    from autoretrain.webhook.ledger import MAX_ALERTS_PER_RETRAIN
+
+    ledger = Ledger(tmp_path / "l.db")
+    many = tuple(q(f"{i:04x}") for i in range(MAX_ALERTS_PER_RETRAIN * 3))
+    ledger.record_plan(plan(queue=many))
+    ledger.start_retrain(trigger="alert", reason="r", retrain_type="incremental",
+                         requested_at=1.0, episodes=many)
+    (row,), total = ledger.list_retrains()
+    assert total == 1
+    assert [a["fingerprint"] for a in row["alerts"]] == [
+        e.episode.fingerprint for e in many[:MAX_ALERTS_PER_RETRAIN]]
+    # Every episode is still claimed: none retrains again.
+    assert ledger.queued() == []
+    assert set(ledger.episode_states([e.episode for e in many]).values()) == {
+        EpisodeState.RETRAINED}
