@@ -36,9 +36,9 @@ from autoretrain.exporter.timefmt import utc_iso
 
 __all__ = [
     "ALERT_STATUSES",
+    "LIMITS",
     "AlertmanagerAlert",
     "EpisodeKey",
-    "LIMITS",
     "InvalidPayload",
     "Limits",
     "Notification",

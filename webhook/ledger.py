@@ -17,8 +17,9 @@ Tables (schema version 1, in ``PRAGMA user_version``):
     completed when it ends: ``trigger`` (alert | api), ``reason``,
     ``retrain_type``, timestamps, ``outcome`` (promoted | rejected | skipped
     | failed | error | interrupted), the updater's scores and version, and the
-    episodes it served (JSON, the first ``MAX_ALERTS_PER_RETRAIN``). A row still "running" when the ledger is
-    opened belonged to a process that died: it becomes "interrupted".
+    episodes it served (JSON, the first ``MAX_ALERTS_PER_RETRAIN``). A row
+    still "running" when the ledger is opened belonged to a process that
+    died: it becomes "interrupted".
 
 An episode is claimed (state ``retrained``) in the same transaction that
 records its retrain's start, so even a crash mid-retrain never lets the
