@@ -83,6 +83,12 @@ class UpdaterMetrics:
             "Unexpected errors caught by the updater's consumer loop.",
             registry=registry,
         )
+        self.undecodable = Gauge(
+            "model_updater_consumer_undecodable",
+            "1 while the consumer cannot decode the records it reads (a compression "
+            "codec is missing); it does not advance until it can.",
+            registry=registry,
+        )
         self.lag = Gauge(
             "model_updater_consumer_lag_events",
             "Events in Kafka not yet consumed by the updater (NaN when unknown).",
