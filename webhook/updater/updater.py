@@ -7,6 +7,14 @@ offsets are committed only after a saved model includes the events before
 them, and the saved model carries those offsets; on (re)assignment the
 consumer seeks to them, so a restart neither loses nor re-applies events.
 
+With the embedded bus the events exist only in this process until a saved
+model includes them: ``stop()`` saves, but a SIGKILL (or an OOM kill, a power
+cut) loses every event applied since the last save, up to
+``save_interval_seconds`` of them (300 s by default). A shorter interval
+loses less and writes a model version more often (the store keeps
+``keep_versions`` of them, so rollback reaches back less far); Kafka loses
+nothing. README, "The embedded bus loses unsaved events on a crash".
+
 :class:`RealTimeModelUpdater` is the front: it keeps the public API and
 wires one collaborator per job, each in its own module:
 
@@ -78,7 +86,9 @@ class RealTimeModelUpdater:
     model_storage_path, enable_auto_save, save_interval_seconds, buffer_size,
     keep_versions, max_agents, max_task_types, seed, consumer_config
         See :class:`~.settings.UpdaterSettings` (``kafka_servers`` None: the
-        embedded bus, :attr:`event_bus`, fed by a ``PerformanceMonitor``).
+        embedded bus, :attr:`event_bus`, fed by a ``PerformanceMonitor``; on
+        it a SIGKILL loses the events since the last save, up to
+        ``save_interval_seconds``: see the module docstring).
     update_strategy
         An :class:`UpdateStrategy` (or its value), or a rule object with its
         own hyperparameters (e.g. ``ExponentialRule(half_life_seconds=600)``).
