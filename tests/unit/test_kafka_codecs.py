@@ -4,7 +4,7 @@ A fake consumer decodes real Kafka record batches with kafka-python's own
 decoder, so taking a codec away (monkeypatching ``kafka.codec.has_snappy``)
 raises the real ``UnsupportedCodecError`` inside ``poll``, as it does with a
 real broker. Every codec against the real broker is in
-tests/integration/test_kafka_codecs.py.
+tests/integration/test_compressed_topics.py.
 """
 
 from __future__ import annotations
