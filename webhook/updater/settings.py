@@ -124,6 +124,14 @@ class UpdaterSettings:
         Bound on the distinct names the model learns (memory is per pair);
         events naming more are counted invalid (``capacity:...``).
         ``max_task_types`` is advanced.
+    agent_idle_seconds
+        When ``max_agents`` agents are known and a new one arrives, an agent
+        with no event for longer than this (in event time, against the
+        newest event the model has seen) and none among the buffered recent
+        events is dropped from the model to make room, the longest idle
+        first. One day by default: with the default exponential rule (half
+        life 1 h) its evidence then weighs 2^-24, nothing. Without it, names
+        forged once could fill the limit for good.
     seed
         Seed of the model's exploration generator.
     consumer_config
@@ -145,6 +153,7 @@ class UpdaterSettings:
     keep_versions: int = 10
     max_agents: int = 1000
     max_task_types: int = 1000
+    agent_idle_seconds: float = 86_400.0
     seed: int | None = None
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
@@ -168,6 +177,8 @@ class UpdaterSettings:
         set_(self, "buffer_size", buffer_size)
         for name in ("keep_versions", "max_agents", "max_task_types"):
             check_int(name, getattr(self, name), 1)
+        set_(self, "agent_idle_seconds",
+             check_number("agent_idle_seconds", self.agent_idle_seconds, 0.0))
         set_(self, "consumer_config", dict(self.consumer_config))
         if not isinstance(self.retrain, RetrainSettings):
             raise ValueError(f"retrain must be RetrainSettings, got {self.retrain!r}")

@@ -84,7 +84,7 @@ class RealTimeModelUpdater:
     ----------
     kafka_servers, kafka_topic, consumer_group, batch_size, batch_timeout_seconds,
     model_storage_path, enable_auto_save, save_interval_seconds, buffer_size,
-    keep_versions, max_agents, max_task_types, seed, consumer_config
+    keep_versions, max_agents, max_task_types, agent_idle_seconds, seed, consumer_config
         See :class:`~.settings.UpdaterSettings` (``kafka_servers`` None: the
         embedded bus, :attr:`event_bus`, fed by a ``PerformanceMonitor``; on
         it a SIGKILL loses the events since the last save, up to
@@ -145,6 +145,7 @@ class RealTimeModelUpdater:
         keep_versions: int | None = None,
         max_agents: int | None = None,
         max_task_types: int | None = None,
+        agent_idle_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
         consumer_factory: Callable[..., Any] | None = None,
@@ -159,7 +160,8 @@ class RealTimeModelUpdater:
             ("model_storage_path", model_storage_path), ("enable_auto_save", enable_auto_save),
             ("save_interval_seconds", save_interval_seconds), ("buffer_size", buffer_size),
             ("keep_versions", keep_versions), ("max_agents", max_agents),
-            ("max_task_types", max_task_types), ("seed", seed),
+            ("max_task_types", max_task_types), ("agent_idle_seconds", agent_idle_seconds),
+            ("seed", seed),
             ("consumer_config", consumer_config)) if v is not None}
         retrain: dict[str, Any] = {k: v for k, v in (
             ("discount", retrain_discount), ("recency_weight", recency_weight),
@@ -219,6 +221,10 @@ class RealTimeModelUpdater:
                                  self.metrics, clock)
         # Read at scrape time: parking happens inside model updates and retrains.
         self.metrics.parked.set_function(lambda: float(self._state.model.parked_pairs()))
+        self.metrics.capacity.labels("agent").set_function(
+            lambda: len(self._state.model.agents) / settings.max_agents)
+        self.metrics.capacity.labels("task_type").set_function(
+            lambda: len(self._state.model.task_types) / settings.max_task_types)
         self._ingestor = Ingestor(self._state, settings, self.metrics, self._counters, clock)
         self._checkpointer = Checkpointer(self._state, self.store, settings, self.metrics,
                                           self._counters, clock, self._hyperparameters,
