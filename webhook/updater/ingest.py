@@ -71,8 +71,10 @@ class Ingestor:
         # names in the retrain buffer, computed once per batch when needed.
         self._batch_agents: set[str] = set()
         self._buffered_agents: set[str] | None = None
+        # No agent was idle for this batch: the answer holds until the batch
+        # is applied, so a flood of new names costs one scan per batch.
+        self._no_room = False
         self._agents_full = False
-        self._last_seen_of_dropped = -math.inf
 
     def know(self, model: AgentSelectionModel) -> None:
         """Count the names of a loaded model against the capacity (state lock held)."""
@@ -117,18 +119,23 @@ class Ingestor:
             log.warning("agent limit reached: %d agents known (max_agents=%d); a new agent "
                         "is admitted only in place of one idle for %g s", len(in_model),
                         limit, self.settings.agent_idle_seconds)
-        victim = self._idle_agent(model)
-        if victim is None:
+        if self._no_room:
             return False
+        idle = self._idle_agent(model)
+        if idle is None:
+            self._no_room = True
+            return False
+        victim, last_seen = idle
         model.drop_agents([victim])
         self.state.dirty = True
         self._known_agents.discard(victim)
         self.metrics.agents_evicted.inc()
         log.info("dropped idle agent %r from the model (last event at %s) to admit a new one",
-                 victim, model_time(self._last_seen_of_dropped))
+                 victim, model_time(last_seen))
         return True
 
-    def _idle_agent(self, model: AgentSelectionModel) -> str | None:
+    def _idle_agent(self, model: AgentSelectionModel) -> tuple[str, float] | None:
+        """The agent to drop, and its newest event time; None when none is idle."""
         last_seen = model.agent_last_seen()
         known = [t for t in last_seen.values() if math.isfinite(t)]
         cutoff = (max(known) - self.settings.agent_idle_seconds) if known else math.inf
@@ -146,8 +153,7 @@ class Ingestor:
                 best = key
         if best is None:
             return None
-        self._last_seen_of_dropped = best[0]
-        return best[2]
+        return best[2], best[0]
 
     def _invalid(self, exc: InvalidEvent) -> None:
         fault = exc.fault
@@ -166,6 +172,7 @@ class Ingestor:
         with state.lock:
             self._batch_agents = set()
             self._buffered_agents = None
+            self._no_room = False
             decoded = decode_batch(values, self._seen, self._admit)
             for exc in decoded.invalid:
                 self._invalid(exc)
