@@ -67,8 +67,10 @@ class Limits:
     """Size bounds of a notification (characters for strings).
 
     Generous for real alerts (Prometheus label values are short; annotations
-    carry a sentence or a runbook link), small enough that a notification of
-    ``max_alerts`` alerts at every bound is a few MiB, under the body limit.
+    carry a sentence or a runbook link). The request body limit
+    (``max_body_bytes``) still bounds a notification as a whole; these bound
+    what one value, one alert and one notification can carry into the
+    ledger, its read API and the logs.
     """
 
     max_alerts: int = 1000  # = max_alerts in prometheus/alertmanager.yml
