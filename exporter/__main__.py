@@ -11,7 +11,7 @@ import threading
 from collections.abc import Sequence
 
 from .events import MAX_EVENT_SKEW_SECONDS
-from .http import metrics_app, serve
+from .http import DEFAULT_ADDRESS, ServerLimits, metrics_app, serve
 from .standalone import StandaloneExporter
 
 ENV_PREFIX = "AUTORETRAIN_EXPORTER_"
@@ -48,14 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--listen-address",
-        default=_env("LISTEN_ADDRESS", "0.0.0.0"),
-        help="address to serve metrics on [LISTEN_ADDRESS] (default %(default)s)",
+        default=_env("LISTEN_ADDRESS", DEFAULT_ADDRESS),
+        help="address to serve metrics on; 0.0.0.0 for every interface [LISTEN_ADDRESS] "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--port",
         type=int,
         default=int(_env("PORT", "9108")),
         help="port to serve metrics on [PORT] (default %(default)s)",
+    )
+    p.add_argument(
+        "--connection-limit",
+        type=int,
+        default=int(_env("CONNECTION_LIMIT", str(ServerLimits.connection_limit))),
+        help="open connections served at once [CONNECTION_LIMIT] (default %(default)s)",
+    )
+    p.add_argument(
+        "--channel-timeout",
+        type=int,
+        default=int(_env("CHANNEL_TIMEOUT_SECONDS", str(ServerLimits.channel_timeout_seconds))),
+        help="seconds before an idle or half-sent connection is closed "
+        "[CHANNEL_TIMEOUT_SECONDS] (default %(default)s)",
     )
     p.add_argument(
         "--max-agents",
@@ -90,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        limits = ServerLimits(connection_limit=args.connection_limit,
+                              channel_timeout_seconds=args.channel_timeout)
         exporter = StandaloneExporter(
             args.kafka_servers, topic=args.topic, group_id=args.group, max_agents=args.max_agents,
             max_event_skew_seconds=args.max_event_skew_seconds,
@@ -101,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics_app(exporter.registry, exporter.ready, fast=[exporter.metrics]),
         args.listen_address,
         args.port,
+        limits,
     )
     logging.getLogger("exporter").info(
         "serving metrics on http://%s:%d/metrics", args.listen_address, server.server_port

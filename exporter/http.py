@@ -6,6 +6,15 @@ filtering) through the library's public exposition functions. Collectors
 with a fast ``render()`` (:class:`~exporter.metrics.AgentMetrics`) are
 passed explicitly: their text is rendered directly and the library encodes
 the rest of the registries.
+
+The server (:func:`serve`, also what ``PerformanceMonitor.serve_metrics``
+starts inside an orchestrator) is waitress in a background thread, with the
+bounds of :class:`ServerLimits`: an idle or half-sent request holds a
+socket, not a thread, and is closed after ``channel_timeout_seconds``; at
+most ``connection_limit`` connections are open. wsgiref's threading server
+it replaces spent one thread per connection without a timeout (200 idle
+half-requests held 201 threads). The webhook and the selector pass the same
+limits to their own waitress servers (:meth:`ServerLimits.waitress_options`).
 """
 
 from __future__ import annotations
@@ -16,18 +25,21 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder, gzip_accepted
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "DEFAULT_ADDRESS",
+    "BackgroundServer",
     "FastCollector",
     "ReadyCheck",
+    "ServerLimits",
     "exposition",
     "metrics_app",
     "render_metrics",
@@ -37,6 +49,44 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ReadyCheck = Callable[[], tuple[bool, str]]
+# Loopback unless told otherwise: /metrics, /healthz and /readyz are
+# unauthenticated; a container passes 0.0.0.0 explicitly (docker-compose.yml).
+DEFAULT_ADDRESS = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Connection bounds of a waitress server.
+
+    ``channel_timeout_seconds``: a connection with no complete request and no
+    activity for this long is closed (waitress checks every few seconds), so
+    slow or idle clients cannot pile up. ``connection_limit``: beyond it new
+    connections wait in the listen backlog; idle ones cost a socket each,
+    not a thread, so the limit can be well above what a probe of a few
+    hundred slow connections reaches. ``threads``: requests served at once.
+    """
+
+    threads: int = 4
+    connection_limit: int = 500
+    channel_timeout_seconds: int = 15
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "connection_limit", "channel_timeout_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+    def waitress_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``waitress.create_server``."""
+        return {
+            "threads": self.threads,
+            "connection_limit": self.connection_limit,
+            "channel_timeout": self.channel_timeout_seconds,
+            # How often idle channels are looked for; at most the timeout.
+            "cleanup_interval": max(1, min(5, self.channel_timeout_seconds)),
+            # poll(), not select(): select() fails beyond 1024 descriptors.
+            "asyncore_use_poll": True,
+        }
 
 
 class FastCollector(Protocol):
@@ -146,17 +196,66 @@ def _json(start_response: Callable[..., Any], status: str, body: dict[str, Any])
     return [data]
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # scrapes every second: debug only
-        log.debug("%s - %s", self.address_string(), format % args)
+class BackgroundServer:
+    """A waitress server running in a daemon thread.
+
+    ``server_port`` is the bound port (useful with port 0); ``shutdown()``
+    closes every connection and stops the thread; ``server_close()`` is
+    kept for callers written against ``socketserver`` (a no-op after
+    ``shutdown``).
+    """
+
+    def __init__(self, app: Callable[..., Any], addr: str, port: int,
+                 limits: ServerLimits) -> None:
+        import waitress  # the server only: importing the exporter stays light
+
+        # Our own socket map, so shutdown() closes exactly this server's channels.
+        self._map: dict[int, Any] = {}
+        self._server: Any = waitress.create_server(
+            app, host=addr, port=port, map=self._map, ident="autoretrain-exporter",
+            **limits.waitress_options())
+        self.server_port: int = int(self._server.effective_port)
+        self.server_address = (str(self._server.effective_host), self.server_port)
+        self.limits = limits
+        self._thread = threading.Thread(
+            target=self._server.run, name="autoretrain-http", daemon=True)
+        self._closed = False
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Close the listening socket and every connection; stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        from waitress import wasyncore
+
+        # Closed from inside the loop thread: closing sockets from here would
+        # pull them out from under its poll().
+        self._server.trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
+        self._thread.join(timeout)
+        self._server.task_dispatcher.shutdown()
+
+    def server_close(self) -> None:
+        self.shutdown()
 
 
-def serve(app: Callable[..., Any], addr: str, port: int) -> tuple[Any, threading.Thread]:
+def serve(
+    app: Callable[..., Any],
+    addr: str = DEFAULT_ADDRESS,
+    port: int = 0,
+    limits: ServerLimits | None = None,
+) -> tuple[BackgroundServer, threading.Thread]:
     """Serve ``app`` on ``addr:port`` in a daemon thread; returns (server, thread).
 
-    ``port=0`` picks a free port (read ``server.server_port``).
+    ``port=0`` picks a free port (read ``server.server_port``);
+    ``server.shutdown()`` stops it.
     """
-    server = make_server(addr, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
-    thread = threading.Thread(target=server.serve_forever, name="autoretrain-http", daemon=True)
-    thread.start()
-    return server, thread
+    server = BackgroundServer(app, addr, port, limits or ServerLimits())
+    server.start()
+    return server, server.thread

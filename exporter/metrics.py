@@ -6,7 +6,10 @@ metric families only when Prometheus scrapes. This is several times cheaper
 than ``Counter.labels(...).inc()`` per call (see ``bench/``), and it lets
 the number of distinct agents be bounded in one place: beyond
 ``max_agents`` a new agent is recorded as ``agent="other"`` and counted in
-``agent_series_collapsed_total``.
+``agent_series_collapsed_total``. The two free-text labels beside it,
+``agent_type`` and ``feedback_source``, are bounded per agent label the same
+way (``other`` beyond the bound) and counted in
+``agent_label_values_collapsed_total{label}``.
 
 Series (docs/DESIGN.md):
 
@@ -82,6 +85,10 @@ OTHER_AGENT = "other"
 # The feedback_source label is bounded too: it comes from callers' free text.
 MAX_FEEDBACK_SOURCES = 20
 OTHER_SOURCE = "other"
+# agent_type likewise: one agent reporting thousands of types would otherwise
+# multiply its run series (status x histogram buckets) by thousands.
+MAX_AGENT_TYPES = 20
+OTHER_TYPE = "other"
 
 _STATUS_INDEX = {s: i for i, s in enumerate(RUN_STATUSES)}
 _HELP = {
@@ -93,6 +100,10 @@ _HELP = {
     "agent_accuracy_records": "Accuracy records received, by feedback source.",
     "agent_series_collapsed": (
         'Records attributed to agent="other" because max_agents agents were already exported.'
+    ),
+    "agent_label_values_collapsed": (
+        'Records whose agent_type or feedback_source was exported as "other" because the '
+        "agent already had the maximum number of distinct values of that label."
     ),
 }
 
@@ -201,6 +212,8 @@ class AgentMetrics(Collector):
         self._runs: dict[tuple[str, str], _RunSeries] = {}
         self._agents: dict[str, _AgentSeries] = {}
         self._collapsed = 0
+        self._types: dict[str, int] = {}  # agent label -> distinct agent_type values
+        self._values_collapsed = {"agent_type": 0, "feedback_source": 0}
         self._apart: ContextVar[bool] = ContextVar(f"agent_metrics_apart_{id(self)}", default=False)
         if registry is not None:
             registry.register(self)
@@ -247,12 +260,25 @@ class AgentMetrics(Collector):
         label = self._labels.get(agent) or self._label(agent)
         series = self._runs.get((label, agent_type))
         if series is None:
-            series = self._runs[(label, agent_type)] = _RunSeries(len(self.duration_buckets))
+            series = self._new_run_series(label, agent_type)
         series.statuses[status_index] += 1
         series.buckets[bisect_left(self.duration_buckets, duration_seconds)] += 1
         series.duration_sum += duration_seconds
         series.tokens += tokens
         series.cost += cost
+
+    def _new_run_series(self, label: str, agent_type: str) -> _RunSeries:
+        types = self._types.get(label, 0)
+        if types >= MAX_AGENT_TYPES:
+            self._values_collapsed["agent_type"] += 1
+            series = self._runs.get((label, OTHER_TYPE))
+            if series is not None:
+                return series
+            agent_type = OTHER_TYPE
+        else:
+            self._types[label] = types + 1
+        series = self._runs[(label, agent_type)] = _RunSeries(len(self.duration_buckets))
+        return series
 
     def record_accuracy(self, agent: str, feedback_source: str, accuracy: float) -> None:
         """Count one accuracy record (``accuracy`` in 0..1, already validated)."""
@@ -270,6 +296,7 @@ class AgentMetrics(Collector):
         sources = per_agent.sources
         if feedback_source not in sources and len(sources) >= MAX_FEEDBACK_SOURCES:
             feedback_source = OTHER_SOURCE
+            self._values_collapsed["feedback_source"] += 1
         sources[feedback_source] = sources.get(feedback_source, 0) + 1
 
     def record_events(self, events: Iterable[OutcomeEvent]) -> None:
@@ -298,6 +325,7 @@ class AgentMetrics(Collector):
             if label is None:
                 return
             self._agents.pop(label, None)
+            self._types.pop(label, None)
             for key in [k for k in self._runs if k[0] == label]:
                 del self._runs[key]
 
@@ -305,6 +333,11 @@ class AgentMetrics(Collector):
     def collapsed(self) -> int:
         """Records attributed to ``agent="other"`` so far."""
         return self._collapsed
+
+    @property
+    def values_collapsed(self) -> dict[str, int]:
+        """Records whose ``agent_type`` / ``feedback_source`` was exported as ``other``."""
+        return dict(self._values_collapsed)
 
     def _families(
         self,
@@ -314,6 +347,7 @@ class AgentMetrics(Collector):
         CounterMetricFamily,
         CounterMetricFamily,
         HistogramMetricFamily,
+        CounterMetricFamily,
         CounterMetricFamily,
         CounterMetricFamily,
     ]:
@@ -337,6 +371,11 @@ class AgentMetrics(Collector):
                 labels=("agent", "feedback_source"),
             ),
             CounterMetricFamily("agent_series_collapsed", _HELP["agent_series_collapsed"]),
+            CounterMetricFamily(
+                "agent_label_values_collapsed",
+                _HELP["agent_label_values_collapsed"],
+                labels=("label",),
+            ),
         )
 
     def describe(self) -> list[Metric]:
@@ -361,7 +400,7 @@ class AgentMetrics(Collector):
             return
         if self._before_collect is not None:
             self._before_collect()
-        runs, duration, tokens, cost, accuracy, records, collapsed = self._families()
+        runs, duration, tokens, cost, accuracy, records, collapsed, values = self._families()
         with self._lock:
             per_agent: dict[str, list[float]] = {}
             for (agent, agent_type), s in self._runs.items():
@@ -386,7 +425,9 @@ class AgentMetrics(Collector):
                     for source, n in a.sources.items():
                         records.add_metric((agent, source), n)
             collapsed.add_metric((), self._collapsed)
-        yield from (runs, duration, tokens, cost, accuracy, records, collapsed)
+            for name, n in self._values_collapsed.items():
+                values.add_metric((name,), n)
+        yield from (runs, duration, tokens, cost, accuracy, records, collapsed, values)
 
     def render(self, openmetrics: bool = False) -> str:
         """The exposition of :meth:`collect`, built directly: text format 0.0.4,
@@ -482,6 +523,15 @@ class AgentMetrics(Collector):
                 _header("agent_series_collapsed", _HELP["agent_series_collapsed"], "counter", om)
                 + f"agent_series_collapsed_total {self._collapsed}\n"
             )
+            values = _header(
+                "agent_label_values_collapsed",
+                _HELP["agent_label_values_collapsed"],
+                "counter",
+                om,
+            ) + "".join(
+                f'agent_label_values_collapsed_total{{label="{name}"}} {n}\n'
+                for name, n in self._values_collapsed.items()
+            )
         return "".join(
             [
                 "".join(runs),
@@ -491,5 +541,6 @@ class AgentMetrics(Collector):
                 "".join(accuracy),
                 "".join(records),
                 collapsed,
+                values,
             ]
         )

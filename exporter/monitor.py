@@ -29,7 +29,7 @@ from .alerts import Alert
 from .background import BackgroundLoop
 from .bus import EventSink
 from .checker import Checker, Retrainer
-from .http import metrics_app, serve
+from .http import DEFAULT_ADDRESS, metrics_app, serve
 from .kafka_sink import KafkaSink
 from .recorder import Recorder
 from .report import build_report
@@ -372,8 +372,12 @@ class PerformanceMonitor:
 
     # -- serving ---------------------------------------------------------
 
-    def serve_metrics(self, port: int = 9108, addr: str = "0.0.0.0") -> Any:
+    def serve_metrics(self, port: int = 9108, addr: str = DEFAULT_ADDRESS) -> Any:
         """Serve ``/metrics``, ``/healthz`` and ``/readyz`` in a background thread.
+
+        On loopback (127.0.0.1) unless ``addr`` says otherwise (``"0.0.0.0"``
+        for every interface, e.g. in a container). The server closes idle
+        connections and bounds their number (:class:`~.http.ServerLimits`).
 
         Returns the server; ``server.server_port`` is the port (useful with 0),
         ``server.shutdown()`` stops it.

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from .background import BackgroundLoop
 from .events import MAX_EVENT_SKEW_SECONDS
 from .ingest import RecentEventIds, decode_batch
+from .kafka_codecs import missing_codecs, undecodable
 from .kafka_sink import BrokerProbe
 from .metrics import AgentMetrics
 
@@ -116,6 +117,12 @@ class StandaloneExporter:
             "1 while the consumer reaches Kafka.",
             registry=self.registry,
         )
+        self._undecodable = Gauge(
+            "autoretrain_exporter_consumer_undecodable",
+            "1 while the consumer cannot decode the records it reads (a compression "
+            "codec is missing); it does not advance until it can.",
+            registry=self.registry,
+        )
         self._applied = self._events.labels("applied")
         self._duplicate = self._events.labels("duplicate")
         self._invalid_total = self._events.labels("invalid")
@@ -132,6 +139,8 @@ class StandaloneExporter:
         )
         self._consumer: Any = None
         self.last_error: str | None = "not started"
+        #: Why the records read cannot be decoded (None when they can).
+        self.decode_error: str | None = None
         self.partitions: list[int] = []  # assigned to this instance, as of the last poll
 
     def handle(self, value: bytes | None) -> str:
@@ -167,6 +176,8 @@ class StandaloneExporter:
 
     def ready(self) -> tuple[bool, str]:
         """For ``/readyz``: consuming from Kafka, or why not."""
+        if self.decode_error is not None:
+            return False, f"cannot decode the records of {self.topic}: {self.decode_error}"
         if self.connected:
             # The consumer exists and its last poll did not raise; polls also
             # "succeed" while the broker is down, hence the separate check.
@@ -186,11 +197,23 @@ class StandaloneExporter:
         batches = self._consumer.poll(timeout_ms=500, max_records=2000)
         self.partitions = sorted(tp.partition for tp in self._consumer.assignment())
         self.last_error = None
+        if self.decode_error is not None:
+            log.info("decoding the records of %s again", self.topic)
+            self.decode_error = None
+            self._undecodable.set(0)
         self._connected.set(1 if self._broker_check() is None else 0)
         for records in batches.values():
             self.handle_batch([record.value for record in records])
 
     def _poll_failed(self, exc: BaseException, retry_in: float) -> None:
+        reason = undecodable(exc)
+        if reason is not None:
+            # Not a connection problem: retrying reads the same batch again.
+            if reason != self.decode_error:
+                log.error("cannot decode the records of %s: %s; retrying every %.1f s",
+                          self.topic, reason, retry_in)
+            self.decode_error = reason
+            self._undecodable.set(1)
         if self.last_error is None or self.last_error == "not started":
             log.warning(
                 "Kafka consumer failed (%s: %s); retrying in %.1f s",
@@ -203,6 +226,10 @@ class StandaloneExporter:
 
     def start(self) -> None:
         """Consume on a background thread until :meth:`stop`; reconnects with backoff."""
+        missing = missing_codecs()
+        if missing:
+            log.warning("kafka-python cannot decode %s here: records compressed so cannot "
+                        "be consumed", ", ".join(missing))
         self._loop.start()
 
     def stop(self, timeout: float = 10.0) -> None:

@@ -78,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import waitress
 
+    from autoretrain.exporter.http import ServerLimits
+
     from .app import EXTENSION, create_app
     from .standby import StoreLocked
 
@@ -94,12 +96,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     service = app.extensions[EXTENSION]
     try:
+        # Idle and half-sent connections are closed after the channel timeout
+        # and bounded in number: with waitress' defaults (100, 120 s) 100 slow
+        # connections made the webhook unreachable.
+        limits = ServerLimits(threads=settings.threads,
+                              connection_limit=settings.connection_limit,
+                              channel_timeout_seconds=settings.channel_timeout_seconds)
         server = waitress.create_server(
-            app, host=settings.host, port=settings.port, threads=settings.threads,
+            app, host=settings.host, port=settings.port,
             # The app answers 413 in JSON up to a little past the limit; beyond
             # that waitress refuses the body without buffering it.
             max_request_body_size=settings.max_body_bytes + 65536,
-            ident=PROG, asyncore_use_poll=True)
+            ident=PROG, **limits.waitress_options())
     except OSError as exc:
         print(f"{PROG}: cannot listen on {settings.host}:{settings.port}: {exc}",
               file=sys.stderr)

@@ -10,12 +10,23 @@ Only what the webhook relies on is required (``version``, ``status``,
 ``fingerprint``); the other documented fields are optional but must have the
 documented type when present. Unknown fields are ignored, as Alertmanager
 may add some.
+
+Every size is bounded (:data:`LIMITS`): alerts per notification, labels and
+annotations per alert, the length of their names and values and of the other
+strings. A label value travels into the ledger and its unauthenticated read
+API; unbounded, 30 notifications with a 1 MB ``alertname`` once made one
+``GET /api/performance/retraining`` answer 31.7 MB. A bound that is exceeded
+is a 400 whose message names it. Alertmanager's ``max_alerts`` on the
+webhook receiver (``prometheus/alertmanager.yml``) is set to the same alert
+count, so Alertmanager truncates a larger group instead of sending one we
+refuse.
 """
 
 from __future__ import annotations
 
 import re
 import reprlib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,9 +36,11 @@ from autoretrain.exporter.timefmt import utc_iso
 
 __all__ = [
     "ALERT_STATUSES",
+    "LIMITS",
     "AlertmanagerAlert",
     "EpisodeKey",
     "InvalidPayload",
+    "Limits",
     "Notification",
     "parse_alert",
     "parse_notification",
@@ -47,6 +60,35 @@ _FINGERPRINT = re.compile(r"^[0-9a-fA-F]{1,64}$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 _SHOW = 60  # characters of a bad value quoted in an error message
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size bounds of a notification (characters for strings).
+
+    Generous for real alerts (Prometheus label values are short; annotations
+    carry a sentence or a runbook link). The request body limit
+    (``max_body_bytes``) still bounds a notification as a whole; these bound
+    what one value, one alert and one notification can carry into the
+    ledger, its read API and the logs.
+    """
+
+    max_alerts: int = 1000  # = max_alerts in prometheus/alertmanager.yml
+    max_labels: int = 64  # per labels / annotations object
+    max_name_chars: int = 128  # a label or annotation name
+    max_label_value_chars: int = 1024
+    max_annotation_value_chars: int = 4096
+    max_string_chars: int = 4096  # receiver, URLs
+
+    @property
+    def max_group_key_chars(self) -> int:
+        # Alertmanager's groupKey spells out the group labels (all of them
+        # when a route groups by '...').
+        return self.max_labels * (self.max_name_chars + self.max_label_value_chars + 4) + (
+            self.max_string_chars)
+
+
+LIMITS = Limits()
 
 
 def _make_repr() -> reprlib.Repr:
@@ -163,10 +205,17 @@ def _unicode(where: str, text: str) -> str:
     return text
 
 
-def _string(where: str, value: Any) -> str:
+def _length(where: str, text: str, limit: int) -> str:
+    if len(text) > limit:
+        raise InvalidPayload(
+            f"{where} is longer than the limit of {limit} characters ({len(text)})")
+    return text
+
+
+def _string(where: str, value: Any, limit: int = LIMITS.max_string_chars) -> str:
     if not isinstance(value, str):
         raise InvalidPayload(f"{where} must be a string, got {_type(value)}")
-    return _unicode(where, value)
+    return _unicode(where, _length(where, value, limit))
 
 
 def _status(where: str, value: Any) -> Status:
@@ -175,19 +224,35 @@ def _status(where: str, value: Any) -> Status:
     return "firing" if value == "firing" else "resolved"
 
 
-def _labels(where: str, value: Any) -> dict[str, str]:
+def _labels(
+    where: str, value: Any, value_limit: int = LIMITS.max_label_value_chars
+) -> dict[str, str]:
     data = _object(where, value)
+    if len(data) > LIMITS.max_labels:
+        raise InvalidPayload(
+            f"{where} has more than the limit of {LIMITS.max_labels} entries ({len(data)})")
     for name, text in data.items():
+        if len(name) > LIMITS.max_name_chars:
+            raise InvalidPayload(
+                f"{where} has a name longer than the limit of {LIMITS.max_name_chars} "
+                f"characters: {_show(name)}")
         if not _LABEL_NAME.match(name):
             raise InvalidPayload(f"{where} has an invalid name {_show(name)}")
         if not isinstance(text, str):
             raise InvalidPayload(f"{where}.{name} must be a string, got {_type(text)}")
+        _length(f"{where}.{name}", text, value_limit)
         _unicode(f"{where}.{name}", text)
     return dict(data)
 
 
+def _annotations(where: str, value: Any) -> dict[str, str]:
+    return _labels(where, value, LIMITS.max_annotation_value_chars)
+
+
 def _timestamp(where: str, value: Any) -> datetime:
-    text = _string(where, value)
+    # No length bound of its own: the anchored pattern bounds it, and its
+    # message quotes the bad value.
+    text = _string(where, value, limit=sys.maxsize)
     if not _TIMESTAMP.match(text):
         raise InvalidPayload(f"{where} must be an RFC 3339 timestamp, got {_show(text)}")
     try:
@@ -227,7 +292,7 @@ def parse_alert(data: Any, where: str = "alert") -> AlertmanagerAlert:
     return AlertmanagerAlert(
         status=_status(f"{where}.status", obj["status"]),
         labels=_labels(f"{where}.labels", obj["labels"]),
-        annotations=_labels(f"{where}.annotations", _optional(obj, "annotations", {})),
+        annotations=_annotations(f"{where}.annotations", _optional(obj, "annotations", {})),
         starts_at=_timestamp(f"{where}.startsAt", obj["startsAt"]),
         ends_at=ends_at,
         fingerprint=fingerprint.lower(),
@@ -249,6 +314,10 @@ def parse_notification(data: Any) -> Notification:
         raise InvalidPayload(f"alerts must be an array, got {_type(alerts)}")
     if not alerts:
         raise InvalidPayload("alerts must not be empty")
+    if len(alerts) > LIMITS.max_alerts:
+        raise InvalidPayload(
+            f"alerts has more than the limit of {LIMITS.max_alerts} alerts per notification "
+            f"({len(alerts)}); set max_alerts on the Alertmanager webhook receiver")
     truncated = _optional(obj, "truncatedAlerts", 0)
     if isinstance(truncated, bool) or not isinstance(truncated, int) or truncated < 0:
         raise InvalidPayload(
@@ -257,10 +326,11 @@ def parse_notification(data: Any) -> Notification:
         status=_status("status", obj["status"]),
         alerts=tuple(parse_alert(a, f"alerts[{i}]") for i, a in enumerate(alerts)),
         receiver=_string("receiver", _optional(obj, "receiver", "")),
-        group_key=_string("groupKey", _optional(obj, "groupKey", "")),
+        group_key=_string(
+            "groupKey", _optional(obj, "groupKey", ""), LIMITS.max_group_key_chars),
         group_labels=_labels("groupLabels", _optional(obj, "groupLabels", {})),
         common_labels=_labels("commonLabels", _optional(obj, "commonLabels", {})),
-        common_annotations=_labels(
+        common_annotations=_annotations(
             "commonAnnotations", _optional(obj, "commonAnnotations", {})),
         external_url=_string("externalURL", _optional(obj, "externalURL", "")),
         truncated_alerts=truncated,

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from autoretrain.exporter.http import ServerLimits
+
 from .standby import MODES
 from .updater.settings import (
     RECENCY_WEIGHT,
@@ -80,6 +82,10 @@ class WebhookConfig:
         (serialised) retrain before answering 503.
     host, port, threads
         Listen address and waitress worker threads of ``python -m autoretrain.webhook``.
+    connection_limit, channel_timeout_seconds
+        Open connections served at once (more wait in the listen backlog),
+        and the seconds after which an idle or half-sent connection is
+        closed: slow clients cannot make the webhook unreachable.
     model_storage_path, kafka_servers, kafka_topic, consumer_group, batch_size,
     batch_timeout_seconds, save_interval_seconds, buffer_size
         The :class:`~autoretrain.webhook.updater.UpdaterSettings` of the
@@ -121,6 +127,8 @@ class WebhookConfig:
     host: str = "127.0.0.1"
     port: int = 9109
     threads: int = 8
+    connection_limit: int = ServerLimits.connection_limit
+    channel_timeout_seconds: int = ServerLimits.channel_timeout_seconds
     # The updater's settings: defaults from UpdaterSettings and the rule, written there.
     model_storage_path: str = UpdaterSettings.model_storage_path
     kafka_servers: str | None = None
@@ -189,7 +197,8 @@ class WebhookConfig:
 _KEYS = tuple(f.name for f in fields(WebhookConfig))
 _OPTIONAL_STR = ("token", "token_file", "kafka_servers", "read_token", "read_token_file")
 _BOOL = ("allow_unauthenticated", "detect_drops")
-_INT = ("max_body_bytes", "max_alertnames", "port", "threads", "batch_size", "buffer_size")
+_INT = ("max_body_bytes", "max_alertnames", "port", "threads", "batch_size", "buffer_size",
+        "connection_limit", "channel_timeout_seconds")
 # None (or an empty variable): the updater's default buffer; no retries.
 _NULLABLE = ("buffer_size", "retry_after_seconds")
 _FLOAT = (

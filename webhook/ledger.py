@@ -18,10 +18,10 @@ Tables (schema version 1, in ``PRAGMA user_version``):
     completed when it ends: ``trigger`` (alert | api), ``reason``,
     ``retrain_type``, timestamps, ``outcome`` (promoted | rejected | skipped
     | failed | error | interrupted), the updater's scores and version, and the
-    episodes it served (JSON). A row still "running" when the ledger is
-    opened belonged to a process that died: it becomes "interrupted", and
-    the episodes it had claimed are queued again (their retrain never
-    finished).
+    episodes it served (JSON, the first ``MAX_ALERTS_PER_RETRAIN``). A row
+    still "running" when the ledger is opened belonged to a process that
+    died: it becomes "interrupted", and the episodes it had claimed are
+    queued again (their retrain never finished).
 
 An episode is claimed (state ``retrained``) in the same transaction that
 records its retrain's start, so concurrent or repeated notifications never
@@ -52,6 +52,7 @@ __all__ = ["OUTCOMES", "Ledger", "LedgerError", "outcome_of"]
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+MAX_ALERTS_PER_RETRAIN = 100  # episodes listed in one retrain row's ``alerts``
 OUTCOMES = ("running", *(s.value for s in RetrainStatus), "error", "interrupted")
 _STATUSES = frozenset(s.value for s in RetrainStatus)
 
@@ -285,10 +286,14 @@ class Ledger:
         Episodes no longer queued (cancelled meanwhile) are not claimed.
         """
         now = self.clock()
+        # The row lists at most MAX_ALERTS_PER_RETRAIN episodes: it is served by
+        # the unauthenticated GET /api/performance/retraining, and one retrain
+        # may serve thousands of queued episodes. Every episode still records
+        # this retrain's id in the episodes table.
         alerts = json.dumps([
             {"alertname": q.alertname, "fingerprint": q.episode.fingerprint,
              "startsAt": q.episode.starts_at, "retrain_type": q.retrain_type}
-            for q in episodes])
+            for q in episodes[:MAX_ALERTS_PER_RETRAIN]])
         with self._lock, self._transaction():
             cursor = self._conn.execute(
                 "INSERT INTO retrains (trigger, reason, retrain_type, requested_at, started_at, "

@@ -126,3 +126,64 @@ def test_health_ready_and_unknown_paths(registry):
     status, _, body = get(app, "/readyz")
     assert status == "503 Service Unavailable" and b"Kafka not reachable" in body
     assert get(app, "/nope")[0] == "404 Not Found"
+
+
+# -- the server's connection bounds (issue 13, item 11) -----------------------------------------
+def test_slow_clients_neither_block_health_nor_hold_a_thread_each(registry):
+    import threading
+
+    from servers.slow import get_status, half_open_connections
+
+    from autoretrain.exporter.http import ServerLimits, serve
+
+    server, _ = serve(metrics_app(registry), "127.0.0.1", 0, ServerLimits(threads=2))
+    try:
+        before = threading.active_count()
+        with half_open_connections(server.server_port, 200):
+            assert get_status(server.server_port, "/healthz") == 200
+            # wsgiref's threading server spent a thread per connection (201 here).
+            assert threading.active_count() <= before + 2
+    finally:
+        server.shutdown()
+
+
+def test_an_idle_half_request_is_closed_after_the_channel_timeout(registry):
+    import socket
+
+    from servers.slow import half_open_connections
+
+    from autoretrain.exporter.http import ServerLimits, serve
+
+    server, _ = serve(metrics_app(registry), "127.0.0.1", 0,
+                      ServerLimits(channel_timeout_seconds=1))
+    try:
+        with half_open_connections(server.server_port, 1) as (sock,):
+            sock.settimeout(60)  # generous: waitress looks for idle channels every second
+            try:
+                data = sock.recv(1024)
+            except ConnectionResetError:
+                data = b""
+            assert data == b"" or data.startswith(b"HTTP/1.1 4"), data
+    finally:
+        server.shutdown()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", server.server_port), timeout=5).close()
+
+
+def test_serve_metrics_binds_loopback_unless_told_otherwise():
+    from autoretrain.exporter import PerformanceMonitor
+
+    monitor = PerformanceMonitor(registry=CollectorRegistry())
+    server = monitor.serve_metrics(port=0)
+    try:
+        assert server.server_address[0] == "127.0.0.1"
+    finally:
+        server.shutdown()
+        monitor.close()
+
+
+def test_server_limits_are_validated():
+    from autoretrain.exporter.http import ServerLimits
+
+    with pytest.raises(ValueError, match="connection_limit must be an integer >= 1"):
+        ServerLimits(connection_limit=0)

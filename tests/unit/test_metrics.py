@@ -160,3 +160,37 @@ def test_render_metrics_serves_fast_and_generic_collectors_alike():
     body = render_metrics(registry, other, fast=[m]).decode()
     expected = generate_latest(registry).decode() + generate_latest(other).decode()
     assert _samples(body) == _samples(expected)
+
+
+def test_agent_type_is_bounded_per_agent_and_the_collapse_is_counted():
+    # One agent reporting 5,000 agent types once gave 115,003 sample lines.
+    from autoretrain.exporter.metrics import MAX_AGENT_TYPES
+
+    registry = CollectorRegistry()
+    m = AgentMetrics(registry)
+    for i in range(5000):
+        m.record_run("a", f"type-{i}", "success", 0.1, 1, 0.0)
+    for i in range(MAX_AGENT_TYPES + 5):
+        m.record_accuracy("a", f"source-{i}", 0.5)
+    families = {
+        f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
+    }
+    types = {s.labels["agent_type"] for s in families["agent_runs"].samples}
+    assert len(types) == MAX_AGENT_TYPES + 1 and "other" in types
+    get = registry.get_sample_value
+    assert get("agent_runs_total", {"agent": "a", "agent_type": "other", "status": "success"}) == (
+        5000 - MAX_AGENT_TYPES
+    )
+    assert get("agent_tokens_total", {"agent": "a"}) == 5000
+    assert get("agent_label_values_collapsed_total", {"label": "agent_type"}) == (
+        5000 - MAX_AGENT_TYPES
+    )
+    assert get("agent_label_values_collapsed_total", {"label": "feedback_source"}) == 5
+    # The fast rendering has the same samples.
+    fast = {
+        f.name: f for f in text_string_to_metric_families(m.render())
+    }
+    assert len(fast["agent_runs"].samples) == len(families["agent_runs"].samples)
+    assert fast["agent_label_values_collapsed"].samples == (
+        families["agent_label_values_collapsed"].samples
+    )

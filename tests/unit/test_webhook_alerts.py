@@ -166,3 +166,66 @@ def test_a_deeply_nested_bad_value_gives_a_short_message() -> None:
     with pytest.raises(InvalidPayload) as info:
         parse_notification(_with("alerts.0.labels.retrain", nested))
     assert len(str(info.value)) < 300
+
+
+# -- size bounds (issue 13, item 6) -------------------------------------------------------------
+def _with_alert(**changes: Any) -> dict[str, Any]:
+    alert = copy.deepcopy(ALERT)
+    for key, value in changes.items():
+        alert[key] = value
+    message = copy.deepcopy(MESSAGE)
+    message["alerts"] = [alert]
+    return message
+
+
+@pytest.mark.parametrize(
+    ("message", "needle"),
+    [
+        (_with_alert(labels={"alertname": "A" * 1_000_000, "retrain": "full"}),
+         "alerts[0].labels.alertname is longer than the limit of 1024 characters"),
+        (_with_alert(labels={"retrain": "full", "n" * 200: "x"}),
+         "alerts[0].labels has a name longer than the limit of 128 characters"),
+        (_with_alert(labels={f"l{i}": "x" for i in range(65)}),
+         "alerts[0].labels has more than the limit of 64 entries"),
+        (_with_alert(annotations={"description": "d" * 5000}),
+         "alerts[0].annotations.description is longer than the limit of 4096 characters"),
+        (_with_alert(generatorURL="http://p/" + "g" * 5000),
+         "alerts[0].generatorURL is longer than the limit of 4096 characters"),
+        ({**MESSAGE, "commonLabels": {"alertname": "A" * 2000}},
+         "commonLabels.alertname is longer than the limit of 1024 characters"),
+        ({**MESSAGE, "alerts": [ALERT] * 7000},
+         "alerts has more than the limit of 1000 alerts per notification"),
+    ],
+)
+def test_sizes_are_bounded_and_the_message_names_the_bound(
+    message: dict[str, Any], needle: str
+) -> None:
+    with pytest.raises(InvalidPayload) as caught:
+        parse_notification(message)
+    assert needle in str(caught.value)
+    assert len(str(caught.value)) < 300
+
+
+def test_a_notification_at_the_bounds_is_accepted() -> None:
+    from autoretrain.webhook.alerts import LIMITS
+
+    labels = {"alertname": "A" * LIMITS.max_label_value_chars, "retrain": "full"}
+    labels.update({f"l{i}": "x" for i in range(LIMITS.max_labels - 2)})
+    alert = {**ALERT, "labels": labels,
+             "annotations": {"d" * LIMITS.max_name_chars: "v" * LIMITS.max_annotation_value_chars}}
+    n = parse_notification({**MESSAGE, "alerts": [alert] * LIMITS.max_alerts})
+    assert len(n.alerts) == LIMITS.max_alerts
+
+
+def test_alertmanager_config_truncates_at_the_same_alert_count() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from autoretrain.webhook.alerts import LIMITS
+
+    root = Path(__file__).resolve().parents[2]
+    for name in ("alertmanager.yml", "alertmanager.test.yml"):
+        config = yaml.safe_load((root / "prometheus" / name).read_text())
+        webhooks = [w for r in config["receivers"] for w in r.get("webhook_configs", [])]
+        assert webhooks and all(w["max_alerts"] == LIMITS.max_alerts for w in webhooks), name

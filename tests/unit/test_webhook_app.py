@@ -929,3 +929,23 @@ def test_an_unprintable_alertname_is_counted_as_other(app: Flask, client: FlaskC
     assert "\u0007" not in body
     assert sample(app, "webhook_alerts_total", alertname="other", status="firing",
                   action="ignored_no_retrain_label") == 1
+
+
+def test_oversized_labels_are_refused_and_never_reach_the_ledger_api(
+    client: FlaskClient, app: Flask
+) -> None:
+    # Issue 13, item 6: 30 POSTs with a 1 MB alertname made the unauthenticated
+    # ledger API answer 31.7 MB.
+    for i in range(3):
+        big = alert(name="A" * 100_000, fp=f"{i + 1:016x}")
+        response = client.post("/alerts", json=message(big), headers=AUTH)
+        assert response.status_code == 400
+        body = response.get_json()
+        assert body["error"] == "invalid_payload"
+        assert "longer than the limit of 1024 characters" in body["message"]
+    response = client.post("/alerts", json=message(*[alert(fp=f"{i + 1:016x}")
+                                                     for i in range(1001)]), headers=AUTH)
+    assert response.status_code == 400
+    assert "limit of 1000 alerts per notification" in response.get_json()["message"]
+    wait_idle(app)
+    assert len(client.get("/api/performance/retraining").get_data()) < 10_000

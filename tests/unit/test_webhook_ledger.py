@@ -219,7 +219,7 @@ def test_a_retention_must_be_positive(tmp_path: Path, retention: float) -> None:
 
 def test_an_alert_firing_longer_than_the_retention_never_retrains_again(
         tmp_path: Path) -> None:
-    # Issue 13, item 12: duplicates must refresh `updated`, or retention deletes the
+    # Duplicates must refresh `updated`, or retention deletes the
     # retrained episode while Alertmanager still re-sends it and the next repeat
     # counts as a new episode (a second retrain for one episode).
     from autoretrain.webhook.alerts import parse_notification
@@ -255,3 +255,23 @@ def test_an_alert_firing_longer_than_the_retention_never_retrains_again(
     ledger.close()
     ledger = Ledger(tmp_path / "l.db", clock=clock, retention_seconds=90 * day)
     assert ledger.episode_states([key]) == {}
+
+
+def test_a_retrain_row_lists_a_bounded_number_of_episodes(tmp_path: Path) -> None:
+    # One retrain may serve thousands of queued episodes; the row is served by
+    # the unauthenticated GET /api/performance/retraining.
+    from autoretrain.webhook.ledger import MAX_ALERTS_PER_RETRAIN
+
+    ledger = Ledger(tmp_path / "l.db")
+    many = tuple(q(f"{i:04x}") for i in range(MAX_ALERTS_PER_RETRAIN * 3))
+    ledger.record_plan(plan(queue=many))
+    ledger.start_retrain(trigger="alert", reason="r", retrain_type="incremental",
+                         requested_at=1.0, episodes=many)
+    (row,), total = ledger.list_retrains()
+    assert total == 1
+    assert [a["fingerprint"] for a in row["alerts"]] == [
+        e.episode.fingerprint for e in many[:MAX_ALERTS_PER_RETRAIN]]
+    # Every episode is still claimed: none retrains again.
+    assert ledger.queued() == []
+    assert set(ledger.episode_states([e.episode for e in many]).values()) == {
+        EpisodeState.RETRAINED}

@@ -31,6 +31,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from autoretrain.exporter.http import ServerLimits
+
 __all__ = ["ENV_PREFIX", "SelectorConfig", "create_selector_app", "load_selector_config",
            "main"]
 
@@ -60,6 +62,9 @@ class SelectorConfig:
         Optional Bearer token for the ranking (inline or from a file; at most one).
     host, port, threads
         Listen address and waitress worker threads.
+    connection_limit, channel_timeout_seconds
+        Open connections served at once, and the seconds after which an idle
+        or half-sent connection is closed (slow clients cannot block it).
     log_level
         Logging level.
     """
@@ -73,22 +78,26 @@ class SelectorConfig:
     host: str = "127.0.0.1"
     port: int = 9110
     threads: int = 8
+    connection_limit: int = ServerLimits.connection_limit
+    channel_timeout_seconds: int = ServerLimits.channel_timeout_seconds
     log_level: str = "INFO"
 
 
 _KEYS = tuple(f.name for f in fields(SelectorConfig))
 _OPTIONAL = ("kafka_servers", "model_storage_path", "read_token", "read_token_file")
+_INTS = {"port": (0, 65535), "threads": (1, 1000), "connection_limit": (1, 100_000),
+         "channel_timeout_seconds": (1, 86_400)}
 
 
 def _check(key: str, value: Any, where: str) -> Any:
     shown = "a value" if key == "read_token" else repr(value)
-    if key in ("port", "threads"):
+    if key in _INTS:
         if isinstance(value, str):
             try:
                 value = int(value.strip())
             except ValueError:
                 raise ValueError(f"{key} (from {where}) must be an integer, got {shown}") from None
-        low, high = (0, 65535) if key == "port" else (1, 1000)
+        low, high = _INTS[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ValueError(f"{key} (from {where}) must be an integer in [{low}, {high}], "
                              f"got {shown}")
@@ -307,9 +316,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     app = create_selector_app(overrides, registry=registry)
     follower = app.extensions[EXTENSION]
     try:
+        limits = ServerLimits(threads=settings.threads,
+                              connection_limit=settings.connection_limit,
+                              channel_timeout_seconds=settings.channel_timeout_seconds)
         server = waitress.create_server(app, host=settings.host, port=settings.port,
-                                        threads=settings.threads, ident=PROG,
-                                        asyncore_use_poll=True)
+                                        ident=PROG, **limits.waitress_options())
     except OSError as exc:
         print(f"{PROG}: cannot listen on {settings.host}:{settings.port}: {exc}",
               file=sys.stderr)

@@ -18,6 +18,7 @@ from typing import Any
 
 from autoretrain.exporter.background import BackgroundLoop
 from autoretrain.exporter.bus import EmbeddedBus
+from autoretrain.exporter.kafka_codecs import missing_codecs, undecodable
 
 from .checkpoint import Checkpointer
 from .metrics import UpdaterMetrics
@@ -79,6 +80,8 @@ class Consumer:
             "consumer not created yet" if settings.uses_kafka else None)
         self.ingest_lock = threading.Lock()
         self.lag: int | None = None
+        #: Why the records read cannot be decoded (None when they can).
+        self.decode_error: str | None = None
         self._pending: list[Any] = []
         self._pending_offsets: dict[int, int] = {}
         self._pending_since: float | None = None
@@ -133,7 +136,16 @@ class Consumer:
 
     # -- the loop ------------------------------------------------------------------
     def _on_error(self, exc: BaseException, backoff: float) -> None:
-        if isinstance(exc, SourceError):
+        reason = undecodable(exc)
+        if reason is not None:
+            # Not Kafka being away: the same batch fails again until the
+            # codec is installed, so say so loudly and on /readyz.
+            if reason != self.decode_error:
+                log.error("cannot decode the records of %s: %s; retrying every %.1f s",
+                          self.settings.kafka_topic, reason, backoff)
+            self.decode_error = reason
+            self.metrics.undecodable.set(1)
+        elif isinstance(exc, SourceError):
             # Expected while Kafka is away: no traceback, same counter.
             log.warning("%s; retrying in %.1f s", exc, backoff)
         else:
@@ -161,6 +173,10 @@ class Consumer:
         self.source_error = None
         log.info("consuming %s from %s as group %s", s.kafka_topic, s.kafka_servers,
                  s.consumer_group)
+        missing = missing_codecs()
+        if missing:
+            log.warning("kafka-python cannot decode %s here: records compressed so cannot "
+                        "be consumed", ", ".join(missing))
 
     def _step(self) -> None:
         self._loop_ident = threading.get_ident()
@@ -194,6 +210,10 @@ class Consumer:
         limit = max(self.settings.batch_size, _SLICE)
         while True:
             values, offsets = self.source.poll(timeout, limit)
+            if self.decode_error is not None:
+                log.info("decoding the records of %s again", self.settings.kafka_topic)
+                self.decode_error = None
+                self.metrics.undecodable.set(0)
             if values or offsets:
                 if self._pending_since is None:
                     self._pending_since = time.monotonic()
@@ -249,6 +269,8 @@ class Consumer:
         (always None without Kafka)."""
         if not self.settings.uses_kafka:
             return None
+        if self.decode_error is not None:
+            return f"Kafka consumer cannot decode the records it reads: {self.decode_error}"
         unreachable = self._kafka_check() if self._kafka_check is not None else None
         if unreachable is not None:
             return f"Kafka unreachable: {unreachable}"

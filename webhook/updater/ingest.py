@@ -6,17 +6,32 @@ adds what only the model needs (a bound on the distinct agents and task
 types it learns, checked before de-duplication so a rejected id is not
 remembered), counts what was skipped, and applies the batch to the
 :class:`~.state.ModelState`.
+
+The agent bound evicts: when ``max_agents`` agents are known and a new one
+arrives, an *idle* agent is dropped from the serving model to make room. Idle
+means no event for longer than ``agent_idle_seconds`` (event time, against
+the newest event the model has seen; unknown for a file saved before the
+model kept it) and none among the buffered recent events (so a full retrain,
+which replays the buffer, cannot bring it back) nor in the batch being read.
+The longest idle goes first, then the one with the least evidence. Without
+this, names forged once filled the limit for good and, after a restart, a
+real new agent was refused as ``capacity:agent_name``. Reaching the limit is
+logged and exported (``model_updater_capacity_used_ratio``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from autoretrain.exporter.events import InvalidEvent, OutcomeEvent
 from autoretrain.exporter.ingest import RecentEventIds, decode_batch
+from autoretrain.exporter.timefmt import utc_iso
 
 from .batch import BatchBuilder
 from .metrics import UpdaterMetrics
@@ -28,6 +43,14 @@ from .status import Counters
 __all__ = ["Ingestor"]
 
 log = logging.getLogger(__name__)
+
+
+def model_time(t: float) -> str:
+    """An event time for a log line ("unknown" when not finite)."""
+    try:
+        return utc_iso(t) if math.isfinite(t) else "unknown"
+    except (ValueError, OverflowError, OSError):
+        return repr(t)
 
 
 class Ingestor:
@@ -44,6 +67,14 @@ class Ingestor:
         self._known_agents: set[str] = set()
         self._known_tasks: set[str] = set()
         self._faults_logged: set[str] = set()
+        # Agents named by the batch being read (never evicted for it), and the
+        # names in the retrain buffer, computed once per batch when needed.
+        self._batch_agents: set[str] = set()
+        self._buffered_agents: set[str] | None = None
+        # No agent was idle for this batch: the answer holds until the batch
+        # is applied, so a flood of new names costs one scan per batch.
+        self._no_room = False
+        self._agents_full = False
 
     def know(self, model: AgentSelectionModel) -> None:
         """Count the names of a loaded model against the capacity (state lock held)."""
@@ -55,16 +86,74 @@ class Ingestor:
         (``capacity:...``); remember a new one."""
         agent, task = event["agent_name"], event["task_type"]
         if agent not in self._known_agents:
-            if len(self._known_agents) >= self.settings.max_agents:
-                raise InvalidEvent("capacity:agent_name",
-                                   f"more than max_agents={self.settings.max_agents} agents")
+            if len(self._known_agents) >= self.settings.max_agents and not self._make_room():
+                raise InvalidEvent(
+                    "capacity:agent_name",
+                    f"more than max_agents={self.settings.max_agents} agents, none idle "
+                    f"for {self.settings.agent_idle_seconds:g} s")
             self._known_agents.add(agent)
+        self._batch_agents.add(agent)
         if task not in self._known_tasks:
             if len(self._known_tasks) >= self.settings.max_task_types:
                 raise InvalidEvent(
                     "capacity:task_type",
                     f"more than max_task_types={self.settings.max_task_types} task types")
             self._known_tasks.add(task)
+
+    def _make_room(self) -> bool:
+        """Drop the longest idle agent from the serving model (state lock held);
+        False when none is idle."""
+        model = self.state.model
+        in_model = set(model.agents)
+        # Admitted but not applied yet (earlier in this batch): never dropped.
+        pending = self._known_agents - in_model
+        # A retrain promoted while agents were dropped may have brought one
+        # back: count what the model holds.
+        self._known_agents = in_model | pending
+        limit = self.settings.max_agents
+        if len(self._known_agents) < limit:
+            self._agents_full = False
+            return True
+        if not self._agents_full:
+            self._agents_full = True
+            log.warning("agent limit reached: %d agents known (max_agents=%d); a new agent "
+                        "is admitted only in place of one idle for %g s", len(in_model),
+                        limit, self.settings.agent_idle_seconds)
+        if self._no_room:
+            return False
+        idle = self._idle_agent(model)
+        if idle is None:
+            self._no_room = True
+            return False
+        victim, last_seen = idle
+        model.drop_agents([victim])
+        self.state.dirty = True
+        self._known_agents.discard(victim)
+        self.metrics.agents_evicted.inc()
+        log.info("dropped idle agent %r from the model (last event at %s) to admit a new one",
+                 victim, model_time(last_seen))
+        return True
+
+    def _idle_agent(self, model: AgentSelectionModel) -> tuple[str, float] | None:
+        """The agent to drop, and its newest event time; None when none is idle."""
+        last_seen = model.agent_last_seen()
+        known = [t for t in last_seen.values() if math.isfinite(t)]
+        cutoff = (max(known) - self.settings.agent_idle_seconds) if known else math.inf
+        if self._buffered_agents is None:
+            batch, _ = self.state.buffer.contents()
+            self._buffered_agents = {batch.agent_names[i] for i in np.unique(batch.agent)}
+        busy = self._buffered_agents | self._batch_agents
+        evidence = dict(zip(model.agents, model.agent_evidence(), strict=True))
+        best: tuple[float, float, str] | None = None
+        for name, seen in last_seen.items():
+            if name in busy or (math.isfinite(seen) and seen >= cutoff):
+                continue
+            key = (seen if math.isfinite(seen) else -math.inf, float(evidence[name]), name)
+            if best is None or key < best:
+                best = key
+        if best is None:
+            return None
+        return best[2], best[0]
 
     def _invalid(self, exc: InvalidEvent) -> None:
         fault = exc.fault
@@ -81,6 +170,9 @@ class Ingestor:
         them. Returns the number of events applied."""
         state = self.state
         with state.lock:
+            self._batch_agents = set()
+            self._buffered_agents = None
+            self._no_room = False
             decoded = decode_batch(values, self._seen, self._admit, now=self.clock(),
                                    max_skew_seconds=self.settings.max_event_skew_seconds)
             for exc in decoded.invalid:

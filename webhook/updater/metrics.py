@@ -89,6 +89,24 @@ class UpdaterMetrics:
             "keeps serving unsaved and the next save retries.",
             registry=registry,
         )
+        self.undecodable = Gauge(
+            "model_updater_consumer_undecodable",
+            "1 while the consumer cannot decode the records it reads (a compression "
+            "codec is missing); it does not advance until it can.",
+            registry=registry,
+        )
+        self.agents_evicted = Counter(
+            "model_updater_agents_evicted",
+            "Idle agents dropped from the model to admit a new one at max_agents.",
+            registry=registry,
+        )
+        self.capacity = Gauge(
+            "model_updater_capacity_used_ratio",
+            "Known names over their bound (max_agents, max_task_types); at 1 new agents are "
+            "admitted only in place of an idle one, new task types not at all.",
+            ["kind"],
+            registry=registry,
+        )
         self.lag = Gauge(
             "model_updater_consumer_lag_events",
             "Events in Kafka not yet consumed by the updater (NaN when unknown).",

@@ -169,6 +169,9 @@ class AgentSelectionModel:
         self._agent_col: dict[str, int] = {}
         self._task_hash = np.zeros(0, dtype=np.uint64)
         self._agent_hash = np.zeros(0, dtype=np.uint64)
+        # Newest event time per agent (NaN: unknown, a file saved before it
+        # was kept); decides which agent may be dropped (drop_agents).
+        self._last_seen = np.zeros(0)
         self._rule: Rule = self._prototype.clone()
         self.events_seen = 0
         self._invalidate()
@@ -208,6 +211,7 @@ class AgentSelectionModel:
         clone.agents = list(self.agents)
         clone._task_row = dict(self._task_row)
         clone._agent_col = dict(self._agent_col)
+        clone._last_seen = self._last_seen.copy()
         clone._rule = self._rule.copy()
         clone._rng = copy.deepcopy(self._rng)
         clone._invalidate()
@@ -239,6 +243,8 @@ class AgentSelectionModel:
         if len(self.agents) > n_agents:
             new = [stable_hash(n) for n in self.agents[n_agents:]]
             self._agent_hash = np.concatenate([self._agent_hash, np.array(new, dtype=np.uint64)])
+            self._last_seen = np.concatenate(
+                [self._last_seen, np.full(len(self.agents) - n_agents, -np.inf)])
         self._rule.resize(len(self.task_types), len(self.agents))
         task_hash = np.array([stable_hash(n) for n in batch.task_names], dtype=np.uint64)
         agent_hash = np.array([stable_hash(n) for n in batch.agent_names], dtype=np.uint64)
@@ -258,7 +264,9 @@ class AgentSelectionModel:
         """Learn from ``batch`` (oldest first), each event with weight 1 or ``weight``."""
         if not len(batch):
             return
-        self._rule.update(self._observations(batch, weight, grow=True))
+        obs = self._observations(batch, weight, grow=True)
+        self._rule.update(obs)
+        np.maximum.at(self._last_seen, obs.cols, obs.timestamp)
         self.events_seen += len(batch)
         self._invalidate()
 
@@ -395,6 +403,57 @@ class AgentSelectionModel:
         probation.journal.clear()
         return events
 
+    def agent_last_seen(self) -> dict[str, float]:
+        """Newest event time of each agent (NaN when unknown: loaded from a
+        file saved before it was kept)."""
+        return {name: float(t) for name, t in zip(self.agents, self._last_seen, strict=True)}
+
+    def agent_evidence(self) -> np.ndarray:
+        """Per agent, its runs and accuracy records as they weigh now (all task types)."""
+        if not self.agents:
+            return np.zeros(0)
+        post = self.posterior()
+        # alpha + beta is the pair prior plus the effective runs; the last row
+        # is the aggregate over task types.
+        return (post.alpha[-1] + post.beta[-1]) + post.accuracy_n[-1]
+
+    def drop_agents(self, names: list[str] | set[str]) -> list[str]:
+        """Forget ``names`` (their every pair) and return those dropped.
+
+        The other agents keep their state exactly: their columns of every
+        per-pair array, parked histories and last-seen times; the hashed
+        weights of GRADIENT are shared and kept. The result saves and loads
+        like any model (it goes through :meth:`to_arrays` and :meth:`load`).
+        """
+        drop = [n for n in self.agents if n in set(names)]
+        if not drop:
+            return []
+        n_tasks, n_agents = len(self.task_types), len(self.agents)
+        keep = np.array([i for i, n in enumerate(self.agents) if n not in set(drop)],
+                        dtype=np.intp)
+        arrays = self.to_arrays()
+        pair_names = set(self._rule.pair_arrays)
+        for name, array in arrays.items():
+            if name in pair_names and array.shape[:2] == (n_tasks, n_agents):
+                arrays[name] = array[:, keep]
+        if "parked_pairs" in arrays and len(arrays["parked_pairs"]):
+            new_col = np.full(n_agents, -1, dtype=np.int64)
+            new_col[keep] = np.arange(len(keep))
+            pairs = np.asarray(arrays["parked_pairs"], dtype=np.int64)
+            kept = new_col[pairs[:, 1]] >= 0
+            for name in [k for k in arrays if k.startswith("parked_")]:
+                arrays[name] = np.asarray(arrays[name])[kept]
+            pairs = pairs[kept]
+            pairs[:, 1] = new_col[pairs[:, 1]]
+            arrays["parked_pairs"] = pairs
+        arrays["agent_last_seen"] = self._last_seen[keep]
+        metadata = self.metadata()
+        metadata["agents"] = [self.agents[i] for i in keep]
+        rng = self._rng
+        self.load(arrays, metadata)
+        self._rng = rng
+        return drop
+
     def parked_pairs(self) -> int:
         """(task type, agent) pairs whose history is parked awaiting a retry."""
         counter = getattr(self._rule, "parked_pairs", None)
@@ -403,7 +462,9 @@ class AgentSelectionModel:
     # -- persistence --------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The learnt state as named arrays (no object arrays: loadable without pickle)."""
-        return self._rule.arrays(len(self.task_types), len(self.agents))
+        arrays = self._rule.arrays(len(self.task_types), len(self.agents))
+        arrays["agent_last_seen"] = self._last_seen.copy()
+        return arrays
 
     def metadata(self) -> dict[str, Any]:
         """JSON-ready description: strategy, hyperparameters, names, events seen."""
@@ -433,4 +494,11 @@ class AgentSelectionModel:
         self._agent_col = {n: i for i, n in enumerate(agents)}
         self._task_hash = np.array([stable_hash(n) for n in task_types], dtype=np.uint64)
         self._agent_hash = np.array([stable_hash(n) for n in agents], dtype=np.uint64)
+        last_seen = arrays.get("agent_last_seen")
+        if last_seen is not None and np.shape(last_seen) != (len(agents),):
+            raise ValueError(f"array 'agent_last_seen' has shape {np.shape(last_seen)}, "
+                             f"expected {(len(agents),)}")
+        # Absent (saved before it was kept): unknown.
+        self._last_seen = (np.full(len(agents), np.nan) if last_seen is None
+                           else np.array(last_seen, dtype=np.float64))
         self.events_seen = int(metadata.get("events_seen", 0))

@@ -130,6 +130,14 @@ class UpdaterSettings:
         Events timestamped more than this after the updater's clock are
         invalid (``field:timestamp``): one such event would move the model's
         event-time clock and age all real evidence away. Default 300.
+    agent_idle_seconds
+        When ``max_agents`` agents are known and a new one arrives, an agent
+        with no event for longer than this (in event time, against the
+        newest event the model has seen) and none among the buffered recent
+        events is dropped from the model to make room, the longest idle
+        first. One day by default: with the default exponential rule (half
+        life 1 h) its evidence then weighs 2^-24, nothing. Without it, names
+        forged once could fill the limit for good.
     seed
         Seed of the model's exploration generator.
     consumer_config
@@ -152,6 +160,7 @@ class UpdaterSettings:
     max_agents: int = 1000
     max_task_types: int = 1000
     max_event_skew_seconds: float = MAX_EVENT_SKEW_SECONDS
+    agent_idle_seconds: float = 86_400.0
     seed: int | None = None
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
@@ -178,6 +187,8 @@ class UpdaterSettings:
         set_(self, "max_event_skew_seconds",
              check_number("max_event_skew_seconds", self.max_event_skew_seconds, 0.0,
                           low_inclusive=True))
+        set_(self, "agent_idle_seconds",
+             check_number("agent_idle_seconds", self.agent_idle_seconds, 0.0))
         set_(self, "consumer_config", dict(self.consumer_config))
         if not isinstance(self.retrain, RetrainSettings):
             raise ValueError(f"retrain must be RetrainSettings, got {self.retrain!r}")

@@ -7,6 +7,14 @@ offsets are committed only after a saved model includes the events before
 them, and the saved model carries those offsets; on (re)assignment the
 consumer seeks to them, so a restart neither loses nor re-applies events.
 
+With the embedded bus the events exist only in this process until a saved
+model includes them: ``stop()`` saves, but a SIGKILL (or an OOM kill, a power
+cut) loses every event applied since the last save, up to
+``save_interval_seconds`` of them (300 s by default). A shorter interval
+loses less and writes a model version more often (the store keeps
+``keep_versions`` of them, so rollback reaches back less far); Kafka loses
+nothing. README, "The embedded bus loses unsaved events on a crash".
+
 :class:`RealTimeModelUpdater` is the front: it keeps the public API and
 wires one collaborator per job, each in its own module:
 
@@ -76,9 +84,11 @@ class RealTimeModelUpdater:
     ----------
     kafka_servers, kafka_topic, consumer_group, batch_size, batch_timeout_seconds,
     model_storage_path, enable_auto_save, save_interval_seconds, buffer_size,
-    keep_versions, max_agents, max_task_types, seed, consumer_config
+    keep_versions, max_agents, max_task_types, agent_idle_seconds, seed, consumer_config
         See :class:`~.settings.UpdaterSettings` (``kafka_servers`` None: the
-        embedded bus, :attr:`event_bus`, fed by a ``PerformanceMonitor``).
+        embedded bus, :attr:`event_bus`, fed by a ``PerformanceMonitor``; on
+        it a SIGKILL loses the events since the last save, up to
+        ``save_interval_seconds``: see the module docstring).
     update_strategy
         An :class:`UpdateStrategy` (or its value), or a rule object with its
         own hyperparameters (e.g. ``ExponentialRule(half_life_seconds=600)``).
@@ -136,6 +146,7 @@ class RealTimeModelUpdater:
         max_agents: int | None = None,
         max_task_types: int | None = None,
         max_event_skew_seconds: float | None = None,
+        agent_idle_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
         seed: int | None = None,
         consumer_factory: Callable[..., Any] | None = None,
@@ -150,8 +161,8 @@ class RealTimeModelUpdater:
             ("model_storage_path", model_storage_path), ("enable_auto_save", enable_auto_save),
             ("save_interval_seconds", save_interval_seconds), ("buffer_size", buffer_size),
             ("keep_versions", keep_versions), ("max_agents", max_agents),
-            ("max_task_types", max_task_types), ("seed", seed),
-            ("max_event_skew_seconds", max_event_skew_seconds),
+            ("max_task_types", max_task_types), ("agent_idle_seconds", agent_idle_seconds),
+            ("seed", seed), ("max_event_skew_seconds", max_event_skew_seconds),
             ("consumer_config", consumer_config)) if v is not None}
         retrain: dict[str, Any] = {k: v for k, v in (
             ("discount", retrain_discount), ("recency_weight", recency_weight),
@@ -211,6 +222,10 @@ class RealTimeModelUpdater:
                                  self.metrics, clock)
         # Read at scrape time: parking happens inside model updates and retrains.
         self.metrics.parked.set_function(lambda: float(self._state.model.parked_pairs()))
+        self.metrics.capacity.labels("agent").set_function(
+            lambda: len(self._state.model.agents) / settings.max_agents)
+        self.metrics.capacity.labels("task_type").set_function(
+            lambda: len(self._state.model.task_types) / settings.max_task_types)
         self._ingestor = Ingestor(self._state, settings, self.metrics, self._counters, clock)
         self._checkpointer = Checkpointer(self._state, self.store, settings, self.metrics,
                                           self._counters, clock, self._hyperparameters,
