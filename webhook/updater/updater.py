@@ -36,6 +36,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from autoretrain.exporter.bus import EmbeddedBus
+from autoretrain.exporter.kafka_security import KafkaSecurity
 from autoretrain.exporter.kafka_sink import BrokerProbe
 from autoretrain.exporter.timefmt import utc_iso
 
@@ -76,7 +77,7 @@ class RealTimeModelUpdater:
     ----------
     kafka_servers, kafka_topic, consumer_group, batch_size, batch_timeout_seconds,
     model_storage_path, enable_auto_save, save_interval_seconds, buffer_size,
-    keep_versions, max_agents, max_task_types, seed, consumer_config
+    keep_versions, max_agents, max_task_types, seed, consumer_config, kafka_security
         See :class:`~.settings.UpdaterSettings` (``kafka_servers`` None: the
         embedded bus, :attr:`event_bus`, fed by a ``PerformanceMonitor``).
     update_strategy
@@ -140,6 +141,7 @@ class RealTimeModelUpdater:
         seed: int | None = None,
         consumer_factory: Callable[..., Any] | None = None,
         consumer_config: dict[str, Any] | None = None,
+        kafka_security: KafkaSecurity | None = None,
         kafka_check: Callable[[], str | None] | None = None,
         settings: UpdaterSettings | None = None,
         model_publisher: Any = None,
@@ -152,7 +154,8 @@ class RealTimeModelUpdater:
             ("keep_versions", keep_versions), ("max_agents", max_agents),
             ("max_task_types", max_task_types), ("seed", seed),
             ("max_event_skew_seconds", max_event_skew_seconds),
-            ("consumer_config", consumer_config)) if v is not None}
+            ("consumer_config", consumer_config),
+            ("kafka_security", kafka_security)) if v is not None}
         retrain: dict[str, Any] = {k: v for k, v in (
             ("discount", retrain_discount), ("recency_weight", recency_weight),
             ("holdout_fraction", holdout_fraction), ("min_holdout_events", min_holdout_events),
