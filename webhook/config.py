@@ -191,7 +191,7 @@ class WebhookConfig:
 
     def updater_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the :class:`~webhook.RealTimeModelUpdater` to build."""
-        return {
+        kwargs: dict[str, Any] = {
             "kafka_servers": self.kafka_servers,
             "kafka_topic": self.kafka_topic,
             "consumer_group": self.consumer_group,
@@ -206,8 +206,10 @@ class WebhookConfig:
             "detect_drops": self.detect_drops,
             "retrain_discount": self.retrain_discount,
             "recency_weight": self.recency_weight,
-            "kafka_security": self.kafka_security() if self.kafka_servers else None,
         }
+        if self.kafka_servers and self.kafka_security_protocol is not None:
+            kwargs["kafka_security"] = self.kafka_security()
+        return kwargs
 
 
 _KEYS = tuple(f.name for f in fields(WebhookConfig))

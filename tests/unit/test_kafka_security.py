@@ -41,9 +41,9 @@ def test_sasl_ssl_config_uses_kafka_python_names(password_file, tmp_path):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"security_protocol": "TLS"}, "security_protocol must be one of .* got 'TLS'"),
+    ({"security_protocol": "TLS"}, r"security_protocol must be one of .* got 'TLS'"),
     ({"security_protocol": "SASL_PLAINTEXT", "sasl_username": "a", "sasl_password": "p"},
-     "needs sasl_mechanism.* got None"),
+     r"needs sasl_mechanism.* got None"),
     ({"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "GSSAPI", "sasl_username": "a",
       "sasl_password": "p"}, "got 'GSSAPI'"),
     ({"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN", "sasl_password": "p"},
@@ -71,7 +71,7 @@ def test_password_inline_and_file_refused(password_file):
 
 
 def test_unreadable_or_empty_password_file(tmp_path):
-    with pytest.raises(ValueError, match="sasl_password_file '.*missing' cannot be read"):
+    with pytest.raises(ValueError, match=r"sasl_password_file '.*missing' cannot be read"):
         KafkaSecurity("SASL_PLAINTEXT", "PLAIN", "a", sasl_password_file=str(tmp_path / "missing"))
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(ValueError, match="is empty"):
@@ -95,7 +95,7 @@ def test_options_default_to_environment(password_file):
     assert security_from_args(args).sasl_username == "bob"
     bad = parser.parse_args(["--kafka-security-protocol", "SSL", "--kafka-ssl-check-hostname",
                              "maybe"])
-    with pytest.raises(ValueError, match="ssl_check_hostname must be one of .* got 'maybe'"):
+    with pytest.raises(ValueError, match=r"ssl_check_hostname must be one of .* got 'maybe'"):
         security_from_args(bad)
 
 
@@ -109,7 +109,7 @@ def test_webhook_config_builds_the_updater_and_publisher_security(password_file)
     assert settings.kafka_security is not None
     assert settings.kafka_security.client_config()["sasl_plain_password"] == SECRET
     assert SECRET not in repr(config) and SECRET not in repr(settings)
-    with pytest.raises(ValueError, match="AUTORETRAIN_WEBHOOK_KAFKA_.*needs sasl_username"):
+    with pytest.raises(ValueError, match=r"AUTORETRAIN_WEBHOOK_KAFKA_.*needs sasl_username"):
         load_config({"allow_unauthenticated": True}, {
             "AUTORETRAIN_WEBHOOK_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
             "AUTORETRAIN_WEBHOOK_KAFKA_SASL_MECHANISM": "PLAIN",
@@ -119,6 +119,6 @@ def test_webhook_config_builds_the_updater_and_publisher_security(password_file)
 def test_selector_config_refuses_bad_security():
     from autoretrain.webhook.serving.selector import load_selector_config
 
-    with pytest.raises(ValueError, match="AUTORETRAIN_SELECTOR_KAFKA_.*got 'TLS'"):
+    with pytest.raises(ValueError, match=r"AUTORETRAIN_SELECTOR_KAFKA_.*got 'TLS'"):
         load_selector_config({"kafka_servers": "k:9092"},
                              {"AUTORETRAIN_SELECTOR_KAFKA_SECURITY_PROTOCOL": "TLS"})
