@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from .events import MAX_EVENT_SKEW_SECONDS
 from .http import DEFAULT_ADDRESS, ServerLimits, metrics_app, serve
+from .kafka_security import add_security_arguments, security_from_args
 from .standalone import StandaloneExporter
 
 ENV_PREFIX = "AUTORETRAIN_EXPORTER_"
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="[LOG_LEVEL] (default %(default)s)",
     )
+    add_security_arguments(p, ENV_PREFIX)
     return p
 
 
@@ -109,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         exporter = StandaloneExporter(
             args.kafka_servers, topic=args.topic, group_id=args.group, max_agents=args.max_agents,
             max_event_skew_seconds=args.max_event_skew_seconds,
+            kafka_security=security_from_args(args),
         )
     except ValueError as exc:
         print(f"python -m autoretrain.exporter: {exc}", file=sys.stderr)

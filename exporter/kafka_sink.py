@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .events import OutcomeEvent, encode_event
+from .kafka_security import KafkaSecurity
 
 __all__ = ["BrokerProbe", "KafkaSink"]
 
@@ -32,6 +33,9 @@ _BATCH = 500
 
 class BrokerProbe:
     """Does a Kafka bootstrap server accept connections? A cached TCP connect.
+
+    Only TCP: it works the same on SSL and SASL listeners and needs no
+    credentials; a failed handshake shows in the client, not here.
 
     kafka-python's consumer keeps polling quietly (empty results) while the
     broker is down, so "the last poll did not raise" says nothing about
@@ -127,6 +131,9 @@ class KafkaSink:
         Events held while Kafka is slow or down; beyond it they are dropped.
     producer_config
         Extra keyword arguments for ``kafka.KafkaProducer``.
+    kafka_security
+        How the producer authenticates and encrypts
+        (:class:`~.kafka_security.KafkaSecurity`; default PLAINTEXT).
     producer_factory
         ``f(bootstrap_servers, **config) -> producer``; tests inject a fake.
     """
@@ -139,6 +146,7 @@ class KafkaSink:
         producer_config: dict[str, Any] | None = None,
         producer_factory: Callable[..., Any] | None = None,
         retry_backoff_seconds: float = 1.0,
+        kafka_security: KafkaSecurity | None = None,
     ) -> None:
         if not bootstrap_servers or not isinstance(bootstrap_servers, str):
             raise ValueError(
@@ -161,6 +169,7 @@ class KafkaSink:
             "bootstrap_timeout_ms": 5000,
             # Reconnect within a second of a broker restart (default backoff: up to 30 s).
             "reconnect_backoff_max_ms": 1000,
+            **(kafka_security.client_config() if kafka_security is not None else {}),
             **(producer_config or {}),
         }
         self._factory = producer_factory or _default_producer

@@ -21,6 +21,7 @@ from .background import BackgroundLoop
 from .events import MAX_EVENT_SKEW_SECONDS
 from .ingest import RecentEventIds, decode_batch
 from .kafka_codecs import missing_codecs, undecodable
+from .kafka_security import KafkaSecurity
 from .kafka_sink import BrokerProbe
 from .metrics import AgentMetrics
 
@@ -29,7 +30,7 @@ __all__ = ["StandaloneExporter"]
 log = logging.getLogger(__name__)
 
 
-def _default_consumer(servers: str, topic: str, group_id: str) -> Any:
+def _default_consumer(servers: str, topic: str, group_id: str, **security: Any) -> Any:
     from kafka import KafkaConsumer
 
     return KafkaConsumer(
@@ -44,7 +45,9 @@ def _default_consumer(servers: str, topic: str, group_id: str) -> Any:
         # out its timeout before it is retried.
         request_timeout_ms=10000,
         reconnect_backoff_max_ms=1000,
+        **security,
     )
+
 
 
 class StandaloneExporter:
@@ -69,6 +72,8 @@ class StandaloneExporter:
         (``field:timestamp``), as in the updater (one setting, one default).
     clock
         Unix seconds (tests pass a fake one).
+    kafka_security
+        How the default consumer authenticates and encrypts (default PLAINTEXT).
     broker_check
         ``f() -> None | reason``: is the broker reachable? kafka-python polls
         quietly return nothing while the broker is down, so readiness needs
@@ -87,6 +92,7 @@ class StandaloneExporter:
         broker_check: Callable[[], str | None] | None = None,
         max_event_skew_seconds: float = MAX_EVENT_SKEW_SECONDS,
         clock: Callable[[], float] = time.time,
+        kafka_security: KafkaSecurity | None = None,
     ) -> None:
         if (isinstance(max_event_skew_seconds, bool)
                 or not isinstance(max_event_skew_seconds, int | float)
@@ -128,7 +134,10 @@ class StandaloneExporter:
         self._invalid_total = self._events.labels("invalid")
         self._recent = RecentEventIds(dedup_size)
         self._faults_logged: set[str] = set()
-        self._factory = consumer_factory or _default_consumer
+        self.kafka_security = kafka_security or KafkaSecurity()
+        security = self.kafka_security.client_config()
+        self._factory = consumer_factory or (
+            lambda servers, topic, group: _default_consumer(servers, topic, group, **security))
         self._broker_check = broker_check or BrokerProbe(kafka_servers).check
         self._loop = BackgroundLoop(
             "autoretrain-exporter",
@@ -185,15 +194,17 @@ class StandaloneExporter:
             if unreachable is None:
                 return True, f"consuming {self.topic} from {self.kafka_servers}"
             return False, f"Kafka not reachable: {unreachable}"
+        if self.kafka_security.security_protocol != "PLAINTEXT" and self._broker_check() is None:
+            return False, (f"Kafka not reachable: {self.last_error}; "
+                           f"{self.kafka_security.handshake_hint()}")
         return False, f"Kafka not reachable: {self.last_error}"
 
     def _poll_once(self) -> None:
         """One step of the consumer loop: connect if needed, poll, apply."""
         if self._consumer is None:
             self._consumer = self._factory(self.kafka_servers, self.topic, self.group_id)
-            log.info(
-                "consuming %s from %s as group %s", self.topic, self.kafka_servers, self.group_id
-            )
+            log.info("consuming %s from %s as group %s over %s", self.topic, self.kafka_servers,
+                     self.group_id, self.kafka_security.describe())
         batches = self._consumer.poll(timeout_ms=500, max_records=2000)
         self.partitions = sorted(tp.partition for tp in self._consumer.assignment())
         self.last_error = None

@@ -21,6 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from autoretrain.exporter.http import ServerLimits
+from autoretrain.exporter.kafka_security import (
+    SETTING_KEYS,
+    KafkaSecurity,
+    security_from_settings,
+)
 
 from .standby import MODES
 from .updater.settings import (
@@ -111,6 +116,11 @@ class WebhookConfig:
     read_token, read_token_file
         Optional Bearer token for ``GET /api/model/ranking`` (inline or from
         a file; at most one). Without one the ranking is open, like the other GETs.
+    kafka_security_protocol, kafka_sasl_mechanism, kafka_sasl_username,
+    kafka_sasl_password_file, kafka_ssl_cafile, kafka_ssl_check_hostname
+        How the updater's consumer and the model publisher connect to Kafka:
+        the fields of :class:`~autoretrain.exporter.kafka_security.KafkaSecurity`
+        (text; the password only from a file). Default PLAINTEXT.
     """
 
     token: str | None = field(default=None, repr=False)
@@ -150,6 +160,17 @@ class WebhookConfig:
     model_topic: str = "agent-models"
     read_token: str | None = field(default=None, repr=False)
     read_token_file: str | None = None
+    # Kafka connection security (see KafkaSecurity); the password only from a file.
+    kafka_security_protocol: str | None = None
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password_file: str | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_check_hostname: str | None = None
+
+    def kafka_security(self) -> KafkaSecurity:
+        """The Kafka clients' security settings (reads the password file)."""
+        return security_from_settings(self)
 
     @property
     def auth_required(self) -> bool:
@@ -165,6 +186,7 @@ class WebhookConfig:
             model_storage_path=self.model_storage_path,
             save_interval_seconds=self.save_interval_seconds, buffer_size=self.buffer_size,
             max_event_skew_seconds=self.max_event_skew_seconds,
+            kafka_security=self.kafka_security() if self.kafka_servers else None,
             retrain=RetrainSettings(discount=self.retrain_discount,
                                     recency_weight=self.recency_weight))
 
@@ -176,7 +198,7 @@ class WebhookConfig:
 
     def updater_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the :class:`~webhook.RealTimeModelUpdater` to build."""
-        return {
+        kwargs: dict[str, Any] = {
             "kafka_servers": self.kafka_servers,
             "kafka_topic": self.kafka_topic,
             "consumer_group": self.consumer_group,
@@ -192,10 +214,14 @@ class WebhookConfig:
             "retrain_discount": self.retrain_discount,
             "recency_weight": self.recency_weight,
         }
+        if self.kafka_servers and self.kafka_security_protocol is not None:
+            kwargs["kafka_security"] = self.kafka_security()
+        return kwargs
 
 
 _KEYS = tuple(f.name for f in fields(WebhookConfig))
-_OPTIONAL_STR = ("token", "token_file", "kafka_servers", "read_token", "read_token_file")
+_OPTIONAL_STR = ("token", "token_file", "kafka_servers", "read_token", "read_token_file",
+                 *SETTING_KEYS)
 _BOOL = ("allow_unauthenticated", "detect_drops")
 _INT = ("max_body_bytes", "max_alertnames", "port", "threads", "batch_size", "buffer_size",
         "connection_limit", "channel_timeout_seconds")
@@ -342,6 +368,10 @@ def load_config(
     # (detect_drops without retries, or with another strategy) fails at start.
     config.update_rule()
     config.updater_settings()
+    try:
+        config.kafka_security()
+    except ValueError as exc:
+        raise ValueError(f"Kafka security ({ENV_PREFIX}KAFKA_*): {exc}") from None
 
     if config.token is not None and config.token_file is not None:
         raise ValueError("set token or token_file, not both")

@@ -20,6 +20,7 @@ from .common import (
     log_tail,
     require_executable,
 )
+from .tls import BrokerKeystore
 
 __all__ = ["KafkaServer", "default_kafka_libs"]
 
@@ -49,6 +50,12 @@ class KafkaServer(ServerProcess):
     ``bootstrap`` is the client address. Data lives in ``workdir/data`` and
     survives ``kill()``/``restart()``, so tests can crash the broker and bring
     it back at the same address with the same topics and offsets.
+
+    Optional extra client listeners, beside the PLAINTEXT one the tests and
+    the broker itself use: ``sasl_plain_users`` (username -> password) adds a
+    SASL_PLAINTEXT listener with the PLAIN mechanism at ``sasl_bootstrap``;
+    ``ssl_keystore`` (see :func:`~servers.tls.make_broker_keystore`) adds an
+    SSL listener at ``ssl_bootstrap``.
     """
 
     name = "kafka"
@@ -63,6 +70,8 @@ class KafkaServer(ServerProcess):
         java: str = "java",
         heap: str = "512m",
         extra_properties: dict[str, str] | None = None,
+        sasl_plain_users: dict[str, str] | None = None,
+        ssl_keystore: BrokerKeystore | None = None,
     ) -> None:
         super().__init__(workdir)
         self.libs = default_kafka_libs() if libs is None else libs
@@ -74,15 +83,63 @@ class KafkaServer(ServerProcess):
         self.logs_dir = workdir / "logs"
         self.properties_path = workdir / "server.properties"
         self.extra_properties = dict(extra_properties or {})
+        self.sasl_plain_users = dict(sasl_plain_users or {})
+        self.ssl_keystore = ssl_keystore
+        self.sasl_port = free_port() if self.sasl_plain_users else None
+        self.ssl_port = free_port() if ssl_keystore is not None else None
 
     @property
     def bootstrap(self) -> str:
         """``host:port`` for ``bootstrap_servers``."""
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def sasl_bootstrap(self) -> str:
+        """``host:port`` of the SASL_PLAINTEXT (PLAIN) listener."""
+        if self.sasl_port is None:
+            raise ValueError("this broker was started without sasl_plain_users")
+        return f"127.0.0.1:{self.sasl_port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        """``host:port`` of the SSL listener."""
+        if self.ssl_port is None:
+            raise ValueError("this broker was started without ssl_keystore")
+        return f"127.0.0.1:{self.ssl_port}"
+
+    def _security_properties(self) -> tuple[list[str], dict[str, str]]:
+        """The extra listeners (``NAME://host:port``) and their settings."""
+        listeners: list[str] = []
+        props: dict[str, str] = {}
+        if self.sasl_plain_users:
+            listeners.append(f"SASL_PLAINTEXT://{self.sasl_bootstrap}")
+            # The broker's own login (unused: brokers talk over PLAINTEXT) and
+            # one user_<name>="<password>" entry per client user.
+            users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_plain_users.items())
+            jaas = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+                    f'username="broker" password="broker" {users};')
+            props["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] = "PLAIN"
+            props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = jaas
+        if self.ssl_keystore is not None:
+            listeners.append(f"SSL://{self.ssl_bootstrap}")
+            ks = self.ssl_keystore
+            props.update({
+                "listener.name.ssl.ssl.keystore.type": "PKCS12",
+                "listener.name.ssl.ssl.keystore.location": str(ks.keystore),
+                "listener.name.ssl.ssl.keystore.password": ks.password,
+                "listener.name.ssl.ssl.key.password": ks.password,
+                "listener.name.ssl.ssl.client.auth": "none",
+            })
+        return listeners, props
+
     def _properties(self) -> dict[str, str]:
         controller = f"127.0.0.1:{self.controller_port}"
-        listeners = f"PLAINTEXT://{self.bootstrap},CONTROLLER://{controller}"
+        extra_listeners, security = self._security_properties()
+        listeners = ",".join(
+            [f"PLAINTEXT://{self.bootstrap}", f"CONTROLLER://{controller}", *extra_listeners])
+        protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT" + "".join(
+            f",{name}:{name}" for name in ("SASL_PLAINTEXT", "SSL")
+            if any(x.startswith(name + "://") for x in extra_listeners))
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
@@ -91,7 +148,7 @@ class KafkaServer(ServerProcess):
             "advertised.listeners": listeners,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": protocols,
             "log.dirs": str(self.data_dir),
             "num.partitions": "1",
             "auto.create.topics.enable": "true",
@@ -113,6 +170,7 @@ class KafkaServer(ServerProcess):
             "broker.heartbeat.interval.ms": "500",
             "broker.session.timeout.ms": "3000",
         }
+        props.update(security)
         props.update(self.extra_properties)
         return props
 

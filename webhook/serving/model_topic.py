@@ -38,6 +38,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from autoretrain.exporter.background import BackgroundLoop
+from autoretrain.exporter.kafka_security import KafkaSecurity
 
 from ..updater.results import MODEL_TYPE
 from ..updater.store import FORMAT as STORE_FORMAT
@@ -247,6 +248,9 @@ class ModelPublisher:
         Build the ``KafkaProducer`` and ``KafkaAdminClient`` (tests).
     send_timeout_seconds
         How long one send waits for the broker's acknowledgement.
+    kafka_security
+        How the producer and admin client authenticate and encrypts
+        (:class:`~autoretrain.exporter.kafka_security.KafkaSecurity`; default PLAINTEXT).
     """
 
     def __init__(
@@ -262,6 +266,7 @@ class ModelPublisher:
         producer_factory: Callable[..., Any] | None = None,
         admin_factory: Callable[..., Any] | None = None,
         send_timeout_seconds: float = 10.0,
+        kafka_security: KafkaSecurity | None = None,
     ) -> None:
         if not isinstance(topic, str) or not topic:
             raise ValueError(f"topic must be a non-empty string, got {topic!r}")
@@ -276,6 +281,7 @@ class ModelPublisher:
         self.partitions = partitions
         self.replication_factor = replication_factor
         self.send_timeout_seconds = send_timeout_seconds
+        self._security = kafka_security.client_config() if kafka_security is not None else {}
         self.registry = CollectorRegistry() if registry is None else registry
         self.metrics = PublisherMetrics(self.registry)
         self._producer_factory = producer_factory
@@ -407,7 +413,8 @@ class ModelPublisher:
 
         return KafkaAdminClient(bootstrap_servers=self.kafka_servers,
                                 client_id="autoretrain-model-publisher",
-                                bootstrap_timeout_ms=5000, request_timeout_ms=10000)
+                                bootstrap_timeout_ms=5000, request_timeout_ms=10000,
+                                **self._security)
 
     def _ensure_topic(self) -> int:
         """Create the topic if missing; return its max.message.bytes."""
@@ -473,7 +480,7 @@ class ModelPublisher:
                 # the loop retries, instead of blocking for a minute.
                 max_block_ms=int(self.send_timeout_seconds * 1000),
                 request_timeout_ms=int(self.send_timeout_seconds * 1000),
-                reconnect_backoff_max_ms=1000)
+                reconnect_backoff_max_ms=1000, **self._security)
         return self._producer
 
 
@@ -481,7 +488,8 @@ def publisher_for(settings: Any, registry: CollectorRegistry) -> ModelPublisher 
     """The webhook's publisher: one when ``settings.kafka_servers`` is set, else None."""
     if not settings.kafka_servers:
         return None
-    return ModelPublisher(settings.kafka_servers, settings.model_topic, registry=registry)
+    return ModelPublisher(settings.kafka_servers, settings.model_topic, registry=registry,
+                          kafka_security=settings.kafka_security())
 
 
 def _config_value(found: dict[str, Any], kind: str, name: str, key: str) -> str | None:

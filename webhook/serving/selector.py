@@ -32,6 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from autoretrain.exporter.http import ServerLimits
+from autoretrain.exporter.kafka_security import (
+    SETTING_KEYS,
+    KafkaSecurity,
+    security_from_settings,
+)
 
 __all__ = ["ENV_PREFIX", "SelectorConfig", "create_selector_app", "load_selector_config",
            "main"]
@@ -67,6 +72,11 @@ class SelectorConfig:
         or half-sent connection is closed (slow clients cannot block it).
     log_level
         Logging level.
+    kafka_security_protocol, kafka_sasl_mechanism, kafka_sasl_username,
+    kafka_sasl_password_file, kafka_ssl_cafile, kafka_ssl_check_hostname
+        How the follower's consumer connects to Kafka: the fields of
+        :class:`~autoretrain.exporter.kafka_security.KafkaSecurity` (text; the
+        password only from a file). Default PLAINTEXT.
     """
 
     kafka_servers: str | None = None
@@ -81,10 +91,21 @@ class SelectorConfig:
     connection_limit: int = ServerLimits.connection_limit
     channel_timeout_seconds: int = ServerLimits.channel_timeout_seconds
     log_level: str = "INFO"
+    kafka_security_protocol: str | None = None
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password_file: str | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_check_hostname: str | None = None
+
+    def kafka_security(self) -> KafkaSecurity:
+        """The follower's Kafka security settings (reads the password file)."""
+        return security_from_settings(self)
 
 
 _KEYS = tuple(f.name for f in fields(SelectorConfig))
-_OPTIONAL = ("kafka_servers", "model_storage_path", "read_token", "read_token_file")
+_OPTIONAL = ("kafka_servers", "model_storage_path", "read_token", "read_token_file",
+             *SETTING_KEYS)
 _INTS = {"port": (0, 65535), "threads": (1, 1000), "connection_limit": (1, 100_000),
          "channel_timeout_seconds": (1, 86_400)}
 
@@ -145,6 +166,10 @@ def load_selector_config(overrides: Mapping[str, Any] | None = None,
     if (config.kafka_servers is None) == (config.model_storage_path is None):
         raise ValueError(f"set exactly one of {ENV_PREFIX}KAFKA_SERVERS (follow the model topic) "
                          f"and {ENV_PREFIX}MODEL_STORAGE_PATH (follow a store directory)")
+    try:
+        config.kafka_security()
+    except ValueError as exc:
+        raise ValueError(f"Kafka security ({ENV_PREFIX}KAFKA_*): {exc}") from None
     if config.read_token is not None and config.read_token_file is not None:
         raise ValueError("set read_token or read_token_file, not both")
     if config.read_token_file is not None:
@@ -192,7 +217,8 @@ def create_selector_app(config: Mapping[str, Any] | None = None, *, follower: An
                                  kafka_servers=settings.kafka_servers,
                                  topic=settings.model_topic,
                                  poll_interval_seconds=settings.poll_interval_seconds,
-                                 registry=registry)
+                                 registry=registry,
+                                 consumer_config=settings.kafka_security().client_config())
     app = Flask(__name__, static_folder=None)
     app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]

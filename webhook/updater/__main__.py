@@ -22,6 +22,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from autoretrain.exporter.kafka_security import add_security_arguments, security_from_args
+
 from .settings import UpdaterSettings
 from .strategies import ExponentialRule
 from .updater import RealTimeModelUpdater
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "predecessor's partitions at once, without a rebalance")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_security_arguments(p, None)
     return p
 
 
@@ -93,7 +96,8 @@ def build_updater(args: argparse.Namespace) -> RealTimeModelUpdater:
         consumer_group=args.group, model_storage_path=args.model_dir,
         batch_size=args.batch_size, batch_timeout_seconds=args.batch_timeout_seconds,
         save_interval_seconds=args.save_interval_seconds, consumer_config=consumer_config,
-        max_event_skew_seconds=args.max_event_skew_seconds)
+        max_event_skew_seconds=args.max_event_skew_seconds,
+        kafka_security=security_from_args(args))
     return RealTimeModelUpdater.from_settings(settings, ExponentialRule())
 
 

@@ -166,7 +166,9 @@ class Consumer:
                 s.kafka_servers, s.kafka_topic, s.consumer_group,
                 positions=self._positions, on_revoke=self._on_revoke,
                 consumer_factory=self._consumer_factory,
-                max_poll_records=max(500, s.batch_size), **s.consumer_config)
+                max_poll_records=max(500, s.batch_size),
+                **(s.kafka_security.client_config() if s.kafka_security else {}),
+                **s.consumer_config)
         except SourceError as exc:
             self.source_error = str(exc)
             raise
@@ -275,5 +277,9 @@ class Consumer:
         if unreachable is not None:
             return f"Kafka unreachable: {unreachable}"
         if self.source_error is not None:
-            return f"Kafka consumer not connected: {self.source_error}"
+            security = self.settings.kafka_security
+            hint = (f"; {security.handshake_hint()}"
+                    if security is not None and security.security_protocol != "PLAINTEXT"
+                    else "")
+            return f"Kafka consumer not connected: {self.source_error}{hint}"
         return None

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from autoretrain.exporter.events import MAX_EVENT_SKEW_SECONDS
+from autoretrain.exporter.kafka_security import KafkaSecurity
 
 from .strategies.base import check_int, check_number
 
@@ -143,6 +144,9 @@ class UpdaterSettings:
     consumer_config
         Further ``KafkaConsumer`` settings, e.g. ``session_timeout_ms`` or
         ``group_instance_id``.
+    kafka_security
+        How the consumer authenticates and encrypts
+        (:class:`~autoretrain.exporter.kafka_security.KafkaSecurity`); None is PLAINTEXT.
     retrain
         The :class:`RetrainSettings`.
     """
@@ -163,6 +167,7 @@ class UpdaterSettings:
     agent_idle_seconds: float = 86_400.0
     seed: int | None = None
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
+    kafka_security: KafkaSecurity | None = None
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
 
     def __post_init__(self) -> None:
@@ -190,6 +195,10 @@ class UpdaterSettings:
         set_(self, "agent_idle_seconds",
              check_number("agent_idle_seconds", self.agent_idle_seconds, 0.0))
         set_(self, "consumer_config", dict(self.consumer_config))
+        if self.kafka_security is not None and not isinstance(self.kafka_security,
+                                                              KafkaSecurity):
+            raise ValueError("kafka_security must be KafkaSecurity or None, got "
+                             f"{type(self.kafka_security).__name__}")
         if not isinstance(self.retrain, RetrainSettings):
             raise ValueError(f"retrain must be RetrainSettings, got {self.retrain!r}")
 

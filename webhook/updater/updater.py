@@ -44,6 +44,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from autoretrain.exporter.bus import EmbeddedBus
+from autoretrain.exporter.kafka_security import KafkaSecurity
 from autoretrain.exporter.kafka_sink import BrokerProbe
 from autoretrain.exporter.timefmt import utc_iso
 
@@ -84,7 +85,8 @@ class RealTimeModelUpdater:
     ----------
     kafka_servers, kafka_topic, consumer_group, batch_size, batch_timeout_seconds,
     model_storage_path, enable_auto_save, save_interval_seconds, buffer_size,
-    keep_versions, max_agents, max_task_types, agent_idle_seconds, seed, consumer_config
+    keep_versions, max_agents, max_task_types, agent_idle_seconds, seed, consumer_config,
+    kafka_security
         See :class:`~.settings.UpdaterSettings` (``kafka_servers`` None: the
         embedded bus, :attr:`event_bus`, fed by a ``PerformanceMonitor``; on
         it a SIGKILL loses the events since the last save, up to
@@ -151,6 +153,7 @@ class RealTimeModelUpdater:
         seed: int | None = None,
         consumer_factory: Callable[..., Any] | None = None,
         consumer_config: dict[str, Any] | None = None,
+        kafka_security: KafkaSecurity | None = None,
         kafka_check: Callable[[], str | None] | None = None,
         settings: UpdaterSettings | None = None,
         model_publisher: Any = None,
@@ -163,7 +166,8 @@ class RealTimeModelUpdater:
             ("keep_versions", keep_versions), ("max_agents", max_agents),
             ("max_task_types", max_task_types), ("agent_idle_seconds", agent_idle_seconds),
             ("seed", seed), ("max_event_skew_seconds", max_event_skew_seconds),
-            ("consumer_config", consumer_config)) if v is not None}
+            ("consumer_config", consumer_config),
+            ("kafka_security", kafka_security)) if v is not None}
         retrain: dict[str, Any] = {k: v for k, v in (
             ("discount", retrain_discount), ("recency_weight", recency_weight),
             ("holdout_fraction", holdout_fraction), ("min_holdout_events", min_holdout_events),
