@@ -7,9 +7,12 @@ writes that file, or with ``--check`` fails with a diff when the committed
 file is stale.
 
 Recording rules (``level:metric:operations``; ``level`` is ``agent``, summed
-``by (agent)``, or ``system``, summed over everything). Both drop the
-``instance``, ``job`` and ``pod`` labels, so several exporter instances add
-up. The window of every rate is ``alerts.rate_window``; it is deliberately
+``by (agent, <kept>)``, or ``system``, summed ``by (<kept>)``). They read
+only the series of the file's ``scope.exporter`` selector and keep only
+``scope.keep_labels`` (``cluster``, ``env``): ``instance``, ``job`` and
+``pod`` are dropped, so several exporter instances of one deployment add up,
+while two deployments in one Prometheus stay apart down to their alerts.
+The window of every rate is ``alerts.rate_window``; it is deliberately
 not part of the names, so dashboards and queries survive a change of the
 window.
 
@@ -63,10 +66,19 @@ HEADER = (
     "# tests fail while this file is stale.\n"
 )
 
-# Labels of one exporter process that the aggregations drop.
-_LEVELS = {"agent": "sum by (agent)", "system": "sum"}
-# Label matching between a level's series and ALERTS / traffic series.
-_ON = {"agent": "on (agent)", "system": "on ()"}
+
+def _level_labels(level: str, config: ThresholdsConfig) -> tuple[str, ...]:
+    """The labels a level's series keep: the deployment's, and ``agent`` per agent."""
+    kept = config.scope.keep_labels
+    return ("agent", *kept) if level == "agent" else kept
+
+
+def _sum(labels: Sequence[str]) -> str:
+    return f"sum by ({', '.join(labels)})" if labels else "sum"
+
+
+def _on(labels: Sequence[str]) -> str:
+    return f"on ({', '.join(labels)})"
 
 
 def _num(x: float) -> str:
@@ -82,10 +94,17 @@ def _seconds(x: float) -> str:
     return f"{x:.10g}s"
 
 
-def _recording_rules(level: str, window: str) -> list[dict[str, str]]:
+def _recording_rules(level: str, config: ThresholdsConfig) -> list[dict[str, str]]:
     """The recording rules of one level (``agent`` or ``system``), in dependency order."""
-    agg = _LEVELS[level]
-    by_le = "sum by (agent, le)" if level == "agent" else "sum by (le)"
+    window = config.alerts.rate_window
+    labels = _level_labels(level, config)
+    agg = _sum(labels)
+    by_le = _sum((*labels, "le"))
+    scope = config.scope
+
+    def sel(*more: str) -> str:
+        return scope.matchers("exporter", *more)
+
     runs = f"{level}:agent_runs:rate"
     records = f"{level}:agent_prediction_accuracy_count:rate"
 
@@ -93,27 +112,32 @@ def _recording_rules(level: str, window: str) -> list[dict[str, str]]:
         # "or 0 * runs": an agent with no run of these statuses has a share of
         # 0, not no value, even from an exporter that omits zero series.
         return (
-            f"(\n  {agg} (rate(agent_runs_total{{{selector}}}[{window}]))\n"
+            f"(\n  {agg} (rate(agent_runs_total{sel(selector)}[{window}]))\n"
             f"  or\n  0 * {runs}\n)\n/ {runs}\n"
         )
 
     return [
-        {"record": runs, "expr": f"{agg} (rate(agent_runs_total[{window}]))"},
+        {"record": runs, "expr": f"{agg} (rate(agent_runs_total{sel()}[{window}]))"},
         {"record": f"{level}:agent_runs_success:ratio_rate", "expr": share('status="success"')},
         {
             "record": f"{level}:agent_runs_error:ratio_rate",
             "expr": share('status=~"error|timeout"'),
         },
-        {"record": records, "expr": f"{agg} (rate(agent_prediction_accuracy_count[{window}]))"},
+        {
+            "record": records,
+            "expr": f"{agg} (rate(agent_prediction_accuracy_count{sel()}[{window}]))",
+        },
         {
             "record": f"{level}:agent_prediction_accuracy:mean",
-            "expr": f"{agg} (rate(agent_prediction_accuracy_sum[{window}]))\n/ {records}\n",
+            "expr": (
+                f"{agg} (rate(agent_prediction_accuracy_sum{sel()}[{window}]))\n/ {records}\n"
+            ),
         },
         {
             "record": f"{level}:agent_run_duration_seconds:p95",
             "expr": (
                 f"histogram_quantile(\n  0.95,\n"
-                f"  {by_le} (rate(agent_run_duration_seconds_bucket[{window}]))\n)\n"
+                f"  {by_le} (rate(agent_run_duration_seconds_bucket{sel()}[{window}]))\n)\n"
             ),
         },
     ]
@@ -135,8 +159,9 @@ def hysteresis_expr(
     ``ALERTS{alertstate="firing"}`` series exists (written by the previous
     evaluation) the looser ``series op clear_at`` keeps it. A pending alert
     gets no such help, so a value hovering inside the margin never fires.
-    ``on`` matches the alert's own series per agent (``on (agent)``) or once
-    (``on ()``); ``traffic >= min_traffic`` leaves out idle agents.
+    ``on`` matches the alert's own series per agent and deployment
+    (``on (agent, cluster, env)``) or per deployment (``on (cluster, env)``);
+    ``traffic >= min_traffic`` leaves out idle agents.
     """
     return (
         f"(\n  {series} {op} {threshold}\n  or\n  (\n"
@@ -223,7 +248,7 @@ def _alert_rule(level: str, a: _Alert, config: ThresholdsConfig) -> dict[str, An
         threshold=_num(a.threshold),
         clear_at=_num(clear),
         alertname=name,
-        on=_ON[level],
+        on=_on(_level_labels(level, config)),
         traffic=f"{level}:{a.traffic}",
         min_traffic=_num(config.alerts.min_runs_per_second),
     )
@@ -262,7 +287,6 @@ def render_rules(config: ThresholdsConfig) -> str:
     Raises ``ValueError`` when a hysteresis margin puts a clear level out of
     range (a ratio's beyond 0..1, a latency's below 0).
     """
-    window = config.alerts.rate_window
     groups = []
     for level in ("system", "agent"):
         # Recording rules and the alerts on them share a group: rules of a
@@ -271,7 +295,7 @@ def render_rules(config: ThresholdsConfig) -> str:
             {
                 "name": f"autoretrain.{level}",
                 "rules": [
-                    *_recording_rules(level, window),
+                    *_recording_rules(level, config),
                     *(_alert_rule(level, a, config) for a in _alerts(config)),
                 ],
             }

@@ -22,12 +22,19 @@ __all__ = [
     "AlertSettings",
     "Hysteresis",
     "MonitorSettings",
+    "Scope",
     "Thresholds",
     "ThresholdsConfig",
     "load_thresholds",
 ]
 
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d))+$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# One PromQL label matcher (name, operator, double-quoted value).
+_MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*'
+_SELECTOR = re.compile(rf"^({_MATCHER}(,{_MATCHER})*)?$")
+# Labels the rules themselves aggregate by or add; a kept label of that name would clash.
+_RESERVED_LABELS = frozenset({"agent", "le", "alertname", "severity", "retrain", "model_type"})
 
 
 def _ratio(section: str, key: str, value: Any) -> float:
@@ -140,6 +147,55 @@ class AlertSettings:
         _positive("alerts", "min_runs_per_second", self.min_runs_per_second, allow_zero=True)
 
 
+def _selector(section: str, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not _SELECTOR.match(value):
+        raise ValueError(
+            f"{section}.{key} must be PromQL label matchers such as "
+            f"'job=\"autoretrain-exporter\"' (comma-separated, empty for none), got {value!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which series of a shared Prometheus the rules read, and which labels they keep.
+
+    Each selector is the label matchers (without braces) of one component's
+    series; ``keep_labels`` are the labels (``cluster``, ``env``) that tell
+    one deployment from another: every aggregation keeps them, so two
+    environments scraped by one Prometheus are two signals, two alerts and
+    two retrains.
+    """
+
+    exporter: str = 'job="autoretrain-exporter"'
+    webhook: str = 'job="autoretrain-webhook"'
+    alertmanager: str = 'job="alertmanager"'
+    keep_labels: tuple[str, ...] = ("cluster", "env")
+
+    def __post_init__(self) -> None:
+        for key in ("exporter", "webhook", "alertmanager"):
+            _selector("scope", key, getattr(self, key))
+        labels = self.keep_labels
+        if not isinstance(labels, tuple) or not all(
+            isinstance(x, str) and _LABEL_NAME.match(x) and not x.startswith("__")
+            for x in labels
+        ):
+            raise ValueError(
+                f"scope.keep_labels must be a list of label names, got {labels!r}"
+            )
+        clash = sorted(set(labels) & _RESERVED_LABELS)
+        if clash or len(set(labels)) != len(labels):
+            raise ValueError(
+                f"scope.keep_labels must be distinct and not one of the rules' own labels "
+                f"({', '.join(sorted(_RESERVED_LABELS))}), got {list(labels)!r}"
+            )
+
+    def matchers(self, component: str, *more: str) -> str:
+        """The selector of ``component`` plus ``more`` matchers, inside braces."""
+        parts = [m for m in (getattr(self, component), *more) if m]
+        return "{" + ", ".join(parts) + "}" if parts else ""
+
+
 @dataclass(frozen=True)
 class MonitorSettings:
     """The in-process checker of :class:`~exporter.PerformanceMonitor`."""
@@ -174,6 +230,7 @@ class ThresholdsConfig:
     hysteresis: Hysteresis = field(default_factory=Hysteresis)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    scope: Scope = field(default_factory=Scope)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> ThresholdsConfig:
@@ -194,7 +251,15 @@ class ThresholdsConfig:
             monitor=MonitorSettings(
                 **_check_keys("monitor", data.get("monitor", {}), _names(MonitorSettings))
             ),
+            scope=_scope(_check_keys("scope", data.get("scope", {}), _names(Scope))),
         )
+
+
+def _scope(data: Mapping[str, Any]) -> Scope:
+    data = dict(data)
+    if isinstance(data.get("keep_labels"), list):  # YAML has lists, the dataclass tuples
+        data["keep_labels"] = tuple(data["keep_labels"])
+    return Scope(**data)
 
 
 def load_thresholds(path: str | Path) -> ThresholdsConfig:

@@ -22,7 +22,12 @@ from servers.common import http_get_json, poll_until
 from autoretrain.exporter.http import metrics_app, serve
 from autoretrain.exporter.metrics import AgentMetrics
 from autoretrain.exporter.rules import render_rules
-from autoretrain.exporter.thresholds import AlertSettings, Thresholds, ThresholdsConfig
+from autoretrain.exporter.thresholds import (
+    AlertSettings,
+    Thresholds,
+    ThresholdsConfig,
+    load_thresholds,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "prometheus"
@@ -108,7 +113,10 @@ def test_promtool_runs_rules_of_a_custom_config(tmp_path: Path) -> None:
 
     def runs(agent: str, status: str, per_minute: int) -> dict[str, str]:
         return {
-            "series": f'agent_runs_total{{agent="{agent}", agent_type="llm", status="{status}"}}',
+            "series": (
+                f'agent_runs_total{{job="autoretrain-exporter", agent="{agent}", '
+                f'agent_type="llm", status="{status}"}}'
+            ),
             "values": f"0+{per_minute}x20",
         }
 
@@ -203,6 +211,29 @@ def test_alerts_with_a_retrain_label_route_to_the_webhook(
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip() == receiver
+
+
+@pytest.mark.parametrize("path", ALERTMANAGER_FILES, ids=lambda p: p.name)
+def test_every_grouping_and_inhibition_keeps_the_deployments_apart(path: Path) -> None:
+    """Alertmanager keeps the labels the rules keep (scope.keep_labels).
+
+    Otherwise the two environments' alerts, kept apart by the rules, would
+    meet in one group: one notification, one retrain for both.
+    """
+    kept = load_thresholds(PROMETHEUS / "thresholds.yml").scope.keep_labels
+    assert kept
+    config = yaml.safe_load(path.read_text())
+
+    def routes(route: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield route
+        for child in route.get("routes", []):
+            yield from routes(child)
+
+    for route in routes(config["route"]):
+        if "group_by" in route:
+            assert set(kept) <= set(route["group_by"]), route
+    for rule in config["inhibit_rules"]:
+        assert set(kept) <= set(rule["equal"]), rule
 
 
 @pytest.mark.parametrize("path", ALERTMANAGER_FILES, ids=lambda p: p.name)

@@ -19,6 +19,7 @@ from autoretrain.exporter.rules import HEADER, main, render_rules
 from autoretrain.exporter.thresholds import (
     AlertSettings,
     Hysteresis,
+    Scope,
     Thresholds,
     ThresholdsConfig,
     load_thresholds,
@@ -157,12 +158,49 @@ def test_recording_rules_per_agent_and_system_summed_over_instances() -> None:
         assert re.fullmatch(r"(agent|system):[a-z0-9_]+:[a-z0-9_]+", rule["record"])
         level = rule["record"].split(":")[0]
         # Every rate is aggregated at once to the rule's level: instance, job,
-        # pod and agent_type never survive (by (le) only for the quantile).
+        # pod and agent_type never survive (by (le) only for the quantile);
+        # the deployment's labels (scope.keep_labels) always do.
         aggregations = re.findall(r"(sum(?: by \(([a-z, ]+)\))?) \(rate\(", rule["expr"])
         assert aggregations, rule
         for _, by in aggregations:
             kept = {label.strip() for label in by.split(",")} - {""} - {"le"}
-            assert kept == ({"agent"} if level == "agent" else set()), rule
+            deployment = {"cluster", "env"}
+            assert kept == ({"agent", *deployment} if level == "agent" else deployment), rule
+        # Only the exporter's series, never another job's of the same name.
+        rates = re.findall(r"rate\((\w+)(\{[^}]*\})?\[", rule["expr"])
+        assert rates, rule
+        for _, selector in rates:
+            assert selector.startswith('{job="autoretrain-exporter"'), rule
+
+
+def test_scope_selector_and_kept_labels_reach_every_rule() -> None:
+    config = ThresholdsConfig(
+        scope=Scope(exporter='job="agents", namespace=~"ml-.*"', keep_labels=("region",))
+    )
+    text = render_rules(config)
+    rules = rules_of(text)
+    for rule in rules:
+        for selector in re.findall(r"rate\(\w+(\{[^}]*\})?\[", rule["expr"]):
+            assert selector.startswith('{job="agents", namespace=~"ml-.*"'), rule
+    assert 'rate(agent_runs_total{job="agents", namespace=~"ml-.*", status="success"}[5m])' in text
+    assert "sum by (agent, region, le) (rate(agent_run_duration_seconds_bucket" in text
+    alerts = alerts_of(text)
+    assert 'and on (region) ALERTS{alertname="SystemAccuracyLow"' in alerts["SystemAccuracyLow"][
+        "expr"
+    ]
+    assert "and on (agent, region) agent:agent_runs:rate >= 0\n" in alerts["AgentErrorRateHigh"][
+        "expr"
+    ]
+    assert "cluster" not in text and "env" not in text.replace("event", "")
+
+
+def test_an_empty_scope_reads_every_series_and_sums_everything() -> None:
+    text = render_rules(ThresholdsConfig(scope=Scope(exporter="", keep_labels=())))
+    assert "sum (rate(agent_runs_total[5m]))" in text
+    assert 'sum (rate(agent_runs_total{status="success"}[5m]))' in text
+    assert "sum by (agent) (rate(agent_runs_total[5m]))" in text
+    assert "sum by (le) (rate(agent_run_duration_seconds_bucket[5m]))" in text
+    assert 'and on () ALERTS{alertname="SystemAccuracyLow", alertstate="firing"}' in text
 
 
 def test_every_alert_has_for_severity_annotations_and_the_retrain_contract() -> None:
@@ -210,12 +248,18 @@ def test_alert_expressions_hold_firing_alerts_inside_the_margin() -> None:
     expr = alerts["SystemAccuracyLow"]["expr"]
     assert "system:agent_prediction_accuracy:mean < 0.7\n" in expr
     assert "system:agent_prediction_accuracy:mean < 0.73\n" in expr
-    assert 'and on () ALERTS{alertname="SystemAccuracyLow", alertstate="firing"}' in expr
+    assert (
+        'and on (cluster, env) ALERTS{alertname="SystemAccuracyLow", alertstate="firing"}'
+        in expr
+    )
     agent = alerts["AgentErrorRateHigh"]["expr"]
     assert "agent:agent_runs_error:ratio_rate > 0.15\n" in agent
     assert "agent:agent_runs_error:ratio_rate > 0.12\n" in agent
-    assert 'and on (agent) ALERTS{alertname="AgentErrorRateHigh", alertstate="firing"}' in agent
-    assert "and on (agent) agent:agent_runs:rate >= 0\n" in agent
+    assert (
+        'and on (agent, cluster, env) ALERTS{alertname="AgentErrorRateHigh", alertstate="firing"}'
+        in agent
+    )
+    assert "and on (agent, cluster, env) agent:agent_runs:rate >= 0\n" in agent
 
 
 def test_thresholds_of_a_custom_config_appear_in_the_rules() -> None:
