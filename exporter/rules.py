@@ -73,8 +73,8 @@ def _level_labels(level: str, config: ThresholdsConfig) -> tuple[str, ...]:
     return ("agent", *kept) if level == "agent" else kept
 
 
-def _sum(labels: Sequence[str]) -> str:
-    return f"sum by ({', '.join(labels)})" if labels else "sum"
+def _sum(labels: Sequence[str], op: str = "sum") -> str:
+    return f"{op} by ({', '.join(labels)})" if labels else op
 
 
 def _on(labels: Sequence[str]) -> str:
@@ -281,6 +281,105 @@ def _alert_rule(level: str, a: _Alert, config: ThresholdsConfig) -> dict[str, An
     }
 
 
+def _loop_rules(config: ThresholdsConfig) -> list[dict[str, Any]]:
+    """The alerts that watch the loop itself.
+
+    They carry no ``retrain`` label, so Alertmanager never sends them to the
+    webhook: a dead exporter or a failing retrain is a person's job, not a
+    reason to retrain.
+    """
+    scope, loop = config.scope, config.loop
+    kept = scope.keep_labels
+    agg, on = _sum(kept), _on(kept)
+    window = loop.failures_window
+
+    def alert(name: str, expr: str, severity: str, summary: str, description: str
+              ) -> dict[str, Any]:
+        return {
+            "alert": name,
+            "expr": expr,
+            "for": loop.for_,
+            "labels": {"severity": severity},
+            "annotations": {"summary": summary, "description": description},
+        }
+
+    exporter_up = f"up{scope.matchers('exporter')}"
+    outcomes = scope.matchers(
+        "exporter", '__name__=~"agent_runs_total|agent_accuracy_records_total"'
+    )
+    retrains = scope.matchers("webhook", 'result=~"failed|rejected"')
+    lag = scope.matchers("webhook")
+    unauthorized = scope.matchers("webhook", 'reason="unauthorized"')
+    notify = scope.matchers("alertmanager", 'integration="webhook"')
+    lag_max = _num(loop.consumer_lag_max_events)
+    return [
+        alert(
+            "AutoretrainExporterDown",
+            f"{exporter_up} == 0\n",
+            "critical",
+            "Exporter target {{ $labels.instance }} is down",
+            "Prometheus cannot scrape the autoretrain exporter {{ $labels.instance }} "
+            "(job {{ $labels.job }}). Its agents' rates vanish from the rules, so their "
+            "alerts resolve and no retrain can be triggered until it is back.",
+        ),
+        alert(
+            "AutoretrainExporterAbsent",
+            f"absent({exporter_up})\n",
+            "critical",
+            "No autoretrain exporter target is scraped",
+            f"No target matches {exporter_up}: Prometheus does not scrape the exporter at "
+            "all, so no degradation can be seen and nothing retrains.",
+        ),
+        alert(
+            "AutoretrainNoOutcomeEvents",
+            # "up but silent": an exporter that is down has its own alert.
+            f"{agg} ({exporter_up}) > 0\nunless {on}\n"
+            f"{agg} (increase({outcomes}[{loop.no_events_for}])) > 0\n",
+            "warning",
+            f"No outcome events for {loop.no_events_for}",
+            f"The exporter is scraped but recorded no agent run and no accuracy record in "
+            f"{loop.no_events_for}: orchestrators stopped reporting, or the events do not reach "
+            "it (Kafka topic, consumer group). The model learns nothing meanwhile.",
+        ),
+        alert(
+            "AutoretrainRetrainsFailing",
+            f"{_sum((*kept, 'result'))} (increase(model_retrains_total{retrains}[{window}]))"
+            " > 0\n",
+            "warning",
+            "Retrains {{ $labels.result }} in the last " + window,
+            "{{ $value | humanize }} retrain(s) ended {{ $labels.result }} in the last "
+            f"{window}. The serving model was kept (a rejected candidate scored worse on held-out "
+            "events; a failed one raised), so the degradation that asked for it may persist.",
+        ),
+        alert(
+            "AutoretrainConsumerLagHigh",
+            f"{_sum(kept, 'max')} (model_updater_consumer_lag_events{lag}) > {lag_max}\n",
+            "warning",
+            "Model updater is {{ $value | humanize }} events behind",
+            "The updater's Kafka consumer lags by {{ $value | humanize }} events "
+            f"(limit {lag_max}): the model learns from old outcomes "
+            "and a retrain trains on a stale buffer.",
+        ),
+        alert(
+            "AutoretrainWebhookUnauthorized",
+            f"{agg} (increase(webhook_requests_rejected_total{unauthorized}[{window}])) > 0\n",
+            "warning",
+            "Webhook refused {{ $value | humanize }} unauthorised request(s)",
+            f"The retrain webhook answered 401 to {{{{ $value | humanize }}}} request(s) in the "
+            f"last {window}: a wrong or rotated token on the caller's side (Alertmanager's "
+            "credentials_file), or someone probing the API. Refused requests retrain nothing.",
+        ),
+        alert(
+            "AutoretrainAlertmanagerNotificationsFailing",
+            f"{agg} (increase(alertmanager_notifications_failed_total{notify}[{window}])) > 0\n",
+            "critical",
+            "Alertmanager fails to notify the webhook",
+            f"{{{{ $value | humanize }}}} webhook notification(s) failed in the last {window}: "
+            "retrain alerts do not reach the webhook, so degradations are not retrained.",
+        ),
+    ]
+
+
 def render_rules(config: ThresholdsConfig) -> str:
     """The rule file for ``config``: deterministic text, header comment included.
 
@@ -300,6 +399,7 @@ def render_rules(config: ThresholdsConfig) -> str:
                 ],
             }
         )
+    groups.append({"name": "autoretrain.loop", "rules": _loop_rules(config)})
     body = yaml.dump(
         {"groups": groups},
         Dumper=_BlockDumper,

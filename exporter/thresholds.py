@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "AlertSettings",
     "Hysteresis",
+    "LoopSettings",
     "MonitorSettings",
     "Scope",
     "Thresholds",
@@ -147,6 +148,22 @@ class AlertSettings:
         _positive("alerts", "min_runs_per_second", self.min_runs_per_second, allow_zero=True)
 
 
+@dataclass(frozen=True)
+class LoopSettings:
+    """The alerts that watch the loop itself (exporter, webhook, updater, Alertmanager)."""
+
+    for_: str = "5m"
+    no_events_for: str = "30m"
+    failures_window: str = "15m"
+    consumer_lag_max_events: float = 10000.0
+
+    def __post_init__(self) -> None:
+        _duration("loop", "for", self.for_)
+        _duration("loop", "no_events_for", self.no_events_for)
+        _duration("loop", "failures_window", self.failures_window)
+        _positive("loop", "consumer_lag_max_events", self.consumer_lag_max_events)
+
+
 def _selector(section: str, key: str, value: Any) -> str:
     if not isinstance(value, str) or not _SELECTOR.match(value):
         raise ValueError(
@@ -231,6 +248,7 @@ class ThresholdsConfig:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     scope: Scope = field(default_factory=Scope)
+    loop: LoopSettings = field(default_factory=LoopSettings)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> ThresholdsConfig:
@@ -242,6 +260,15 @@ class ThresholdsConfig:
         )
         if "for" in alerts:
             alerts["for_"] = alerts.pop("for")
+        loop = dict(
+            _check_keys(
+                "loop",
+                data.get("loop", {}),
+                ("for", "no_events_for", "failures_window", "consumer_lag_max_events"),
+            )
+        )
+        if "for" in loop:
+            loop["for_"] = loop.pop("for")
         return cls(
             thresholds=Thresholds.from_mapping(data.get("thresholds", {})),
             hysteresis=Hysteresis(
@@ -252,6 +279,7 @@ class ThresholdsConfig:
                 **_check_keys("monitor", data.get("monitor", {}), _names(MonitorSettings))
             ),
             scope=_scope(_check_keys("scope", data.get("scope", {}), _names(Scope))),
+            loop=LoopSettings(**loop),
         )
 
 

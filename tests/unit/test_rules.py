@@ -19,6 +19,7 @@ from autoretrain.exporter.rules import HEADER, main, render_rules
 from autoretrain.exporter.thresholds import (
     AlertSettings,
     Hysteresis,
+    LoopSettings,
     Scope,
     Thresholds,
     ThresholdsConfig,
@@ -46,6 +47,16 @@ ALERT_NAMES = {
         "ErrorRateHigh",
         "LatencyP95High",
     )
+}
+# The alerts that watch the loop itself, and their severity.
+LOOP_ALERTS = {
+    "AutoretrainExporterDown": "critical",
+    "AutoretrainExporterAbsent": "critical",
+    "AutoretrainNoOutcomeEvents": "warning",
+    "AutoretrainRetrainsFailing": "warning",
+    "AutoretrainConsumerLagHigh": "warning",
+    "AutoretrainWebhookUnauthorized": "warning",
+    "AutoretrainAlertmanagerNotificationsFailing": "critical",
 }
 RECORDED = {
     "agent_runs:rate",
@@ -206,8 +217,10 @@ def test_an_empty_scope_reads_every_series_and_sums_everything() -> None:
 def test_every_alert_has_for_severity_annotations_and_the_retrain_contract() -> None:
     config = ThresholdsConfig()
     alerts = alerts_of(render_rules(config))
-    assert set(alerts) == ALERT_NAMES
+    assert set(alerts) == ALERT_NAMES | set(LOOP_ALERTS)
     for name, rule in alerts.items():
+        if name in LOOP_ALERTS:
+            continue
         labels = rule["labels"]
         assert rule["for"] == config.alerts.for_
         assert labels["severity"] == ("critical" if name.endswith("Critical") else "warning")
@@ -308,3 +321,56 @@ def test_a_margin_that_would_never_clear_is_rejected(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         render_rules(config)
+
+
+def test_loop_alerts_never_retrain_and_read_their_components_series() -> None:
+    config = ThresholdsConfig()
+    alerts = alerts_of(render_rules(config))
+    for name, severity in LOOP_ALERTS.items():
+        rule = alerts[name]
+        # No retrain label: Alertmanager never sends them to the webhook.
+        assert rule["labels"] == {"severity": severity}, name
+        assert rule["for"] == config.loop.for_
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+    assert alerts["AutoretrainExporterDown"]["expr"] == 'up{job="autoretrain-exporter"} == 0\n'
+    assert alerts["AutoretrainExporterAbsent"]["expr"] == (
+        'absent(up{job="autoretrain-exporter"})\n'
+    )
+    assert (
+        'model_retrains_total{job="autoretrain-webhook", result=~"failed|rejected"}[15m]'
+        in alerts["AutoretrainRetrainsFailing"]["expr"]
+    )
+    assert (
+        'webhook_requests_rejected_total{job="autoretrain-webhook", reason="unauthorized"}[15m]'
+        in alerts["AutoretrainWebhookUnauthorized"]["expr"]
+    )
+    assert (
+        'alertmanager_notifications_failed_total{job="alertmanager", integration="webhook"}[15m]'
+        in alerts["AutoretrainAlertmanagerNotificationsFailing"]["expr"]
+    )
+    assert alerts["AutoretrainConsumerLagHigh"]["expr"] == (
+        'max by (cluster, env) (model_updater_consumer_lag_events{job="autoretrain-webhook"})'
+        " > 10000\n"
+    )
+
+
+def test_loop_settings_of_a_custom_config_appear_in_the_loop_alerts() -> None:
+    config = ThresholdsConfig(
+        loop=LoopSettings(
+            for_="1m", no_events_for="2h", failures_window="1h", consumer_lag_max_events=250
+        ),
+        scope=Scope(webhook='job="hook"', keep_labels=()),
+    )
+    alerts = alerts_of(render_rules(config))
+    assert {alerts[name]["for"] for name in LOOP_ALERTS} == {"1m"}
+    assert "[2h]" in alerts["AutoretrainNoOutcomeEvents"]["expr"]
+    assert alerts["AutoretrainNoOutcomeEvents"]["annotations"][
+        "summary"
+    ] == "No outcome events for 2h"
+    assert alerts["AutoretrainConsumerLagHigh"]["expr"] == (
+        'max (model_updater_consumer_lag_events{job="hook"}) > 250\n'
+    )
+    assert 'sum by (result) (increase(model_retrains_total{job="hook", ' in alerts[
+        "AutoretrainRetrainsFailing"
+    ]["expr"]
+    assert "[1h]" in alerts["AutoretrainWebhookUnauthorized"]["expr"]

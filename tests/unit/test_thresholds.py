@@ -63,6 +63,10 @@ def test_empty_file_is_all_defaults(tmp_path):
         ("scope:\n  keep_labels: [agent]\n", "not one of the rules' own labels"),
         ("scope:\n  keep_labels: [env, env]\n", "must be distinct"),
         ("scope:\n  namespace: ml\n", "scope: unknown key.*namespace"),
+        ("loop:\n  for: later\n", "loop.for must be a Prometheus duration"),
+        ("loop:\n  no_events_for: 30\n", "loop.no_events_for must be a Prometheus duration"),
+        ("loop:\n  consumer_lag_max_events: 0\n", "loop.consumer_lag_max_events"),
+        ("loop:\n  lag: 5\n", "loop: unknown key.*lag"),
         ("- a\n- b\n", "must be a mapping"),
         ("thresholds: [\n", "not valid YAML"),
     ],
@@ -106,3 +110,11 @@ def test_committed_scope_reads_the_autoretrain_jobs_and_keeps_cluster_and_env():
     assert scope.exporter == 'job="autoretrain-exporter"'
     assert scope.webhook == 'job="autoretrain-webhook"'
     assert scope.keep_labels == ("cluster", "env")
+
+
+def test_loop_settings_from_the_file(tmp_path):
+    f = tmp_path / "t.yml"
+    f.write_text("loop:\n  for: 1m\n  no_events_for: 2h\n  consumer_lag_max_events: 50\n")
+    loop = load_thresholds(f).loop
+    assert (loop.for_, loop.no_events_for, loop.failures_window) == ("1m", "2h", "15m")
+    assert loop.consumer_lag_max_events == 50
