@@ -273,10 +273,16 @@ def _alert_rule(level: str, a: _Alert, config: ThresholdsConfig) -> dict[str, An
         "for": config.alerts.for_,
         "labels": labels,
         "annotations": {
-            "summary": f"{who} {a.what} {value} is {side} {show(a.threshold)}",
+            # The limits in the summary too: inside the hysteresis margin the
+            # value is already back past the threshold while the alert holds.
+            "summary": (
+                f"{who} {a.what} is {value} "
+                f"(alert {side} {show(a.threshold)}, clears {back} {show(clear)})"
+            ),
             "description": (
                 f"{a.long_what} of {whose} over {window} is {value}; {limits}. {action}"
             ),
+            "runbook_url": config.alerts.runbook(name),
         },
     }
 
@@ -293,14 +299,19 @@ def _loop_rules(config: ThresholdsConfig) -> list[dict[str, Any]]:
     agg, on = _sum(kept), _on(kept)
     window = loop.failures_window
 
-    def alert(name: str, expr: str, severity: str, summary: str, description: str
-              ) -> dict[str, Any]:
+    def alert(
+        name: str, expr: str, severity: str, summary: str, description: str
+    ) -> dict[str, Any]:
         return {
             "alert": name,
             "expr": expr,
             "for": loop.for_,
             "labels": {"severity": severity},
-            "annotations": {"summary": summary, "description": description},
+            "annotations": {
+                "summary": summary,
+                "description": description,
+                "runbook_url": config.alerts.runbook(name),
+            },
         }
 
     exporter_up = f"up{scope.matchers('exporter')}"

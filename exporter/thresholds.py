@@ -141,11 +141,30 @@ class AlertSettings:
     for_: str = "2m"
     rate_window: str = "5m"
     min_runs_per_second: float = 0.0
+    # Where each alert's runbook lives; {alertname} is replaced by the alert's name.
+    runbook_url: str = "docs/runbooks/{alertname}.md"
 
     def __post_init__(self) -> None:
         _duration("alerts", "for", self.for_)
         _duration("alerts", "rate_window", self.rate_window)
         _positive("alerts", "min_runs_per_second", self.min_runs_per_second, allow_zero=True)
+        url = self.runbook_url
+        if (
+            not isinstance(url, str)
+            or "{alertname}" not in url
+            or re.search(r"\{(?!alertname\})|(?<!\{alertname)\}", url)
+            or re.search(r"\s", url)
+        ):
+            raise ValueError(
+                "alerts.runbook_url must be a URL pattern with {alertname} and no other "
+                "placeholder or space, such as "
+                "'https://example.org/autoretrain/docs/runbooks/{alertname}.md', "
+                f"got {url!r}"
+            )
+
+    def runbook(self, alertname: str) -> str:
+        """The runbook URL of ``alertname``."""
+        return self.runbook_url.replace("{alertname}", alertname)
 
 
 @dataclass(frozen=True)
@@ -255,7 +274,9 @@ class ThresholdsConfig:
         data = _check_keys("thresholds file", data or {}, _names(cls))
         alerts = dict(
             _check_keys(
-                "alerts", data.get("alerts", {}), ("for", "rate_window", "min_runs_per_second")
+                "alerts",
+                data.get("alerts", {}),
+                ("for", "rate_window", "min_runs_per_second", "runbook_url"),
             )
         )
         if "for" in alerts:

@@ -249,9 +249,15 @@ def test_annotations_name_the_threshold_and_the_clear_level(
     name: str, threshold: str, clear: str
 ) -> None:
     alerts = alerts_of(render_rules(ThresholdsConfig()))
+    side, back = ("above", "below") if name in ("ErrorRateHigh", "LatencyP95High") else (
+        "below", "above"
+    )
     for level in ("System", "Agent"):
         annotations = alerts[level + name]["annotations"]
-        assert annotations["summary"].endswith(f" {threshold}")
+        # Both levels in the summary: inside the margin it stays true.
+        assert annotations["summary"].endswith(
+            f" (alert {side} {threshold}, clears {back} {clear})"
+        )
         assert f"threshold {threshold}, clears " in annotations["description"]
         assert f" {clear}." in annotations["description"]
 
@@ -292,7 +298,9 @@ def test_thresholds_of_a_custom_config_appear_in_the_rules() -> None:
             assert f"{level}:{metric} {op} {clear}\n" in rule["expr"]
             assert rule["expr"].endswith(":rate >= 0.25\n")
             assert rule["for"] == "45s"
-            assert rule["annotations"]["summary"].endswith(f" {shown}")
+            assert f"(alert {'below' if op == '<' else 'above'} {shown}, clears " in rule[
+                "annotations"
+            ]["summary"]
             assert " over 90s is " in rule["annotations"]["description"]
     records = [r for r in rules_of(text) if "record" in r]
     assert all("[90s]" in r["expr"] for r in records if "rate(" in r["expr"])
@@ -374,3 +382,27 @@ def test_loop_settings_of_a_custom_config_appear_in_the_loop_alerts() -> None:
         "AutoretrainRetrainsFailing"
     ]["expr"]
     assert "[1h]" in alerts["AutoretrainWebhookUnauthorized"]["expr"]
+
+
+def test_every_alert_links_its_runbook_page_and_the_page_exists() -> None:
+    alerts = alerts_of(RULES.read_text(encoding="utf-8"))
+    for name, rule in alerts.items():
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"docs/runbooks/{name}.md"
+        page = REPO / url
+        assert page.is_file(), f"{name}: no runbook page {url}"
+        text = page.read_text(encoding="utf-8")
+        assert text.startswith(f"# {name}\n"), page
+        for section in ("What it means.", "What autoretrain already did.", "What to check."):
+            assert f"**{section}**" in text, (page, section)
+    # No page for an alert that no longer exists.
+    pages = {p.stem for p in (REPO / "docs" / "runbooks").glob("*.md")} - {"README"}
+    assert pages == set(alerts)
+
+
+def test_runbook_url_pattern_of_a_custom_config() -> None:
+    config = ThresholdsConfig(
+        alerts=AlertSettings(runbook_url="https://runbooks.example/ml/{alertname}")
+    )
+    for name, rule in alerts_of(render_rules(config)).items():
+        assert rule["annotations"]["runbook_url"] == f"https://runbooks.example/ml/{name}"

@@ -67,6 +67,8 @@ def test_empty_file_is_all_defaults(tmp_path):
         ("loop:\n  no_events_for: 30\n", "loop.no_events_for must be a Prometheus duration"),
         ("loop:\n  consumer_lag_max_events: 0\n", "loop.consumer_lag_max_events"),
         ("loop:\n  lag: 5\n", "loop: unknown key.*lag"),
+        ("alerts:\n  runbook_url: https://x/runbook\n", "alerts.runbook_url must be a URL pattern"),
+        ("alerts:\n  runbook_url: 'https://x/{name}/{alertname}'\n", "no other placeholder"),
         ("- a\n- b\n", "must be a mapping"),
         ("thresholds: [\n", "not valid YAML"),
     ],
