@@ -11,6 +11,7 @@ import threading
 from collections.abc import Sequence
 
 from .http import metrics_app, serve
+from .metrics import DURATION_BUCKETS_SECONDS
 from .standalone import StandaloneExporter
 
 ENV_PREFIX = "AUTORETRAIN_EXPORTER_"
@@ -18,6 +19,17 @@ ENV_PREFIX = "AUTORETRAIN_EXPORTER_"
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(ENV_PREFIX + name, default)
+
+
+def parse_buckets(text: str) -> tuple[float, ...]:
+    """Comma-separated bucket bounds in seconds (``0.5,1,5,30``); ``ValueError`` if not numbers."""
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"duration buckets must be comma-separated numbers of seconds such as "
+            f"'0.5,1,5,30', got {text!r}"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         "[MAX_AGENTS] (default %(default)s)",
     )
     p.add_argument(
+        "--duration-buckets",
+        default=_env("DURATION_BUCKETS", ",".join(f"{b:g}" for b in DURATION_BUCKETS_SECONDS)),
+        help="upper bounds of agent_run_duration_seconds' buckets, seconds, comma-separated, "
+        "increasing; size them to your agents' run times [DURATION_BUCKETS] "
+        "(default %(default)s)",
+    )
+    p.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -83,7 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         exporter = StandaloneExporter(
-            args.kafka_servers, topic=args.topic, group_id=args.group, max_agents=args.max_agents
+            args.kafka_servers,
+            topic=args.topic,
+            group_id=args.group,
+            max_agents=args.max_agents,
+            duration_buckets=parse_buckets(args.duration_buckets),
         )
     except ValueError as exc:
         print(f"python -m autoretrain.exporter: {exc}", file=sys.stderr)

@@ -10,7 +10,7 @@ totals (the recording rules do so).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from .background import BackgroundLoop
 from .ingest import RecentEventIds, decode_batch
 from .kafka_sink import BrokerProbe
-from .metrics import AgentMetrics
+from .metrics import DURATION_BUCKETS_SECONDS, AgentMetrics
 
 __all__ = ["StandaloneExporter"]
 
@@ -76,12 +76,15 @@ class StandaloneExporter:
         consumer_factory: Callable[[str, str, str], Any] | None = None,
         dedup_size: int = 100_000,
         broker_check: Callable[[], str | None] | None = None,
+        duration_buckets: Sequence[float] = DURATION_BUCKETS_SECONDS,
     ) -> None:
         self.kafka_servers = kafka_servers
         self.topic = topic
         self.group_id = group_id
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = AgentMetrics(self.registry, max_agents=max_agents)
+        self.metrics = AgentMetrics(
+            self.registry, max_agents=max_agents, duration_buckets=duration_buckets
+        )
         self._events = Counter(
             "autoretrain_exporter_events",
             "Outcome events consumed, by result (applied, duplicate, invalid).",
