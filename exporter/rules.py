@@ -48,6 +48,7 @@ from .retrain_types import MODEL_TYPE
 from .thresholds import ThresholdsConfig, load_thresholds
 
 __all__ = [
+    "APP",
     "DEFAULT_OUTPUT",
     "DEFAULT_THRESHOLDS_FILE",
     "HEADER",
@@ -65,6 +66,11 @@ HEADER = (
     "# there, then run `python -m autoretrain.exporter.rules`;\n"
     "# tests fail while this file is stale.\n"
 )
+
+
+#: The label every generated alert carries: dashboards and routes find
+#: autoretrain's alerts among a shared Prometheus's ALERTS by it.
+APP = "autoretrain"
 
 
 def _level_labels(level: str, config: ThresholdsConfig) -> tuple[str, ...]:
@@ -255,7 +261,7 @@ def _alert_rule(level: str, a: _Alert, config: ThresholdsConfig) -> dict[str, An
     value = f"{{{{ $value | {a.fmt} }}}}"
     side, back = ("below", "above") if a.op == "<" else ("above", "below")
     limits = f"threshold {show(a.threshold)}, clears {back} {show(clear)}"
-    labels: dict[str, str] = {"severity": a.severity}
+    labels: dict[str, str] = {"app": APP, "severity": a.severity}
     if level == "system":
         who, whose = "System", "all agents"
         if a.retrain is not None:
@@ -306,7 +312,7 @@ def _loop_rules(config: ThresholdsConfig) -> list[dict[str, Any]]:
             "alert": name,
             "expr": expr,
             "for": loop.for_,
-            "labels": {"severity": severity},
+            "labels": {"app": APP, "severity": severity},
             "annotations": {
                 "summary": summary,
                 "description": description,

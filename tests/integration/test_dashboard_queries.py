@@ -269,11 +269,16 @@ def substitute(expr: str, step: float) -> str:
     """``expr`` with the dashboard variables as Grafana would fill them in.
 
     ``$agent`` is the multi-value selection ``SELECTED`` (Grafana's regex
-    format for the Prometheus datasource: ``(a|b)``); ``$__range`` is the
-    dashboards' default range, 1h.
+    format for the Prometheus datasource: ``(a|b)``); ``$job`` and
+    ``$webhook_job`` the stack's two jobs, ``$cluster`` "All" (``.*``);
+    ``$__range`` is the dashboards' default range, 1h.
     """
     values = {
         "agent": "(" + "|".join(re.escape(a) for a in SELECTED) + ")",
+        # The jobs of this stack, and "All" of the optional cluster (no such label here).
+        "job": "autoretrain-exporter",
+        "webhook_job": "autoretrain-webhook",
+        "cluster": ".*",
         "__rate_interval": rate_interval(step),
         "__interval": f"{step:g}s",
         "__range": "1h",
@@ -375,24 +380,33 @@ def test_annotation_queries_return_data(stack: Stack, annotation: dict[str, Any]
     check_result(annotation["expr"], poll_until(evaluated, 2 * step + 5, 0.5, repr(expr)))
 
 
-def test_agent_variable_lists_every_agent(stack: Stack) -> None:
-    variables = [v for path in DASHBOARDS for v in _load(path)["templating"]["list"]]
-    assert [v["name"] for v in variables] == ["agent"]
-    (variable,) = variables
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("job", ["autoretrain-exporter"]),
+        ("webhook_job", ["autoretrain-webhook"]),
+        ("cluster", []),  # no cluster label here: "All" (.*) is what is left
+        ("agent", sorted(AGENTS)),
+    ],
+)
+def test_query_variables_list_their_values(stack: Stack, name: str, expected: list[str]) -> None:
+    variables = {v["name"]: v for path in DASHBOARDS for v in _load(path)["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    variable = variables[name]
     # A string, or {"query": ...} as newer Grafana versions save it.
     query_text = variable["query"]
     if isinstance(query_text, dict):
         query_text = query_text["query"]
-    # label_values(metric, label): Grafana asks the series API for the label's values.
-    match = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", query_text)
+    # label_values(selector, label): Grafana asks the series API for the label's values.
+    match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", substitute(query_text, 1.0))
     assert match, query_text
-    metric, label = match.groups()
+    selector, label = match.groups()
     params = urllib.parse.urlencode(
-        {"match[]": metric, "start": f"{stack.started:.3f}", "end": f"{time.time():.3f}"}
+        {"match[]": selector, "start": f"{stack.started:.3f}", "end": f"{time.time():.3f}"}
     )
     body = http_get_json(f"{stack.prometheus.url}/api/v1/label/{label}/values?{params}")
     assert body["status"] == "success", body
-    assert sorted(body["data"]) == sorted(AGENTS)
+    assert sorted(body["data"]) == expected
 
 
 def test_promtool_parses_every_query(tmp_path: Path) -> None:

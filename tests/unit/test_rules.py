@@ -222,6 +222,8 @@ def test_every_alert_has_for_severity_annotations_and_the_retrain_contract() -> 
         if name in LOOP_ALERTS:
             continue
         labels = rule["labels"]
+        # Every alert says it is autoretrain's: dashboards select ALERTS by it.
+        assert labels["app"] == "autoretrain"
         assert rule["for"] == config.alerts.for_
         assert labels["severity"] == ("critical" if name.endswith("Critical") else "warning")
         # Only system alerts of what the model learns retrain: one degradation,
@@ -337,7 +339,7 @@ def test_loop_alerts_never_retrain_and_read_their_components_series() -> None:
     for name, severity in LOOP_ALERTS.items():
         rule = alerts[name]
         # No retrain label: Alertmanager never sends them to the webhook.
-        assert rule["labels"] == {"severity": severity}, name
+        assert rule["labels"] == {"app": "autoretrain", "severity": severity}, name
         assert rule["for"] == config.loop.for_
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
     assert alerts["AutoretrainExporterDown"]["expr"] == 'up{job="autoretrain-exporter"} == 0\n'
