@@ -40,7 +40,9 @@ from autoretrain.exporter import PerformanceMonitor, load_thresholds
 from autoretrain.exporter.events import SCHEMA_VERSION
 from autoretrain.exporter.http import metrics_app, serve
 from autoretrain.exporter.rules import render_rules
+from autoretrain.exporter.standalone import StandaloneExporter
 from autoretrain.exporter.thresholds import AlertSettings, ThresholdsConfig
+from autoretrain.webhook import create_app
 from autoretrain.webhook.updater import RealTimeModelUpdater
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,6 +63,7 @@ SCRAPE_SECONDS = 1
 TICK_SECONDS = 0.1
 RETRAIN_EVERY_TICKS = 20
 LAYOUT_PANELS = {"row", "text"}
+TOKEN = "dashboard-test-token"
 
 
 # -- the simulated platform ---------------------------------------------------------
@@ -168,9 +171,10 @@ class Stack:
     started: float  # Unix time before the first scrape: the start of range queries
 
 
-def _prometheus_config(rules: Path, exporter_port: int, webhook_port: int) -> str:
-    def job(name: str, port: int) -> dict[str, Any]:
-        return {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+def _prometheus_config(rules: Path, exporter_ports: list[int], webhook_port: int) -> str:
+    def job(name: str, *ports: int) -> dict[str, Any]:
+        targets = [f"127.0.0.1:{port}" for port in ports]
+        return {"job_name": name, "static_configs": [{"targets": targets}]}
 
     return yaml.safe_dump(
         {
@@ -180,7 +184,7 @@ def _prometheus_config(rules: Path, exporter_port: int, webhook_port: int) -> st
             },
             "rule_files": [str(rules)],
             "scrape_configs": [
-                job("autoretrain-exporter", exporter_port),
+                job("autoretrain-exporter", *exporter_ports),
                 job("autoretrain-webhook", webhook_port),
             ],
         },
@@ -212,11 +216,30 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         model_updater=updater, enable_auto_retraining=False, registry=CollectorRegistry()
     )
     exporter_http, _ = serve(monitor.wsgi_app(), "127.0.0.1", 0)  # fast path, OpenMetrics
-    webhook_http, _ = serve(metrics_app(updater.registry), "127.0.0.1", 0)
+    # The webhook app around the updater: its request and rejection metrics,
+    # on the updater's registry, as python -m autoretrain.webhook serves them.
+    webhook = create_app(
+        {"token": TOKEN, "ledger_path": str(tmp / "ledger.sqlite3"), "cooldown_seconds": 0},
+        updater=updater, registry=updater.registry,
+    )
+    webhook_http, _ = serve(webhook, "127.0.0.1", 0)
+    # A standalone (Kafka-fed) exporter beside the embedded monitor, as a second
+    # target of the exporter job: Kafka connectivity and invalid events by fault.
+    # Fed directly (no broker); only invalid events, so the agent series stay the monitor's.
+    standalone = StandaloneExporter("127.0.0.1:9", registry=CollectorRegistry())
+    for value in (b"{oops", b'{"schema": 9}', b'{"schema": 1, "kind": "run"}'):
+        standalone.handle(value)
+    standalone_http, _ = serve(
+        metrics_app(standalone.registry, standalone.ready, fast=[standalone.metrics]),
+        "127.0.0.1", 0,
+    )
     platform = SimulatedPlatform(monitor, updater, seed=7)
     config_path = tmp / "prometheus.yml"
     config_path.write_text(
-        _prometheus_config(rules, exporter_http.server_port, webhook_http.server_port)
+        _prometheus_config(
+            rules, [exporter_http.server_port, standalone_http.server_port],
+            webhook_http.server_port,
+        )
     )
     prometheus = PrometheusServer(tmp / "prometheus", config_path)
     try:
@@ -232,6 +255,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             prometheus.wait_for(expr, lambda result: len(result) > 0, timeout)
 
         wait_for("system:agent_prediction_accuracy:mean > 0.85", timeout=30)  # healthy
+        # Requests the webhook answers, and one it refuses (no token).
+        client = webhook.test_client()
+        assert client.get("/healthz").status_code == 200
+        assert client.post("/alerts", json={}).status_code == 401
         platform.degraded.set()
         # A retrain alert, a per-agent alert of a selected agent, and a
         # promotion that Prometheus saw happen.
@@ -250,9 +277,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             platform.stop()
         finally:
             prometheus.stop()
-            for server in (exporter_http, webhook_http):
+            for server in (exporter_http, webhook_http, standalone_http):
                 server.shutdown()
                 server.server_close()
+            webhook.extensions["autoretrain"].close()
             monitor.close()
             updater.stop()
 

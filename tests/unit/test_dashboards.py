@@ -281,6 +281,23 @@ def test_variables_datasource_job_cluster_and_agent() -> None:
         assert 'agent=~"$agent"' in expr, f"per-agent query ignores $agent: {expr!r}"
 
 
+def test_operations_row_shows_the_health_of_the_loop_itself() -> None:
+    dashboard = load(GRAFANA / "dashboards" / "retraining.json")
+    rows = [p for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows[-1]["title"].startswith("Operations")
+    below = [p for p in dashboard["panels"] if p["gridPos"]["y"] > rows[-1]["gridPos"]["y"]]
+    exprs = " ".join(t["expr"] for p in below for t in p["targets"])
+    for series in (
+        'up{job=~"$job|$webhook_job"',
+        "webhook_request_duration_seconds_count{",
+        "webhook_requests_rejected_total{",
+        "model_updater_consumer_lag_events{",
+        "sum by (fault) (rate(autoretrain_exporter_invalid_events_total{",
+        "autoretrain_exporter_kafka_connected{",
+    ):
+        assert series in exprs, series
+
+
 def test_retrains_are_annotated_by_result() -> None:
     dashboard = load(GRAFANA / "dashboards" / "retraining.json")
     (annotation,) = [a for a in annotations(dashboard) if a["name"] == "Retrains by result"]
