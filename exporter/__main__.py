@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from .events import MAX_EVENT_SKEW_SECONDS
 from .http import DEFAULT_ADDRESS, ServerLimits, metrics_app, serve
 from .kafka_security import add_security_arguments, security_from_args
+from .metrics import DURATION_BUCKETS_SECONDS
 from .standalone import StandaloneExporter
 
 ENV_PREFIX = "AUTORETRAIN_EXPORTER_"
@@ -20,6 +21,17 @@ ENV_PREFIX = "AUTORETRAIN_EXPORTER_"
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(ENV_PREFIX + name, default)
+
+
+def parse_buckets(text: str) -> tuple[float, ...]:
+    """Comma-separated bucket bounds in seconds (``0.5,1,5,30``); ``ValueError`` if not numbers."""
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(
+            f"duration buckets must be comma-separated numbers of seconds such as "
+            f"'0.5,1,5,30', got {text!r}"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         "fault field:timestamp [MAX_EVENT_SKEW_SECONDS] (default %(default)s)",
     )
     p.add_argument(
+        "--duration-buckets",
+        default=_env("DURATION_BUCKETS", ",".join(f"{b:g}" for b in DURATION_BUCKETS_SECONDS)),
+        help="upper bounds of agent_run_duration_seconds' buckets, seconds, comma-separated, "
+        "increasing; size them to your agents' run times [DURATION_BUCKETS] "
+        "(default %(default)s)",
+    )
+    p.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", "INFO"),
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -109,7 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         limits = ServerLimits(connection_limit=args.connection_limit,
                               channel_timeout_seconds=args.channel_timeout)
         exporter = StandaloneExporter(
-            args.kafka_servers, topic=args.topic, group_id=args.group, max_agents=args.max_agents,
+            args.kafka_servers,
+            topic=args.topic,
+            group_id=args.group,
+            max_agents=args.max_agents,
+            duration_buckets=parse_buckets(args.duration_buckets),
             max_event_skew_seconds=args.max_event_skew_seconds,
             kafka_security=security_from_args(args),
         )

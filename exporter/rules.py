@@ -7,9 +7,12 @@ writes that file, or with ``--check`` fails with a diff when the committed
 file is stale.
 
 Recording rules (``level:metric:operations``; ``level`` is ``agent``, summed
-``by (agent)``, or ``system``, summed over everything). Both drop the
-``instance``, ``job`` and ``pod`` labels, so several exporter instances add
-up. The window of every rate is ``alerts.rate_window``; it is deliberately
+``by (agent, <kept>)``, or ``system``, summed ``by (<kept>)``). They read
+only the series of the file's ``scope.exporter`` selector and keep only
+``scope.keep_labels`` (``cluster``, ``env``): ``instance``, ``job`` and
+``pod`` are dropped, so several exporter instances of one deployment add up,
+while two deployments in one Prometheus stay apart down to their alerts.
+The window of every rate is ``alerts.rate_window``; it is deliberately
 not part of the names, so dashboards and queries survive a change of the
 window.
 
@@ -45,6 +48,7 @@ from .retrain_types import MODEL_TYPE
 from .thresholds import ThresholdsConfig, load_thresholds
 
 __all__ = [
+    "APP",
     "DEFAULT_OUTPUT",
     "DEFAULT_THRESHOLDS_FILE",
     "HEADER",
@@ -63,10 +67,24 @@ HEADER = (
     "# tests fail while this file is stale.\n"
 )
 
-# Labels of one exporter process that the aggregations drop.
-_LEVELS = {"agent": "sum by (agent)", "system": "sum"}
-# Label matching between a level's series and ALERTS / traffic series.
-_ON = {"agent": "on (agent)", "system": "on ()"}
+
+#: The label every generated alert carries: dashboards and routes find
+#: autoretrain's alerts among a shared Prometheus's ALERTS by it.
+APP = "autoretrain"
+
+
+def _level_labels(level: str, config: ThresholdsConfig) -> tuple[str, ...]:
+    """The labels a level's series keep: the deployment's, and ``agent`` per agent."""
+    kept = config.scope.keep_labels
+    return ("agent", *kept) if level == "agent" else kept
+
+
+def _sum(labels: Sequence[str], op: str = "sum") -> str:
+    return f"{op} by ({', '.join(labels)})" if labels else op
+
+
+def _on(labels: Sequence[str]) -> str:
+    return f"on ({', '.join(labels)})"
 
 
 def _num(x: float) -> str:
@@ -82,10 +100,17 @@ def _seconds(x: float) -> str:
     return f"{x:.10g}s"
 
 
-def _recording_rules(level: str, window: str) -> list[dict[str, str]]:
+def _recording_rules(level: str, config: ThresholdsConfig) -> list[dict[str, str]]:
     """The recording rules of one level (``agent`` or ``system``), in dependency order."""
-    agg = _LEVELS[level]
-    by_le = "sum by (agent, le)" if level == "agent" else "sum by (le)"
+    window = config.alerts.rate_window
+    labels = _level_labels(level, config)
+    agg = _sum(labels)
+    by_le = _sum((*labels, "le"))
+    scope = config.scope
+
+    def sel(*more: str) -> str:
+        return scope.matchers("exporter", *more)
+
     runs = f"{level}:agent_runs:rate"
     records = f"{level}:agent_prediction_accuracy_count:rate"
 
@@ -93,27 +118,32 @@ def _recording_rules(level: str, window: str) -> list[dict[str, str]]:
         # "or 0 * runs": an agent with no run of these statuses has a share of
         # 0, not no value, even from an exporter that omits zero series.
         return (
-            f"(\n  {agg} (rate(agent_runs_total{{{selector}}}[{window}]))\n"
+            f"(\n  {agg} (rate(agent_runs_total{sel(selector)}[{window}]))\n"
             f"  or\n  0 * {runs}\n)\n/ {runs}\n"
         )
 
     return [
-        {"record": runs, "expr": f"{agg} (rate(agent_runs_total[{window}]))"},
+        {"record": runs, "expr": f"{agg} (rate(agent_runs_total{sel()}[{window}]))"},
         {"record": f"{level}:agent_runs_success:ratio_rate", "expr": share('status="success"')},
         {
             "record": f"{level}:agent_runs_error:ratio_rate",
             "expr": share('status=~"error|timeout"'),
         },
-        {"record": records, "expr": f"{agg} (rate(agent_prediction_accuracy_count[{window}]))"},
+        {
+            "record": records,
+            "expr": f"{agg} (rate(agent_prediction_accuracy_count{sel()}[{window}]))",
+        },
         {
             "record": f"{level}:agent_prediction_accuracy:mean",
-            "expr": f"{agg} (rate(agent_prediction_accuracy_sum[{window}]))\n/ {records}\n",
+            "expr": (
+                f"{agg} (rate(agent_prediction_accuracy_sum{sel()}[{window}]))\n/ {records}\n"
+            ),
         },
         {
             "record": f"{level}:agent_run_duration_seconds:p95",
             "expr": (
                 f"histogram_quantile(\n  0.95,\n"
-                f"  {by_le} (rate(agent_run_duration_seconds_bucket[{window}]))\n)\n"
+                f"  {by_le} (rate(agent_run_duration_seconds_bucket{sel()}[{window}]))\n)\n"
             ),
         },
     ]
@@ -135,8 +165,9 @@ def hysteresis_expr(
     ``ALERTS{alertstate="firing"}`` series exists (written by the previous
     evaluation) the looser ``series op clear_at`` keeps it. A pending alert
     gets no such help, so a value hovering inside the margin never fires.
-    ``on`` matches the alert's own series per agent (``on (agent)``) or once
-    (``on ()``); ``traffic >= min_traffic`` leaves out idle agents.
+    ``on`` matches the alert's own series per agent and deployment
+    (``on (agent, cluster, env)``) or per deployment (``on (cluster, env)``);
+    ``traffic >= min_traffic`` leaves out idle agents.
     """
     return (
         f"(\n  {series} {op} {threshold}\n  or\n  (\n"
@@ -223,14 +254,14 @@ def _alert_rule(level: str, a: _Alert, config: ThresholdsConfig) -> dict[str, An
         threshold=_num(a.threshold),
         clear_at=_num(clear),
         alertname=name,
-        on=_ON[level],
+        on=_on(_level_labels(level, config)),
         traffic=f"{level}:{a.traffic}",
         min_traffic=_num(config.alerts.min_runs_per_second),
     )
     value = f"{{{{ $value | {a.fmt} }}}}"
     side, back = ("below", "above") if a.op == "<" else ("above", "below")
     limits = f"threshold {show(a.threshold)}, clears {back} {show(clear)}"
-    labels: dict[str, str] = {"severity": a.severity}
+    labels: dict[str, str] = {"app": APP, "severity": a.severity}
     if level == "system":
         who, whose = "System", "all agents"
         if a.retrain is not None:
@@ -248,12 +279,122 @@ def _alert_rule(level: str, a: _Alert, config: ThresholdsConfig) -> dict[str, An
         "for": config.alerts.for_,
         "labels": labels,
         "annotations": {
-            "summary": f"{who} {a.what} {value} is {side} {show(a.threshold)}",
+            # The limits in the summary too: inside the hysteresis margin the
+            # value is already back past the threshold while the alert holds.
+            "summary": (
+                f"{who} {a.what} is {value} "
+                f"(alert {side} {show(a.threshold)}, clears {back} {show(clear)})"
+            ),
             "description": (
                 f"{a.long_what} of {whose} over {window} is {value}; {limits}. {action}"
             ),
+            "runbook_url": config.alerts.runbook(name),
         },
     }
+
+
+def _loop_rules(config: ThresholdsConfig) -> list[dict[str, Any]]:
+    """The alerts that watch the loop itself.
+
+    They carry no ``retrain`` label, so Alertmanager never sends them to the
+    webhook: a dead exporter or a failing retrain is a person's job, not a
+    reason to retrain.
+    """
+    scope, loop = config.scope, config.loop
+    kept = scope.keep_labels
+    agg, on = _sum(kept), _on(kept)
+    window = loop.failures_window
+
+    def alert(
+        name: str, expr: str, severity: str, summary: str, description: str
+    ) -> dict[str, Any]:
+        return {
+            "alert": name,
+            "expr": expr,
+            "for": loop.for_,
+            "labels": {"app": APP, "severity": severity},
+            "annotations": {
+                "summary": summary,
+                "description": description,
+                "runbook_url": config.alerts.runbook(name),
+            },
+        }
+
+    exporter_up = f"up{scope.matchers('exporter')}"
+    outcomes = scope.matchers(
+        "exporter", '__name__=~"agent_runs_total|agent_accuracy_records_total"'
+    )
+    retrains = scope.matchers("webhook", 'result=~"failed|rejected"')
+    lag = scope.matchers("webhook")
+    unauthorized = scope.matchers("webhook", 'reason="unauthorized"')
+    notify = scope.matchers("alertmanager", 'integration="webhook"')
+    lag_max = _num(loop.consumer_lag_max_events)
+    return [
+        alert(
+            "AutoretrainExporterDown",
+            f"{exporter_up} == 0\n",
+            "critical",
+            "Exporter target {{ $labels.instance }} is down",
+            "Prometheus cannot scrape the autoretrain exporter {{ $labels.instance }} "
+            "(job {{ $labels.job }}). Its agents' rates vanish from the rules, so their "
+            "alerts resolve and no retrain can be triggered until it is back.",
+        ),
+        alert(
+            "AutoretrainExporterAbsent",
+            f"absent({exporter_up})\n",
+            "critical",
+            "No autoretrain exporter target is scraped",
+            f"No target matches {exporter_up}: Prometheus does not scrape the exporter at "
+            "all, so no degradation can be seen and nothing retrains.",
+        ),
+        alert(
+            "AutoretrainNoOutcomeEvents",
+            # "up but silent": an exporter that is down has its own alert.
+            f"{agg} ({exporter_up}) > 0\nunless {on}\n"
+            f"{agg} (increase({outcomes}[{loop.no_events_for}])) > 0\n",
+            "warning",
+            f"No outcome events for {loop.no_events_for}",
+            f"The exporter is scraped but recorded no agent run and no accuracy record in "
+            f"{loop.no_events_for}: orchestrators stopped reporting, or the events do not reach "
+            "it (Kafka topic, consumer group). The model learns nothing meanwhile.",
+        ),
+        alert(
+            "AutoretrainRetrainsFailing",
+            f"{_sum((*kept, 'result'))} (increase(model_retrains_total{retrains}[{window}]))"
+            " > 0\n",
+            "warning",
+            "Retrains {{ $labels.result }} in the last " + window,
+            "{{ $value | humanize }} retrain(s) ended {{ $labels.result }} in the last "
+            f"{window}. The serving model was kept (a rejected candidate scored worse on held-out "
+            "events; a failed one raised), so the degradation that asked for it may persist.",
+        ),
+        alert(
+            "AutoretrainConsumerLagHigh",
+            f"{_sum(kept, 'max')} (model_updater_consumer_lag_events{lag}) > {lag_max}\n",
+            "warning",
+            "Model updater is {{ $value | humanize }} events behind",
+            "The updater's Kafka consumer lags by {{ $value | humanize }} events "
+            f"(limit {lag_max}): the model learns from old outcomes "
+            "and a retrain trains on a stale buffer.",
+        ),
+        alert(
+            "AutoretrainWebhookUnauthorized",
+            f"{agg} (increase(webhook_requests_rejected_total{unauthorized}[{window}])) > 0\n",
+            "warning",
+            "Webhook refused {{ $value | humanize }} unauthorised request(s)",
+            f"The retrain webhook answered 401 to {{{{ $value | humanize }}}} request(s) in the "
+            f"last {window}: a wrong or rotated token on the caller's side (Alertmanager's "
+            "credentials_file), or someone probing the API. Refused requests retrain nothing.",
+        ),
+        alert(
+            "AutoretrainAlertmanagerNotificationsFailing",
+            f"{agg} (increase(alertmanager_notifications_failed_total{notify}[{window}])) > 0\n",
+            "critical",
+            "Alertmanager fails to notify the webhook",
+            f"{{{{ $value | humanize }}}} webhook notification(s) failed in the last {window}: "
+            "retrain alerts do not reach the webhook, so degradations are not retrained.",
+        ),
+    ]
 
 
 def render_rules(config: ThresholdsConfig) -> str:
@@ -262,7 +403,6 @@ def render_rules(config: ThresholdsConfig) -> str:
     Raises ``ValueError`` when a hysteresis margin puts a clear level out of
     range (a ratio's beyond 0..1, a latency's below 0).
     """
-    window = config.alerts.rate_window
     groups = []
     for level in ("system", "agent"):
         # Recording rules and the alerts on them share a group: rules of a
@@ -271,11 +411,12 @@ def render_rules(config: ThresholdsConfig) -> str:
             {
                 "name": f"autoretrain.{level}",
                 "rules": [
-                    *_recording_rules(level, window),
+                    *_recording_rules(level, config),
                     *(_alert_rule(level, a, config) for a in _alerts(config)),
                 ],
             }
         )
+    groups.append({"name": "autoretrain.loop", "rules": _loop_rules(config)})
     body = yaml.dump(
         {"groups": groups},
         Dumper=_BlockDumper,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -23,7 +23,7 @@ from .ingest import RecentEventIds, decode_batch
 from .kafka_codecs import missing_codecs, undecodable
 from .kafka_security import KafkaSecurity
 from .kafka_sink import BrokerProbe
-from .metrics import AgentMetrics
+from .metrics import DURATION_BUCKETS_SECONDS, AgentMetrics
 
 __all__ = ["StandaloneExporter"]
 
@@ -93,6 +93,7 @@ class StandaloneExporter:
         max_event_skew_seconds: float = MAX_EVENT_SKEW_SECONDS,
         clock: Callable[[], float] = time.time,
         kafka_security: KafkaSecurity | None = None,
+        duration_buckets: Sequence[float] = DURATION_BUCKETS_SECONDS,
     ) -> None:
         if (isinstance(max_event_skew_seconds, bool)
                 or not isinstance(max_event_skew_seconds, int | float)
@@ -105,7 +106,9 @@ class StandaloneExporter:
         self.topic = topic
         self.group_id = group_id
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = AgentMetrics(self.registry, max_agents=max_agents)
+        self.metrics = AgentMetrics(
+            self.registry, max_agents=max_agents, duration_buckets=duration_buckets
+        )
         self._events = Counter(
             "autoretrain_exporter_events",
             "Outcome events consumed, by result (applied, duplicate, invalid).",

@@ -21,13 +21,21 @@ __all__ = [
     "DEFAULT_THRESHOLDS",
     "AlertSettings",
     "Hysteresis",
+    "LoopSettings",
     "MonitorSettings",
+    "Scope",
     "Thresholds",
     "ThresholdsConfig",
     "load_thresholds",
 ]
 
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d))+$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# One PromQL label matcher (name, operator, double-quoted value).
+_MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"(?:[^"\\]|\\.)*"\s*'
+_SELECTOR = re.compile(rf"^({_MATCHER}(,{_MATCHER})*)?$")
+# Labels the rules themselves aggregate by or add; a kept label of that name would clash.
+_RESERVED_LABELS = frozenset({"agent", "le", "alertname", "severity", "retrain", "model_type"})
 
 
 def _ratio(section: str, key: str, value: Any) -> float:
@@ -133,11 +141,95 @@ class AlertSettings:
     for_: str = "2m"
     rate_window: str = "5m"
     min_runs_per_second: float = 0.0
+    # Where each alert's runbook lives; {alertname} is replaced by the alert's name.
+    runbook_url: str = "docs/runbooks/{alertname}.md"
 
     def __post_init__(self) -> None:
         _duration("alerts", "for", self.for_)
         _duration("alerts", "rate_window", self.rate_window)
         _positive("alerts", "min_runs_per_second", self.min_runs_per_second, allow_zero=True)
+        url = self.runbook_url
+        if (
+            not isinstance(url, str)
+            or "{alertname}" not in url
+            or re.search(r"\{(?!alertname\})|(?<!\{alertname)\}", url)
+            or re.search(r"\s", url)
+        ):
+            raise ValueError(
+                "alerts.runbook_url must be a URL pattern with {alertname} and no other "
+                "placeholder or space, such as "
+                "'https://example.org/autoretrain/docs/runbooks/{alertname}.md', "
+                f"got {url!r}"
+            )
+
+    def runbook(self, alertname: str) -> str:
+        """The runbook URL of ``alertname``."""
+        return self.runbook_url.replace("{alertname}", alertname)
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The alerts that watch the loop itself (exporter, webhook, updater, Alertmanager)."""
+
+    for_: str = "5m"
+    no_events_for: str = "30m"
+    failures_window: str = "15m"
+    consumer_lag_max_events: float = 10000.0
+
+    def __post_init__(self) -> None:
+        _duration("loop", "for", self.for_)
+        _duration("loop", "no_events_for", self.no_events_for)
+        _duration("loop", "failures_window", self.failures_window)
+        _positive("loop", "consumer_lag_max_events", self.consumer_lag_max_events)
+
+
+def _selector(section: str, key: str, value: Any) -> str:
+    if not isinstance(value, str) or not _SELECTOR.match(value):
+        raise ValueError(
+            f"{section}.{key} must be PromQL label matchers such as "
+            f"'job=\"autoretrain-exporter\"' (comma-separated, empty for none), got {value!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which series of a shared Prometheus the rules read, and which labels they keep.
+
+    Each selector is the label matchers (without braces) of one component's
+    series; ``keep_labels`` are the labels (``cluster``, ``env``) that tell
+    one deployment from another: every aggregation keeps them, so two
+    environments scraped by one Prometheus are two signals, two alerts and
+    two retrains.
+    """
+
+    exporter: str = 'job="autoretrain-exporter"'
+    webhook: str = 'job="autoretrain-webhook"'
+    alertmanager: str = 'job="alertmanager"'
+    keep_labels: tuple[str, ...] = ("cluster", "env")
+
+    def __post_init__(self) -> None:
+        for key in ("exporter", "webhook", "alertmanager"):
+            _selector("scope", key, getattr(self, key))
+        labels = self.keep_labels
+        if not isinstance(labels, tuple) or not all(
+            isinstance(x, str) and _LABEL_NAME.match(x) and not x.startswith("__")
+            for x in labels
+        ):
+            raise ValueError(
+                f"scope.keep_labels must be a list of label names, got {labels!r}"
+            )
+        clash = sorted(set(labels) & _RESERVED_LABELS)
+        if clash or len(set(labels)) != len(labels):
+            raise ValueError(
+                f"scope.keep_labels must be distinct and not one of the rules' own labels "
+                f"({', '.join(sorted(_RESERVED_LABELS))}), got {list(labels)!r}"
+            )
+
+    def matchers(self, component: str, *more: str) -> str:
+        """The selector of ``component`` plus ``more`` matchers, inside braces."""
+        parts = [m for m in (getattr(self, component), *more) if m]
+        return "{" + ", ".join(parts) + "}" if parts else ""
 
 
 @dataclass(frozen=True)
@@ -174,17 +266,30 @@ class ThresholdsConfig:
     hysteresis: Hysteresis = field(default_factory=Hysteresis)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    scope: Scope = field(default_factory=Scope)
+    loop: LoopSettings = field(default_factory=LoopSettings)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> ThresholdsConfig:
         data = _check_keys("thresholds file", data or {}, _names(cls))
         alerts = dict(
             _check_keys(
-                "alerts", data.get("alerts", {}), ("for", "rate_window", "min_runs_per_second")
+                "alerts",
+                data.get("alerts", {}),
+                ("for", "rate_window", "min_runs_per_second", "runbook_url"),
             )
         )
         if "for" in alerts:
             alerts["for_"] = alerts.pop("for")
+        loop = dict(
+            _check_keys(
+                "loop",
+                data.get("loop", {}),
+                ("for", "no_events_for", "failures_window", "consumer_lag_max_events"),
+            )
+        )
+        if "for" in loop:
+            loop["for_"] = loop.pop("for")
         return cls(
             thresholds=Thresholds.from_mapping(data.get("thresholds", {})),
             hysteresis=Hysteresis(
@@ -194,7 +299,16 @@ class ThresholdsConfig:
             monitor=MonitorSettings(
                 **_check_keys("monitor", data.get("monitor", {}), _names(MonitorSettings))
             ),
+            scope=_scope(_check_keys("scope", data.get("scope", {}), _names(Scope))),
+            loop=LoopSettings(**loop),
         )
+
+
+def _scope(data: Mapping[str, Any]) -> Scope:
+    data = dict(data)
+    if isinstance(data.get("keep_labels"), list):  # YAML has lists, the dataclass tuples
+        data["keep_labels"] = tuple(data["keep_labels"])
+    return Scope(**data)
 
 
 def load_thresholds(path: str | Path) -> ThresholdsConfig:

@@ -546,6 +546,11 @@ def _finish_request(response: Response) -> Response:
 
 
 # -- the factory ------------------------------------------------------------------------------
+def _is_flask_key(key: Any) -> bool:
+    """Flask's configuration keys are upper case; the webhook's are lower case."""
+    return isinstance(key, str) and key.isupper()
+
+
 def create_app(
     config: Mapping[str, Any] | None = None,
     *,
@@ -572,8 +577,16 @@ def create_app(
     (setting ``standby``). With ``start=False`` nothing is opened, started
     or written until the caller calls ``start()`` (``python -m
     autoretrain.webhook`` does so once its port is bound).
+
+    Upper-case keys of ``config`` (``TESTING``, ``SECRET_KEY``, ...) are
+    Flask's own and go to ``app.config`` unchecked, as in Flask's tutorial;
+    every other key is the webhook's and is validated.
     """
-    settings = load_config(config, os.environ)
+    if config is not None and not isinstance(config, Mapping):
+        raise ValueError(f"config must be a mapping, got {type(config).__name__}")
+    flask_config = {k: v for k, v in (config or {}).items() if _is_flask_key(k)}
+    own = {k: v for k, v in (config or {}).items() if not _is_flask_key(k)}
+    settings = load_config(own if config is not None else None, os.environ)
     registry = CollectorRegistry() if registry is None else registry
     owns_updater = updater is None
     if updater is None:
@@ -596,6 +609,7 @@ def create_app(
     # Werkzeug's own cap, in addition to ours: it also guards form parsing.
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config.from_mapping(flask_config)
     app.extensions[EXTENSION] = service
     app.register_blueprint(alerts_bp)
     app.register_blueprint(api_bp)

@@ -120,9 +120,9 @@ alerting:
   alertmanagers:
     - static_configs: [{{targets: ['127.0.0.1:{alertmanager_port}']}}]
 scrape_configs:
-  - job_name: exporter
+  - job_name: autoretrain-exporter
     static_configs: [{{targets: ['127.0.0.1:{exporter_port}']}}]
-  - job_name: webhook
+  - job_name: autoretrain-webhook
     static_configs: [{{targets: ['127.0.0.1:{webhook_port}']}}]
 """
 
@@ -164,8 +164,10 @@ def test_degraded_accuracy_retrains_once_and_resolves_without_retraining(
 
 def run_loop(prometheus: PrometheusServer, feeder: Feeder, service: Any) -> None:
     registry = service.registry
-    retrains_seen = 'sum(model_retrains_total{job="webhook",result=~"promoted|rejected"})'
-    retrains_all = 'sum(model_retrains_total{job="webhook"})'
+    retrains_seen = (
+        'sum(model_retrains_total{job="autoretrain-webhook",result=~"promoted|rejected"})'
+    )
+    retrains_all = 'sum(model_retrains_total{job="autoretrain-webhook"})'
 
     # Healthy: Prometheus sees the exporter's accuracy and the webhook's counters.
     prometheus.wait_for("system:agent_prediction_accuracy:mean",

@@ -40,7 +40,9 @@ from autoretrain.exporter import PerformanceMonitor, load_thresholds
 from autoretrain.exporter.events import SCHEMA_VERSION
 from autoretrain.exporter.http import metrics_app, serve
 from autoretrain.exporter.rules import render_rules
+from autoretrain.exporter.standalone import StandaloneExporter
 from autoretrain.exporter.thresholds import AlertSettings, ThresholdsConfig
+from autoretrain.webhook import create_app
 from autoretrain.webhook.updater import RealTimeModelUpdater
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,6 +63,7 @@ SCRAPE_SECONDS = 1
 TICK_SECONDS = 0.1
 RETRAIN_EVERY_TICKS = 20
 LAYOUT_PANELS = {"row", "text"}
+TOKEN = "dashboard-test-token"
 
 
 # -- the simulated platform ---------------------------------------------------------
@@ -168,9 +171,10 @@ class Stack:
     started: float  # Unix time before the first scrape: the start of range queries
 
 
-def _prometheus_config(rules: Path, exporter_port: int, webhook_port: int) -> str:
-    def job(name: str, port: int) -> dict[str, Any]:
-        return {"job_name": name, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+def _prometheus_config(rules: Path, exporter_ports: list[int], webhook_port: int) -> str:
+    def job(name: str, *ports: int) -> dict[str, Any]:
+        targets = [f"127.0.0.1:{port}" for port in ports]
+        return {"job_name": name, "static_configs": [{"targets": targets}]}
 
     return yaml.safe_dump(
         {
@@ -180,7 +184,7 @@ def _prometheus_config(rules: Path, exporter_port: int, webhook_port: int) -> st
             },
             "rule_files": [str(rules)],
             "scrape_configs": [
-                job("autoretrain-exporter", exporter_port),
+                job("autoretrain-exporter", *exporter_ports),
                 job("autoretrain-webhook", webhook_port),
             ],
         },
@@ -212,11 +216,30 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         model_updater=updater, enable_auto_retraining=False, registry=CollectorRegistry()
     )
     exporter_http, _ = serve(monitor.wsgi_app(), "127.0.0.1", 0)  # fast path, OpenMetrics
-    webhook_http, _ = serve(metrics_app(updater.registry), "127.0.0.1", 0)
+    # The webhook app around the updater: its request and rejection metrics,
+    # on the updater's registry, as python -m autoretrain.webhook serves them.
+    webhook = create_app(
+        {"token": TOKEN, "ledger_path": str(tmp / "ledger.sqlite3"), "cooldown_seconds": 0},
+        updater=updater, registry=updater.registry,
+    )
+    webhook_http, _ = serve(webhook, "127.0.0.1", 0)
+    # A standalone (Kafka-fed) exporter beside the embedded monitor, as a second
+    # target of the exporter job: Kafka connectivity and invalid events by fault.
+    # Fed directly (no broker); only invalid events, so the agent series stay the monitor's.
+    standalone = StandaloneExporter("127.0.0.1:9", registry=CollectorRegistry())
+    for value in (b"{oops", b'{"schema": 9}', b'{"schema": 1, "kind": "run"}'):
+        standalone.handle(value)
+    standalone_http, _ = serve(
+        metrics_app(standalone.registry, standalone.ready, fast=[standalone.metrics]),
+        "127.0.0.1", 0,
+    )
     platform = SimulatedPlatform(monitor, updater, seed=7)
     config_path = tmp / "prometheus.yml"
     config_path.write_text(
-        _prometheus_config(rules, exporter_http.server_port, webhook_http.server_port)
+        _prometheus_config(
+            rules, [exporter_http.server_port, standalone_http.server_port],
+            webhook_http.server_port,
+        )
     )
     prometheus = PrometheusServer(tmp / "prometheus", config_path)
     try:
@@ -232,6 +255,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             prometheus.wait_for(expr, lambda result: len(result) > 0, timeout)
 
         wait_for("system:agent_prediction_accuracy:mean > 0.85", timeout=30)  # healthy
+        # Requests the webhook answers, and one it refuses (no token).
+        client = webhook.test_client()
+        assert client.get("/healthz").status_code == 200
+        assert client.post("/alerts", json={}).status_code == 401
         platform.degraded.set()
         # A retrain alert, a per-agent alert of a selected agent, and a
         # promotion that Prometheus saw happen.
@@ -250,9 +277,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             platform.stop()
         finally:
             prometheus.stop()
-            for server in (exporter_http, webhook_http):
+            for server in (exporter_http, webhook_http, standalone_http):
                 server.shutdown()
                 server.server_close()
+            webhook.extensions["autoretrain"].close()
             monitor.close()
             updater.stop()
 
@@ -269,11 +297,16 @@ def substitute(expr: str, step: float) -> str:
     """``expr`` with the dashboard variables as Grafana would fill them in.
 
     ``$agent`` is the multi-value selection ``SELECTED`` (Grafana's regex
-    format for the Prometheus datasource: ``(a|b)``); ``$__range`` is the
-    dashboards' default range, 1h.
+    format for the Prometheus datasource: ``(a|b)``); ``$job`` and
+    ``$webhook_job`` the stack's two jobs, ``$cluster`` "All" (``.*``);
+    ``$__range`` is the dashboards' default range, 1h.
     """
     values = {
         "agent": "(" + "|".join(re.escape(a) for a in SELECTED) + ")",
+        # The jobs of this stack, and "All" of the optional cluster (no such label here).
+        "job": "autoretrain-exporter",
+        "webhook_job": "autoretrain-webhook",
+        "cluster": ".*",
         "__rate_interval": rate_interval(step),
         "__interval": f"{step:g}s",
         "__range": "1h",
@@ -375,24 +408,33 @@ def test_annotation_queries_return_data(stack: Stack, annotation: dict[str, Any]
     check_result(annotation["expr"], poll_until(evaluated, 2 * step + 5, 0.5, repr(expr)))
 
 
-def test_agent_variable_lists_every_agent(stack: Stack) -> None:
-    variables = [v for path in DASHBOARDS for v in _load(path)["templating"]["list"]]
-    assert [v["name"] for v in variables] == ["agent"]
-    (variable,) = variables
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("job", ["autoretrain-exporter"]),
+        ("webhook_job", ["autoretrain-webhook"]),
+        ("cluster", []),  # no cluster label here: "All" (.*) is what is left
+        ("agent", sorted(AGENTS)),
+    ],
+)
+def test_query_variables_list_their_values(stack: Stack, name: str, expected: list[str]) -> None:
+    variables = {v["name"]: v for path in DASHBOARDS for v in _load(path)["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    variable = variables[name]
     # A string, or {"query": ...} as newer Grafana versions save it.
     query_text = variable["query"]
     if isinstance(query_text, dict):
         query_text = query_text["query"]
-    # label_values(metric, label): Grafana asks the series API for the label's values.
-    match = re.fullmatch(r"label_values\((\w+),\s*(\w+)\)", query_text)
+    # label_values(selector, label): Grafana asks the series API for the label's values.
+    match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", substitute(query_text, 1.0))
     assert match, query_text
-    metric, label = match.groups()
+    selector, label = match.groups()
     params = urllib.parse.urlencode(
-        {"match[]": metric, "start": f"{stack.started:.3f}", "end": f"{time.time():.3f}"}
+        {"match[]": selector, "start": f"{stack.started:.3f}", "end": f"{time.time():.3f}"}
     )
     body = http_get_json(f"{stack.prometheus.url}/api/v1/label/{label}/values?{params}")
     assert body["status"] == "success", body
-    assert sorted(body["data"]) == sorted(AGENTS)
+    assert sorted(body["data"]) == expected
 
 
 def test_promtool_parses_every_query(tmp_path: Path) -> None:

@@ -22,7 +22,12 @@ from servers.common import http_get_json, poll_until
 from autoretrain.exporter.http import metrics_app, serve
 from autoretrain.exporter.metrics import AgentMetrics
 from autoretrain.exporter.rules import render_rules
-from autoretrain.exporter.thresholds import AlertSettings, Thresholds, ThresholdsConfig
+from autoretrain.exporter.thresholds import (
+    AlertSettings,
+    Thresholds,
+    ThresholdsConfig,
+    load_thresholds,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "prometheus"
@@ -59,7 +64,7 @@ def test_promtool_checks_the_rules() -> None:
 
 
 def test_promtool_unit_tests_pass() -> None:
-    assert len(RULE_TESTS) >= 5, RULE_TESTS
+    assert len(RULE_TESTS) >= 7, RULE_TESTS
     done = run("promtool", "test", "rules", *RULE_TESTS)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("SUCCESS") == len(RULE_TESTS), done.stdout
@@ -108,7 +113,10 @@ def test_promtool_runs_rules_of_a_custom_config(tmp_path: Path) -> None:
 
     def runs(agent: str, status: str, per_minute: int) -> dict[str, str]:
         return {
-            "series": f'agent_runs_total{{agent="{agent}", agent_type="llm", status="{status}"}}',
+            "series": (
+                f'agent_runs_total{{job="autoretrain-exporter", agent="{agent}", '
+                f'agent_type="llm", status="{status}"}}'
+            ),
             "values": f"0+{per_minute}x20",
         }
 
@@ -162,7 +170,12 @@ def test_prometheus_scrapes_exporter_webhook_and_itself_and_alerts_alertmanager(
         for job in config["scrape_configs"]
     }
     ports = {name: [t.rsplit(":", 1)[1] for t in ts] for name, ts in targets.items()}
-    assert sorted(ports.values()) == [["9090"], ["9108"], ["9109"]]
+    assert sorted(ports.values()) == [["9090"], ["9093"], ["9108"], ["9109"]]
+    # Alertmanager is scraped under the job the rules' scope names.
+    scope = load_thresholds(PROMETHEUS / "thresholds.yml").scope
+    assert scope.alertmanager == 'job="alertmanager"' and ports["alertmanager"] == ["9093"]
+    assert scope.exporter == 'job="autoretrain-exporter"' and ports["autoretrain-exporter"]
+    assert scope.webhook == 'job="autoretrain-webhook"' and ports["autoretrain-webhook"]
     assert config["global"]["scrape_interval"] == "15s"
     assert (PROMETHEUS / config["rule_files"][0]).resolve() == RULES
     (am,) = config["alerting"]["alertmanagers"]
@@ -184,8 +197,12 @@ def _alert_label_sets() -> Iterator[tuple[str, dict[str, str], str]]:
             labels = {"alertname": rule["alert"], **rule["labels"]}
             if rule["alert"].startswith("Agent"):
                 labels["agent"] = "planner"
-            receiver = "autoretrain-webhook" if "retrain" in labels else "null"
-            yield rule["alert"], labels, receiver
+            # Critical alerts reach a person and go on; retrain alerts reach the webhook.
+            receivers = [
+                *(["human"] if labels["severity"] == "critical" else []),
+                *(["autoretrain-webhook"] if "retrain" in labels else []),
+            ]
+            yield rule["alert"], labels, ",".join(receivers) or "null"
 
 
 @pytest.mark.parametrize("path", ALERTMANAGER_FILES, ids=lambda p: p.name)
@@ -194,7 +211,7 @@ def _alert_label_sets() -> Iterator[tuple[str, dict[str, str], str]]:
     list(_alert_label_sets()),
     ids=[name for name, _, _ in _alert_label_sets()],
 )
-def test_alerts_with_a_retrain_label_route_to_the_webhook(
+def test_alerts_route_to_the_webhook_by_retrain_label_and_to_a_person_by_severity(
     path: Path, alertname: str, labels: dict[str, str], receiver: str
 ) -> None:
     done = run(
@@ -206,11 +223,36 @@ def test_alerts_with_a_retrain_label_route_to_the_webhook(
 
 
 @pytest.mark.parametrize("path", ALERTMANAGER_FILES, ids=lambda p: p.name)
+def test_every_grouping_and_inhibition_keeps_the_deployments_apart(path: Path) -> None:
+    """Alertmanager keeps the labels the rules keep (scope.keep_labels).
+
+    Otherwise the two environments' alerts, kept apart by the rules, would
+    meet in one group: one notification, one retrain for both.
+    """
+    kept = load_thresholds(PROMETHEUS / "thresholds.yml").scope.keep_labels
+    assert kept
+    config = yaml.safe_load(path.read_text())
+
+    def routes(route: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield route
+        for child in route.get("routes", []):
+            yield from routes(child)
+
+    for route in routes(config["route"]):
+        if "group_by" in route:
+            assert set(kept) <= set(route["group_by"]), route
+    for rule in config["inhibit_rules"]:
+        assert set(kept) <= set(rule["equal"]), rule
+
+
+@pytest.mark.parametrize("path", ALERTMANAGER_FILES, ids=lambda p: p.name)
 def test_webhook_receiver_uses_bearer_credentials_file_and_sends_resolved(path: Path) -> None:
     config = yaml.safe_load(path.read_text())
     receivers = {r["name"]: r for r in config["receivers"]}
-    assert set(receivers) == {"null", "autoretrain-webhook"}
+    assert set(receivers) == {"null", "human", "autoretrain-webhook"}
     assert set(receivers["null"]) == {"name"}  # drops
+    # The place to plug in a pager: empty as shipped (shown in Alertmanager's UI only).
+    assert set(receivers["human"]) == {"name"}
     (hook,) = receivers["autoretrain-webhook"]["webhook_configs"]
     assert hook["url"].endswith(":9109/alerts")
     assert hook["send_resolved"] is True
@@ -238,14 +280,44 @@ def test_test_variant_differs_from_production_only_in_intervals_and_addresses() 
 
     assert strip(production["route"]) == strip(test["route"])
     assert production["inhibit_rules"] == test["inhibit_rules"]
+    # Every route that sets its own timing (the human route inherits the root's).
     for route in (test["route"], *test["route"]["routes"]):
-        assert _seconds(route["group_wait"]) <= 1
-        assert _seconds(route["group_interval"]) <= 1
-    (hook,) = test["route"]["routes"]
+        if "group_wait" in route:
+            assert _seconds(route["group_wait"]) <= 1
+            assert _seconds(route["group_interval"]) <= 1
+    (hook,) = [r for r in test["route"]["routes"] if r["receiver"] == "autoretrain-webhook"]
     assert 1 < _seconds(hook["repeat_interval"]) <= 10  # repeats happen within a test
     for route in (production["route"], *production["route"]["routes"]):
-        assert _seconds(route["group_wait"]) >= 10
-        assert _seconds(route["repeat_interval"]) >= 3600
+        if "group_wait" in route:
+            assert _seconds(route["group_wait"]) >= 10
+            assert _seconds(route["repeat_interval"]) >= 3600
+
+
+@pytest.mark.parametrize("path", ALERTMANAGER_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    ("labels", "receivers"),
+    [
+        # A critical retrain alert: a person is told, and the webhook still retrains.
+        ({"alertname": "SystemAccuracyCritical", "severity": "critical", "retrain": "full",
+          "model_type": "agent_selection", "env": "prod"}, "human,autoretrain-webhook"),
+        # A critical alert about the loop: a person only, never the webhook.
+        ({"alertname": "AutoretrainExporterDown", "severity": "critical",
+          "job": "autoretrain-exporter", "instance": "e1:9108"}, "human"),
+        ({"alertname": "AnyOtherCritical", "severity": "critical"}, "human"),
+        # A warning about the loop: neither a person nor the webhook, as shipped.
+        ({"alertname": "AutoretrainConsumerLagHigh", "severity": "warning"}, "null"),
+    ],
+    ids=["critical-retrain", "critical-loop", "critical-other", "warning-loop"],
+)
+def test_amtool_routes_critical_alerts_to_a_person_as_well(
+    path: Path, labels: dict[str, str], receivers: str
+) -> None:
+    done = run(
+        "amtool", "config", "routes", "test", f"--config.file={path}",
+        f"--verify.receivers={receivers}", *(f"{k}={v}" for k, v in labels.items()),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == receivers
 
 
 # -- a real Prometheus ------------------------------------------------------------

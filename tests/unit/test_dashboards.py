@@ -142,8 +142,10 @@ def test_every_panel_has_a_query_a_description_and_a_unit(dashboard: dict[str, A
         assert len(set(ref_ids)) == len(ref_ids), f"{where}: refIds {ref_ids}"
 
 
-def test_every_datasource_reference_is_the_provisioned_uid(dashboard: dict[str, Any]) -> None:
-    uid = provisioned_uid()
+def test_every_datasource_reference_is_the_datasource_variable(
+    dashboard: dict[str, Any], request: pytest.FixtureRequest
+) -> None:
+    """No hard-wired uid: the dashboards work against any Prometheus data source."""
     refs: list[tuple[str, Any]] = []
     for panel in query_panels(dashboard):
         refs.append((f"panel {panel['id']}", panel.get("datasource")))
@@ -155,8 +157,67 @@ def test_every_datasource_reference_is_the_provisioned_uid(dashboard: dict[str, 
             refs.append((f"variable {variable['name']}", variable.get("datasource")))
     for annotation in annotations(dashboard):
         refs.append((f"annotation {annotation['name']}", annotation.get("datasource")))
-    bad = [(where, ref) for where, ref in refs if ref != {"type": "prometheus", "uid": uid}]
+    bad = [(w, ref) for w, ref in refs if ref != {"type": "prometheus", "uid": "${datasource}"}]
     assert bad == []
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "datasource"]
+    assert variable["type"] == "datasource" and variable["query"] == "prometheus"
+    assert provisioned_uid() not in json.dumps(dashboard)
+
+
+# Series the dashboards read, by where they come from, and the matchers each must carry.
+_SCOPES = [
+    (re.compile(r"^(system|agent):"), 'cluster=~"$cluster"'),
+    (re.compile(r"^ALERTS$"), 'app="autoretrain", cluster=~"$cluster"'),
+    (re.compile(r"^(agent_|autoretrain_)"), 'job=~"$job", cluster=~"$cluster"'),
+    (re.compile(r"^(model_|webhook_)"), 'job=~"$webhook_job", cluster=~"$cluster"'),
+    (re.compile(r"^up$"), 'job=~"$job|$webhook_job", cluster=~"$cluster"'),
+]
+_NOT_SERIES = {"sum", "max", "min", "count", "rate", "increase", "changes", "histogram_quantile",
+               "by", "or", "and", "unless", "vector", "label_values", "without", "on",
+               "bool", "avg", "clamp_min", "time", "absent"}  # fmt: skip
+
+
+def test_every_query_is_scoped_to_autoretrain_by_job_cluster_and_app(
+    dashboard: dict[str, Any],
+) -> None:
+    """In a shared Prometheus, no panel may read another application's series."""
+    exprs = [t["expr"] for p in query_panels(dashboard) for t in p["targets"]]
+    exprs += [a["expr"] for a in annotations(dashboard)]
+    checked = 0
+    for expr in exprs:
+        raw = dict(_series_selectors(expr))
+        assert raw, expr
+        for name, selector in raw.items():
+            (required,) = [m for pattern, m in _SCOPES if pattern.search(name)] or [None]
+            assert required is not None, f"{expr!r}: unexpected series {name}"
+            assert selector.startswith("{" + required), f"{expr!r}: {name} not scoped"
+            checked += 1
+    assert checked >= len(exprs)
+
+
+# A series name (recording rules have colons) and its {matchers}, quoted values skipped over.
+_SELECTOR = re.compile(
+    r'(?<![\w:$"{,=~ ])([a-zA-Z_]\w*(?::\w+)*)'
+    r'(\{(?:[^}"]|"(?:[^"\\]|\\.)*")*\})?'
+)
+
+
+def _series_selectors(expr: str) -> list[tuple[str, str]]:
+    """(name, matchers) of every series an expression reads; grouping labels left out."""
+    stripped = re.sub(r"\b(by|without|on)\s*\([^)]*\)", "", expr)
+    stripped = re.sub(r"\[[^]]*\]", "", stripped)
+    out = []
+    for match in _SELECTOR.finditer(stripped):
+        name, selector = match.group(1), match.group(2) or ""
+        if name not in _NOT_SERIES and not re.fullmatch(r"[0-9.e]+", name):
+            out.append((name, selector))
+    return out
+
+
+def test_cost_panels_have_a_currency_unit(dashboard: dict[str, Any]) -> None:
+    costs = [p for p in query_panels(dashboard) if "cost" in p["title"].lower()]
+    for panel in costs:
+        assert panel["fieldConfig"]["defaults"]["unit"] == "currencyUSD", panel["title"]
 
 
 def test_panels_fit_the_grid_without_overlapping(dashboard: dict[str, Any]) -> None:
@@ -195,12 +256,19 @@ def test_queries_use_only_defined_variables_and_balanced_brackets(
         assert not stack, f"unclosed bracket(s) in {expr!r}"
 
 
-def test_agent_variable_picks_agents_and_per_agent_queries_use_it() -> None:
+def test_variables_datasource_job_cluster_and_agent() -> None:
     dashboard = load(GRAFANA / "dashboards" / "agent-performance.json")
-    (variable,) = dashboard["templating"]["list"]
-    assert variable["name"] == "agent"
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert list(variables) == ["datasource", "job", "webhook_job", "cluster", "agent"]
+    assert variable_query(variables["job"]) == "label_values(agent_runs_total, job)"
+    assert variable_query(variables["webhook_job"]) == "label_values(model_retrains_total, job)"
+    # Optional: "All" (.*) also matches series without a cluster label.
+    assert variables["cluster"]["includeAll"] is True and variables["cluster"]["allValue"] == ".*"
+    variable = variables["agent"]
     assert variable["type"] == "query"
-    assert variable_query(variable) == "label_values(agent_runs_total, agent)"
+    assert variable_query(variable) == (
+        'label_values(agent_runs_total{job=~"$job", cluster=~"$cluster"}, agent)'
+    )
     assert variable["multi"] is True and variable["includeAll"] is True
     per_agent = [
         t["expr"]
@@ -211,6 +279,31 @@ def test_agent_variable_picks_agents_and_per_agent_queries_use_it() -> None:
     assert len(per_agent) >= 8, per_agent
     for expr in per_agent:
         assert 'agent=~"$agent"' in expr, f"per-agent query ignores $agent: {expr!r}"
+
+
+def test_operations_row_shows_the_health_of_the_loop_itself() -> None:
+    dashboard = load(GRAFANA / "dashboards" / "retraining.json")
+    rows = [p for p in dashboard["panels"] if p["type"] == "row"]
+    assert rows[-1]["title"].startswith("Operations")
+    below = [p for p in dashboard["panels"] if p["gridPos"]["y"] > rows[-1]["gridPos"]["y"]]
+    exprs = " ".join(t["expr"] for p in below for t in p["targets"])
+    for series in (
+        'up{job=~"$job|$webhook_job"',
+        "webhook_request_duration_seconds_count{",
+        "webhook_requests_rejected_total{",
+        "model_updater_consumer_lag_events{",
+        "sum by (fault) (rate(autoretrain_exporter_invalid_events_total{",
+        "autoretrain_exporter_kafka_connected{",
+    ):
+        assert series in exprs, series
+
+
+def test_retrains_are_annotated_by_result() -> None:
+    dashboard = load(GRAFANA / "dashboards" / "retraining.json")
+    (annotation,) = [a for a in annotations(dashboard) if a["name"] == "Retrains by result"]
+    assert 'result=~"promoted|rejected|failed"' in annotation["expr"]
+    assert "by (result, retrain_type)" in annotation["expr"]
+    assert "{{result}}" in annotation["titleFormat"]
 
 
 # -- thresholds drawn on the panels ------------------------------------------------

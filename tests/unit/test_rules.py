@@ -19,6 +19,8 @@ from autoretrain.exporter.rules import HEADER, main, render_rules
 from autoretrain.exporter.thresholds import (
     AlertSettings,
     Hysteresis,
+    LoopSettings,
+    Scope,
     Thresholds,
     ThresholdsConfig,
     load_thresholds,
@@ -45,6 +47,16 @@ ALERT_NAMES = {
         "ErrorRateHigh",
         "LatencyP95High",
     )
+}
+# The alerts that watch the loop itself, and their severity.
+LOOP_ALERTS = {
+    "AutoretrainExporterDown": "critical",
+    "AutoretrainExporterAbsent": "critical",
+    "AutoretrainNoOutcomeEvents": "warning",
+    "AutoretrainRetrainsFailing": "warning",
+    "AutoretrainConsumerLagHigh": "warning",
+    "AutoretrainWebhookUnauthorized": "warning",
+    "AutoretrainAlertmanagerNotificationsFailing": "critical",
 }
 RECORDED = {
     "agent_runs:rate",
@@ -157,20 +169,61 @@ def test_recording_rules_per_agent_and_system_summed_over_instances() -> None:
         assert re.fullmatch(r"(agent|system):[a-z0-9_]+:[a-z0-9_]+", rule["record"])
         level = rule["record"].split(":")[0]
         # Every rate is aggregated at once to the rule's level: instance, job,
-        # pod and agent_type never survive (by (le) only for the quantile).
+        # pod and agent_type never survive (by (le) only for the quantile);
+        # the deployment's labels (scope.keep_labels) always do.
         aggregations = re.findall(r"(sum(?: by \(([a-z, ]+)\))?) \(rate\(", rule["expr"])
         assert aggregations, rule
         for _, by in aggregations:
             kept = {label.strip() for label in by.split(",")} - {""} - {"le"}
-            assert kept == ({"agent"} if level == "agent" else set()), rule
+            deployment = {"cluster", "env"}
+            assert kept == ({"agent", *deployment} if level == "agent" else deployment), rule
+        # Only the exporter's series, never another job's of the same name.
+        rates = re.findall(r"rate\((\w+)(\{[^}]*\})?\[", rule["expr"])
+        assert rates, rule
+        for _, selector in rates:
+            assert selector.startswith('{job="autoretrain-exporter"'), rule
+
+
+def test_scope_selector_and_kept_labels_reach_every_rule() -> None:
+    config = ThresholdsConfig(
+        scope=Scope(exporter='job="agents", namespace=~"ml-.*"', keep_labels=("region",))
+    )
+    text = render_rules(config)
+    rules = rules_of(text)
+    for rule in rules:
+        for selector in re.findall(r"rate\(\w+(\{[^}]*\})?\[", rule["expr"]):
+            assert selector.startswith('{job="agents", namespace=~"ml-.*"'), rule
+    assert 'rate(agent_runs_total{job="agents", namespace=~"ml-.*", status="success"}[5m])' in text
+    assert "sum by (agent, region, le) (rate(agent_run_duration_seconds_bucket" in text
+    alerts = alerts_of(text)
+    assert 'and on (region) ALERTS{alertname="SystemAccuracyLow"' in alerts["SystemAccuracyLow"][
+        "expr"
+    ]
+    assert "and on (agent, region) agent:agent_runs:rate >= 0\n" in alerts["AgentErrorRateHigh"][
+        "expr"
+    ]
+    assert "cluster" not in text and "env" not in text.replace("event", "")
+
+
+def test_an_empty_scope_reads_every_series_and_sums_everything() -> None:
+    text = render_rules(ThresholdsConfig(scope=Scope(exporter="", keep_labels=())))
+    assert "sum (rate(agent_runs_total[5m]))" in text
+    assert 'sum (rate(agent_runs_total{status="success"}[5m]))' in text
+    assert "sum by (agent) (rate(agent_runs_total[5m]))" in text
+    assert "sum by (le) (rate(agent_run_duration_seconds_bucket[5m]))" in text
+    assert 'and on () ALERTS{alertname="SystemAccuracyLow", alertstate="firing"}' in text
 
 
 def test_every_alert_has_for_severity_annotations_and_the_retrain_contract() -> None:
     config = ThresholdsConfig()
     alerts = alerts_of(render_rules(config))
-    assert set(alerts) == ALERT_NAMES
+    assert set(alerts) == ALERT_NAMES | set(LOOP_ALERTS)
     for name, rule in alerts.items():
+        if name in LOOP_ALERTS:
+            continue
         labels = rule["labels"]
+        # Every alert says it is autoretrain's: dashboards select ALERTS by it.
+        assert labels["app"] == "autoretrain"
         assert rule["for"] == config.alerts.for_
         assert labels["severity"] == ("critical" if name.endswith("Critical") else "warning")
         # Only system alerts of what the model learns retrain: one degradation,
@@ -198,9 +251,15 @@ def test_annotations_name_the_threshold_and_the_clear_level(
     name: str, threshold: str, clear: str
 ) -> None:
     alerts = alerts_of(render_rules(ThresholdsConfig()))
+    side, back = ("above", "below") if name in ("ErrorRateHigh", "LatencyP95High") else (
+        "below", "above"
+    )
     for level in ("System", "Agent"):
         annotations = alerts[level + name]["annotations"]
-        assert annotations["summary"].endswith(f" {threshold}")
+        # Both levels in the summary: inside the margin it stays true.
+        assert annotations["summary"].endswith(
+            f" (alert {side} {threshold}, clears {back} {clear})"
+        )
         assert f"threshold {threshold}, clears " in annotations["description"]
         assert f" {clear}." in annotations["description"]
 
@@ -210,12 +269,18 @@ def test_alert_expressions_hold_firing_alerts_inside_the_margin() -> None:
     expr = alerts["SystemAccuracyLow"]["expr"]
     assert "system:agent_prediction_accuracy:mean < 0.7\n" in expr
     assert "system:agent_prediction_accuracy:mean < 0.73\n" in expr
-    assert 'and on () ALERTS{alertname="SystemAccuracyLow", alertstate="firing"}' in expr
+    assert (
+        'and on (cluster, env) ALERTS{alertname="SystemAccuracyLow", alertstate="firing"}'
+        in expr
+    )
     agent = alerts["AgentErrorRateHigh"]["expr"]
     assert "agent:agent_runs_error:ratio_rate > 0.15\n" in agent
     assert "agent:agent_runs_error:ratio_rate > 0.12\n" in agent
-    assert 'and on (agent) ALERTS{alertname="AgentErrorRateHigh", alertstate="firing"}' in agent
-    assert "and on (agent) agent:agent_runs:rate >= 0\n" in agent
+    assert (
+        'and on (agent, cluster, env) ALERTS{alertname="AgentErrorRateHigh", alertstate="firing"}'
+        in agent
+    )
+    assert "and on (agent, cluster, env) agent:agent_runs:rate >= 0\n" in agent
 
 
 def test_thresholds_of_a_custom_config_appear_in_the_rules() -> None:
@@ -235,7 +300,9 @@ def test_thresholds_of_a_custom_config_appear_in_the_rules() -> None:
             assert f"{level}:{metric} {op} {clear}\n" in rule["expr"]
             assert rule["expr"].endswith(":rate >= 0.25\n")
             assert rule["for"] == "45s"
-            assert rule["annotations"]["summary"].endswith(f" {shown}")
+            assert f"(alert {'below' if op == '<' else 'above'} {shown}, clears " in rule[
+                "annotations"
+            ]["summary"]
             assert " over 90s is " in rule["annotations"]["description"]
     records = [r for r in rules_of(text) if "record" in r]
     assert all("[90s]" in r["expr"] for r in records if "rate(" in r["expr"])
@@ -264,3 +331,80 @@ def test_a_margin_that_would_never_clear_is_rejected(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         render_rules(config)
+
+
+def test_loop_alerts_never_retrain_and_read_their_components_series() -> None:
+    config = ThresholdsConfig()
+    alerts = alerts_of(render_rules(config))
+    for name, severity in LOOP_ALERTS.items():
+        rule = alerts[name]
+        # No retrain label: Alertmanager never sends them to the webhook.
+        assert rule["labels"] == {"app": "autoretrain", "severity": severity}, name
+        assert rule["for"] == config.loop.for_
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+    assert alerts["AutoretrainExporterDown"]["expr"] == 'up{job="autoretrain-exporter"} == 0\n'
+    assert alerts["AutoretrainExporterAbsent"]["expr"] == (
+        'absent(up{job="autoretrain-exporter"})\n'
+    )
+    assert (
+        'model_retrains_total{job="autoretrain-webhook", result=~"failed|rejected"}[15m]'
+        in alerts["AutoretrainRetrainsFailing"]["expr"]
+    )
+    assert (
+        'webhook_requests_rejected_total{job="autoretrain-webhook", reason="unauthorized"}[15m]'
+        in alerts["AutoretrainWebhookUnauthorized"]["expr"]
+    )
+    assert (
+        'alertmanager_notifications_failed_total{job="alertmanager", integration="webhook"}[15m]'
+        in alerts["AutoretrainAlertmanagerNotificationsFailing"]["expr"]
+    )
+    assert alerts["AutoretrainConsumerLagHigh"]["expr"] == (
+        'max by (cluster, env) (model_updater_consumer_lag_events{job="autoretrain-webhook"})'
+        " > 10000\n"
+    )
+
+
+def test_loop_settings_of_a_custom_config_appear_in_the_loop_alerts() -> None:
+    config = ThresholdsConfig(
+        loop=LoopSettings(
+            for_="1m", no_events_for="2h", failures_window="1h", consumer_lag_max_events=250
+        ),
+        scope=Scope(webhook='job="hook"', keep_labels=()),
+    )
+    alerts = alerts_of(render_rules(config))
+    assert {alerts[name]["for"] for name in LOOP_ALERTS} == {"1m"}
+    assert "[2h]" in alerts["AutoretrainNoOutcomeEvents"]["expr"]
+    assert alerts["AutoretrainNoOutcomeEvents"]["annotations"][
+        "summary"
+    ] == "No outcome events for 2h"
+    assert alerts["AutoretrainConsumerLagHigh"]["expr"] == (
+        'max (model_updater_consumer_lag_events{job="hook"}) > 250\n'
+    )
+    assert 'sum by (result) (increase(model_retrains_total{job="hook", ' in alerts[
+        "AutoretrainRetrainsFailing"
+    ]["expr"]
+    assert "[1h]" in alerts["AutoretrainWebhookUnauthorized"]["expr"]
+
+
+def test_every_alert_links_its_runbook_page_and_the_page_exists() -> None:
+    alerts = alerts_of(RULES.read_text(encoding="utf-8"))
+    for name, rule in alerts.items():
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"docs/runbooks/{name}.md"
+        page = REPO / url
+        assert page.is_file(), f"{name}: no runbook page {url}"
+        text = page.read_text(encoding="utf-8")
+        assert text.startswith(f"# {name}\n"), page
+        for section in ("What it means.", "What autoretrain already did.", "What to check."):
+            assert f"**{section}**" in text, (page, section)
+    # No page for an alert that no longer exists.
+    pages = {p.stem for p in (REPO / "docs" / "runbooks").glob("*.md")} - {"README"}
+    assert pages == set(alerts)
+
+
+def test_runbook_url_pattern_of_a_custom_config() -> None:
+    config = ThresholdsConfig(
+        alerts=AlertSettings(runbook_url="https://runbooks.example/ml/{alertname}")
+    )
+    for name, rule in alerts_of(render_rules(config)).items():
+        assert rule["annotations"]["runbook_url"] == f"https://runbooks.example/ml/{name}"

@@ -3,7 +3,8 @@
 import time
 from types import SimpleNamespace
 
-from prometheus_client import CollectorRegistry
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from autoretrain.exporter.events import accuracy_event, encode_event, run_event
 from autoretrain.exporter.standalone import StandaloneExporter
@@ -87,3 +88,20 @@ def test_run_loop_reconnects_and_reports_readiness():
     assert (
         registry.get_sample_value("autoretrain_exporter_events_total", {"result": "applied"}) >= 1
     )
+
+
+def test_run_duration_buckets_are_configurable():
+    from autoretrain.exporter.__main__ import main, parse_buckets
+
+    registry = CollectorRegistry()
+    exporter = StandaloneExporter("k:9092", registry=registry, duration_buckets=(1, 60, 600))
+    exporter.metrics.record_run("a", "llm", "success", 90.0)
+    text = generate_latest(registry).decode()
+    assert 'agent_run_duration_seconds_bucket{agent="a",agent_type="llm",le="60.0"} 0.0' in text
+    assert 'agent_run_duration_seconds_bucket{agent="a",agent_type="llm",le="600.0"} 1.0' in text
+    assert parse_buckets("0.5,1,300") == (0.5, 1.0, 300.0)
+    with pytest.raises(ValueError, match="comma-separated numbers of seconds"):
+        parse_buckets("1,five")
+    # Bad buckets: exit 2 with a message, before any port is bound.
+    assert main(["--duration-buckets", "5,1"]) == 2
+    assert main(["--duration-buckets", "1,x"]) == 2

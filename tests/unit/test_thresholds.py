@@ -56,6 +56,19 @@ def test_empty_file_is_all_defaults(tmp_path):
         ("monitor:\n  min_runs: 0\n", "monitor.min_runs must be an integer >= 1"),
         ("hysteresis:\n  accuracy: -1\n", "hysteresis.accuracy"),
         ("surprise: 1\n", "unknown key.*surprise"),
+        ("scope:\n  exporter: autoretrain\n", "scope.exporter must be PromQL label matchers"),
+        ("scope:\n  webhook: '{job=\"w\"}'\n", "scope.webhook must be PromQL label matchers"),
+        ("scope:\n  keep_labels: env\n", "scope.keep_labels must be a list of label names"),
+        ("scope:\n  keep_labels: [env-name]\n", "scope.keep_labels must be a list"),
+        ("scope:\n  keep_labels: [agent]\n", "not one of the rules' own labels"),
+        ("scope:\n  keep_labels: [env, env]\n", "must be distinct"),
+        ("scope:\n  namespace: ml\n", "scope: unknown key.*namespace"),
+        ("loop:\n  for: later\n", "loop.for must be a Prometheus duration"),
+        ("loop:\n  no_events_for: 30\n", "loop.no_events_for must be a Prometheus duration"),
+        ("loop:\n  consumer_lag_max_events: 0\n", "loop.consumer_lag_max_events"),
+        ("loop:\n  lag: 5\n", "loop: unknown key.*lag"),
+        ("alerts:\n  runbook_url: https://x/runbook\n", "alerts.runbook_url must be a URL pattern"),
+        ("alerts:\n  runbook_url: 'https://x/{name}/{alertname}'\n", "no other placeholder"),
         ("- a\n- b\n", "must be a mapping"),
         ("thresholds: [\n", "not valid YAML"),
     ],
@@ -76,3 +89,34 @@ def test_missing_file():
 def test_thresholds_from_mapping_rejects_bools():
     with pytest.raises(ValueError, match="accuracy_min"):
         Thresholds.from_mapping({"accuracy_min": True})
+
+
+def test_scope_from_the_file(tmp_path):
+    f = tmp_path / "t.yml"
+    f.write_text(
+        "scope:\n  exporter: 'job=\"agents\", namespace=~\"ml-.*\"'\n"
+        "  webhook: ''\n  keep_labels: [region]\n"
+    )
+    scope = load_thresholds(f).scope
+    assert scope.exporter == 'job="agents", namespace=~"ml-.*"'
+    assert scope.keep_labels == ("region",)
+    assert scope.matchers("exporter", 'status="success"') == (
+        '{job="agents", namespace=~"ml-.*", status="success"}'
+    )
+    assert scope.matchers("webhook") == ""
+    assert scope.matchers("webhook", 'reason="unauthorized"') == '{reason="unauthorized"}'
+
+
+def test_committed_scope_reads_the_autoretrain_jobs_and_keeps_cluster_and_env():
+    scope = load_thresholds(REPO / "prometheus" / "thresholds.yml").scope
+    assert scope.exporter == 'job="autoretrain-exporter"'
+    assert scope.webhook == 'job="autoretrain-webhook"'
+    assert scope.keep_labels == ("cluster", "env")
+
+
+def test_loop_settings_from_the_file(tmp_path):
+    f = tmp_path / "t.yml"
+    f.write_text("loop:\n  for: 1m\n  no_events_for: 2h\n  consumer_lag_max_events: 50\n")
+    loop = load_thresholds(f).loop
+    assert (loop.for_, loop.no_events_for, loop.failures_window) == ("1m", "2h", "15m")
+    assert loop.consumer_lag_max_events == 50

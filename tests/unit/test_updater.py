@@ -349,6 +349,18 @@ def test_hyperparameters_are_stored_under_their_names(tmp_path: Path) -> None:
     assert u.event_bus is not None and u.registry is not make(tmp_path).registry
 
 
+def test_process_pending_reports_the_consumer_lag(tmp_path: Path) -> None:
+    # Unknown (NaN) until the source was read; then what is left behind, as the loop reports.
+    u = make(tmp_path)
+    lag = sample(u, "model_updater_consumer_lag_events")
+    assert lag is not None and lag != lag
+    assert u.event_bus is not None
+    for e in events(30):
+        u.event_bus.publish(e)
+    u.process_pending()
+    assert sample(u, "model_updater_consumer_lag_events") == 0
+
+
 def test_corrupt_newest_model_is_skipped_at_start(tmp_path: Path) -> None:
     u = make(tmp_path)
     u.ingest(events(20))

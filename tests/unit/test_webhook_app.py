@@ -750,6 +750,41 @@ def test_metrics_with_one_shared_registry(tmp_path: Path) -> None:
     assert text.count("# HELP webhook_alerts_total") == 1
 
 
+def test_flask_upper_case_keys_go_to_app_config(
+    tmp_path: Path, updater: RealTimeModelUpdater
+) -> None:
+    # The fixture every Flask user writes first (Flask's tutorial, conftest.py).
+    app = create_app({"TESTING": True, "SECRET_KEY": "dev", "token": TOKEN,
+                      "ledger_path": str(tmp_path / "l")}, updater=updater,
+                     registry=CollectorRegistry())
+    try:
+        assert app.testing is True and app.config["TESTING"] is True
+        assert app.config["SECRET_KEY"] == "dev"
+        # The webhook's own keys are its settings, not Flask's.
+        assert "token" not in app.config and "TOKEN" not in app.config
+        assert service(app).config.token == TOKEN
+        assert app.test_client().get("/healthz").status_code == 200
+    finally:
+        service(app).close()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"TESTING": True, "tokn": "x"}, "unknown config key 'tokn'"),
+        # Mixed case is neither Flask's nor ours: a typo, refused.
+        ({"Testing": True}, "unknown config key 'Testing'"),
+        ({"TESTING": True, "cooldown_seconds": -1}, "cooldown_seconds"),
+    ],
+)
+def test_own_keys_stay_validated_beside_flask_keys(
+    tmp_path: Path, config: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        create_app({"token": TOKEN, "ledger_path": str(tmp_path / "l"), **config},
+                   updater=Broken(), registry=CollectorRegistry(), start=False)
+
+
 def test_create_app_can_build_and_own_the_updater(tmp_path: Path) -> None:
     app = create_app({"token": TOKEN, "ledger_path": str(tmp_path / "l"),
                       "model_storage_path": str(tmp_path / "models")})

@@ -200,9 +200,7 @@ class Consumer:
             if self._commit_request is not None:
                 offsets, self._commit_request = self._commit_request, None
                 self.source.commit(offsets)
-            positions = {**self.state.offsets, **self._pending_offsets}
-            self.lag = self.source.lag(positions)
-            self.metrics.lag.set(float("nan") if self.lag is None else self.lag)
+            self._report_lag()
         if self.checkpointer.save_due():
             self.checkpointer.save(force=False)
 
@@ -254,7 +252,15 @@ class Consumer:
         with self.ingest_lock:
             self._ensure_source()
             self._drain(timeout)
-            return self._flush()
+            applied = self._flush()
+            self._report_lag()  # as the loop does: a synchronous caller sees the lag too
+            return applied
+
+    def _report_lag(self) -> None:
+        assert self.source is not None
+        positions = {**self.state.offsets, **self._pending_offsets}
+        self.lag = self.source.lag(positions)
+        self.metrics.lag.set(float("nan") if self.lag is None else self.lag)
 
     def commit(self, offsets: dict[int, int], now: bool) -> None:
         """Commit ``offsets`` (a saved model includes the events before them)."""

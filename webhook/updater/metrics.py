@@ -37,7 +37,8 @@ class UpdaterMetrics:
             "model_retrain_duration_seconds",
             "Wall time of a retrain, candidate building and scoring included.",
             ["retrain_type"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            # Up to 600 s: a retrain may run until the webhook's timeout (300 s by default).
+            buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 15, 60, 300, 600),
             registry=registry,
         )
         self.retrain_events = Gauge(
