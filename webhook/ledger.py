@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS episodes (
     PRIMARY KEY (fingerprint, starts_at)
 );
 CREATE INDEX IF NOT EXISTS episodes_state ON episodes (state);
+CREATE INDEX IF NOT EXISTS episodes_retrain ON episodes (retrain_id);
 CREATE TABLE IF NOT EXISTS retrains (
     id               INTEGER PRIMARY KEY AUTOINCREMENT,
     trigger          TEXT NOT NULL,
@@ -352,8 +353,11 @@ class Ledger:
         """Retrains newest first (``limit`` from ``offset``), and the total count."""
         with self._lock:
             total = self._conn.execute("SELECT COUNT(*) FROM retrains").fetchone()[0]
+            # alerts_total: every episode the retrain served (the row lists
+            # at most MAX_ALERTS_PER_RETRAIN of them).
             rows = self._conn.execute(
-                "SELECT * FROM retrains ORDER BY id DESC LIMIT ? OFFSET ?",
+                "SELECT r.*, (SELECT COUNT(*) FROM episodes e WHERE e.retrain_id = r.id) "
+                "AS alerts_total FROM retrains r ORDER BY r.id DESC LIMIT ? OFFSET ?",
                 (limit, offset)).fetchall()
         return [self._retrain_json(r) for r in rows], int(total)
 
@@ -380,4 +384,5 @@ class Ledger:
             "model_version": row["model_version"],
             "error": row["error"],
             "alerts": json.loads(row["alerts"]),
+            "alerts_total": row["alerts_total"],
         }

@@ -81,7 +81,8 @@ def test_retrain_lifecycle_and_json(tmp_path: Path) -> None:
         "duration_ms": 12.5, "candidate_score": 0.8, "serving_score": 0.7, "model_version": 3,
         "error": None,
         "alerts": [{"alertname": "Alerta1", "fingerprint": "a1",
-                    "startsAt": "2024-05-01T10:00:00.000000Z", "retrain_type": "full"}]}
+                    "startsAt": "2024-05-01T10:00:00.000000Z", "retrain_type": "full"}],
+        "alerts_total": 1}
     assert ledger.last_finished() == clock.now and ledger.last_finished("api") is None
 
 
@@ -271,6 +272,7 @@ def test_a_retrain_row_lists_a_bounded_number_of_episodes(tmp_path: Path) -> Non
     assert total == 1
     assert [a["fingerprint"] for a in row["alerts"]] == [
         e.episode.fingerprint for e in many[:MAX_ALERTS_PER_RETRAIN]]
+    assert row["alerts_total"] == len(many)
     # Every episode is still claimed: none retrains again.
     assert ledger.queued() == []
     assert set(ledger.episode_states([e.episode for e in many]).values()) == {
