@@ -61,22 +61,20 @@ class Checkpointer:
         self._on_install = on_install
         self.corrupt_versions: list[dict[str, Any]] = []
         self.last_save = time.monotonic()
-        self._loaded = False
+        #: True once the newest version was loaded (or found missing). A plain
+        #: attribute, not a property: every prediction reads it.
+        self.loaded = False
         #: Serialises retrains and rollbacks (a second caller waits).
         self.retrain_lock = threading.Lock()
 
-    @property
-    def loaded(self) -> bool:
-        return self._loaded
-
     def ensure_loaded(self) -> None:
         """Load the newest intact version once (first use)."""
-        if self._loaded:
+        if self.loaded:
             return
         with self.state.lock:
-            if self._loaded:
+            if self.loaded:
                 return
-            self._loaded = True
+            self.loaded = True
             self._load_latest()
 
     def _install(self, model: AgentSelectionModel, version: int,

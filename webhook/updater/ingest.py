@@ -81,6 +81,21 @@ class Ingestor:
         self._known_agents = set(model.agents)
         self._known_tasks = set(model.task_types)
 
+    def _admitter(self) -> Callable[[OutcomeEvent], None]:
+        """The ``admit`` hook of one batch: known names pass at the cost of two set
+        lookups (the hot path, once per event); a new one goes to :meth:`_admit`."""
+        known_agents, known_tasks = self._known_agents, self._known_tasks
+        batch_agents, admit_new = self._batch_agents, self._admit
+
+        def admit(event: OutcomeEvent) -> None:
+            agent = event["agent_name"]
+            if agent in known_agents and event["task_type"] in known_tasks:
+                batch_agents.add(agent)
+            else:
+                admit_new(event)
+
+        return admit
+
     def _admit(self, event: OutcomeEvent) -> None:
         """Refuse a name beyond ``max_agents`` / ``max_task_types`` known names
         (``capacity:...``); remember a new one."""
@@ -108,8 +123,10 @@ class Ingestor:
         # Admitted but not applied yet (earlier in this batch): never dropped.
         pending = self._known_agents - in_model
         # A retrain promoted while agents were dropped may have brought one
-        # back: count what the model holds.
-        self._known_agents = in_model | pending
+        # back: count what the model holds. (In place: the batch's admit hook
+        # holds this set.)
+        self._known_agents.clear()
+        self._known_agents.update(in_model | pending)
         limit = self.settings.max_agents
         if len(self._known_agents) < limit:
             self._agents_full = False
@@ -173,13 +190,19 @@ class Ingestor:
             self._batch_agents = set()
             self._buffered_agents = None
             self._no_room = False
-            decoded = decode_batch(values, self._seen, self._admit, now=self.clock(),
+            decoded = decode_batch(values, self._seen, self._admitter(), now=self.clock(),
                                    max_skew_seconds=self.settings.max_event_skew_seconds)
             for exc in decoded.invalid:
                 self._invalid(exc)
             builder = BatchBuilder()
+            add, add_row = builder.add, builder.add_row
             for event in decoded.events:
-                builder.add(event)
+                # Inline for the common run without context (once per event).
+                if event["kind"] == "run" and "context" not in event:
+                    add_row(event["task_type"], event["agent_name"], True,
+                            1.0 if event["status"] == "success" else 0.0, event["timestamp"])
+                else:
+                    add(event)
             batch = builder.build()
             invalid, duplicates = len(decoded.invalid), decoded.duplicates
             started = time.perf_counter()

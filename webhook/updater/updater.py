@@ -345,8 +345,9 @@ class RealTimeModelUpdater:
         """Rank agents for ``task_type``; see :meth:`AgentSelectionModel.predict_best_agent`."""
         if not self._checkpointer.loaded:
             self._checkpointer.ensure_loaded()
-        with self._state.lock:
-            return self._state.model.predict_best_agent(task_type, context, top_k, explore)
+        state = self._state  # one lookup: this is the orchestrator's per-request path
+        with state.lock:
+            return state.model.predict_best_agent(task_type, context, top_k, explore)
 
     # -- retraining ---------------------------------------------------------------------
     def trigger_retraining(
