@@ -593,6 +593,12 @@ def create_app(
     settings = load_config(config, os.environ)
     registry = CollectorRegistry() if registry is None else registry
     owns_updater = updater is None
+    if updater is None and settings.kafka_servers:
+        # kafka-python imported for the first time from two threads at once
+        # (the updater's consumer and the model publisher) can fail with a
+        # circular ImportError in one of them: import it here, on this thread,
+        # before either starts (seen after a restart in test_faults_webhook).
+        import kafka  # noqa: F401
     if updater is None:
         from .serving.model_topic import publisher_for
         from .updater import RealTimeModelUpdater
