@@ -124,7 +124,8 @@ class WebhookService:
             settings.ledger_retention_days * 86400 if settings.ledger_retention_days else None))
         controller = RetrainController(
             self.updater, ledger, self.metrics, cooldown_seconds=settings.cooldown_seconds,
-            api_min_interval_seconds=settings.api_retrain_min_interval_seconds)
+            api_min_interval_seconds=settings.api_retrain_min_interval_seconds,
+            time_limit_seconds=settings.retrain_time_limit_seconds)
         try:
             if self.owns_updater:
                 self.updater.start()  # loads the newest saved model
@@ -436,6 +437,22 @@ def readiness(service: WebhookService) -> tuple[bool, str, dict[str, str]]:
     checks["retrain_worker"] = "running" if service.controller.running else "stopped"
     if not service.controller.running:
         problems.append("the retrain worker is not running")
+    controller = service.controller
+    controller.check_time_limit()  # the ledger says timed_out as soon as a probe sees it
+    current = controller.running_retrain()
+    if current is not None:  # idle: no entry
+        checks["retrain"] = (f"retrain {current.retrain_id} running for {current.seconds:.0f} s "
+                             f"(time limit {controller.time_limit_seconds:g} s)")
+        if current.timed_out:
+            # The thread cannot be stopped: say what waits behind it, so an
+            # operator knows a restart re-queues its episodes.
+            state = controller.status()
+            problems.append(
+                f"retrain {current.retrain_id} ({current.trigger}, {current.retrain_type}) "
+                f"has run for {current.seconds:.0f} s, past the time limit of "
+                f"{controller.time_limit_seconds:g} s, and cannot be stopped; "
+                f"{state['queued_episodes']} queued alert episode(s) and "
+                f"{state['queued_api_requests']} API request(s) wait behind it")
     notes: list[str] = []  # said in the reason, not reasons to be unready
     publisher = getattr(service.updater, "model_publisher", None)
     if publisher is not None:
@@ -589,6 +606,12 @@ def create_app(
     settings = load_config(own if config is not None else None, os.environ)
     registry = CollectorRegistry() if registry is None else registry
     owns_updater = updater is None
+    if updater is None and settings.kafka_servers:
+        # kafka-python imported for the first time from two threads at once
+        # (the updater's consumer and the model publisher) can fail with a
+        # circular ImportError in one of them: import it here, on this thread,
+        # before either starts (seen after a restart in test_faults_webhook).
+        import kafka  # noqa: F401
     if updater is None:
         from .serving.model_topic import publisher_for
         from .updater import RealTimeModelUpdater

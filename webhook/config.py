@@ -85,6 +85,12 @@ class WebhookConfig:
     retrain_timeout_seconds
         How long ``POST /api/performance/trigger-retraining`` waits for its
         (serialised) retrain before answering 503.
+    retrain_time_limit_seconds
+        How long one retrain may run before it counts as hung: past it
+        ``/readyz`` answers 503 naming the retrain and its age, and its ledger
+        row becomes ``timed_out`` (the thread cannot be stopped; whatever
+        waits behind it keeps waiting, and a late result replaces
+        ``timed_out`` with a note). Default 600.
     host, port, threads
         Listen address and waitress worker threads of ``python -m autoretrain.webhook``.
     connection_limit, channel_timeout_seconds
@@ -134,6 +140,7 @@ class WebhookConfig:
     max_body_bytes: int = 1_048_576
     max_alertnames: int = 100
     retrain_timeout_seconds: float = 300.0
+    retrain_time_limit_seconds: float = 600.0
     host: str = "127.0.0.1"
     port: int = 9109
     threads: int = 8
@@ -233,6 +240,7 @@ _FLOAT = (
     "max_event_skew_seconds",
     "api_retrain_min_interval_seconds",
     "retrain_timeout_seconds",
+    "retrain_time_limit_seconds",
     "batch_timeout_seconds",
     "save_interval_seconds",
     "half_life_seconds",

@@ -20,6 +20,14 @@ ledger's last finished alert retrain, clamped to now (a finish time recorded
 while the wall clock was ahead must not hold retrains off after a restart).
 Inside the process both intervals run on a monotonic clock, so a wall-clock
 step neither extends nor ends them.
+
+A retrain has a time limit (``time_limit_seconds``). A Python thread cannot
+be killed, so past it nothing is stopped: a watchdog records the retrain as
+``timed_out`` in the ledger and counts it, the running retrain's age is
+exported (``webhook_retrain_running_seconds``) and the app's readiness fails
+naming it; what is queued keeps waiting behind it. If it returns after all,
+its real outcome replaces ``timed_out`` (with a note): a late promotion did
+swap the serving model, and the ledger must say so.
 """
 
 from __future__ import annotations
@@ -34,13 +42,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from autoretrain.exporter.background import BackgroundLoop
+
 from .alerts import EpisodeKey, Notification
 from .ledger import Ledger
 from .metrics import WebhookMetrics
 from .policy import Plan, QueuedEpisode, decide, retrain_type_of
 from .updater.results import MODEL_TYPE, RetrainType
 
-__all__ = ["ControllerUnavailable", "RateLimited", "RetrainController", "Updater"]
+__all__ = ["ControllerUnavailable", "RateLimited", "RetrainController", "RunningRetrain",
+           "Updater"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +92,18 @@ class _Job:
     episodes: tuple[QueuedEpisode, ...] = ()
     future: Future[tuple[int, dict[str, Any]]] | None = None
     retrain_id: int | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class RunningRetrain:
+    """The retrain on the worker thread now, as :meth:`RetrainController.running_retrain`
+    reports it."""
+
+    retrain_id: int
+    trigger: str
+    retrain_type: str
+    seconds: float  # its age on the monotonic clock
+    timed_out: bool  # past the time limit
 
 
 def _printable(text: str, limit: int = 100) -> str:
@@ -128,6 +151,10 @@ class RetrainController:
     api_min_interval_seconds
         Minimum time from one accepted API retrain request to the next
         (0: none); sooner ones raise :class:`RateLimited`.
+    time_limit_seconds
+        Age past which a running retrain counts as hung (see the module
+        docstring); checked by a watchdog every ``watchdog_interval`` seconds
+        and by :meth:`check_time_limit`.
     clock
         Unix seconds, for what is recorded and reported; tests pass a fake one
         and call :meth:`wake` after moving it.
@@ -145,6 +172,8 @@ class RetrainController:
         *,
         cooldown_seconds: float = 600.0,
         api_min_interval_seconds: float = 0.0,
+        time_limit_seconds: float = 600.0,
+        watchdog_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] | None = None,
     ) -> None:
@@ -153,11 +182,15 @@ class RetrainController:
         if not api_min_interval_seconds >= 0:
             raise ValueError("api_min_interval_seconds must be >= 0, got "
                              f"{api_min_interval_seconds!r}")
+        if not time_limit_seconds > 0 or not math.isfinite(time_limit_seconds):
+            raise ValueError(f"time_limit_seconds must be a finite number > 0, got "
+                             f"{time_limit_seconds!r}")
         self.updater = updater
         self.ledger = ledger
         self.metrics = metrics
         self.cooldown_seconds = float(cooldown_seconds)
         self.api_min_interval_seconds = float(api_min_interval_seconds)
+        self.time_limit_seconds = float(time_limit_seconds)
         self.clock = clock
         self.monotonic = monotonic or (time.monotonic if clock is time.time else clock)
         self._cond = threading.Condition()
@@ -168,6 +201,12 @@ class RetrainController:
         self._thread: threading.Thread | None = None
         self._cooldown_until = -math.inf  # on the monotonic clock
         self._api_not_before = -math.inf  # on the monotonic clock
+        self._current: _Job | None = None  # the job on the worker thread
+        self._current_since = 0.0  # when it started, on the monotonic clock
+        self._timed_out = False  # the current job passed the time limit
+        self._watchdog = BackgroundLoop("retrain-watchdog", self.check_time_limit,
+                                        interval=watchdog_interval)
+        metrics.retrain_running.set_function(self.running_seconds)
         self.errors = 0
         self.last_error: str | None = None
 
@@ -196,6 +235,7 @@ class RetrainController:
             log.info("resuming %d queued alert episode(s) from the ledger", len(self._pending))
         self._thread = threading.Thread(target=self._run, name="retrain-worker", daemon=True)
         self._thread.start()
+        self._watchdog.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop after the retrain in progress (if any); queued episodes stay in the ledger."""
@@ -203,6 +243,7 @@ class RetrainController:
             self._stopping = True
             jobs, self._api_jobs = list(self._api_jobs), deque()
             self._cond.notify_all()
+        self._watchdog.stop(timeout)
         for job in jobs:
             assert job.future is not None
             if job.future.set_running_or_notify_cancel():
@@ -225,6 +266,10 @@ class RetrainController:
             return {
                 "worker_running": self.running,
                 "busy": self._busy,
+                "running_retrain_id": None if self._current is None
+                else self._current.retrain_id,
+                "running_seconds": self._age(),
+                "time_limit_seconds": self.time_limit_seconds,
                 "queued_episodes": len(self._pending),
                 "queued_api_requests": len(self._api_jobs),
                 "cooldown_seconds": self.cooldown_seconds,
@@ -232,6 +277,49 @@ class RetrainController:
                 "errors": self.errors,
                 "last_error": self.last_error,
             }
+
+    def _age(self) -> float:
+        """Age of the current job (condition held); 0 when none runs."""
+        if self._current is None:
+            return 0.0
+        return max(0.0, self.monotonic() - self._current_since)
+
+    def running_seconds(self) -> float:
+        """How long the retrain in progress has run (0: none); the gauge reads it."""
+        with self._cond:
+            return self._age()
+
+    def running_retrain(self) -> RunningRetrain | None:
+        """The retrain in progress, its age and whether it passed the time limit."""
+        with self._cond:
+            job = self._current
+            if job is None or job.retrain_id is None:
+                return None
+            age = self._age()
+            return RunningRetrain(job.retrain_id, job.trigger, job.retrain_type.value, age,
+                                  age > self.time_limit_seconds)
+
+    def check_time_limit(self) -> bool:
+        """Record the running retrain as ``timed_out`` once it passes the time limit
+        (idempotent); True while one is past it."""
+        with self._cond:
+            job, age = self._current, self._age()
+            if job is None or job.retrain_id is None or age <= self.time_limit_seconds:
+                return False
+            if self._timed_out:
+                return True
+            self._timed_out = True
+        message = (f"timed out: no result within the time limit of "
+                   f"{self.time_limit_seconds:g} s; the retrain cannot be stopped and still "
+                   "runs, what is queued waits behind it")
+        # False: it returned meanwhile and _finish recorded the real outcome.
+        if self.ledger.time_out_retrain(job.retrain_id, message):
+            self.metrics.retrains_timed_out.inc()
+            log.error("retrain %d (%s, %s) has run for %.0f s, past the time limit of %g s; "
+                      "it cannot be stopped: the webhook is not ready until it returns",
+                      job.retrain_id, job.trigger, job.retrain_type.value, age,
+                      self.time_limit_seconds)
+        return True
 
     def idle(self) -> bool:
         """Nothing queued and no retrain running."""
@@ -317,7 +405,7 @@ class RetrainController:
                             # caller must not wait in vain for a job that never runs.
                             job.future.set_exception(exc)
                             raise
-                        self._busy = True
+                        self._claimed(job)
                         return job
                 now = self.monotonic()
                 if self._pending and now >= self._cooldown_until:
@@ -331,18 +419,29 @@ class RetrainController:
                         requested_at=job.requested_at, episodes=episodes)
                     self._pending.clear()
                     self.metrics.queued.set(0)
-                    self._busy = True
+                    self._claimed(job)
                     return job
                 # Wake for the cooldown's end; capped so a clock jump is noticed.
                 timeout = min(self._cooldown_until - now, 1.0) if self._pending else None
                 self._cond.wait(timeout)
             return None
 
+    def _claimed(self, job: _Job) -> None:
+        """``job`` runs now (condition held)."""
+        self._busy = True
+        self._current, self._current_since, self._timed_out = job, self.monotonic(), False
+
     def _finish(self, job: _Job, result: dict[str, Any] | None, error: str | None) -> None:
         assert job.retrain_id is not None
-        outcome = self.ledger.finish_retrain(job.retrain_id, result, error)
+        with self._cond:
+            # _timed_out is set before the ledger says so: a late note is never lost.
+            note = (f"finished {self._age():.0f} s after it started, past the time limit "
+                    f"of {self.time_limit_seconds:g} s (it was recorded as timed_out)"
+                    if self._timed_out else None)
+        outcome = self.ledger.finish_retrain(job.retrain_id, result, error, note=note)
         with self._cond:
             self._busy = False
+            self._current = None
             if job.trigger == "alert":
                 self._set_cooldown(self.monotonic() + self.cooldown_seconds)
         log.info("retrain %d (%s, %s) finished: %s", job.retrain_id, job.trigger,
@@ -381,6 +480,8 @@ class RetrainController:
                         self._finish(job, None, self.last_error)
                     except Exception:  # the ledger itself failing: already logged above
                         log.exception("retrain worker: cannot record the failure")
+                with self._cond:
+                    self._current = None  # also when recording it failed
                 if job is not None and job.future is not None and not job.future.done():
                     job.future.set_exception(exc)
                 with self._cond:

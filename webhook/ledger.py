@@ -17,11 +17,16 @@ Tables (schema version 1, in ``PRAGMA user_version``):
     One row per retrain, written when it starts (``outcome`` "running") and
     completed when it ends: ``trigger`` (alert | api), ``reason``,
     ``retrain_type``, timestamps, ``outcome`` (promoted | rejected | skipped
-    | failed | error | interrupted), the updater's scores and version, and the
-    episodes it served (JSON, the first ``MAX_ALERTS_PER_RETRAIN``). A row
-    still "running" when the ledger is opened belonged to a process that
-    died: it becomes "interrupted", and the episodes it had claimed are
-    queued again (their retrain never finished).
+    | failed | error | interrupted | timed_out), the updater's scores and
+    version, and the episodes it served (JSON, the first
+    ``MAX_ALERTS_PER_RETRAIN``). A row still "running" when the ledger is
+    opened belonged to a process that died: it becomes "interrupted", and
+    the episodes it had claimed are queued again (their retrain never
+    finished). "timed_out" is a retrain still running past the
+    controller's time limit (``finished_at`` empty): if it ever returns,
+    :meth:`Ledger.finish_retrain` records what it really did in its place,
+    with a note in ``error``; if the process dies first, it is interrupted
+    like a running one.
 
 An episode is claimed (state ``retrained``) in the same transaction that
 records its retrain's start, so concurrent or repeated notifications never
@@ -53,7 +58,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MAX_ALERTS_PER_RETRAIN = 100  # episodes listed in one retrain row's ``alerts``
-OUTCOMES = ("running", *(s.value for s in RetrainStatus), "error", "interrupted")
+OUTCOMES = ("running", *(s.value for s in RetrainStatus), "error", "interrupted", "timed_out")
+# Rows whose retrain has not returned (yet): "timed_out" is still running.
+_UNFINISHED = "outcome IN ('running', 'timed_out') AND finished_at IS NULL"
 _STATUSES = frozenset(s.value for s in RetrainStatus)
 
 _SCHEMA = """
@@ -174,11 +181,13 @@ class Ledger:
             # finish (now), spaces out retries of a retrain that keeps crashing.
             requeued = conn.execute(
                 "UPDATE episodes SET state=?, updated=?, retrain_id=NULL WHERE state=? AND "
-                "retrain_id IN (SELECT id FROM retrains WHERE outcome='running')",
+                f"retrain_id IN (SELECT id FROM retrains WHERE {_UNFINISHED})",
                 (EpisodeState.QUEUED.value, now, EpisodeState.RETRAINED.value)).rowcount
             interrupted = conn.execute(
                 "UPDATE retrains SET outcome='interrupted', finished_at=?, "
-                "error='the webhook stopped during this retrain' WHERE outcome='running'",
+                "error=CASE WHEN outcome='timed_out' THEN error || "
+                "'; then the webhook stopped during it' "
+                f"ELSE 'the webhook stopped during this retrain' END WHERE {_UNFINISHED}",
                 (now,)).rowcount
         if interrupted:
             log.warning("ledger: %d retrain(s) were interrupted by a stop or crash; %d alert "
@@ -192,7 +201,7 @@ class Ledger:
         cutoff = self.clock() - self.retention_seconds
         with self._transaction():
             retrains = self._conn.execute(
-                "DELETE FROM retrains WHERE outcome != 'running' AND finished_at < ?",
+                "DELETE FROM retrains WHERE finished_at < ?",  # NULL (unfinished): kept
                 (cutoff,)).rowcount
             episodes = self._conn.execute(
                 "DELETE FROM episodes WHERE state != ? AND updated < ?",
@@ -310,13 +319,31 @@ class Ledger:
                      q.episode.starts_at, EpisodeState.QUEUED.value))
         return retrain_id
 
+    def time_out_retrain(self, retrain_id: int, message: str) -> bool:
+        """Record running retrain ``retrain_id`` as ``timed_out`` with ``message``
+        (it still runs); False if it is no longer running."""
+        with self._lock, self._transaction():
+            return self._conn.execute(
+                "UPDATE retrains SET outcome='timed_out', error=? "
+                "WHERE id=? AND outcome='running'", (message, retrain_id)).rowcount == 1
+
     def finish_retrain(
-        self, retrain_id: int, result: Mapping[str, Any] | None, error: str | None = None
+        self, retrain_id: int, result: Mapping[str, Any] | None, error: str | None = None,
+        note: str | None = None,
     ) -> str:
         """Complete retrain ``retrain_id`` with the updater's ``result`` (None and
-        ``error`` when the updater raised); return the outcome recorded."""
+        ``error`` when the updater raised); return the outcome recorded.
+
+        A retrain recorded as ``timed_out`` gets the outcome it really had
+        (a late promotion did swap the serving model); ``note`` (why it is
+        late) is kept in ``error``, after the error if there is one.
+        """
         outcome = "error" if result is None else outcome_of(result)
         result = result or {}
+        if error is None:
+            error = result.get("error")
+        if note is not None:
+            error = note if error is None else f"{error}; {note}"
 
         def num(key: str) -> Any:
             value = result.get(key)
@@ -333,7 +360,7 @@ class Ledger:
                  None if not result else int(bool(result.get("promoted"))),
                  num("events_processed"), num("duration_ms"), num("candidate_score"),
                  num("serving_score"), num("model_version"),
-                 error if error is not None else result.get("error"), retrain_id))
+                 error, retrain_id))
         with self._lock:
             self._prune()
         return outcome

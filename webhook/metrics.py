@@ -95,6 +95,18 @@ class WebhookMetrics:
             "Unix time before which no alert-triggered retrain starts (0: none).",
             registry=registry,
         )
+        # Set by the controller (set_function): read at scrape time, so it
+        # grows while a hung retrain holds the worker.
+        self.retrain_running = Gauge(
+            "webhook_retrain_running_seconds",
+            "Age of the retrain in progress on the worker thread (0: none running).",
+            registry=registry,
+        )
+        self.retrains_timed_out = Counter(
+            "webhook_retrains_timed_out",
+            "Retrains that ran past retrain_time_limit_seconds (recorded as timed_out).",
+            registry=registry,
+        )
         self.controller_errors = Counter(
             "webhook_controller_errors",
             "Unexpected errors caught by the retrain worker's loop.",

@@ -2,7 +2,10 @@
 
 A real Alertmanager (the committed ``prometheus/alertmanager.test.yml``
 routing, the webhook route's ``repeat_interval`` shrunk to 2 s) posts to a
-real ``python -m autoretrain.webhook`` process. The alert is injected into Alertmanager
+real ``python -m autoretrain.webhook`` process that learns from a real Kafka
+topic, fed by the test all along (so every incarnation has fresh events to
+retrain on: after a SIGKILL the buffer holds only what was consumed since
+the restart). The alert is injected into Alertmanager
 through its API (``POST /api/v2/alerts``), so no Prometheus is needed. The
 webhook is killed at seeded random moments after a delivery (the first kill
 right after the very first one, before or while its retrain runs), kept
@@ -11,16 +14,21 @@ same port and ledger. Alertmanager retries the failures and keeps repeating
 the notification.
 
 What must hold: the ledger (``GET /api/performance/retraining``) shows
-exactly one retrain, for that episode; every incarnation after the first
-counts the re-sends as ``duplicate_episode`` in ``webhook_alerts_total`` and
-queues nothing. Figures go to ``reliability/webhook.json`` under
-``restart_under_resend``.
+retrains for that episode only, exactly one of them completed, promoted
+(issue 13 item 2: a kill inside a retrain, even inside its promoted save,
+leaves the row ``interrupted`` and the episode queued again, and the next
+incarnation retrains it), every other one ``interrupted``; nothing is left
+running or queued; every incarnation after the first counts the re-sends as
+``duplicate_episode`` in ``webhook_alerts_total`` and queues nothing from
+them. Figures go to ``reliability/webhook.json`` under
+``restart_under_resend`` (only with ``AUTORETRAIN_RECORD_FIGURES=1``).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -29,11 +37,14 @@ from typing import Any
 
 import pytest
 import yaml
+from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
-from servers import AlertmanagerFactory, AlertmanagerServer
+from servers import AlertmanagerFactory, AlertmanagerServer, KafkaServer
 from servers.common import poll_until
 from servers.webhook import TOKEN, WebhookProcess
 from servers.webhook import record_figures as _record
+
+from autoretrain.exporter.events import EventIdFactory, encode_event, run_event
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +54,49 @@ RESTARTS = 6
 ALERTNAME = "SystemAccuracyLow"
 LABELS = {"alertname": ALERTNAME, "severity": "warning", "retrain": "incremental",
           "model_type": "agent_selection"}
+# A re-queued retrain runs this long after a restart (the cooldown restored from
+# the interrupted row's finish, which is the restart): time for the new
+# incarnation's consumer to apply fresh events, without which its buffer is
+# empty and the retrain would only be "skipped".
+COOLDOWN_S = 5
+EVENTS_PER_S = 100
+
+
+class EventFeed:
+    """Produces run events to ``topic`` at a steady rate from a thread until ``stop()``.
+
+    Agent a0 always succeeds, a1 and a2 always fail: a stationary, noiseless
+    world, where a retrained candidate scores as well as the serving model and
+    is promoted (not worse); with noise, a rejection would be as right.
+    """
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        self.topic = topic
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="event-feed", daemon=True)
+
+    def _run(self) -> None:
+        rng = random.Random(5)
+        ids = EventIdFactory()
+        while not self._stop.wait(0.1):
+            for _ in range(EVENTS_PER_S // 10):
+                agent = f"a{rng.randrange(3)}"
+                event = run_event(ids(), time.time(), agent, "llm",
+                                  "success" if agent == "a0" else "failure", 20.0, 5, 0.001)
+                self.producer.send(self.topic, key=agent.encode(), value=encode_event(event))
+                self.sent += 1
+
+    def start(self) -> EventFeed:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.producer.flush(timeout=30)
+        self.producer.close()
 
 
 def record_figures(key: str, figures: dict[str, Any]) -> None:
@@ -112,22 +166,45 @@ def retrain_page(webhook: WebhookProcess) -> dict[str, Any]:
     return page
 
 
-def finished_page(webhook: WebhookProcess) -> dict[str, Any] | None:
-    """The ledger page once it has retrains and none is still running."""
+def applied_events(webhook: WebhookProcess) -> float:
+    status, _, body = webhook.request("GET", "/metrics")
+    assert status == 200
+    return sum(value for labels, value in samples(body.decode(), "model_updater_events_total")
+               if labels.get("result") == "applied")
+
+
+def settled_page(webhook: WebhookProcess) -> dict[str, Any] | None:
+    """The ledger page once nothing is queued or running and a retrain completed."""
+    status, _, body = webhook.request("GET", "/api/performance/stats")
+    assert status == 200
+    controller = json.loads(body)["webhook"]
+    if controller["busy"] or controller["queued_episodes"]:
+        return None
     page = retrain_page(webhook)
-    if page["retrains"] and all(r["outcome"] != "running" for r in page["retrains"]):
+    if any(r["outcome"] not in ("running", "interrupted") for r in page["retrains"]):
         return page
     return None
 
 
 def test_restarts_under_alertmanager_resends_retrain_once(
-    tmp_path: Path, alertmanager_factory: AlertmanagerFactory
+    tmp_path: Path, alertmanager_factory: AlertmanagerFactory, kafka_server: KafkaServer,
+    kafka_topic: str
 ) -> None:
     started = time.monotonic()
     rng = random.Random(3)
-    webhook = WebhookProcess(tmp_path)  # cooldown 0: only the ledger stops a second retrain
+    webhook = WebhookProcess(tmp_path)
+    webhook.env.update({f"AUTORETRAIN_WEBHOOK_{k.upper()}": v for k, v in {
+        "kafka_servers": kafka_server.bootstrap, "kafka_topic": kafka_topic,
+        "model_topic": f"{kafka_topic}-models", "consumer_group": "restart-webhook",
+        "batch_size": "50", "batch_timeout_seconds": "0.2", "save_interval_seconds": "1",
+        # Not 0 (see COOLDOWN_S); re-sends are duplicates of the episode whatever it is.
+        "cooldown_seconds": str(COOLDOWN_S)}.items()})
+    feed = EventFeed(kafka_server.bootstrap, kafka_topic).start()
     webhook.start()
     try:
+        # The first retrain runs at once (no cooldown yet): something to retrain on first.
+        poll_until(lambda: applied_events(webhook) >= 200 or None, timeout=60,
+                   what="events applied by the first incarnation")
         alertmanager = alertmanager_factory(
             alertmanager_config(webhook.port, tmp_path / "token"))
         starts_at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
@@ -141,20 +218,30 @@ def test_restarts_under_alertmanager_resends_retrain_once(
             if cycle:
                 webhook.start()
             # Alertmanager delivered to this incarnation (a retry or a repeat).
-            poll_until(lambda: alert_actions(webhook) or None, timeout=60,
-                       what=f"a delivery to incarnation {cycle}")
+            counted = poll_until(lambda: alert_actions(webhook) or None, timeout=60,
+                                 what=f"a delivery to incarnation {cycle}")
             if cycle == RESTARTS:
                 # The last one must also see a repeat after it decided.
                 poll_until(lambda: alert_actions(webhook).get("duplicate_episode") or None,
                            timeout=60, what="a repeat to the last incarnation")
                 incarnations.append(alert_actions(webhook))
                 break
-            # The fault: SIGKILL at a random moment; the first one right after the
-            # first delivery, while its retrain is queued or running.
+            # The fault: SIGKILL at a random moment; the first one as soon as the
+            # ledger shows the first retrain started, while it runs if the kill is
+            # quick enough: whether it landed inside is luck, recorded in the
+            # figures (the ledger's unit tests cover the re-queue for sure). Not
+            # before it started: an episode still queued at a restart is retrained
+            # at once, before the new consumer applied anything (no cooldown to
+            # restore), and would be "skipped" (see RELIABILITY.md section 3).
             delay = 0.0 if cycle == 0 else rng.uniform(0.0, 4.0)
             kill_delays.append(round(delay, 3))
-            time.sleep(delay)  # one wait for the chosen moment, not a poll
-            incarnations.append(alert_actions(webhook))
+            if delay:
+                time.sleep(delay)  # one wait for the chosen moment, not a poll
+                counted = alert_actions(webhook)
+            else:
+                poll_until(lambda: retrain_page(webhook)["retrains"] or None, timeout=30,
+                           what="the first retrain to start")
+            incarnations.append(counted)
             assert webhook.proc is not None
             webhook.proc.kill()
             webhook.proc.wait(10)
@@ -163,26 +250,35 @@ def test_restarts_under_alertmanager_resends_retrain_once(
             poll_until(lambda: failed_deliveries(alertmanager) > seen or None,  # noqa: B023
                        timeout=60, what="a failed delivery while the webhook is down")
 
-        # The one retrain has finished (or was interrupted by a kill) and is the only one.
-        page = poll_until(lambda: finished_page(webhook), timeout=30,
-                          what="the retrain to finish")
+        # The episode's retrain has completed (after any interrupted attempts).
+        page = poll_until(lambda: settled_page(webhook), timeout=60,
+                          what="the episode's retrain to complete")
         failures = failed_deliveries(alertmanager) - failures_before
         log = webhook.log.read_text()
     finally:
         webhook.stop()
+        feed.stop()
 
-    assert page["total"] == 1, page
-    (retrain,) = page["retrains"]
-    assert retrain["trigger"] == "alert"
-    assert [(a["fingerprint"], a["alertname"]) for a in retrain["alerts"]] == [
-        (fingerprint, ALERTNAME)]
+    retrains = page["retrains"]  # newest first
+    assert page["total"] == len(retrains) >= 1, page
+    for row in retrains:
+        assert row["trigger"] == "alert", row
+        assert [(a["fingerprint"], a["alertname"]) for a in row["alerts"]] == [
+            (fingerprint, ALERTNAME)], row
+    outcomes = [row["outcome"] for row in retrains]
+    # Retrained to completion exactly once, promoted, after any interrupted attempts.
+    assert outcomes[0] == "promoted" and set(outcomes[1:]) <= {"interrupted"}, [
+        (r["outcome"], r["error"]) for r in retrains]
+    retrain = retrains[0]
+    assert retrain["model_version"] and retrain["finished_at"] is not None, retrain
     # Only the first incarnation queued it; every later one saw re-sends as duplicates.
     assert incarnations[0].get("queued_incremental") == 1
     for counted in incarnations[1:]:
         assert "queued_incremental" not in counted and "cooldown" not in counted, counted
         assert counted.get("duplicate_episode", 0) >= 1, counted
     assert failures >= RESTARTS
-    assert TOKEN not in log and "Traceback" not in log
+    assert TOKEN not in log
+    assert "Traceback" not in log, log[max(0, log.find("Traceback") - 1500):][:5000]
 
     duplicates = sum(c.get("duplicate_episode", 0) for c in incarnations)
     runtime = time.monotonic() - started
@@ -191,11 +287,13 @@ def test_restarts_under_alertmanager_resends_retrain_once(
         "restarts": RESTARTS,
         "kill_signal": "SIGKILL",
         "kill_delays_after_a_delivery_s": kill_delays,
-        "retrains_for_episode": sum(
-            1 for r in page["retrains"] if any(a["fingerprint"] == fingerprint
-                                               for a in r["alerts"])),
+        "retrains_for_episode": len(retrains),
         "retrains_total": page["total"],
+        "retrain_outcomes_oldest_first": outcomes[::-1],
+        "interrupted_retrains": outcomes.count("interrupted"),
         "retrain_outcome": retrain["outcome"],
+        "events_produced": feed.sent,
+        "cooldown_s": COOLDOWN_S,
         "deliveries_per_incarnation": [int(sum(c.values())) for c in incarnations],
         "duplicates_counted": int(duplicates),
         "alertmanager_failed_requests": int(failures),
@@ -203,5 +301,6 @@ def test_restarts_under_alertmanager_resends_retrain_once(
         "runtime_s": round(runtime, 1),
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     })
-    print(f"\n{RESTARTS} SIGKILL restarts: 1 retrain, {duplicates:.0f} duplicates counted, "
+    print(f"\n{RESTARTS} SIGKILL restarts: retrains {outcomes[::-1]}, {duplicates:.0f} "
+          "duplicates counted, "
           f"{failures:.0f} failed Alertmanager requests retried, {runtime:.1f} s")

@@ -22,7 +22,7 @@ import yaml
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import CollectorRegistry
-from servers.common import wait_until
+from servers.common import FakeClock, wait_until
 
 from autoretrain.exporter.events import EventIdFactory, run_event
 from autoretrain.webhook import RealTimeModelUpdater, create_app
@@ -240,6 +240,55 @@ def test_202_comes_before_the_retrain_runs(
     gated.release()
     wait_idle(app)
     assert retrains(client)["retrains"][0]["outcome"] in ("promoted", "rejected")
+
+
+def test_a_hung_retrain_times_out_and_its_late_finish_is_recorded(
+    make_app: Callable[..., Flask], updater: RealTimeModelUpdater
+) -> None:
+    """Issue 13, item 8: a hung retrain used to leave /readyz at 200 and the
+    ledger at running for good."""
+    feed(updater)
+    gated = Gated(updater)
+    app = make_app(gated, retrain_time_limit_seconds=60)
+    client = app.test_client()
+    clock = FakeClock(1000.0)
+    service(app).controller.monotonic = clock  # the age and the limit run on it
+    post_alerts(client, alert())
+    assert gated.entered.wait(10)
+    assert sample(app, "webhook_retrain_running_seconds") == 0
+    clock.advance(30)
+    assert sample(app, "webhook_retrain_running_seconds") == 30  # read at scrape time
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json()["checks"]["retrain"] == "retrain 1 running for 30 s (time limit 60 s)"
+    post_alerts(client, alert("SystemErrorRateHigh", "00aa"))  # waits behind it
+
+    clock.advance(31)
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["reason"] == (
+        "retrain 1 (alert, incremental) has run for 61 s, past the time limit of 60 s, and "
+        "cannot be stopped; 1 queued alert episode(s) and 0 API request(s) wait behind it")
+    (row,) = retrains(client)["retrains"]
+    assert row["outcome"] == "timed_out" and row["finished_at"] is None
+    assert row["error"].startswith("timed out: no result within the time limit of 60 s")
+    assert sample(app, "webhook_retrains_timed_out_total") == 1
+    stats = client.get("/api/performance/stats").get_json()["webhook"]
+    assert stats["running_retrain_id"] == 1 and stats["running_seconds"] == 61
+
+    clock.advance(10)
+    gated.release()  # it returns after all: what it did is recorded on its row
+    wait_idle(app)
+    rows = {r["id"]: r for r in retrains(client)["retrains"]}
+    late = rows[1]
+    assert late["outcome"] in ("promoted", "rejected") and late["finished_at"] is not None
+    assert late["promoted"] is (late["outcome"] == "promoted")
+    assert late["error"] == ("finished 71 s after it started, past the time limit of 60 s "
+                             "(it was recorded as timed_out)")
+    assert rows[2]["alerts"][0]["fingerprint"] == "00aa"  # the queued episode ran next
+    assert client.get("/readyz").status_code == 200
+    assert sample(app, "webhook_retrain_running_seconds") == 0
+    assert sample(app, "webhook_retrains_timed_out_total") == 1
 
 
 def test_repeats_of_an_episode_never_retrain_again(

@@ -277,3 +277,36 @@ def test_a_retrain_row_lists_a_bounded_number_of_episodes(tmp_path: Path) -> Non
     assert ledger.queued() == []
     assert set(ledger.episode_states([e.episode for e in many]).values()) == {
         EpisodeState.RETRAINED}
+
+
+def test_a_timed_out_retrain_gets_its_late_outcome_with_a_note(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db")
+    rid = ledger.start_retrain(trigger="api", reason="r", retrain_type="incremental",
+                               requested_at=0.0)
+    assert ledger.time_out_retrain(rid, "timed out: no result within 600 s")
+    assert not ledger.time_out_retrain(rid, "again")  # once
+    (row,), _ = ledger.list_retrains()
+    assert row["outcome"] == "timed_out" and row["finished_at"] is None
+    assert ledger.last_finished() is None  # still running: no cooldown counts from it
+    # The late promotion did swap the model: the row says so, and why it is late.
+    assert ledger.finish_retrain(rid, RESULT, note="finished 742 s after it started") == \
+        "promoted"
+    (row,), _ = ledger.list_retrains()
+    assert row["outcome"] == "promoted" and row["promoted"] is True
+    assert row["error"] == "finished 742 s after it started"
+    assert not ledger.time_out_retrain(rid, "too late")  # finished rows are never timed out
+
+
+def test_a_timed_out_retrain_at_a_crash_is_interrupted_and_requeued(tmp_path: Path) -> None:
+    path = tmp_path / "l.db"
+    ledger = Ledger(path)
+    ledger.record_plan(plan(queue=(q("a1"),)))
+    rid = ledger.start_retrain(trigger="alert", reason="r", retrain_type="incremental",
+                               requested_at=0.0, episodes=(q("a1"),))
+    ledger.time_out_retrain(rid, "timed out")
+    # No close(): the process died while the hung retrain still ran.
+    reopened = Ledger(path)
+    (row,), _ = reopened.list_retrains()
+    assert row["outcome"] == "interrupted" and row["finished_at"] is not None
+    assert row["error"] == "timed out; then the webhook stopped during it"
+    assert reopened.queued() == [q("a1")]
