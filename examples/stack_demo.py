@@ -252,7 +252,7 @@ class Stack:
         prom["alerting"]["alertmanagers"] = [
             {"static_configs": [{"targets": [f"127.0.0.1:{self.alertmanager.port}"]}]}]
         targets = {"prometheus": self.prometheus.port, EXPORTER_JOB: self.exporter.port,
-                   WEBHOOK_JOB: self.webhook.port}
+                   WEBHOOK_JOB: self.webhook.port, "alertmanager": self.alertmanager.port}
         for job in prom["scrape_configs"]:
             name = job["job_name"]
             if name not in targets:

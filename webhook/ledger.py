@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MAX_ALERTS_PER_RETRAIN = 100  # episodes listed in one retrain row's ``alerts``
+#: How stale an episode's ``updated`` may get before a notification naming it
+#: refreshes it: far below any retention (days), far above a burst of re-sends.
+SEEN_REFRESH_SECONDS = 3600.0
 OUTCOMES = ("running", *(s.value for s in RetrainStatus), "error", "interrupted", "timed_out")
 # Rows whose retrain has not returned (yet): "timed_out" is still running.
 _UNFINISHED = "outcome IN ('running', 'timed_out') AND finished_at IS NULL"
@@ -146,6 +149,10 @@ class Ledger:
         self.path = Path(path)
         self.clock = clock
         self.retention_seconds = retention_seconds
+        # A short retention (tests, experiments) refreshes more often, so that a
+        # firing episode is always refreshed well before it could be pruned.
+        self._seen_refresh = (SEEN_REFRESH_SECONDS if retention_seconds is None
+                              else min(SEEN_REFRESH_SECONDS, retention_seconds / 4))
         self._lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -245,13 +252,17 @@ class Ledger:
         (``updated``), also a duplicate: Alertmanager re-sends a firing alert
         every ``repeat_interval``, so an episode that still fires is never
         older than the retention, is never pruned, and its repeats stay
-        duplicates however long it fires.
+        duplicates however long it fires. The mark is refreshed at most every
+        :data:`SEEN_REFRESH_SECONDS` (a quarter of a shorter retention): a
+        duplicate within that time writes
+        nothing, so a burst of re-sends costs no disk write each.
         """
         now = self.clock()
         with self._lock, self._transaction():
             self._conn.executemany(
-                "UPDATE episodes SET updated=? WHERE fingerprint=? AND starts_at=?",
-                [(now, k.fingerprint, k.starts_at)
+                "UPDATE episodes SET updated=? WHERE fingerprint=? AND starts_at=? "
+                "AND updated < ?",
+                [(now, k.fingerprint, k.starts_at, now - self._seen_refresh)
                  for k in {d.episode for d in plan.decisions}])
             for q in plan.queue:
                 self._insert_episode(q, EpisodeState.QUEUED, now)
