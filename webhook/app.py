@@ -5,7 +5,7 @@ Every view follows parse, then decide, then act: the request is checked
 (token, media type, size, JSON, schema) and turned into typed values; the
 :class:`~webhook.controller.RetrainController` decides and queues; only the
 worker thread retrains. Client mistakes get a JSON ``{"error", "message"}``
-with a 4xx status and are counted in ``webhook_requests_rejected_total``;
+with a 4xx status and are counted in ``autoretrain_webhook_requests_rejected_total``;
 nothing a client sends can produce a 500 or a stack trace.
 
 The app keeps its collaborators in ``app.extensions["autoretrain"]`` (a
