@@ -168,8 +168,8 @@ def test_every_datasource_reference_is_the_datasource_variable(
 _SCOPES = [
     (re.compile(r"^(system|agent):"), 'cluster=~"$cluster"'),
     (re.compile(r"^ALERTS$"), 'app="autoretrain", cluster=~"$cluster"'),
-    (re.compile(r"^(agent_|autoretrain_)"), 'job=~"$job", cluster=~"$cluster"'),
-    (re.compile(r"^(model_|webhook_)"), 'job=~"$webhook_job", cluster=~"$cluster"'),
+    (re.compile(r"^autoretrain_(agent|monitor|exporter)_"), 'job=~"$job", cluster=~"$cluster"'),
+    (re.compile(r"^autoretrain_(model|webhook)_"), 'job=~"$webhook_job", cluster=~"$cluster"'),
     (re.compile(r"^up$"), 'job=~"$job|$webhook_job", cluster=~"$cluster"'),
 ]
 _NOT_SERIES = {"sum", "max", "min", "count", "rate", "increase", "changes", "histogram_quantile",
