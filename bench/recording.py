@@ -41,16 +41,18 @@ class _Updater:
 def run(quick: bool = False) -> dict[str, Any]:
     calls, repeats = (20_000, 5) if quick else (200_000, 11)
     registry = CollectorRegistry()
-    runs = Counter("agent_runs", "runs", ["agent", "agent_type", "status"], registry=registry)
+    runs = Counter(
+        "autoretrain_agent_runs", "runs", ["agent", "agent_type", "status"], registry=registry
+    )
     duration = Histogram(
-        "agent_run_duration_seconds",
+        "autoretrain_agent_run_duration_seconds",
         "duration",
         ["agent", "agent_type"],
         registry=registry,
         buckets=DURATION_BUCKETS_SECONDS,
     )
-    tokens = Counter("agent_tokens", "tokens", ["agent"], registry=registry)
-    cost = Counter("agent_cost", "cost", ["agent"], registry=registry)
+    tokens = Counter("autoretrain_agent_tokens", "tokens", ["agent"], registry=registry)
+    cost = Counter("autoretrain_agent_cost", "cost", ["agent"], registry=registry)
     naive_inputs = itertools.cycle([(a, s) for a in AGENTS for s in STATUSES])
 
     def naive() -> None:

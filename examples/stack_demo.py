@@ -91,12 +91,13 @@ log = logging.getLogger(__name__)
 
 TOPIC = "agent-outcomes"
 MODEL_TOPIC = "agent-models"
-ACCURACY = "system:agent_prediction_accuracy:mean"
+ACCURACY = "system:autoretrain_agent_prediction_accuracy_ratio:mean"
 WEBHOOK_JOB = "autoretrain-webhook"
 EXPORTER_JOB = "autoretrain-exporter"
-RETRAINS = f'sum by (result) (model_retrains_total{{job="{WEBHOOK_JOB}"}})'
+RETRAINS = f'sum by (result) (autoretrain_model_retrains_total{{job="{WEBHOOK_JOB}"}})'
 SYSTEM_ALERTS = 'ALERTS{alertname=~"System.*"}'
-WEBHOOK_ALERTS = f'sum by (alertname, status, action) (webhook_alerts_total{{job="{WEBHOOK_JOB}"}})'
+WEBHOOK_ALERTS = ("sum by (alertname, status, action) "
+                  f'(autoretrain_webhook_alerts_total{{job="{WEBHOOK_JOB}"}})')
 ALERT = "SystemAccuracyLow"
 
 
@@ -438,7 +439,7 @@ class _Story:
                 # First of each kind only: Alertmanager repeats a firing alert
                 # every few seconds, and the webhook counts each repeat.
                 w.webhook_actions.add(key)
-                self.line(f"PROMETHEUS webhook_alerts_total{{alertname=\"{key[0]}\", "
+                self.line(f"PROMETHEUS autoretrain_webhook_alerts_total{{alertname=\"{key[0]}\", "
                           f"status=\"{key[1]}\", action=\"{key[2]}\"}} "
                           f"= {float(r['value'][1]):g}")
 
@@ -446,7 +447,7 @@ class _Story:
                   for r in self.stack.query(RETRAINS)}
         if counts != w.retrain_counts and any(counts.values()):
             shown = ", ".join(f'{k}="{v:g}"' for k, v in sorted(counts.items()) if v)
-            self.line(f"PROMETHEUS model_retrains_total by result: {shown}")
+            self.line(f"PROMETHEUS autoretrain_model_retrains_total by result: {shown}")
         w.retrain_counts = counts
 
         chosen = selection(self.follower, self.task_types)
@@ -536,7 +537,7 @@ class _Story:
                    s.phase_timeout_seconds, "an alert-triggered retrain in the webhook's ledger")
         self.until(lambda: sum(v for k, v in self.w.retrain_counts.items()
                                if k in ("promoted", "rejected")) >= 1,
-                   s.phase_timeout_seconds, "model_retrains_total in Prometheus")
+                   s.phase_timeout_seconds, "autoretrain_model_retrains_total in Prometheus")
         self.end("retrain")
 
         self.begin("recovery", "Phase 6: recovery")
@@ -568,7 +569,7 @@ class _Story:
             "phases": phases,
             "alerts": w.alert_log,
             "retrains": w.retrains,
-            "model_retrains_total": w.retrain_counts,
+            "autoretrain_model_retrains_total": w.retrain_counts,
             "selection_changes": w.selection_changes,
             "selection_final": w.selection,
             "samples": w.samples,

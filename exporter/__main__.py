@@ -101,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--duration-buckets",
         default=_env("DURATION_BUCKETS", ",".join(f"{b:g}" for b in DURATION_BUCKETS_SECONDS)),
-        help="upper bounds of agent_run_duration_seconds' buckets, seconds, comma-separated, "
-        "increasing; size them to your agents' run times [DURATION_BUCKETS] "
+        help="upper bounds of autoretrain_agent_run_duration_seconds' buckets, seconds, "
+        "comma-separated, increasing; size them to your agents' run times [DURATION_BUCKETS] "
         "(default %(default)s)",
     )
     p.add_argument(

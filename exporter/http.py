@@ -31,6 +31,7 @@ from urllib.parse import parse_qs
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from prometheus_client.registry import Collector
 
@@ -44,6 +45,7 @@ __all__ = [
     "metrics_app",
     "render_metrics",
     "serve",
+    "without_created",
 ]
 
 log = logging.getLogger(__name__)
@@ -101,15 +103,36 @@ class FastCollector(Protocol):
         ...
 
 
+def without_created(metric: Metric) -> Metric:
+    """``metric`` without its ``<name>_created`` samples.
+
+    prometheus_client writes a ``_created`` series beside every counter and
+    histogram; Prometheus stores it as a gauge per series, doubling the
+    series count for nothing the dashboards or rules read. The library's
+    switch, ``disable_created_metrics()``, is process-global: inside an
+    orchestrator it would also strip the orchestrator's own metrics. So the
+    ``/metrics`` handlers of autoretrain drop them from what they serve, and
+    nothing else in the process changes.
+    """
+    created = metric.name + "_created"
+    if not any(s.name == created for s in metric.samples):
+        return metric
+    copy = Metric(metric.name, metric.documentation, metric.type, metric.unit)
+    copy.samples = [s for s in metric.samples if s.name != created]
+    return copy
+
+
 class _Registries:
-    """Several registries as one collector, for one encoder call (one ``# EOF``)."""
+    """Several registries as one collector, for one encoder call (one ``# EOF``),
+    without ``_created`` series (:func:`without_created`)."""
 
     def __init__(self, registries: Sequence[Collector]) -> None:
         self._registries = registries
 
     def collect(self) -> Iterator[Any]:
         for registry in self._registries:
-            yield from registry.collect()
+            for metric in registry.collect():
+                yield without_created(metric)
 
 
 def exposition(
@@ -142,7 +165,8 @@ def exposition(
 
 
 def render_metrics(*registries: CollectorRegistry, fast: Sequence[FastCollector] = ()) -> bytes:
-    """The text format (0.0.4) exposition of ``registries``; see :func:`exposition`."""
+    """The text format (0.0.4) exposition of ``registries``, without ``_created``
+    series; see :func:`exposition`."""
     return exposition(*registries, fast=fast)[0]
 
 

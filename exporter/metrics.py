@@ -6,18 +6,18 @@ metric families only when Prometheus scrapes. This is several times cheaper
 than ``Counter.labels(...).inc()`` per call (see ``bench/``), and it lets
 the number of distinct agents be bounded in one place: beyond
 ``max_agents`` a new agent is recorded as ``agent="other"`` and counted in
-``agent_series_collapsed_total``. The two free-text labels beside it,
+``autoretrain_agent_series_collapsed_total``. The two free-text labels beside it,
 ``agent_type`` and ``feedback_source``, are bounded per agent label the same
 way (``other`` beyond the bound) and counted in
-``agent_label_values_collapsed_total{label}``.
+``autoretrain_agent_label_values_collapsed_total{label}``.
 
 Series (docs/DESIGN.md):
 
-- ``agent_runs_total{agent,agent_type,status}``
-- ``agent_run_duration_seconds{agent,agent_type}`` (histogram, a 5 s bucket)
-- ``agent_tokens_total{agent}``, ``agent_cost_total{agent}``
-- ``agent_prediction_accuracy{agent}`` (histogram on 0..1)
-- ``agent_accuracy_records_total{agent,feedback_source}``
+- ``autoretrain_agent_runs_total{agent,agent_type,status}``
+- ``autoretrain_agent_run_duration_seconds{agent,agent_type}`` (histogram, a 5 s bucket)
+- ``autoretrain_agent_tokens_total{agent}``, ``autoretrain_agent_cost_total{agent}``
+- ``autoretrain_agent_prediction_accuracy_ratio{agent}`` (histogram on 0..1)
+- ``autoretrain_agent_accuracy_records_total{agent,feedback_source}``
 """
 
 from __future__ import annotations
@@ -92,16 +92,18 @@ OTHER_TYPE = "other"
 
 _STATUS_INDEX = {s: i for i, s in enumerate(RUN_STATUSES)}
 _HELP = {
-    "agent_runs": "Agent runs by final status.",
-    "agent_run_duration_seconds": "Duration of agent runs, in seconds.",
-    "agent_tokens": "LLM tokens used by agent runs.",
-    "agent_cost": "Cost of agent runs, in the platform's currency.",
-    "agent_prediction_accuracy": "Accuracy of agent outputs against real outcomes (0..1).",
-    "agent_accuracy_records": "Accuracy records received, by feedback source.",
-    "agent_series_collapsed": (
+    "autoretrain_agent_runs": "Agent runs by final status.",
+    "autoretrain_agent_run_duration_seconds": "Duration of agent runs, in seconds.",
+    "autoretrain_agent_tokens": "LLM tokens used by agent runs.",
+    "autoretrain_agent_cost": "Cost of agent runs, in the platform's currency.",
+    "autoretrain_agent_prediction_accuracy_ratio": (
+        "Accuracy of agent outputs against real outcomes (0..1)."
+    ),
+    "autoretrain_agent_accuracy_records": "Accuracy records received, by feedback source.",
+    "autoretrain_agent_series_collapsed": (
         'Records attributed to agent="other" because max_agents agents were already exported.'
     ),
-    "agent_label_values_collapsed": (
+    "autoretrain_agent_label_values_collapsed": (
         'Records whose agent_type or feedback_source was exported as "other" because the '
         "agent already had the maximum number of distinct values of that label."
     ),
@@ -353,27 +355,37 @@ class AgentMetrics(Collector):
     ]:
         return (
             CounterMetricFamily(
-                "agent_runs", _HELP["agent_runs"], labels=("agent", "agent_type", "status")
+                "autoretrain_agent_runs",
+                _HELP["autoretrain_agent_runs"],
+                labels=("agent", "agent_type", "status"),
             ),
             HistogramMetricFamily(
-                "agent_run_duration_seconds",
-                _HELP["agent_run_duration_seconds"],
+                "autoretrain_agent_run_duration_seconds",
+                _HELP["autoretrain_agent_run_duration_seconds"],
                 labels=("agent", "agent_type"),
             ),
-            CounterMetricFamily("agent_tokens", _HELP["agent_tokens"], labels=("agent",)),
-            CounterMetricFamily("agent_cost", _HELP["agent_cost"], labels=("agent",)),
-            HistogramMetricFamily(
-                "agent_prediction_accuracy", _HELP["agent_prediction_accuracy"], labels=("agent",)
+            CounterMetricFamily(
+                "autoretrain_agent_tokens", _HELP["autoretrain_agent_tokens"], labels=("agent",)
             ),
             CounterMetricFamily(
-                "agent_accuracy_records",
-                _HELP["agent_accuracy_records"],
+                "autoretrain_agent_cost", _HELP["autoretrain_agent_cost"], labels=("agent",)
+            ),
+            HistogramMetricFamily(
+                "autoretrain_agent_prediction_accuracy_ratio",
+                _HELP["autoretrain_agent_prediction_accuracy_ratio"],
+                labels=("agent",),
+            ),
+            CounterMetricFamily(
+                "autoretrain_agent_accuracy_records",
+                _HELP["autoretrain_agent_accuracy_records"],
                 labels=("agent", "feedback_source"),
             ),
-            CounterMetricFamily("agent_series_collapsed", _HELP["agent_series_collapsed"]),
             CounterMetricFamily(
-                "agent_label_values_collapsed",
-                _HELP["agent_label_values_collapsed"],
+                "autoretrain_agent_series_collapsed", _HELP["autoretrain_agent_series_collapsed"]
+            ),
+            CounterMetricFamily(
+                "autoretrain_agent_label_values_collapsed",
+                _HELP["autoretrain_agent_label_values_collapsed"],
                 labels=("label",),
             ),
         )
@@ -446,21 +458,38 @@ class AgentMetrics(Collector):
         a_bounds = [f'le="{floatToGoString(b)}"}} ' for b in self.accuracy_buckets] + [
             'le="+Inf"} '
         ]
-        runs: list[str] = [_header("agent_runs", _HELP["agent_runs"], "counter", om)]
+        runs: list[str] = [
+            _header("autoretrain_agent_runs", _HELP["autoretrain_agent_runs"], "counter", om)
+        ]
         duration: list[str] = [
             _header(
-                "agent_run_duration_seconds", _HELP["agent_run_duration_seconds"], "histogram", om
+                "autoretrain_agent_run_duration_seconds",
+                _HELP["autoretrain_agent_run_duration_seconds"],
+                "histogram",
+                om,
             )
         ]
-        tokens: list[str] = [_header("agent_tokens", _HELP["agent_tokens"], "counter", om)]
-        cost: list[str] = [_header("agent_cost", _HELP["agent_cost"], "counter", om)]
+        tokens: list[str] = [
+            _header("autoretrain_agent_tokens", _HELP["autoretrain_agent_tokens"], "counter", om)
+        ]
+        cost: list[str] = [
+            _header("autoretrain_agent_cost", _HELP["autoretrain_agent_cost"], "counter", om)
+        ]
         accuracy: list[str] = [
             _header(
-                "agent_prediction_accuracy", _HELP["agent_prediction_accuracy"], "histogram", om
+                "autoretrain_agent_prediction_accuracy_ratio",
+                _HELP["autoretrain_agent_prediction_accuracy_ratio"],
+                "histogram",
+                om,
             )
         ]
         records: list[str] = [
-            _header("agent_accuracy_records", _HELP["agent_accuracy_records"], "counter", om)
+            _header(
+                "autoretrain_agent_accuracy_records",
+                _HELP["autoretrain_agent_accuracy_records"],
+                "counter",
+                om,
+            )
         ]
         if self._before_collect is not None:
             self._before_collect()
@@ -471,10 +500,16 @@ class AgentMetrics(Collector):
                 if lines is None:
                     lbl = f'agent="{_escape(agent)}",agent_type="{_escape(agent_type)}"'
                     lines = s.lines = (
-                        [f'agent_runs_total{{{lbl},status="{st}"}} ' for st in RUN_STATUSES],
-                        [f"agent_run_duration_seconds_bucket{{{lbl},{b}" for b in d_bounds],
-                        f"agent_run_duration_seconds_count{{{lbl}}} ",
-                        f"agent_run_duration_seconds_sum{{{lbl}}} ",
+                        [
+                            f'autoretrain_agent_runs_total{{{lbl},status="{st}"}} '
+                            for st in RUN_STATUSES
+                        ],
+                        [
+                            f"autoretrain_agent_run_duration_seconds_bucket{{{lbl},{b}"
+                            for b in d_bounds
+                        ],
+                        f"autoretrain_agent_run_duration_seconds_count{{{lbl}}} ",
+                        f"autoretrain_agent_run_duration_seconds_sum{{{lbl}}} ",
                     )
                 status_lines, bucket_lines, count_line, sum_line = lines
                 for prefix, n in zip(status_lines, s.statuses, strict=True):
@@ -492,8 +527,10 @@ class AgentMetrics(Collector):
                     totals[1] += s.cost
             for agent, (n_tokens, total_cost) in per_agent.items():
                 esc = _escape(agent)
-                tokens.append(f'agent_tokens_total{{agent="{esc}"}} {n_tokens}\n')
-                cost.append(f'agent_cost_total{{agent="{esc}"}} {float(total_cost)!r}\n')
+                tokens.append(f'autoretrain_agent_tokens_total{{agent="{esc}"}} {n_tokens}\n')
+                cost.append(
+                    f'autoretrain_agent_cost_total{{agent="{esc}"}} {float(total_cost)!r}\n'
+                )
             for agent, a in self._agents.items():
                 if not a.sources:
                     continue
@@ -501,9 +538,12 @@ class AgentMetrics(Collector):
                 if alines is None:
                     lbl = f'agent="{_escape(agent)}"'
                     alines = a.lines = (
-                        [f"agent_prediction_accuracy_bucket{{{lbl},{b}" for b in a_bounds],
-                        f"agent_prediction_accuracy_count{{{lbl}}} ",
-                        f"agent_prediction_accuracy_sum{{{lbl}}} ",
+                        [
+                            f"autoretrain_agent_prediction_accuracy_ratio_bucket{{{lbl},{b}"
+                            for b in a_bounds
+                        ],
+                        f"autoretrain_agent_prediction_accuracy_ratio_count{{{lbl}}} ",
+                        f"autoretrain_agent_prediction_accuracy_ratio_sum{{{lbl}}} ",
                     )
                 bucket_lines, count_line, sum_line = alines
                 acc = 0
@@ -515,21 +555,26 @@ class AgentMetrics(Collector):
                     line = a.source_lines.get(source)
                     if line is None:
                         line = a.source_lines[source] = (
-                            f'agent_accuracy_records_total{{agent="{_escape(agent)}",'
+                            f'autoretrain_agent_accuracy_records_total{{agent="{_escape(agent)}",'
                             f'feedback_source="{_escape(source)}"}} '
                         )
                     records.append(f"{line}{n}\n")
             collapsed = (
-                _header("agent_series_collapsed", _HELP["agent_series_collapsed"], "counter", om)
-                + f"agent_series_collapsed_total {self._collapsed}\n"
+                _header(
+                    "autoretrain_agent_series_collapsed",
+                    _HELP["autoretrain_agent_series_collapsed"],
+                    "counter",
+                    om,
+                )
+                + f"autoretrain_agent_series_collapsed_total {self._collapsed}\n"
             )
             values = _header(
-                "agent_label_values_collapsed",
-                _HELP["agent_label_values_collapsed"],
+                "autoretrain_agent_label_values_collapsed",
+                _HELP["autoretrain_agent_label_values_collapsed"],
                 "counter",
                 om,
             ) + "".join(
-                f'agent_label_values_collapsed_total{{label="{name}"}} {n}\n'
+                f'autoretrain_agent_label_values_collapsed_total{{label="{name}"}} {n}\n'
                 for name, n in self._values_collapsed.items()
             )
         return "".join(

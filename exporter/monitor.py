@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from .accuracy import score_accuracy
 from .alerts import Alert
 from .background import BackgroundLoop
+from .build_info import register_build_info
 from .bus import EventSink
 from .checker import Checker, Retrainer
 from .http import DEFAULT_ADDRESS, metrics_app, serve
@@ -215,6 +216,7 @@ class PerformanceMonitor:
         )
         self._collector = _MonitorCollector(self._recorder, self._checker)
         self.registry.register(self._collector)
+        self._build_info = register_build_info(self.registry)
         # The recording hot path is the recorder's method itself: a
         # delegating call would add about a tenth to its cost (bench/recording.py).
         #: ``record_agent_run(run_id, agent_name, agent_type, status, duration_ms,
@@ -366,7 +368,10 @@ class PerformanceMonitor:
     def close(self) -> None:
         """Stop, and remove this monitor's metrics from its registry."""
         self.stop()
-        for collector in (self._recorder.metrics, self._collector):
+        collectors: list[Collector] = [self._recorder.metrics, self._collector]
+        if self._build_info is not None:
+            collectors.append(self._build_info)
+        for collector in collectors:
             with contextlib.suppress(KeyError):  # already closed
                 self.registry.unregister(collector)
 

@@ -16,12 +16,12 @@ The window of every rate is ``alerts.rate_window``; it is deliberately
 not part of the names, so dashboards and queries survive a change of the
 window.
 
-- ``<level>:agent_runs:rate`` runs per second
-- ``<level>:agent_runs_success:ratio_rate`` share of runs with status success
-- ``<level>:agent_runs_error:ratio_rate`` share with status error or timeout
-- ``<level>:agent_prediction_accuracy_count:rate`` accuracy records per second
-- ``<level>:agent_prediction_accuracy:mean`` mean accuracy (histogram sum/count)
-- ``<level>:agent_run_duration_seconds:p95`` 95th percentile run duration
+- ``<level>:autoretrain_agent_runs:rate`` runs per second
+- ``<level>:autoretrain_agent_runs_success:ratio_rate`` share of runs with status success
+- ``<level>:autoretrain_agent_runs_error:ratio_rate`` share with status error or timeout
+- ``<level>:autoretrain_agent_prediction_accuracy_ratio_count:rate`` accuracy records per second
+- ``<level>:autoretrain_agent_prediction_accuracy_ratio:mean`` mean accuracy (histogram sum/count)
+- ``<level>:autoretrain_agent_run_duration_seconds:p95`` 95th percentile run duration
 
 Alerts: ``System*`` (no ``agent`` label) and ``Agent*`` (one per agent), for
 accuracy (``AccuracyLow``, ``AccuracyCritical``), ``SuccessRateLow``,
@@ -111,39 +111,46 @@ def _recording_rules(level: str, config: ThresholdsConfig) -> list[dict[str, str
     def sel(*more: str) -> str:
         return scope.matchers("exporter", *more)
 
-    runs = f"{level}:agent_runs:rate"
-    records = f"{level}:agent_prediction_accuracy_count:rate"
+    runs = f"{level}:autoretrain_agent_runs:rate"
+    records = f"{level}:autoretrain_agent_prediction_accuracy_ratio_count:rate"
 
     def share(selector: str) -> str:
         # "or 0 * runs": an agent with no run of these statuses has a share of
         # 0, not no value, even from an exporter that omits zero series.
         return (
-            f"(\n  {agg} (rate(agent_runs_total{sel(selector)}[{window}]))\n"
+            f"(\n  {agg} (rate(autoretrain_agent_runs_total{sel(selector)}[{window}]))\n"
             f"  or\n  0 * {runs}\n)\n/ {runs}\n"
         )
 
     return [
-        {"record": runs, "expr": f"{agg} (rate(agent_runs_total{sel()}[{window}]))"},
-        {"record": f"{level}:agent_runs_success:ratio_rate", "expr": share('status="success"')},
+        {"record": runs, "expr": f"{agg} (rate(autoretrain_agent_runs_total{sel()}[{window}]))"},
         {
-            "record": f"{level}:agent_runs_error:ratio_rate",
+            "record": f"{level}:autoretrain_agent_runs_success:ratio_rate",
+            "expr": share('status="success"'),
+        },
+        {
+            "record": f"{level}:autoretrain_agent_runs_error:ratio_rate",
             "expr": share('status=~"error|timeout"'),
         },
         {
             "record": records,
-            "expr": f"{agg} (rate(agent_prediction_accuracy_count{sel()}[{window}]))",
-        },
-        {
-            "record": f"{level}:agent_prediction_accuracy:mean",
             "expr": (
-                f"{agg} (rate(agent_prediction_accuracy_sum{sel()}[{window}]))\n/ {records}\n"
+                f"{agg} (rate(autoretrain_agent_prediction_accuracy_ratio_count{sel()}[{window}]))"
             ),
         },
         {
-            "record": f"{level}:agent_run_duration_seconds:p95",
+            "record": f"{level}:autoretrain_agent_prediction_accuracy_ratio:mean",
+            "expr": (
+                f"{agg} (rate(autoretrain_agent_prediction_accuracy_ratio_sum{sel()}[{window}]))\n"
+                f"/ {records}\n"
+            ),
+        },
+        {
+            "record": f"{level}:autoretrain_agent_run_duration_seconds:p95",
             "expr": (
                 f"histogram_quantile(\n  0.95,\n"
-                f"  {by_le} (rate(agent_run_duration_seconds_bucket{sel()}[{window}]))\n)\n"
+                f"  {by_le} "
+                f"(rate(autoretrain_agent_run_duration_seconds_bucket{sel()}[{window}]))\n)\n"
             ),
         },
     ]
@@ -196,8 +203,11 @@ class _Alert:
 
 def _alerts(config: ThresholdsConfig) -> list[_Alert]:
     t, h = config.thresholds, config.hysteresis
-    accuracy = ("agent_prediction_accuracy:mean", "agent_prediction_accuracy_count:rate")
-    runs = "agent_runs:rate"
+    accuracy = (
+        "autoretrain_agent_prediction_accuracy_ratio:mean",
+        "autoretrain_agent_prediction_accuracy_ratio_count:rate",
+    )
+    runs = "autoretrain_agent_runs:rate"
     pct = "humanizePercentage"
     return [
         _Alert(
@@ -210,19 +220,20 @@ def _alerts(config: ThresholdsConfig) -> list[_Alert]:
             "full", "accuracy", "Mean prediction accuracy", pct,
         ),
         _Alert(
-            "SuccessRateLow", "agent_runs_success:ratio_rate", runs, "<", t.success_rate_min,
+            "SuccessRateLow", "autoretrain_agent_runs_success:ratio_rate", runs, "<",
+            t.success_rate_min,
             h.success_rate, "warning", "incremental", "success rate",
             "Success ratio (status success)", pct,
         ),
         _Alert(
-            "ErrorRateHigh", "agent_runs_error:ratio_rate", runs, ">", t.error_rate_max,
+            "ErrorRateHigh", "autoretrain_agent_runs_error:ratio_rate", runs, ">", t.error_rate_max,
             h.error_rate, "warning", "incremental", "error rate",
             "Error ratio (status error or timeout)", pct,
         ),
         # Alert-only: the selection model learns success and accuracy, so a
         # retrain cannot be expected to make a slow agent fast.
         _Alert(
-            "LatencyP95High", "agent_run_duration_seconds:p95", runs, ">",
+            "LatencyP95High", "autoretrain_agent_run_duration_seconds:p95", runs, ">",
             t.latency_p95_max_ms / 1000, h.latency_p95_ms / 1000, "warning", None,
             "p95 latency", "95th percentile run duration", "humanizeDuration",
         ),
@@ -322,7 +333,8 @@ def _loop_rules(config: ThresholdsConfig) -> list[dict[str, Any]]:
 
     exporter_up = f"up{scope.matchers('exporter')}"
     outcomes = scope.matchers(
-        "exporter", '__name__=~"agent_runs_total|agent_accuracy_records_total"'
+        "exporter",
+        '__name__=~"autoretrain_agent_runs_total|autoretrain_agent_accuracy_records_total"'
     )
     retrains = scope.matchers("webhook", 'result=~"failed|rejected"')
     lag = scope.matchers("webhook")
@@ -360,7 +372,8 @@ def _loop_rules(config: ThresholdsConfig) -> list[dict[str, Any]]:
         ),
         alert(
             "AutoretrainRetrainsFailing",
-            f"{_sum((*kept, 'result'))} (increase(model_retrains_total{retrains}[{window}]))"
+            f"{_sum((*kept, 'result'))} "
+            f"(increase(autoretrain_model_retrains_total{retrains}[{window}]))"
             " > 0\n",
             "warning",
             "Retrains {{ $labels.result }} in the last " + window,
@@ -370,7 +383,8 @@ def _loop_rules(config: ThresholdsConfig) -> list[dict[str, Any]]:
         ),
         alert(
             "AutoretrainConsumerLagHigh",
-            f"{_sum(kept, 'max')} (model_updater_consumer_lag_events{lag}) > {lag_max}\n",
+            f"{_sum(kept, 'max')} (autoretrain_model_updater_consumer_lag_events{lag})"
+            f" > {lag_max}\n",
             "warning",
             "Model updater is {{ $value | humanize }} events behind",
             "The updater's Kafka consumer lags by {{ $value | humanize }} events "
@@ -379,7 +393,9 @@ def _loop_rules(config: ThresholdsConfig) -> list[dict[str, Any]]:
         ),
         alert(
             "AutoretrainWebhookUnauthorized",
-            f"{agg} (increase(webhook_requests_rejected_total{unauthorized}[{window}])) > 0\n",
+            f"{agg} "
+            f"(increase(autoretrain_webhook_requests_rejected_total{unauthorized}[{window}]))"
+            " > 0\n",
             "warning",
             "Webhook refused {{ $value | humanize }} unauthorised request(s)",
             f"The retrain webhook answered 401 to {{{{ $value | humanize }}}} request(s) in the "

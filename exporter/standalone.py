@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .background import BackgroundLoop
+from .build_info import register_build_info
 from .events import MAX_EVENT_SKEW_SECONDS
 from .ingest import RecentEventIds, decode_batch
 from .kafka_codecs import missing_codecs, undecodable
@@ -132,6 +133,7 @@ class StandaloneExporter:
             "codec is missing); it does not advance until it can.",
             registry=self.registry,
         )
+        register_build_info(self.registry)
         self._applied = self._events.labels("applied")
         self._duplicate = self._events.labels("duplicate")
         self._invalid_total = self._events.labels("invalid")

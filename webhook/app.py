@@ -5,7 +5,7 @@ Every view follows parse, then decide, then act: the request is checked
 (token, media type, size, JSON, schema) and turned into typed values; the
 :class:`~webhook.controller.RetrainController` decides and queues; only the
 worker thread retrains. Client mistakes get a JSON ``{"error", "message"}``
-with a 4xx status and are counted in ``webhook_requests_rejected_total``;
+with a 4xx status and are counted in ``autoretrain_webhook_requests_rejected_total``;
 nothing a client sends can produce a 500 or a stack trace.
 
 The app keeps its collaborators in ``app.extensions["autoretrain"]`` (a
@@ -29,9 +29,11 @@ from typing import Any, NoReturn
 
 import yaml
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from autoretrain.exporter.build_info import register_build_info
+from autoretrain.exporter.http import render_metrics
 from autoretrain.exporter.timefmt import utc_iso
 
 from .alerts import InvalidPayload, parse_notification
@@ -392,8 +394,8 @@ def prometheus_metrics() -> Response:
     updater_registry = getattr(service.updater, "registry", None)
     if isinstance(updater_registry, CollectorRegistry) and updater_registry is not service.registry:
         registries.append(updater_registry)
-    body = b"".join(generate_latest(r) for r in registries)
-    return Response(body, headers={"Content-Type": _PROMETHEUS_TEXT})
+    # One exposition, without the _created series (see render_metrics).
+    return Response(render_metrics(*registries), headers={"Content-Type": _PROMETHEUS_TEXT})
 
 
 @ops_bp.get("/healthz")
@@ -623,6 +625,7 @@ def create_app(
         if not callable(getattr(updater, method, None)):
             raise ValueError(f"updater must have a {method}() method")
     metrics = WebhookMetrics(registry, settings.max_alertnames)
+    register_build_info(registry)
     service = WebhookService(settings, updater, registry, metrics, owns_updater)
 
     app = Flask(__name__, static_folder=None)

@@ -80,7 +80,7 @@ class WebhookConfig:
     max_body_bytes
         Largest accepted request body; larger gets 413.
     max_alertnames
-        Distinct ``alertname`` label values in ``webhook_alerts_total``;
+        Distinct ``alertname`` label values in ``autoretrain_webhook_alerts_total``;
         further names are counted as ``other`` (bounded cardinality).
     retrain_timeout_seconds
         How long ``POST /api/performance/trigger-retraining`` waits for its

@@ -24,7 +24,7 @@ step neither extends nor ends them.
 A retrain has a time limit (``time_limit_seconds``). A Python thread cannot
 be killed, so past it nothing is stopped: a watchdog records the retrain as
 ``timed_out`` in the ledger and counts it, the running retrain's age is
-exported (``webhook_retrain_running_seconds``) and the app's readiness fails
+exported (``autoretrain_webhook_retrain_running_seconds``) and the app's readiness fails
 naming it; what is queued keeps waiting behind it. If it returns after all,
 its real outcome replaces ``timed_out`` (with a note): a late promotion did
 swap the serving model, and the ledger must say so.

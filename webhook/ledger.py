@@ -111,7 +111,7 @@ def _iso(timestamp: float | None) -> str | None:
 
 
 def outcome_of(result: Mapping[str, Any]) -> str:
-    """The outcome of an updater result dict (``model_retrains_total``'s ``result``).
+    """The outcome of an updater result dict (``autoretrain_model_retrains_total``'s ``result``).
 
     The updater reports it as ``result``. An updater object that does not
     (any object with ``trigger_retraining`` may be passed to ``create_app``)

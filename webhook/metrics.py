@@ -20,7 +20,7 @@ __all__ = ["OTHER", "REJECT_REASONS", "AlertnameLabels", "WebhookMetrics"]
 
 #: Label value standing for every name beyond the bound.
 OTHER = "other"
-#: Why a request was refused (``webhook_requests_rejected_total{reason}``).
+#: Why a request was refused (``autoretrain_webhook_requests_rejected_total{reason}``).
 REJECT_REASONS = (
     "unauthorized",
     "payload_too_large",
@@ -65,20 +65,20 @@ class WebhookMetrics:
     def __init__(self, registry: CollectorRegistry, max_alertnames: int = 100) -> None:
         self.alertname = AlertnameLabels(max_alertnames)
         self.alerts = Counter(
-            "webhook_alerts",
+            "autoretrain_webhook_alerts",
             "Alerts received from Alertmanager, by alertname (bounded; excess names "
             "are 'other'), alert status and the action the webhook took.",
             ["alertname", "status", "action"],
             registry=registry,
         )
         self.rejected = Counter(
-            "webhook_requests_rejected",
+            "autoretrain_webhook_requests_rejected",
             "Requests refused before any action, by reason.",
             ["reason"],
             registry=registry,
         )
         self.request_duration = Histogram(
-            "webhook_request_duration_seconds",
+            "autoretrain_webhook_request_duration_seconds",
             "Time to answer an HTTP request, by route (unmatched paths are 'other').",
             ["endpoint", "method"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -86,29 +86,29 @@ class WebhookMetrics:
             registry=registry,
         )
         self.queued = Gauge(
-            "webhook_retrain_queue_episodes",
+            "autoretrain_webhook_retrain_queue_episodes",
             "Alert episodes waiting for a retrain (coalesced into one).",
             registry=registry,
         )
         self.cooldown_until = Gauge(
-            "webhook_retrain_cooldown_until_timestamp_seconds",
+            "autoretrain_webhook_retrain_cooldown_until_timestamp_seconds",
             "Unix time before which no alert-triggered retrain starts (0: none).",
             registry=registry,
         )
         # Set by the controller (set_function): read at scrape time, so it
         # grows while a hung retrain holds the worker.
         self.retrain_running = Gauge(
-            "webhook_retrain_running_seconds",
+            "autoretrain_webhook_retrain_running_seconds",
             "Age of the retrain in progress on the worker thread (0: none running).",
             registry=registry,
         )
         self.retrains_timed_out = Counter(
-            "webhook_retrains_timed_out",
+            "autoretrain_webhook_retrains_timed_out",
             "Retrains that ran past retrain_time_limit_seconds (recorded as timed_out).",
             registry=registry,
         )
         self.controller_errors = Counter(
-            "webhook_controller_errors",
+            "autoretrain_webhook_controller_errors",
             "Unexpected errors caught by the retrain worker's loop.",
             registry=registry,
         )

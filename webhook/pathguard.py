@@ -31,7 +31,7 @@ class RejectAmbiguousPaths:
     """WSGI middleware: 404 JSON for :func:`ambiguous_path`; everything else to ``app``.
 
     ``on_reject()`` (optional) is called for each refused request (the
-    webhook counts it as ``webhook_requests_rejected_total{reason="not_found"}``).
+    webhook counts it as ``autoretrain_webhook_requests_rejected_total{reason="not_found"}``).
     """
 
     def __init__(self, app: Callable[..., Any],

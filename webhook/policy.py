@@ -46,7 +46,8 @@ _RETRAIN_LABELS = frozenset(t.value for t in RetrainType)
 
 
 class Action(enum.StrEnum):
-    """What the webhook did with one alert (the ``action`` label of ``webhook_alerts_total``)."""
+    """What the webhook did with one alert (the ``action`` label of
+    ``autoretrain_webhook_alerts_total``)."""
 
     QUEUED_FULL = "queued_full"
     QUEUED_INCREMENTAL = "queued_incremental"

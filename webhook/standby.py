@@ -7,7 +7,7 @@ process holds it, the instance is a standby (or, with mode ``exit``, refuses
 to start): a :class:`~exporter.background.BackgroundLoop` tries the lock
 again every ``poll_interval`` seconds, never blocking, and activates as soon
 as the operating system has released it, that is when the active process has
-exited, however it exited. The role is the gauge ``webhook_role{role}``.
+exited, however it exited. The role is the gauge ``autoretrain_webhook_role{role}``.
 
 Nothing that writes the store or the ledger runs before ``activate``; the
 owner stops those writers before :meth:`Failover.close` releases the lock.
@@ -58,7 +58,7 @@ class Failover:
         the error propagates, in the standby loop it is logged, counted and
         the loop tries again after a backoff.
     registry
-        Receives ``webhook_role`` and ``webhook_takeover_errors_total``.
+        Receives ``autoretrain_webhook_role`` and ``autoretrain_webhook_takeover_errors_total``.
     mode
         ``wait`` (a standby) or ``exit`` (``start()`` raises :class:`StoreLocked`).
     poll_interval
@@ -86,12 +86,12 @@ class Failover:
         self._loop: BackgroundLoop | None = None
         self.last_error: str | None = None
         self.role = Gauge(
-            "webhook_role",
+            "autoretrain_webhook_role",
             "1 for this instance's role: active (holds the model store and ledger lock, "
             "consumes and retrains) or standby (waits for the lock).",
             ["role"], registry=registry)
         self.errors = Counter(
-            "webhook_takeover_errors",
+            "autoretrain_webhook_takeover_errors",
             "Failed attempts of a standby to take the lock or to start as the active one.",
             registry=registry)
         for role in Role:

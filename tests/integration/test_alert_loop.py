@@ -165,12 +165,12 @@ def test_degraded_accuracy_retrains_once_and_resolves_without_retraining(
 def run_loop(prometheus: PrometheusServer, feeder: Feeder, service: Any) -> None:
     registry = service.registry
     retrains_seen = (
-        'sum(model_retrains_total{job="autoretrain-webhook",result=~"promoted|rejected"})'
+        'sum(autoretrain_model_retrains_total{job="autoretrain-webhook",result=~"promoted|rejected"})'
     )
-    retrains_all = 'sum(model_retrains_total{job="autoretrain-webhook"})'
+    retrains_all = 'sum(autoretrain_model_retrains_total{job="autoretrain-webhook"})'
 
     # Healthy: Prometheus sees the exporter's accuracy and the webhook's counters.
-    prometheus.wait_for("system:agent_prediction_accuracy:mean",
+    prometheus.wait_for("system:autoretrain_agent_prediction_accuracy_ratio:mean",
                         lambda r: (scalar(r) or 0.0) > 0.9, timeout=30)
     prometheus.wait_for(retrains_all, equals(0), timeout=10)
 
@@ -180,7 +180,7 @@ def run_loop(prometheus: PrometheusServer, feeder: Feeder, service: Any) -> None
     prometheus.wait_for('ALERTS{alertname="SystemAccuracyLow",alertstate="firing"}',
                         lambda r: len(r) == 1, timeout=40)
     prometheus.wait_for(
-        'webhook_alerts_total{alertname="SystemAccuracyLow",status="firing",'
+        'autoretrain_webhook_alerts_total{alertname="SystemAccuracyLow",status="firing",'
         'action="queued_incremental"}', equals(1), timeout=30)
     prometheus.wait_for(retrains_seen, equals(1), timeout=30)
     print(f"\ndegradation to retrain visible in Prometheus: "
@@ -191,17 +191,17 @@ def run_loop(prometheus: PrometheusServer, feeder: Feeder, service: Any) -> None
     assert [a["alertname"] for a in entry["alerts"]] == ["SystemAccuracyLow"]
 
     # Alertmanager repeats the firing notification (repeat_interval 5s): deduplicated.
-    prometheus.wait_for('webhook_alerts_total{alertname="SystemAccuracyLow",status="firing",'
+    prometheus.wait_for('autoretrain_webhook_alerts_total{alertname="SystemAccuracyLow",status="firing",'
                         'action="duplicate_episode"}', at_least(1), timeout=30)
     assert scalar(prometheus.query(retrains_all)) == 1
 
     # Recovered: the resolved notification arrives and nothing retrains.
     feeder.accuracy = HEALTHY
-    prometheus.wait_for('sum(webhook_alerts_total{alertname="SystemAccuracyLow",'
+    prometheus.wait_for('sum(autoretrain_webhook_alerts_total{alertname="SystemAccuracyLow",'
                         'status="resolved"})', at_least(1), timeout=40)
     assert scalar(prometheus.query(retrains_all)) == 1
     assert scalar(prometheus.query(retrains_seen)) == 1
     assert service.ledger.list_retrains()[1] == 1
-    assert registry.get_sample_value("webhook_alerts_total", {
+    assert registry.get_sample_value("autoretrain_webhook_alerts_total", {
         "alertname": "SystemAccuracyLow", "status": "resolved", "action": "resolved"}) >= 1
     assert service.controller.idle()

@@ -308,9 +308,10 @@ def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
 
 
 def _runs_by_agent() -> dict[str, float]:
-    """The exporter's agent_runs_total, summed over status, per agent."""
+    """The exporter's autoretrain_agent_runs_total, summed over status, per agent."""
     runs: dict[str, float] = {}
-    for labels, value in _samples(_get(f"{EXPORTER}/metrics").decode(), "agent_runs_total"):
+    exposition = _get(f"{EXPORTER}/metrics").decode()
+    for labels, value in _samples(exposition, "autoretrain_agent_runs_total"):
         runs[labels["agent"]] = runs.get(labels["agent"], 0.0) + value
     return runs
 
@@ -424,7 +425,7 @@ def test_compose_up_alert_retrain_promote_and_route(stack: Stack) -> None:
     stack.timings["retrain promoted"] = time.monotonic() - started
     assert {a["alertname"] for a in retrain["alerts"]} & set(firing), retrain
     webhook_metrics = _get(f"{WEBHOOK}/metrics").decode()
-    accepted = sum(v for labels, v in _samples(webhook_metrics, "webhook_alerts_total")
+    accepted = sum(v for labels, v in _samples(webhook_metrics, "autoretrain_webhook_alerts_total")
                    if labels.get("status") == "firing")
     assert accepted >= 1, "the webhook counted no firing alert"
 

@@ -72,6 +72,6 @@ def test_the_updater_reads_every_codec(kafka_server, kafka_topic: str, tmp_path:
     try:
         assert wait_until(lambda: u.get_metrics()["events_applied"] == N, 60), u.get_metrics()
         assert u.get_metrics()["kafka_error"] is None
-        assert u.registry.get_sample_value("model_updater_consumer_undecodable") == 0
+        assert u.registry.get_sample_value("autoretrain_model_updater_consumer_undecodable") == 0
     finally:
         u.stop()

@@ -254,7 +254,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             platform.check()
             prometheus.wait_for(expr, lambda result: len(result) > 0, timeout)
 
-        wait_for("system:agent_prediction_accuracy:mean > 0.85", timeout=30)  # healthy
+        # healthy
+        wait_for("system:autoretrain_agent_prediction_accuracy_ratio:mean > 0.85", timeout=30)
         # Requests the webhook answers, and one it refuses (no token).
         client = webhook.test_client()
         assert client.get("/healthz").status_code == 200
@@ -270,7 +271,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             f'count_over_time(ALERTS{{alertstate="firing", agent="{SELECTED[1]}"}}[1m]) >= 3',
             timeout=30,
         )
-        wait_for("changes(model_last_retrain_timestamp_seconds[1m]) > 0", timeout=30)
+        wait_for("changes(autoretrain_model_last_retrain_timestamp_seconds[1m]) > 0", timeout=30)
         yield Stack(prometheus, started)
     finally:
         try:

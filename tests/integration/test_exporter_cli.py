@@ -64,10 +64,11 @@ def test_standalone_exporter_process_serves_metrics_from_kafka(kafka_server, kaf
         producer.send(kafka_topic, key=b"x", value=b"garbage")
         producer.flush()
         producer.close()
-        line = 'agent_runs_total{agent="cli-agent",agent_type="llm",status="success"} 30\n'
+        line = ('autoretrain_agent_runs_total{agent="cli-agent",agent_type="llm",'
+                'status="success"} 30\n')
         assert wait(lambda: line in get(base + "/metrics")[1], 30)
         body = get(base + "/metrics")[1]
-        assert 'agent_tokens_total{agent="cli-agent"} 90\n' in body
+        assert 'autoretrain_agent_tokens_total{agent="cli-agent"} 90\n' in body
         assert wait(
             lambda: (
                 'autoretrain_exporter_events_total{result="invalid"} 1.0'

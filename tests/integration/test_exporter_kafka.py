@@ -123,13 +123,16 @@ def test_two_standalone_exporters_split_partitions_and_sum_to_the_totals(kafka_s
 
         for (agent, status), n in expected_runs.items():
             assert (
-                total("agent_runs_total", {"agent": agent, "agent_type": "llm", "status": status})
+                total(
+                    "autoretrain_agent_runs_total",
+                    {"agent": agent, "agent_type": "llm", "status": status},
+                )
                 == n
             )
         for agent, n in expected_tokens.items():
-            assert total("agent_tokens_total", {"agent": agent}) == n
+            assert total("autoretrain_agent_tokens_total", {"agent": agent}) == n
         for agent, n in expected_acc.items():
-            assert total("agent_prediction_accuracy_count", {"agent": agent}) == n
+            assert total("autoretrain_agent_prediction_accuracy_ratio_count", {"agent": agent}) == n
         assert sum(applied(e) for e in exporters) == 1000
     finally:
         for exp in exporters:
@@ -149,7 +152,7 @@ def test_monitor_with_a_dead_broker_keeps_recording_without_blocking():
     assert elapsed < 2.5
     assert (
         registry.get_sample_value(
-            "agent_runs_total", {"agent": "a", "agent_type": "llm", "status": "success"}
+            "autoretrain_agent_runs_total", {"agent": "a", "agent_type": "llm", "status": "success"}
         )
         == 500
     )

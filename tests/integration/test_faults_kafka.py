@@ -250,7 +250,8 @@ def test_broker_killed_mid_stream_and_restarted(kafka_server: KafkaServer, kafka
         webhook_stats = webhook.json("/api/performance/stats")
         exporter_duplicates = exporter.metric("autoretrain_exporter_events_total",
                                               'result="duplicate"')
-        applied_metric = webhook.metric("model_updater_events_total", 'result="applied"')
+        applied_metric = webhook.metric("autoretrain_model_updater_events_total",
+                                        'result="applied"')
     finally:
         recorder.stop()
         monitor.stop()
@@ -545,7 +546,7 @@ def test_corrupt_newest_model_in_process(corruption: str, tmp_path: Path,
     assert m["model_loaded"] and m["model_version"] == 2 and m["events_seen"] == seen[1]
     assert m["corrupt_versions_skipped"] == 1
     assert [(v["version"], v["fault"]) for v in m["corrupt_versions"]] == [(3, fault)]
-    assert again.registry.get_sample_value("model_store_corrupt_versions_skipped_total",
+    assert again.registry.get_sample_value("autoretrain_model_store_corrupt_versions_skipped_total",
                                            {"fault": fault}) == 1
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any("version 3" in line and f"({fault})" in line for line in errors), errors
@@ -570,7 +571,7 @@ def test_corrupt_newest_model_webhook_process(corruption: str, kafka_server: Kaf
             lambda: s if (s := webhook.json("/api/performance/stats"))["events_seen"]
             >= seen[2] and s["consumer_lag"] == 0 else None,
             timeout=60, what="the events after version 2 re-applied")
-        skipped_metric = webhook.metric("model_store_corrupt_versions_skipped_total",
+        skipped_metric = webhook.metric("autoretrain_model_store_corrupt_versions_skipped_total",
                                         f'fault="{fault}"')
     finally:
         code = webhook.stop()

@@ -19,7 +19,7 @@ retrains for that episode only, exactly one of them completed, promoted
 leaves the row ``interrupted`` and the episode queued again, and the next
 incarnation retrains it), every other one ``interrupted``; nothing is left
 running or queued; every incarnation after the first counts the re-sends as
-``duplicate_episode`` in ``webhook_alerts_total`` and queues nothing from
+``duplicate_episode`` in ``autoretrain_webhook_alerts_total`` and queues nothing from
 them. Figures go to ``reliability/webhook.json`` under
 ``restart_under_resend`` (only with ``AUTORETRAIN_RECORD_FIGURES=1``).
 """
@@ -111,11 +111,11 @@ def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
 
 
 def alert_actions(webhook: WebhookProcess) -> dict[str, float]:
-    """This incarnation's ``webhook_alerts_total`` for the firing alert, by action."""
+    """This incarnation's ``autoretrain_webhook_alerts_total`` for the firing alert, by action."""
     status, _, body = webhook.request("GET", "/metrics")
     assert status == 200
     return {labels["action"]: value
-            for labels, value in samples(body.decode(), "webhook_alerts_total")
+            for labels, value in samples(body.decode(), "autoretrain_webhook_alerts_total")
             if labels["alertname"] == ALERTNAME and labels["status"] == "firing"}
 
 
@@ -169,7 +169,8 @@ def retrain_page(webhook: WebhookProcess) -> dict[str, Any]:
 def applied_events(webhook: WebhookProcess) -> float:
     status, _, body = webhook.request("GET", "/metrics")
     assert status == 200
-    return sum(value for labels, value in samples(body.decode(), "model_updater_events_total")
+    return sum(value for labels, value
+               in samples(body.decode(), "autoretrain_model_updater_events_total")
                if labels.get("result") == "applied")
 
 

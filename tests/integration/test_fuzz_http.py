@@ -17,7 +17,7 @@ method, token, media type, size, JSON, schema). Per response:
 
 Afterwards the process is alive, ``/healthz`` is 200, a valid ``POST
 /alerts`` is 202, the log has no traceback, and
-``webhook_requests_rejected_total`` counts exactly the webhook's 4xx. The
+``autoretrain_webhook_requests_rejected_total`` counts exactly the webhook's 4xx. The
 request counts by category and the status histogram go to
 ``reliability/webhook.json`` under ``http_fuzz``.
 """
@@ -578,7 +578,7 @@ class Tally:
             self.statuses[response.status] += 1
             self.by_category_status.setdefault(probe.category, Counter())[response.status] += 1
             if 400 <= response.status < 500 and not expected.by_waitress:
-                # The webhook counts every refusal in webhook_requests_rejected_total.
+                # The webhook counts every refusal in autoretrain_webhook_requests_rejected_total.
                 reason = json.loads(response.body)["error"] if response.body else \
                     expected.error or "?"
                 self.webhook_rejections[reason] += 1
@@ -697,7 +697,7 @@ def rejected_counts(webhook: WebhookProcess) -> Counter[str]:
     counts: Counter[str] = Counter()
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
-            if sample.name == "webhook_requests_rejected_total" and sample.value:
+            if sample.name == "autoretrain_webhook_requests_rejected_total" and sample.value:
                 counts[sample.labels["reason"]] = int(sample.value)
     return counts
 

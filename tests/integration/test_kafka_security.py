@@ -140,7 +140,7 @@ def test_exporter_consumes_over_sasl_and_tls(secure_kafka, tls, topic, tmp_path,
     exporter = Exporter(tmp_path, env)
     try:
         produce(secure_kafka.bootstrap, topic, 25, f"{listener}-agent")
-        line = (f'agent_runs_total{{agent="{listener}-agent",agent_type="llm",'
+        line = (f'autoretrain_agent_runs_total{{agent="{listener}-agent",agent_type="llm",'
                 'status="success"} 25\n')
         assert wait(lambda: line in get(exporter.base + "/metrics")[1], 60), exporter.log()
         status, body = get(exporter.base + "/readyz")

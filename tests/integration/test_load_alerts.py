@@ -9,7 +9,7 @@ firing ones. What must hold:
 - no errors: every request answered 202;
 - retrains coalesced: alert-triggered retrains start at least the cooldown
   apart, and there are at most ``duration / cooldown + 1`` of them;
-- every episode decided once: ``webhook_alerts_total`` counts one
+- every episode decided once: ``autoretrain_webhook_alerts_total`` counts one
   queued/cooldown decision per distinct episode and the rest as
   ``duplicate_episode``; no episode is served by two retrains.
 
@@ -47,13 +47,13 @@ DECIDED = ("queued_incremental", "queued_full", "cooldown")
 
 
 def alert_actions(webhook: WebhookProcess) -> Counter[str]:
-    """``webhook_alerts_total`` summed by action."""
+    """``autoretrain_webhook_alerts_total`` summed by action."""
     status, _, body = webhook.request("GET", "/metrics")
     assert status == 200
     actions: Counter[str] = Counter()
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
-            if sample.name == "webhook_alerts_total":
+            if sample.name == "autoretrain_webhook_alerts_total":
                 actions[sample.labels["action"]] += int(sample.value)
     return actions
 

@@ -114,7 +114,7 @@ def test_promtool_runs_rules_of_a_custom_config(tmp_path: Path) -> None:
     def runs(agent: str, status: str, per_minute: int) -> dict[str, str]:
         return {
             "series": (
-                f'agent_runs_total{{job="autoretrain-exporter", agent="{agent}", '
+                f'autoretrain_agent_runs_total{{job="autoretrain-exporter", agent="{agent}", '
                 f'agent_type="llm", status="{status}"}}'
             ),
             "values": f"0+{per_minute}x20",
@@ -368,7 +368,9 @@ def test_real_prometheus_sums_two_exporter_instances(
         prometheus = prometheus_factory(yaml.safe_dump(config, sort_keys=False))
         # Both targets scraped at least once with the initial values.
         prometheus.wait_for(
-            'count(agent_runs_total{status="success"} == 1)', lambda r: _value(r) == 3, 30
+            'count(autoretrain_agent_runs_total{status="success"} == 1)',
+            lambda r: _value(r) == 3,
+            30,
         )
 
         # Ten times the figures of the docstring: the one initial record per
@@ -395,20 +397,21 @@ def test_real_prometheus_sums_two_exporter_instances(
             return lambda r: abs(_value(r) - expected) < 0.01
 
         for expr, expected in [
-            ("system:agent_runs_success:ratio_rate", 39 / 120),
-            ('agent:agent_runs_success:ratio_rate{agent="planner"}', 29 / 110),
-            ('agent:agent_runs_success:ratio_rate{agent="coder"}', 1.0),
-            ("system:agent_runs_error:ratio_rate", 80 / 120),
-            ("system:agent_prediction_accuracy:mean", 9.6 / 16),
-            ('agent:agent_prediction_accuracy:mean{agent="planner"}', 0.6),
+            ("system:autoretrain_agent_runs_success:ratio_rate", 39 / 120),
+            ('agent:autoretrain_agent_runs_success:ratio_rate{agent="planner"}', 29 / 110),
+            ('agent:autoretrain_agent_runs_success:ratio_rate{agent="coder"}', 1.0),
+            ("system:autoretrain_agent_runs_error:ratio_rate", 80 / 120),
+            ("system:autoretrain_agent_prediction_accuracy_ratio:mean", 9.6 / 16),
+            ('agent:autoretrain_agent_prediction_accuracy_ratio:mean{agent="planner"}', 0.6),
         ]:
             prometheus.wait_for(expr, near(expected), timeout=60)
         # One series per level: instance and job are summed away.
-        assert [r["metric"] for r in prometheus.query("system:agent_runs:rate")] == [
-            {"__name__": "system:agent_runs:rate"}
+        assert [r["metric"] for r in prometheus.query("system:autoretrain_agent_runs:rate")] == [
+            {"__name__": "system:autoretrain_agent_runs:rate"}
         ]
         assert sorted(
-            r["metric"]["agent"] for r in prometheus.query("agent:agent_runs_success:ratio_rate")
+            r["metric"]["agent"]
+            for r in prometheus.query("agent:autoretrain_agent_runs_success:ratio_rate")
         ) == ["coder", "planner"]
         # Every rule, alerts with their ALERTS self-reference included, evaluates cleanly.
         rules = _rules(prometheus.url)

@@ -74,10 +74,10 @@ def test_the_accuracy_alert_fired_in_prometheus(demo: tuple[Stack, dict[str, Any
 def test_the_webhook_retrained_once_for_the_alert(demo: tuple[Stack, dict[str, Any]]) -> None:
     stack, _ = demo
     retrains = stack.query(
-        f'sum(model_retrains_total{{job="{WEBHOOK_JOB}",result=~"promoted|rejected"}})')
+        f'sum(autoretrain_model_retrains_total{{job="{WEBHOOK_JOB}",result=~"promoted|rejected"}})')
     assert value(retrains) >= 1
     received = stack.query(
-        f'sum(webhook_alerts_total{{job="{WEBHOOK_JOB}",alertname="{ALERT}",status="firing"}})')
+        f'sum(autoretrain_webhook_alerts_total{{job="{WEBHOOK_JOB}",alertname="{ALERT}",status="firing"}})')
     assert value(received) >= 1
     # The ledger: exactly one retrain for the one episode (Alertmanager
     # repeats the firing notification every 5 s; repeats are deduplicated).
@@ -111,7 +111,7 @@ def test_accuracy_recovered_and_the_alert_resolved(demo: tuple[Stack, dict[str, 
     assert value(stack.query(ACCURACY)) > clear
     assert stack.query(f'ALERTS{{alertname="{ALERT}"}}') == []
     resolved = stack.query(
-        f'sum(webhook_alerts_total{{job="{WEBHOOK_JOB}",alertname="{ALERT}",status="resolved"}})')
+        f'sum(autoretrain_webhook_alerts_total{{job="{WEBHOOK_JOB}",alertname="{ALERT}",status="resolved"}})')
     assert value(resolved) >= 1
     # The promoted model moved the routing: right after the retrain at least
     # one degraded task type left its degraded specialist. (Where it settles
@@ -130,8 +130,8 @@ def _exporter_runs(stack: Stack) -> float:
     with urllib.request.urlopen(f"{stack.exporter.url}/metrics", timeout=5) as response:
         text = response.read().decode()
     return sum(sample.value for family in text_string_to_metric_families(text)
-               if family.name == "agent_runs" for sample in family.samples
-               if sample.name == "agent_runs_total")
+               if family.name == "autoretrain_agent_runs" for sample in family.samples
+               if sample.name == "autoretrain_agent_runs_total")
 
 
 def test_the_platform_feed_cli_produces_to_kafka(demo: tuple[Stack, dict[str, Any]]) -> None:

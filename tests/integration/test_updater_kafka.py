@@ -73,7 +73,7 @@ def test_ten_thousand_events_applied_once(kafka_server, kafka_topic: str, tmp_pa
     assert m["duplicates"] == 0 and m["invalid"] == 0
     assert sum(m["kafka_offsets"].values()) == 10_000
     assert committed(bootstrap, kafka_topic, group) == 10_000
-    assert u.registry.get_sample_value("model_updater_events_total",
+    assert u.registry.get_sample_value("autoretrain_model_updater_events_total",
                                        {"result": "applied"}) == 10_000
 
 
@@ -149,5 +149,5 @@ def test_malformed_messages_are_skipped_and_counted(kafka_server, kafka_topic: s
     assert m["events_applied"] == 300 and m["invalid"] == 6
     assert m["invalid_by_fault"] == {"not_json": 2, "field:duration_ms": 1,
                                      "field:agent_name": 1, "not_object": 1, "schema": 1}
-    assert u.registry.get_sample_value("model_updater_events_total",
+    assert u.registry.get_sample_value("autoretrain_model_updater_events_total",
                                        {"result": "invalid"}) == 6

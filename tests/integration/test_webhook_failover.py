@@ -87,7 +87,7 @@ def metric(process: WebhookProcess, name: str) -> dict[tuple[tuple[str, str], ..
 
 
 def retrains_run(process: WebhookProcess) -> float:
-    return sum(metric(process, "model_retrains_total").values())
+    return sum(metric(process, "autoretrain_model_retrains_total").values())
 
 
 def finished(process: WebhookProcess) -> dict[str, Any] | None:
@@ -157,9 +157,9 @@ def test_the_standby_takes_over_after_sigkill_and_a_resend_retrains_once(
                                          AUTH)
         assert status == 503 and json.loads(raw)["error"] == "standby"
         assert get_json(standby, "/api/performance/retraining")[0] == 503
-        assert metric(standby, "webhook_role") == {
+        assert metric(standby, "autoretrain_webhook_role") == {
             (("role", "active"),): 0.0, (("role", "standby"),): 1.0}
-        assert metric(active, "webhook_role")[(("role", "active"),)] == 1.0
+        assert metric(active, "autoretrain_webhook_role")[(("role", "active"),)] == 1.0
         touched = [p for p in open_files(standby.proc.pid)
                    if p.startswith(str(tmp_path)) and not p.endswith(".lock")]
         assert [p for p in touched if "ledger" in p or "/models/" in p] == []
@@ -193,7 +193,7 @@ def test_the_standby_takes_over_after_sigkill_and_a_resend_retrains_once(
         takeover_s = time.monotonic() - killed_at
         stats = get_json(standby, "/api/performance/stats")[1]
         assert stats["model_version"] == saved == newest_version(store)[0]
-        assert metric(standby, "webhook_role") == {
+        assert metric(standby, "autoretrain_webhook_role") == {
             (("role", "active"),): 1.0, (("role", "standby"),): 0.0}
 
         # -- Alertmanager re-sends the episode: recorded as a duplicate, no retrain -------------
@@ -207,7 +207,7 @@ def test_the_standby_takes_over_after_sigkill_and_a_resend_retrains_once(
         assert retrains_run(standby) == 0
         assert get_json(standby, "/api/performance/stats")[1]["model_version"] == saved
         assert newest_version(store)[0] == saved
-        assert metric(standby, "webhook_alerts_total")[(
+        assert metric(standby, "autoretrain_webhook_alerts_total")[(
             ("action", "duplicate_episode"), ("alertname", "SystemAccuracyLow"),
             ("status", "firing"))] == 1.0
     finally:

@@ -44,7 +44,7 @@ def test_forged_agents_do_not_fill_the_limit_for_good_across_a_restart(
     u = updater(tmp_path)  # restart: the model holds five agents, the limit
     u.start()
     try:
-        ratio = u.registry.get_sample_value("model_updater_capacity_used_ratio",
+        ratio = u.registry.get_sample_value("autoretrain_model_updater_capacity_used_ratio",
                                             {"kind": "agent"})
         assert ratio == 1.0
         with caplog.at_level(logging.INFO, logger="autoretrain.webhook.updater.ingest"):
@@ -54,7 +54,7 @@ def test_forged_agents_do_not_fill_the_limit_for_good_across_a_restart(
         assert m["invalid_by_fault"].get("capacity:agent_name", 0) == 0
         agents = {a for a, _ in u.predict_best_agent("t", top_k=10)}
         assert agents == {"real-a", "real-b", "new-agent", "forged-2", "forged-3"}
-        assert u.registry.get_sample_value("model_updater_agents_evicted_total") == 1
+        assert u.registry.get_sample_value("autoretrain_model_updater_agents_evicted_total") == 1
         # The two real agents kept their evidence exactly.
         ranking = dict(u.predict_best_agent("t", top_k=10))
         assert ranking["real-a"] == pytest.approx(ranking["real-b"])

@@ -168,8 +168,8 @@ def test_every_datasource_reference_is_the_datasource_variable(
 _SCOPES = [
     (re.compile(r"^(system|agent):"), 'cluster=~"$cluster"'),
     (re.compile(r"^ALERTS$"), 'app="autoretrain", cluster=~"$cluster"'),
-    (re.compile(r"^(agent_|autoretrain_)"), 'job=~"$job", cluster=~"$cluster"'),
-    (re.compile(r"^(model_|webhook_)"), 'job=~"$webhook_job", cluster=~"$cluster"'),
+    (re.compile(r"^autoretrain_(agent|monitor|exporter)_"), 'job=~"$job", cluster=~"$cluster"'),
+    (re.compile(r"^autoretrain_(model|webhook)_"), 'job=~"$webhook_job", cluster=~"$cluster"'),
     (re.compile(r"^up$"), 'job=~"$job|$webhook_job", cluster=~"$cluster"'),
 ]
 _NOT_SERIES = {"sum", "max", "min", "count", "rate", "increase", "changes", "histogram_quantile",
@@ -260,14 +260,17 @@ def test_variables_datasource_job_cluster_and_agent() -> None:
     dashboard = load(GRAFANA / "dashboards" / "agent-performance.json")
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert list(variables) == ["datasource", "job", "webhook_job", "cluster", "agent"]
-    assert variable_query(variables["job"]) == "label_values(agent_runs_total, job)"
-    assert variable_query(variables["webhook_job"]) == "label_values(model_retrains_total, job)"
+    assert variable_query(variables["job"]) == "label_values(autoretrain_agent_runs_total, job)"
+    assert (
+        variable_query(variables["webhook_job"])
+        == "label_values(autoretrain_model_retrains_total, job)"
+    )
     # Optional: "All" (.*) also matches series without a cluster label.
     assert variables["cluster"]["includeAll"] is True and variables["cluster"]["allValue"] == ".*"
     variable = variables["agent"]
     assert variable["type"] == "query"
     assert variable_query(variable) == (
-        'label_values(agent_runs_total{job=~"$job", cluster=~"$cluster"}, agent)'
+        'label_values(autoretrain_agent_runs_total{job=~"$job", cluster=~"$cluster"}, agent)'
     )
     assert variable["multi"] is True and variable["includeAll"] is True
     per_agent = [
@@ -289,9 +292,9 @@ def test_operations_row_shows_the_health_of_the_loop_itself() -> None:
     exprs = " ".join(t["expr"] for p in below for t in p["targets"])
     for series in (
         'up{job=~"$job|$webhook_job"',
-        "webhook_request_duration_seconds_count{",
-        "webhook_requests_rejected_total{",
-        "model_updater_consumer_lag_events{",
+        "autoretrain_webhook_request_duration_seconds_count{",
+        "autoretrain_webhook_requests_rejected_total{",
+        "autoretrain_model_updater_consumer_lag_events{",
         "sum by (fault) (rate(autoretrain_exporter_invalid_events_total{",
         "autoretrain_exporter_kafka_connected{",
     ):
@@ -311,10 +314,12 @@ def test_retrains_are_annotated_by_result() -> None:
 # Series (recording rule suffix) -> (thresholds.yml keys whose values the
 # panel's threshold steps must hold, True when low values are bad).
 THRESHOLD_SERIES = {
-    "agent_runs_success:ratio_rate": (("success_rate_min",), True),
-    "agent_prediction_accuracy:mean": (("accuracy_min", "accuracy_critical"), True),
-    "agent_runs_error:ratio_rate": (("error_rate_max",), False),
-    "agent_run_duration_seconds:p95": (("latency_p95_max_ms",), False),
+    "autoretrain_agent_runs_success:ratio_rate": (("success_rate_min",), True),
+    "autoretrain_agent_prediction_accuracy_ratio:mean": (
+        ("accuracy_min", "accuracy_critical"), True
+    ),
+    "autoretrain_agent_runs_error:ratio_rate": (("error_rate_max",), False),
+    "autoretrain_agent_run_duration_seconds:p95": (("latency_p95_max_ms",), False),
 }
 
 
@@ -358,5 +363,5 @@ def test_threshold_check_would_catch_a_changed_threshold(
     monkeypatch.setitem(globals(), "THRESHOLDS", changed)
     with pytest.raises(AssertionError, match="thresholds"):
         test_threshold_panels_draw_the_thresholds_of_the_thresholds_file(
-            "agent_prediction_accuracy:mean"
+            "autoretrain_agent_prediction_accuracy_ratio:mean"
         )

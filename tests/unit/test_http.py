@@ -61,11 +61,11 @@ def test_plain_text_by_default_with_every_series(registry):
     )
     got = {(n, labels): v for n, labels, v in samples(text_string_to_metric_families(text))}
     labels = (("agent", "planner"), ("agent_type", "llm"), ("status", "timeout"))
-    assert got[("agent_runs_total", labels)] == 1
-    assert got[("agent_tokens_total", (("agent", "planner"),))] == 200
-    assert got[("agent_prediction_accuracy_count", (("agent", "planner"),))] == 1
+    assert got[("autoretrain_agent_runs_total", labels)] == 1
+    assert got[("autoretrain_agent_tokens_total", (("agent", "planner"),))] == 200
+    assert got[("autoretrain_agent_prediction_accuracy_ratio_count", (("agent", "planner"),))] == 1
     assert got[("other_thing_total", ())] == 7
-    assert text.count("# TYPE agent_runs_total counter") == 1  # served once, not twice
+    assert text.count("# TYPE autoretrain_agent_runs_total counter") == 1  # served once, not twice
 
 
 def test_gzip_when_the_client_accepts_it(registry):
@@ -86,8 +86,8 @@ def test_openmetrics_when_the_client_asks_for_it(registry):
     text = body.decode()
     assert text.endswith("# EOF\n") and text.count("# EOF") == 1
     families = {f.name: f for f in parse_openmetrics(text)}  # the strict parser accepts it
-    assert families["agent_runs"].type == "counter"
-    assert families["agent_run_duration_seconds"].type == "histogram"
+    assert families["autoretrain_agent_runs"].type == "counter"
+    assert families["autoretrain_agent_run_duration_seconds"].type == "histogram"
     assert samples(families.values()) == samples(
         parse_openmetrics(generate_openmetrics(registry).decode())
     )
@@ -106,10 +106,10 @@ def test_prometheus_accept_header_gets_openmetrics(registry):
 def test_name_filter_serves_only_the_named_series(registry):
     _, _, body = get(
         metrics_app(registry, fast=[registry.fast]),
-        query="name[]=agent_tokens_total&name[]=other_thing_total",
+        query="name[]=autoretrain_agent_tokens_total&name[]=other_thing_total",
     )
     names = {s[0] for s in samples(text_string_to_metric_families(body.decode()))}
-    assert names == {"agent_tokens_total", "other_thing_total"}
+    assert names == {"autoretrain_agent_tokens_total", "other_thing_total"}
 
 
 def test_without_fast_collectors_the_library_serves_everything(registry):

@@ -143,11 +143,11 @@ def test_the_updater_says_it_cannot_decode_on_readyz_and_recovers(
         assert response.status_code == 503
         assert "cannot decode" in response.get_json()["reason"]
         assert "snappy" in response.get_json()["reason"]
-        assert u.registry.get_sample_value("model_updater_consumer_undecodable") == 1
+        assert u.registry.get_sample_value("autoretrain_model_updater_consumer_undecodable") == 1
         monkeypatch.undo()
         assert wait_until(lambda: u.get_metrics()["events_applied"] == 100)
         assert wait_until(lambda: readyz().status_code == 200)
-        assert u.registry.get_sample_value("model_updater_consumer_undecodable") == 0
+        assert u.registry.get_sample_value("autoretrain_model_updater_consumer_undecodable") == 0
     finally:
         app.extensions["autoretrain"].close()
         u.stop()

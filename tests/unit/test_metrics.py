@@ -14,19 +14,21 @@ def test_exposition_parses_and_has_the_design_names():
         f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
     }
     assert {
-        "agent_runs",
-        "agent_run_duration_seconds",
-        "agent_tokens",
-        "agent_cost",
-        "agent_prediction_accuracy",
-        "agent_accuracy_records",
-        "agent_series_collapsed",
+        "autoretrain_agent_runs",
+        "autoretrain_agent_run_duration_seconds",
+        "autoretrain_agent_tokens",
+        "autoretrain_agent_cost",
+        "autoretrain_agent_prediction_accuracy_ratio",
+        "autoretrain_agent_accuracy_records",
+        "autoretrain_agent_series_collapsed",
     } <= set(families)
-    assert families["agent_runs"].type == "counter"
-    assert families["agent_run_duration_seconds"].type == "histogram"
+    assert families["autoretrain_agent_runs"].type == "counter"
+    assert families["autoretrain_agent_run_duration_seconds"].type == "histogram"
     assert all(f.documentation for f in families.values())
     bounds = [
-        s.labels["le"] for s in families["agent_run_duration_seconds"].samples if "le" in s.labels
+        s.labels["le"]
+        for s in families["autoretrain_agent_run_duration_seconds"].samples
+        if "le" in s.labels
     ]
     assert "5.0" in bounds and bounds[-1] == "+Inf"
 
@@ -38,10 +40,10 @@ def test_histogram_buckets_are_cumulative_and_le_inclusive():
         m.record_run("a", "llm", "success", d)
     get = registry.get_sample_value
     labels = {"agent": "a", "agent_type": "llm"}
-    assert get("agent_run_duration_seconds_bucket", {**labels, "le": "1.0"}) == 1
-    assert get("agent_run_duration_seconds_bucket", {**labels, "le": "5.0"}) == 3
-    assert get("agent_run_duration_seconds_bucket", {**labels, "le": "+Inf"}) == 4
-    assert get("agent_run_duration_seconds_sum", labels) == 16.0
+    assert get("autoretrain_agent_run_duration_seconds_bucket", {**labels, "le": "1.0"}) == 1
+    assert get("autoretrain_agent_run_duration_seconds_bucket", {**labels, "le": "5.0"}) == 3
+    assert get("autoretrain_agent_run_duration_seconds_bucket", {**labels, "le": "+Inf"}) == 4
+    assert get("autoretrain_agent_run_duration_seconds_sum", labels) == 16.0
 
 
 def test_tokens_and_cost_sum_over_agent_types():
@@ -49,8 +51,8 @@ def test_tokens_and_cost_sum_over_agent_types():
     m = AgentMetrics(registry)
     m.record_run("a", "llm", "success", 1, 10, 1.0)
     m.record_run("a", "sql", "failure", 1, 5, 0.5)
-    assert registry.get_sample_value("agent_tokens_total", {"agent": "a"}) == 15
-    assert registry.get_sample_value("agent_cost_total", {"agent": "a"}) == 1.5
+    assert registry.get_sample_value("autoretrain_agent_tokens_total", {"agent": "a"}) == 15
+    assert registry.get_sample_value("autoretrain_agent_cost_total", {"agent": "a"}) == 1.5
 
 
 def test_remove_agent_drops_its_series_and_frees_the_slot():
@@ -59,12 +61,18 @@ def test_remove_agent_drops_its_series_and_frees_the_slot():
     m.record_run("old", "llm", "success", 1)
     m.record_accuracy("old", "human", 0.5)
     m.remove_agent("old")
-    assert registry.get_sample_value("agent_tokens_total", {"agent": "old"}) is None
-    assert registry.get_sample_value("agent_prediction_accuracy_count", {"agent": "old"}) is None
+    assert registry.get_sample_value("autoretrain_agent_tokens_total", {"agent": "old"}) is None
+    assert (
+        registry.get_sample_value(
+            "autoretrain_agent_prediction_accuracy_ratio_count", {"agent": "old"}
+        )
+        is None
+    )
     m.record_run("new", "llm", "success", 1)
     assert (
         registry.get_sample_value(
-            "agent_runs_total", {"agent": "new", "agent_type": "llm", "status": "success"}
+            "autoretrain_agent_runs_total",
+            {"agent": "new", "agent_type": "llm", "status": "success"},
         )
         == 1
     )
@@ -79,7 +87,7 @@ def test_feedback_source_label_is_bounded():
     sources = [
         s.labels["feedback_source"]
         for f in registry.collect()
-        if f.name == "agent_accuracy_records"
+        if f.name == "autoretrain_agent_accuracy_records"
         for s in f.samples
     ]
     assert len(sources) == 21 and "other" in sources
@@ -142,8 +150,8 @@ def test_render_equals_generate_latest_sample_for_sample():
     )
     assert m.render() == rendered  # cached prefixes give the same text again
     families = {f.name: f for f in text_string_to_metric_families(rendered)}
-    assert families["agent_run_duration_seconds"].type == "histogram"
-    assert families["agent_runs"].documentation == "Agent runs by final status."
+    assert families["autoretrain_agent_run_duration_seconds"].type == "histogram"
+    assert families["autoretrain_agent_runs"].documentation == "Agent runs by final status."
 
 
 def test_render_metrics_serves_fast_and_generic_collectors_alike():
@@ -175,22 +183,25 @@ def test_agent_type_is_bounded_per_agent_and_the_collapse_is_counted():
     families = {
         f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
     }
-    types = {s.labels["agent_type"] for s in families["agent_runs"].samples}
+    types = {s.labels["agent_type"] for s in families["autoretrain_agent_runs"].samples}
     assert len(types) == MAX_AGENT_TYPES + 1 and "other" in types
     get = registry.get_sample_value
-    assert get("agent_runs_total", {"agent": "a", "agent_type": "other", "status": "success"}) == (
+    other = {"agent": "a", "agent_type": "other", "status": "success"}
+    assert get("autoretrain_agent_runs_total", other) == (
         5000 - MAX_AGENT_TYPES
     )
-    assert get("agent_tokens_total", {"agent": "a"}) == 5000
-    assert get("agent_label_values_collapsed_total", {"label": "agent_type"}) == (
+    assert get("autoretrain_agent_tokens_total", {"agent": "a"}) == 5000
+    assert get("autoretrain_agent_label_values_collapsed_total", {"label": "agent_type"}) == (
         5000 - MAX_AGENT_TYPES
     )
-    assert get("agent_label_values_collapsed_total", {"label": "feedback_source"}) == 5
+    assert get("autoretrain_agent_label_values_collapsed_total", {"label": "feedback_source"}) == 5
     # The fast rendering has the same samples.
     fast = {
         f.name: f for f in text_string_to_metric_families(m.render())
     }
-    assert len(fast["agent_runs"].samples) == len(families["agent_runs"].samples)
-    assert fast["agent_label_values_collapsed"].samples == (
-        families["agent_label_values_collapsed"].samples
+    assert len(fast["autoretrain_agent_runs"].samples) == len(
+        families["autoretrain_agent_runs"].samples
+    )
+    assert fast["autoretrain_agent_label_values_collapsed"].samples == (
+        families["autoretrain_agent_label_values_collapsed"].samples
     )

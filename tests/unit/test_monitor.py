@@ -73,21 +73,33 @@ def test_record_agent_run_exports_counters_histogram_tokens_and_cost(clock, regi
     m.record_agent_run("r2", "planner", "llm", "timeout", 6000, tokens_used=50, cost=0.01)
     get = registry.get_sample_value
     assert (
-        get("agent_runs_total", {"agent": "planner", "agent_type": "llm", "status": "success"}) == 1
+        get(
+            "autoretrain_agent_runs_total",
+            {"agent": "planner", "agent_type": "llm", "status": "success"},
+        )
+        == 1
     )
     assert (
-        get("agent_runs_total", {"agent": "planner", "agent_type": "llm", "status": "timeout"}) == 1
+        get(
+            "autoretrain_agent_runs_total",
+            {"agent": "planner", "agent_type": "llm", "status": "timeout"},
+        )
+        == 1
     )
     assert (
-        get("agent_runs_total", {"agent": "planner", "agent_type": "llm", "status": "error"}) == 0
+        get(
+            "autoretrain_agent_runs_total",
+            {"agent": "planner", "agent_type": "llm", "status": "error"},
+        )
+        == 0
     )
     labels = {"agent": "planner", "agent_type": "llm"}
-    assert get("agent_run_duration_seconds_bucket", {**labels, "le": "5.0"}) == 1
-    assert get("agent_run_duration_seconds_bucket", {**labels, "le": "+Inf"}) == 2
-    assert get("agent_run_duration_seconds_sum", labels) == pytest.approx(7.2)
-    assert get("agent_run_duration_seconds_count", labels) == 2
-    assert get("agent_tokens_total", {"agent": "planner"}) == 200
-    assert get("agent_cost_total", {"agent": "planner"}) == pytest.approx(0.03)
+    assert get("autoretrain_agent_run_duration_seconds_bucket", {**labels, "le": "5.0"}) == 1
+    assert get("autoretrain_agent_run_duration_seconds_bucket", {**labels, "le": "+Inf"}) == 2
+    assert get("autoretrain_agent_run_duration_seconds_sum", labels) == pytest.approx(7.2)
+    assert get("autoretrain_agent_run_duration_seconds_count", labels) == 2
+    assert get("autoretrain_agent_tokens_total", {"agent": "planner"}) == 200
+    assert get("autoretrain_agent_cost_total", {"agent": "planner"}) == pytest.approx(0.03)
 
 
 def test_record_accuracy_computes_or_takes_accuracy(clock, registry):
@@ -96,12 +108,23 @@ def test_record_accuracy_computes_or_takes_accuracy(clock, registry):
     assert got == pytest.approx(0.947, abs=1e-3)
     assert m.record_accuracy("fc", "t2", accuracy=0.5) == 0.5
     get = registry.get_sample_value
-    assert get("agent_prediction_accuracy_count", {"agent": "fc"}) == 2
-    assert get("agent_prediction_accuracy_sum", {"agent": "fc"}) == pytest.approx(got + 0.5)
-    assert get("agent_prediction_accuracy_bucket", {"agent": "fc", "le": "0.5"}) == 1
-    assert get("agent_accuracy_records_total", {"agent": "fc", "feedback_source": "human"}) == 1
+    assert get("autoretrain_agent_prediction_accuracy_ratio_count", {"agent": "fc"}) == 2
+    assert get("autoretrain_agent_prediction_accuracy_ratio_sum", {"agent": "fc"}) == pytest.approx(
+        got + 0.5
+    )
     assert (
-        get("agent_accuracy_records_total", {"agent": "fc", "feedback_source": "ground_truth"}) == 1
+        get("autoretrain_agent_prediction_accuracy_ratio_bucket", {"agent": "fc", "le": "0.5"}) == 1
+    )
+    assert (
+        get("autoretrain_agent_accuracy_records_total", {"agent": "fc", "feedback_source": "human"})
+        == 1
+    )
+    assert (
+        get(
+            "autoretrain_agent_accuracy_records_total",
+            {"agent": "fc", "feedback_source": "ground_truth"},
+        )
+        == 1
     )
 
 
@@ -110,12 +133,26 @@ def test_agent_labels_are_bounded(clock, registry):
     for name in ("a", "b", "c", "d"):
         m.record_agent_run("r", name, "llm", "success", 1)
     get = registry.get_sample_value
-    assert get("agent_runs_total", {"agent": "a", "agent_type": "llm", "status": "success"}) == 1
-    assert get("agent_runs_total", {"agent": "c", "agent_type": "llm", "status": "success"}) is None
     assert (
-        get("agent_runs_total", {"agent": "other", "agent_type": "llm", "status": "success"}) == 2
+        get(
+            "autoretrain_agent_runs_total", {"agent": "a", "agent_type": "llm", "status": "success"}
+        )
+        == 1
     )
-    assert get("agent_series_collapsed_total") == 2
+    assert (
+        get(
+            "autoretrain_agent_runs_total", {"agent": "c", "agent_type": "llm", "status": "success"}
+        )
+        is None
+    )
+    assert (
+        get(
+            "autoretrain_agent_runs_total",
+            {"agent": "other", "agent_type": "llm", "status": "success"},
+        )
+        == 2
+    )
+    assert get("autoretrain_agent_series_collapsed_total") == 2
     assert m.get_stats()["agent_series_collapsed"] == 2
 
 
@@ -163,7 +200,7 @@ def test_bad_run_input_raises_and_records_nothing(clock, registry, kwargs, messa
     assert len(updater.event_bus) == 0
     assert (
         registry.get_sample_value(
-            "agent_runs_total", {"agent": "a", "agent_type": "llm", "status": "success"}
+            "autoretrain_agent_runs_total", {"agent": "a", "agent_type": "llm", "status": "success"}
         )
         is None
     )
@@ -524,10 +561,10 @@ def test_init_performance_monitor_uses_the_global_registry_and_replaces():
     try:
         first.record_agent_run("r", "global-agent", "llm", "success", 1)
         labels = {"agent": "global-agent", "agent_type": "llm", "status": "success"}
-        assert REGISTRY.get_sample_value("agent_runs_total", labels) == 1
+        assert REGISTRY.get_sample_value("autoretrain_agent_runs_total", labels) == 1
         second = init_performance_monitor()
         assert get_performance_monitor() is second
-        assert REGISTRY.get_sample_value("agent_runs_total", labels) is None
+        assert REGISTRY.get_sample_value("autoretrain_agent_runs_total", labels) is None
     finally:
         get_performance_monitor().close()
 
@@ -545,7 +582,7 @@ def test_serve_metrics_and_health(clock, registry):
             for s in f.samples
         }
         key = (
-            "agent_runs_total",
+            "autoretrain_agent_runs_total",
             (("agent", "served"), ("agent_type", "llm"), ("status", "success")),
         )
         assert samples[key] == 1
@@ -580,7 +617,7 @@ def test_concurrent_recording_loses_nothing(clock, registry):
 
     def scrape():  # reads race the writers, as a scrape would
         while not scraper_done.is_set():
-            registry.get_sample_value("agent_tokens_total", {"agent": "agent-0"})
+            registry.get_sample_value("autoretrain_agent_tokens_total", {"agent": "agent-0"})
 
     scraper = threading.Thread(target=scrape)
     scraper.start()
@@ -592,7 +629,8 @@ def test_concurrent_recording_loses_nothing(clock, registry):
     scraper.join()
     total = sum(
         registry.get_sample_value(
-            "agent_runs_total", {"agent": f"agent-{a}", "agent_type": "llm", "status": "success"}
+            "autoretrain_agent_runs_total",
+            {"agent": f"agent-{a}", "agent_type": "llm", "status": "success"},
         )
         for a in range(3)
     )
@@ -641,5 +679,7 @@ def test_wsgi_app_negotiates_openmetrics(clock, registry):
     got = {}
     body = b"".join(m.wsgi_app()(environ, lambda s, h: got.update(headers=dict(h)))).decode()
     assert got["headers"]["Content-Type"].startswith("application/openmetrics-text")
-    assert 'agent_runs_total{agent="served",agent_type="llm",status="success"} 1' in body
+    assert (
+        'autoretrain_agent_runs_total{agent="served",agent_type="llm",status="success"} 1' in body
+    )
     assert "autoretrain_monitor_events_total" in body and body.endswith("# EOF\n")

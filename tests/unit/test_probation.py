@@ -294,12 +294,12 @@ def test_updater_exports_the_parked_pairs(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     updater = RealTimeModelUpdater(model_storage_path=str(tmp_path), enable_auto_save=False,
                                    registry=registry, detect_drops=True, seed=0)
-    assert registry.get_sample_value("model_parked_pairs") == 0.0
+    assert registry.get_sample_value("autoretrain_model_parked_pairs") == 0.0
     updater.ingest(history(1000))
-    assert registry.get_sample_value("model_parked_pairs") == 0.0
+    assert registry.get_sample_value("autoretrain_model_parked_pairs") == 0.0
     for k in range(0, 20, 2):
         updater.ingest(bad_period(start=1000)[k : k + 2])
-    assert registry.get_sample_value("model_parked_pairs") == 1.0
+    assert registry.get_sample_value("autoretrain_model_parked_pairs") == 1.0
     assert updater.predict_best_agent("t")[0][0] == "b"
 
 
@@ -326,7 +326,8 @@ def test_the_updater_logs_and_counts_probation_events(
             updater.ingest(bad_period(start=1000)[k : k + 2])
 
     def count(event: str) -> float | None:
-        return registry.get_sample_value("model_probation_events_total", {"event": event})
+        return registry.get_sample_value("autoretrain_model_probation_events_total",
+                                         {"event": event})
 
     assert (count("parked"), count("restored"), count("retry_failed"), count("given_up")) == (
         1.0, 0.0, 0.0, 0.0)
@@ -341,8 +342,9 @@ def test_a_promoted_retrain_reports_the_agents_it_parked(tmp_path: Path) -> None
     updater.ingest(bad_period(start=1000))
     result = updater.trigger_retraining("test: a got worse")
     assert result["promoted"], result
-    assert registry.get_sample_value("model_probation_events_total", {"event": "parked"}) == 1.0
-    assert registry.get_sample_value("model_parked_pairs") == 1.0
+    assert registry.get_sample_value("autoretrain_model_probation_events_total",
+                                     {"event": "parked"}) == 1.0
+    assert registry.get_sample_value("autoretrain_model_parked_pairs") == 1.0
     assert updater.predict_best_agent("t")[0][0] == "b"
     stats = updater.get_metrics()
     assert stats["parked_pairs"] == 1

@@ -29,6 +29,7 @@ from autoretrain.exporter.thresholds import (
 REPO = Path(__file__).resolve().parents[2]
 THRESHOLDS = REPO / "prometheus" / "thresholds.yml"
 RULES = REPO / "prometheus" / "rules" / "autoretrain.rules.yml"
+ACCURACY_MEAN = "autoretrain_agent_prediction_accuracy_ratio:mean"
 
 # The retrain contract: which alerts Alertmanager sends to the webhook, and how.
 RETRAIN = {
@@ -59,12 +60,12 @@ LOOP_ALERTS = {
     "AutoretrainAlertmanagerNotificationsFailing": "critical",
 }
 RECORDED = {
-    "agent_runs:rate",
-    "agent_runs_success:ratio_rate",
-    "agent_runs_error:ratio_rate",
-    "agent_prediction_accuracy_count:rate",
-    "agent_prediction_accuracy:mean",
-    "agent_run_duration_seconds:p95",
+    "autoretrain_agent_runs:rate",
+    "autoretrain_agent_runs_success:ratio_rate",
+    "autoretrain_agent_runs_error:ratio_rate",
+    "autoretrain_agent_prediction_accuracy_ratio_count:rate",
+    "autoretrain_agent_prediction_accuracy_ratio:mean",
+    "autoretrain_agent_run_duration_seconds:p95",
 }
 
 CUSTOM = ThresholdsConfig(
@@ -127,8 +128,8 @@ def test_check_fails_with_a_diff_when_stale(
     captured = capsys.readouterr()
     changed = [line for line in captured.out.splitlines() if line[:1] in "+-"]
     assert [line[0] + line[1:].strip() for line in changed[2:]] == [
-        "-system:agent_prediction_accuracy:mean < 0.65",
-        "+system:agent_prediction_accuracy:mean < 0.7",
+        "-system:autoretrain_agent_prediction_accuracy_ratio:mean < 0.65",
+        "+system:autoretrain_agent_prediction_accuracy_ratio:mean < 0.7",
     ]
     assert "stale" in captured.err
 
@@ -144,7 +145,7 @@ def test_write_then_check(tmp_path: Path) -> None:
     thresholds.write_text("thresholds:\n  accuracy_min: 0.9\n")
     out = tmp_path / "rules" / "r.yml"
     assert main(["--thresholds", str(thresholds), "--output", str(out)]) == 0
-    assert "system:agent_prediction_accuracy:mean < 0.9\n" in out.read_text()
+    assert "system:autoretrain_agent_prediction_accuracy_ratio:mean < 0.9\n" in out.read_text()
     assert main(["--check", "--thresholds", str(thresholds), "--output", str(out)]) == 0
     assert [p.name for p in out.parent.iterdir()] == ["r.yml"]  # no temporary file left
 
@@ -193,13 +194,18 @@ def test_scope_selector_and_kept_labels_reach_every_rule() -> None:
     for rule in rules:
         for selector in re.findall(r"rate\(\w+(\{[^}]*\})?\[", rule["expr"]):
             assert selector.startswith('{job="agents", namespace=~"ml-.*"'), rule
-    assert 'rate(agent_runs_total{job="agents", namespace=~"ml-.*", status="success"}[5m])' in text
-    assert "sum by (agent, region, le) (rate(agent_run_duration_seconds_bucket" in text
+    assert (
+        'rate(autoretrain_agent_runs_total{job="agents", namespace=~"ml-.*", status="success"}[5m])'
+        in text
+    )
+    assert "sum by (agent, region, le) (rate(autoretrain_agent_run_duration_seconds_bucket" in text
     alerts = alerts_of(text)
     assert 'and on (region) ALERTS{alertname="SystemAccuracyLow"' in alerts["SystemAccuracyLow"][
         "expr"
     ]
-    assert "and on (agent, region) agent:agent_runs:rate >= 0\n" in alerts["AgentErrorRateHigh"][
+    assert "and on (agent, region) agent:autoretrain_agent_runs:rate >= 0\n" in alerts[
+        "AgentErrorRateHigh"
+    ][
         "expr"
     ]
     assert "cluster" not in text and "env" not in text.replace("event", "")
@@ -207,10 +213,10 @@ def test_scope_selector_and_kept_labels_reach_every_rule() -> None:
 
 def test_an_empty_scope_reads_every_series_and_sums_everything() -> None:
     text = render_rules(ThresholdsConfig(scope=Scope(exporter="", keep_labels=())))
-    assert "sum (rate(agent_runs_total[5m]))" in text
-    assert 'sum (rate(agent_runs_total{status="success"}[5m]))' in text
-    assert "sum by (agent) (rate(agent_runs_total[5m]))" in text
-    assert "sum by (le) (rate(agent_run_duration_seconds_bucket[5m]))" in text
+    assert "sum (rate(autoretrain_agent_runs_total[5m]))" in text
+    assert 'sum (rate(autoretrain_agent_runs_total{status="success"}[5m]))' in text
+    assert "sum by (agent) (rate(autoretrain_agent_runs_total[5m]))" in text
+    assert "sum by (le) (rate(autoretrain_agent_run_duration_seconds_bucket[5m]))" in text
     assert 'and on () ALERTS{alertname="SystemAccuracyLow", alertstate="firing"}' in text
 
 
@@ -267,31 +273,33 @@ def test_annotations_name_the_threshold_and_the_clear_level(
 def test_alert_expressions_hold_firing_alerts_inside_the_margin() -> None:
     alerts = alerts_of(render_rules(ThresholdsConfig()))
     expr = alerts["SystemAccuracyLow"]["expr"]
-    assert "system:agent_prediction_accuracy:mean < 0.7\n" in expr
-    assert "system:agent_prediction_accuracy:mean < 0.73\n" in expr
+    assert "system:autoretrain_agent_prediction_accuracy_ratio:mean < 0.7\n" in expr
+    assert "system:autoretrain_agent_prediction_accuracy_ratio:mean < 0.73\n" in expr
     assert (
         'and on (cluster, env) ALERTS{alertname="SystemAccuracyLow", alertstate="firing"}'
         in expr
     )
     agent = alerts["AgentErrorRateHigh"]["expr"]
-    assert "agent:agent_runs_error:ratio_rate > 0.15\n" in agent
-    assert "agent:agent_runs_error:ratio_rate > 0.12\n" in agent
+    assert "agent:autoretrain_agent_runs_error:ratio_rate > 0.15\n" in agent
+    assert "agent:autoretrain_agent_runs_error:ratio_rate > 0.12\n" in agent
     assert (
         'and on (agent, cluster, env) ALERTS{alertname="AgentErrorRateHigh", alertstate="firing"}'
         in agent
     )
-    assert "and on (agent, cluster, env) agent:agent_runs:rate >= 0\n" in agent
+    assert "and on (agent, cluster, env) agent:autoretrain_agent_runs:rate >= 0\n" in agent
 
 
 def test_thresholds_of_a_custom_config_appear_in_the_rules() -> None:
     text = render_rules(CUSTOM)
     alerts = alerts_of(text)
     expected = {
-        "AccuracyLow": ("agent_prediction_accuracy:mean", "<", "0.81", "0.86", "81%"),
-        "AccuracyCritical": ("agent_prediction_accuracy:mean", "<", "0.42", "0.47", "42%"),
-        "SuccessRateLow": ("agent_runs_success:ratio_rate", "<", "0.66", "0.68", "66%"),
-        "ErrorRateHigh": ("agent_runs_error:ratio_rate", ">", "0.07", "0.06", "7%"),
-        "LatencyP95High": ("agent_run_duration_seconds:p95", ">", "1.234", "1.034", "1.234s"),
+        "AccuracyLow": (ACCURACY_MEAN, "<", "0.81", "0.86", "81%"),
+        "AccuracyCritical": (ACCURACY_MEAN, "<", "0.42", "0.47", "42%"),
+        "SuccessRateLow": ("autoretrain_agent_runs_success:ratio_rate", "<", "0.66", "0.68", "66%"),
+        "ErrorRateHigh": ("autoretrain_agent_runs_error:ratio_rate", ">", "0.07", "0.06", "7%"),
+        "LatencyP95High": (
+            "autoretrain_agent_run_duration_seconds:p95", ">", "1.234", "1.034", "1.234s"
+        ),
     }
     for name, (metric, op, threshold, clear, shown) in expected.items():
         for level in ("system", "agent"):
@@ -347,11 +355,13 @@ def test_loop_alerts_never_retrain_and_read_their_components_series() -> None:
         'absent(up{job="autoretrain-exporter"})\n'
     )
     assert (
-        'model_retrains_total{job="autoretrain-webhook", result=~"failed|rejected"}[15m]'
+        'autoretrain_model_retrains_total{job="autoretrain-webhook", '
+        'result=~"failed|rejected"}[15m]'
         in alerts["AutoretrainRetrainsFailing"]["expr"]
     )
     assert (
-        'webhook_requests_rejected_total{job="autoretrain-webhook", reason="unauthorized"}[15m]'
+        'autoretrain_webhook_requests_rejected_total{job="autoretrain-webhook", '
+        'reason="unauthorized"}[15m]'
         in alerts["AutoretrainWebhookUnauthorized"]["expr"]
     )
     assert (
@@ -359,7 +369,8 @@ def test_loop_alerts_never_retrain_and_read_their_components_series() -> None:
         in alerts["AutoretrainAlertmanagerNotificationsFailing"]["expr"]
     )
     assert alerts["AutoretrainConsumerLagHigh"]["expr"] == (
-        'max by (cluster, env) (model_updater_consumer_lag_events{job="autoretrain-webhook"})'
+        "max by (cluster, env) "
+        '(autoretrain_model_updater_consumer_lag_events{job="autoretrain-webhook"})'
         " > 10000\n"
     )
 
@@ -378,9 +389,9 @@ def test_loop_settings_of_a_custom_config_appear_in_the_loop_alerts() -> None:
         "summary"
     ] == "No outcome events for 2h"
     assert alerts["AutoretrainConsumerLagHigh"]["expr"] == (
-        'max (model_updater_consumer_lag_events{job="hook"}) > 250\n'
+        'max (autoretrain_model_updater_consumer_lag_events{job="hook"}) > 250\n'
     )
-    assert 'sum by (result) (increase(model_retrains_total{job="hook", ' in alerts[
+    assert 'sum by (result) (increase(autoretrain_model_retrains_total{job="hook", ' in alerts[
         "AutoretrainRetrainsFailing"
     ]["expr"]
     assert "[1h]" in alerts["AutoretrainWebhookUnauthorized"]["expr"]

@@ -21,10 +21,11 @@ def test_handle_applies_dedups_and_counts_invalid():
     assert exp.handle(b"{oops") == "invalid"
     assert exp.handle(b'{"schema": 9}') == "invalid"
     get = registry.get_sample_value
-    assert get("agent_runs_total", {"agent": "a", "agent_type": "llm", "status": "error"}) == 1
-    assert get("agent_run_duration_seconds_sum", {"agent": "a", "agent_type": "llm"}) == 2.5
-    assert get("agent_tokens_total", {"agent": "a"}) == 7
-    assert get("agent_prediction_accuracy_sum", {"agent": "a"}) == 0.8
+    llm = {"agent": "a", "agent_type": "llm"}
+    assert get("autoretrain_agent_runs_total", {**llm, "status": "error"}) == 1
+    assert get("autoretrain_agent_run_duration_seconds_sum", llm) == 2.5
+    assert get("autoretrain_agent_tokens_total", {"agent": "a"}) == 7
+    assert get("autoretrain_agent_prediction_accuracy_ratio_sum", {"agent": "a"}) == 0.8
     assert get("autoretrain_exporter_events_total", {"result": "applied"}) == 2
     assert get("autoretrain_exporter_events_total", {"result": "duplicate"}) == 1
     assert get("autoretrain_exporter_events_total", {"result": "invalid"}) == 2
@@ -97,8 +98,9 @@ def test_run_duration_buckets_are_configurable():
     exporter = StandaloneExporter("k:9092", registry=registry, duration_buckets=(1, 60, 600))
     exporter.metrics.record_run("a", "llm", "success", 90.0)
     text = generate_latest(registry).decode()
-    assert 'agent_run_duration_seconds_bucket{agent="a",agent_type="llm",le="60.0"} 0.0' in text
-    assert 'agent_run_duration_seconds_bucket{agent="a",agent_type="llm",le="600.0"} 1.0' in text
+    bucket = 'autoretrain_agent_run_duration_seconds_bucket{agent="a",agent_type="llm",'
+    assert bucket + 'le="60.0"} 0.0' in text
+    assert bucket + 'le="600.0"} 1.0' in text
     assert parse_buckets("0.5,1,300") == (0.5, 1.0, 300.0)
     with pytest.raises(ValueError, match="comma-separated numbers of seconds"):
         parse_buckets("1,five")

@@ -78,9 +78,9 @@ def test_process_pending_applies_and_counts(tmp_path: Path) -> None:
     assert m["event_buffer_size"] == 100  # default buffer: 10 x batch_size
     assert m["batches"] == 1 and m["model_version"] == 0 and not m["running"]
     assert m["last_update_timestamp"] == "2023-11-14T22:13:20.000Z"
-    assert sample(u, "model_updater_events_total", result="applied") == 100
-    assert sample(u, "model_updater_events_total", result="duplicate") == 1
-    assert sample(u, "model_updater_buffer_events") == 100
+    assert sample(u, "autoretrain_model_updater_events_total", result="applied") == 100
+    assert sample(u, "autoretrain_model_updater_events_total", result="duplicate") == 1
+    assert sample(u, "autoretrain_model_updater_buffer_events") == 100
     assert u.predict_best_agent("t0", top_k=1)[0][0] == "a0"
 
 
@@ -111,7 +111,7 @@ def test_invalid_events_are_counted_by_fault_and_skipped(tmp_path: Path, caplog)
         "field:agent_name": 1,
         "empty": 1,
     }
-    assert sample(u, "model_updater_events_total", result="invalid") == 6
+    assert sample(u, "autoretrain_model_updater_events_total", result="invalid") == 6
     # Logged once per kind of fault.
     assert sum("not_json" in r.getMessage() for r in caplog.records) == 1
 
@@ -190,18 +190,20 @@ def test_retrain_result_and_metrics(tmp_path: Path) -> None:
     assert (
         sample(
             u,
-            "model_retrains_total",
+            "autoretrain_model_retrains_total",
             model_type="agent_selection",
             retrain_type="incremental",
             result=outcome,
         )
         == 1
     )
-    assert sample(u, "model_retrain_duration_seconds_count", retrain_type="incremental") == 1
-    assert sample(u, "model_retrain_events_processed") == 100
+    assert sample(
+        u, "autoretrain_model_retrain_duration_seconds_count", retrain_type="incremental"
+    ) == 1
+    assert sample(u, "autoretrain_model_retrain_events_processed") == 100
     if result["promoted"]:
-        assert result["model_version"] == 1 and sample(u, "model_version") == 1
-        assert sample(u, "model_last_retrain_timestamp_seconds") == 1_700_000_000.0
+        assert result["model_version"] == 1 and sample(u, "autoretrain_model_version") == 1
+        assert sample(u, "autoretrain_model_last_retrain_timestamp_seconds") == 1_700_000_000.0
     assert u.get_metrics()["last_retrain"] == result
 
 
@@ -212,7 +214,7 @@ def test_retrain_on_empty_buffer_and_unknown_model_type(tmp_path: Path) -> None:
     assert (
         sample(
             u,
-            "model_retrains_total",
+            "autoretrain_model_retrains_total",
             model_type="agent_selection",
             retrain_type="incremental",
             result="skipped",
@@ -223,7 +225,8 @@ def test_retrain_on_empty_buffer_and_unknown_model_type(tmp_path: Path) -> None:
     assert not unknown["success"] and "ranker" in unknown["error"]
     assert (
         sample(
-            u, "model_retrains_total", model_type="invalid", retrain_type="full", result="failed"
+            u, "autoretrain_model_retrains_total",
+            model_type="invalid", retrain_type="full", result="failed",
         )
         == 1
     )
@@ -305,7 +308,7 @@ def test_rollback_serves_an_old_version(tmp_path: Path) -> None:
     assert u.predict_best_agent("t0") != before
     v3 = u.rollback(v1)
     assert v3 == 3 and u.predict_best_agent("t0") == before
-    assert u.get_metrics()["model_version"] == 3 and sample(u, "model_version") == 3
+    assert u.get_metrics()["model_version"] == 3 and sample(u, "autoretrain_model_version") == 3
 
 
 @pytest.mark.parametrize(
@@ -352,13 +355,13 @@ def test_hyperparameters_are_stored_under_their_names(tmp_path: Path) -> None:
 def test_process_pending_reports_the_consumer_lag(tmp_path: Path) -> None:
     # Unknown (NaN) until the source was read; then what is left behind, as the loop reports.
     u = make(tmp_path)
-    lag = sample(u, "model_updater_consumer_lag_events")
+    lag = sample(u, "autoretrain_model_updater_consumer_lag_events")
     assert lag is not None and lag != lag
     assert u.event_bus is not None
     for e in events(30):
         u.event_bus.publish(e)
     u.process_pending()
-    assert sample(u, "model_updater_consumer_lag_events") == 0
+    assert sample(u, "autoretrain_model_updater_consumer_lag_events") == 0
 
 
 def test_corrupt_newest_model_is_skipped_at_start(tmp_path: Path) -> None:

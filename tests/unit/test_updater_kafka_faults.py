@@ -137,7 +137,7 @@ def test_poll_errors_are_retried_counted_and_lose_nothing(tmp_path: Path) -> Non
         assert wait_until(lambda: u.get_metrics()["events_applied"] == 30)
         m = u.get_metrics()
         assert m["errors"] == 3 and "poll failed" in m["last_error"]
-        assert u.registry.get_sample_value("model_updater_errors_total") == 3
+        assert u.registry.get_sample_value("autoretrain_model_updater_errors_total") == 3
     finally:
         u.stop()
     assert u.get_metrics()["events_seen"] == 30 and u.get_metrics()["duplicates"] == 0

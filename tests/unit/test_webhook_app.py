@@ -103,7 +103,7 @@ def retrain_total(app: Flask, retrain_type: str | None = None) -> float:
     for rtype in ("incremental", "full") if retrain_type is None else (retrain_type,):
         for result in ("promoted", "rejected", "failed", "skipped"):
             total += svc.updater.registry.get_sample_value(
-                "model_retrains_total",
+                "autoretrain_model_retrains_total",
                 {"model_type": "agent_selection", "retrain_type": rtype, "result": result}) or 0
     return total
 
@@ -224,9 +224,9 @@ def test_firing_alert_is_accepted_then_retrained(
                                 "fingerprint": "1a2b3c4d5e6f7081",
                                 "startsAt": "2024-05-01T10:00:00.000000Z",
                                 "retrain_type": "incremental"}]
-    assert sample(app, "webhook_alerts_total", alertname="SystemAccuracyLow", status="firing",
-                  action="queued_incremental") == 1
-    assert sample(app, "model_retrains_total", model_type="agent_selection",
+    assert sample(app, "autoretrain_webhook_alerts_total", alertname="SystemAccuracyLow",
+                  status="firing", action="queued_incremental") == 1
+    assert sample(app, "autoretrain_model_retrains_total", model_type="agent_selection",
                   retrain_type="incremental", result=entry["outcome"]) == 1
     assert retrain_total(app) == 1
 
@@ -255,9 +255,9 @@ def test_a_hung_retrain_times_out_and_its_late_finish_is_recorded(
     service(app).controller.monotonic = clock  # the age and the limit run on it
     post_alerts(client, alert())
     assert gated.entered.wait(10)
-    assert sample(app, "webhook_retrain_running_seconds") == 0
+    assert sample(app, "autoretrain_webhook_retrain_running_seconds") == 0
     clock.advance(30)
-    assert sample(app, "webhook_retrain_running_seconds") == 30  # read at scrape time
+    assert sample(app, "autoretrain_webhook_retrain_running_seconds") == 30  # read at scrape time
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.get_json()["checks"]["retrain"] == "retrain 1 running for 30 s (time limit 60 s)"
@@ -272,7 +272,7 @@ def test_a_hung_retrain_times_out_and_its_late_finish_is_recorded(
     (row,) = retrains(client)["retrains"]
     assert row["outcome"] == "timed_out" and row["finished_at"] is None
     assert row["error"].startswith("timed out: no result within the time limit of 60 s")
-    assert sample(app, "webhook_retrains_timed_out_total") == 1
+    assert sample(app, "autoretrain_webhook_retrains_timed_out_total") == 1
     stats = client.get("/api/performance/stats").get_json()["webhook"]
     assert stats["running_retrain_id"] == 1 and stats["running_seconds"] == 61
 
@@ -287,8 +287,8 @@ def test_a_hung_retrain_times_out_and_its_late_finish_is_recorded(
                              "(it was recorded as timed_out)")
     assert rows[2]["alerts"][0]["fingerprint"] == "00aa"  # the queued episode ran next
     assert client.get("/readyz").status_code == 200
-    assert sample(app, "webhook_retrain_running_seconds") == 0
-    assert sample(app, "webhook_retrains_timed_out_total") == 1
+    assert sample(app, "autoretrain_webhook_retrain_running_seconds") == 0
+    assert sample(app, "autoretrain_webhook_retrains_timed_out_total") == 1
 
 
 def test_repeats_of_an_episode_never_retrain_again(
@@ -302,8 +302,8 @@ def test_repeats_of_an_episode_never_retrain_again(
         assert [d["action"] for d in body["decisions"]] == ["duplicate_episode"]
     wait_idle(app)
     assert retrains(client)["total"] == 1 and retrain_total(app) == 1
-    assert sample(app, "webhook_alerts_total", alertname="SystemAccuracyLow", status="firing",
-                  action="duplicate_episode") == 3
+    assert sample(app, "autoretrain_webhook_alerts_total", alertname="SystemAccuracyLow",
+                  status="firing", action="duplicate_episode") == 3
 
 
 def test_a_group_is_one_retrain_and_full_wins(
@@ -334,7 +334,7 @@ def test_resolved_cancels_a_queued_retrain(
     assert retrains(client)["total"] == 1 and retrain_total(app) == 1
     # A late re-send of the cancelled episode's firing does not bring it back.
     assert post_alerts(client, second)["decisions"][0]["action"] == "duplicate_episode"
-    assert sample(app, "webhook_alerts_total", alertname="SystemErrorRateHigh",
+    assert sample(app, "autoretrain_webhook_alerts_total", alertname="SystemErrorRateHigh",
                   status="resolved", action="resolved_cancelled") == 1
 
 
@@ -345,7 +345,7 @@ def test_resolved_alone_never_retrains(app: Flask, client: FlaskClient,
     assert [d["action"] for d in body["decisions"]] == ["resolved"]
     wait_idle(app)
     assert retrains(client)["total"] == 0 and retrain_total(app) == 0
-    assert sample(app, "webhook_alerts_total", alertname="SystemAccuracyLow",
+    assert sample(app, "autoretrain_webhook_alerts_total", alertname="SystemAccuracyLow",
                   status="resolved", action="resolved") == 1
 
 
@@ -363,12 +363,12 @@ def test_cooldown_holds_the_next_episode(
     assert before + 3500 < decision["not_before"] <= time.time() + 3600
     status = client.get("/api/performance/stats").get_json()["webhook"]
     assert status["queued_episodes"] == 1 and not status["busy"]
-    assert sample(app, "webhook_retrain_queue_episodes") == 1
+    assert sample(app, "autoretrain_webhook_retrain_queue_episodes") == 1
     assert retrains(client)["total"] == 1
     # Resolving it while it waits cancels it.
     body = post_alerts(client, alert("SystemErrorRateHigh", "00aa", status="resolved"))
     assert body["decisions"][0]["action"] == "resolved_cancelled"
-    assert sample(app, "webhook_retrain_queue_episodes") == 0
+    assert sample(app, "autoretrain_webhook_retrain_queue_episodes") == 0
 
 
 def test_the_ledger_survives_an_app_restart(
@@ -415,7 +415,7 @@ def test_post_endpoints_require_the_token(app: Flask, client: FlaskClient, path:
     assert response.status_code == 401
     assert response.get_json() == {"error": "unauthorized", "message": error}
     assert response.headers["WWW-Authenticate"].startswith('Bearer realm="autoretrain"')
-    assert sample(app, "webhook_requests_rejected_total", reason="unauthorized") == 1
+    assert sample(app, "autoretrain_webhook_requests_rejected_total", reason="unauthorized") == 1
     assert retrains(client)["total"] == 0
 
 
@@ -487,7 +487,7 @@ def test_bad_alert_requests(make_app: Callable[..., Flask], headers: dict[str, s
     data = response.get_json()
     assert data["error"] == error and (message is None or data["message"] == message)
     assert "Traceback" not in response.get_data(as_text=True)
-    assert sample(app, "webhook_requests_rejected_total", reason=error) == 1
+    assert sample(app, "autoretrain_webhook_requests_rejected_total", reason=error) == 1
 
 
 def test_a_streamed_body_over_the_limit_is_refused(make_app: Callable[..., Flask]) -> None:
@@ -520,8 +520,9 @@ def test_unknown_paths_and_methods_get_json(app: Flask, client: FlaskClient) -> 
     response = client.delete("/api/performance/retraining")
     assert response.status_code == 405 and set(response.headers["Allow"].split(", ")) == {
         "GET", "HEAD", "OPTIONS"}
-    assert sample(app, "webhook_requests_rejected_total", reason="not_found") == 1
-    assert sample(app, "webhook_requests_rejected_total", reason="method_not_allowed") == 2
+    assert sample(app, "autoretrain_webhook_requests_rejected_total", reason="not_found") == 1
+    assert sample(app, "autoretrain_webhook_requests_rejected_total",
+                  reason="method_not_allowed") == 2
 
 
 @pytest.mark.parametrize("path", ["//api/performance/trigger-retraining",
@@ -536,7 +537,7 @@ def test_a_leading_double_slash_is_not_the_route(app: Flask, client: FlaskClient
     response = client.post("/x", data=body, headers=JSON_AUTH,
                            environ_overrides={"PATH_INFO": path})
     assert response.status_code == 404 and response.get_json()["error"] == "not_found"
-    assert sample(app, "webhook_requests_rejected_total", reason="not_found") == 1
+    assert sample(app, "autoretrain_webhook_requests_rejected_total", reason="not_found") == 1
     wait_idle(app)
     assert retrains(client)["total"] == 0
 
@@ -549,7 +550,7 @@ def test_api_retrains_are_rate_limited_with_retry_after(make_app: Callable[..., 
     refused = client.post(TRIGGER, headers=AUTH)
     assert refused.status_code == 429 and refused.get_json()["error"] == "rate_limited"
     assert 3500 <= int(refused.headers["Retry-After"]) <= 3600
-    assert sample(app, "webhook_requests_rejected_total", reason="rate_limited") == 1
+    assert sample(app, "autoretrain_webhook_requests_rejected_total", reason="rate_limited") == 1
     assert retrains(client)["total"] == 1
 
 
@@ -577,8 +578,8 @@ def test_disk_full_after_a_promotion_is_reported_as_promoted_not_saved(
     (entry,) = retrains(client)["retrains"]
     assert entry["outcome"] == "promoted" and entry["promoted"] is True
     assert "promoted, not saved" in entry["error"] and entry["model_version"] == before
-    assert sample(app, "model_save_failures_total") == 1
-    assert sample(app, "model_retrains_total", model_type="agent_selection",
+    assert sample(app, "autoretrain_model_save_failures_total") == 1
+    assert sample(app, "autoretrain_model_retrains_total", model_type="agent_selection",
                   retrain_type="full", result="promoted") == 1
     monkeypatch.undo()
     assert updater.save() > before  # the next save succeeds with the promoted model
@@ -604,10 +605,10 @@ def test_alertname_labels_are_bounded(make_app: Callable[..., Flask]) -> None:
     post_alerts(client, *[alert(f"Alert{i}", fp=f"{i:04x}", retrain=None) for i in range(5)])
     post_alerts(client, alert("A" * 101, fp="ffff", retrain=None))
     labels = {"status": "firing", "action": "ignored_no_retrain_label"}
-    assert sample(app, "webhook_alerts_total", alertname="Alert0", **labels) == 1
-    assert sample(app, "webhook_alerts_total", alertname="Alert1", **labels) == 1
-    assert sample(app, "webhook_alerts_total", alertname="Alert2", **labels) is None
-    assert sample(app, "webhook_alerts_total", alertname="other", **labels) == 4
+    assert sample(app, "autoretrain_webhook_alerts_total", alertname="Alert0", **labels) == 1
+    assert sample(app, "autoretrain_webhook_alerts_total", alertname="Alert1", **labels) == 1
+    assert sample(app, "autoretrain_webhook_alerts_total", alertname="Alert2", **labels) is None
+    assert sample(app, "autoretrain_webhook_alerts_total", alertname="other", **labels) == 4
 
 
 # -- POST /api/performance/trigger-retraining ------------------------------------------------------
@@ -717,7 +718,7 @@ def test_an_updater_failure_is_a_500_without_details(make_app: Callable[..., Fla
     (entry,) = retrains(client)["retrains"]
     assert entry["outcome"] == "error" and entry["error"] == (
         "RuntimeError: disk on fire at /secret/path")
-    assert sample(app, "webhook_controller_errors_total") == 1
+    assert sample(app, "autoretrain_webhook_controller_errors_total") == 1
     # The worker survived: the next request is served too.
     assert client.post("/api/performance/trigger-retraining", headers=AUTH).status_code == 500
     assert service(app).controller.running
@@ -760,7 +761,7 @@ def test_bad_retraining_parameters(app: Flask, client: FlaskClient, query: str,
     assert response.status_code == 400
     body = response.get_json()
     assert body["error"] == "invalid_request" and body["message"].startswith(message)
-    assert sample(app, "webhook_requests_rejected_total", reason="invalid_request") == 1
+    assert sample(app, "autoretrain_webhook_requests_rejected_total", reason="invalid_request") == 1
 
 
 # -- stats, metrics, health ------------------------------------------------------------------------
@@ -780,10 +781,12 @@ def test_metrics_render_both_registries(client: FlaskClient) -> None:
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = response.get_data(as_text=True)
-    assert ('webhook_alerts_total{action="ignored_no_retrain_label",'
+    assert ('autoretrain_webhook_alerts_total{action="ignored_no_retrain_label",'
             'alertname="SystemAccuracyLow",status="firing"} 1.0') in text
-    assert 'model_retrains_total{model_type="agent_selection",result="promoted",' in text
-    assert 'webhook_request_duration_seconds_count{endpoint="/alerts",method="POST"} 1.0' in text
+    assert ('autoretrain_model_retrains_total{model_type="agent_selection",result="promoted",'
+            in text)
+    assert ('autoretrain_webhook_request_duration_seconds_count{endpoint="/alerts",method="POST"}'
+            ' 1.0' in text)
 
 
 def test_metrics_with_one_shared_registry(tmp_path: Path) -> None:
@@ -795,8 +798,8 @@ def test_metrics_with_one_shared_registry(tmp_path: Path) -> None:
         text = app.test_client().get("/metrics").get_data(as_text=True)
     finally:
         service(app).close()
-    assert text.count("# HELP model_retrains_total") == 1
-    assert text.count("# HELP webhook_alerts_total") == 1
+    assert text.count("# HELP autoretrain_model_retrains_total") == 1
+    assert text.count("# HELP autoretrain_webhook_alerts_total") == 1
 
 
 def test_flask_upper_case_keys_go_to_app_config(
@@ -1011,7 +1014,7 @@ def test_an_unprintable_alertname_is_counted_as_other(app: Flask, client: FlaskC
     post_alerts(client, alert(name="Bad\u0007Name", retrain=None))
     body = client.get("/metrics").get_data(as_text=True)
     assert "\u0007" not in body
-    assert sample(app, "webhook_alerts_total", alertname="other", status="firing",
+    assert sample(app, "autoretrain_webhook_alerts_total", alertname="other", status="firing",
                   action="ignored_no_retrain_label") == 1
 
 

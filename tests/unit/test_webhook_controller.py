@@ -81,14 +81,14 @@ def test_cooldown_expiry_runs_the_coalesced_queue(parts: dict[str, Any], clock: 
     clock.now += COOLDOWN - 1
     controller.wake()
     assert not controller.idle() and controller.status()["queued_episodes"] == 2
-    assert parts["registry"].get_sample_value("webhook_retrain_queue_episodes") == 2
+    assert parts["registry"].get_sample_value("autoretrain_webhook_retrain_queue_episodes") == 2
 
     clock.now += 1
     controller.wake()
     assert wait_until(controller.idle)
     # One retrain for both, full because one of them asked for full.
     assert history(ledger) == [("alert", "incremental", 1), ("alert", "full", 2)]
-    assert parts["registry"].get_sample_value("webhook_retrain_queue_episodes") == 0
+    assert parts["registry"].get_sample_value("autoretrain_webhook_retrain_queue_episodes") == 0
 
 
 def test_api_retrains_are_not_delayed_by_the_cooldown(parts: dict[str, Any],

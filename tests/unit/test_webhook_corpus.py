@@ -102,9 +102,10 @@ def test_valid_payloads(app: Flask, name: str) -> None:
     assert body["truncated_alerts"] == data.get("truncatedAlerts", 0)
     registry = app.extensions["autoretrain"].registry
     for action in set(VALID[name]):
-        total = sum(s.value for m in registry.collect() if m.name == "webhook_alerts"
+        total = sum(s.value for m in registry.collect() if m.name == "autoretrain_webhook_alerts"
                     for s in m.samples
-                    if s.name == "webhook_alerts_total" and s.labels["action"] == action)
+                    if s.name == "autoretrain_webhook_alerts_total"
+                    and s.labels["action"] == action)
         assert total == VALID[name].count(action)
 
 
@@ -115,7 +116,7 @@ def test_invalid_payloads(app: Flask, name: str) -> None:
     assert response.status_code == 400
     assert response.get_json() == {"error": "invalid_payload", "message": INVALID[name]}
     registry = app.extensions["autoretrain"].registry
-    assert registry.get_sample_value("webhook_requests_rejected_total",
+    assert registry.get_sample_value("autoretrain_webhook_requests_rejected_total",
                                      {"reason": "invalid_payload"}) == 1
 
 
@@ -138,7 +139,7 @@ def test_huge_payload_is_refused_before_parsing(app: Flask) -> None:
     assert response.get_json() == {"error": "payload_too_large",
                                    "message": f"the body exceeds the limit of {LIMIT} bytes"}
     registry = app.extensions["autoretrain"].registry
-    assert registry.get_sample_value("webhook_alerts_total", {
+    assert registry.get_sample_value("autoretrain_webhook_alerts_total", {
         "alertname": "SystemAccuracyLow", "status": "firing",
         "action": "queued_incremental"}) is None
 

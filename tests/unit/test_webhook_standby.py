@@ -37,7 +37,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def role(registry: CollectorRegistry) -> dict[str, float | None]:
-    return {r: registry.get_sample_value("webhook_role", {"role": r})
+    return {r: registry.get_sample_value("autoretrain_webhook_role", {"role": r})
             for r in ("active", "standby")}
 
 
@@ -109,7 +109,7 @@ def test_an_activation_that_fails_gives_the_lock_back_and_is_retried(tmp_path: P
     assert calls.done.wait(30)
     assert wait_until(lambda: standby.active, timeout=30)
     assert calls.calls == 3
-    assert registry.get_sample_value("webhook_takeover_errors_total") == 2
+    assert registry.get_sample_value("autoretrain_webhook_takeover_errors_total") == 2
     standby.close()
 
 
@@ -204,8 +204,8 @@ def test_a_second_app_on_the_store_is_a_standby_and_takes_over(
         assert "this webhook is a standby" in refused.get_json()["message"]
     assert client.get("/nowhere").status_code == 404
     metrics = client.get("/metrics").get_data(as_text=True)
-    assert 'webhook_role{role="standby"} 1.0' in metrics
-    assert 'webhook_role{role="active"} 0.0' in metrics
+    assert 'autoretrain_webhook_role{role="standby"} 1.0' in metrics
+    assert 'autoretrain_webhook_role{role="active"} 0.0' in metrics
     with pytest.raises(RuntimeError, match="only while this webhook is active"):
         _ = standby_service.ledger
     assert not standby_service.updater.running
@@ -215,7 +215,8 @@ def test_a_second_app_on_the_store_is_a_standby_and_takes_over(
     assert wait_until(lambda: client.get("/readyz").status_code == 200, timeout=30)
     assert standby_service.updater.get_metrics()["model_version"] == saved
     assert client.get("/api/performance/retraining").get_json()["total"] == 1
-    assert 'webhook_role{role="active"} 1.0' in client.get("/metrics").get_data(as_text=True)
+    exposition = client.get("/metrics").get_data(as_text=True)
+    assert 'autoretrain_webhook_role{role="active"} 1.0' in exposition
 
 
 def test_start_false_opens_nothing(tmp_path: Path) -> None:

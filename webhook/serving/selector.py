@@ -202,8 +202,11 @@ def create_selector_app(config: Mapping[str, Any] | None = None, *, follower: An
     """
     import yaml
     from flask import Flask, Response, jsonify
-    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client import CollectorRegistry
     from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+    from autoretrain.exporter.build_info import register_build_info
+    from autoretrain.exporter.http import render_metrics
 
     from ..pathguard import RejectAmbiguousPaths
     from .follower import ModelFollower
@@ -231,14 +234,14 @@ def create_selector_app(config: Mapping[str, Any] | None = None, *, follower: An
     # Outermost, also before the fast path: //path must not reach /path's route.
     app.wsgi_app = RejectAmbiguousPaths(app.wsgi_app)  # type: ignore[method-assign]
     follower_registry = getattr(follower, "registry", None)
+    register_build_info(registry)
 
     @app.get("/metrics")
     def metrics() -> Response:
         registries = [registry]
         if isinstance(follower_registry, CollectorRegistry) and follower_registry is not registry:
             registries.append(follower_registry)
-        return Response(b"".join(generate_latest(r) for r in registries),
-                        headers={"Content-Type": _PROMETHEUS_TEXT})
+        return Response(render_metrics(*registries), headers={"Content-Type": _PROMETHEUS_TEXT})
 
     @app.get("/healthz")
     def healthz() -> Response:

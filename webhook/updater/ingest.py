@@ -16,7 +16,7 @@ which replays the buffer, cannot bring it back) nor in the batch being read.
 The longest idle goes first, then the one with the least evidence. Without
 this, names forged once filled the limit for good and, after a restart, a
 real new agent was refused as ``capacity:agent_name``. Reaching the limit is
-logged and exported (``model_updater_capacity_used_ratio``).
+logged and exported (``autoretrain_model_updater_capacity_used_ratio``).
 """
 
 from __future__ import annotations

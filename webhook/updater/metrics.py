@@ -27,14 +27,14 @@ class UpdaterMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.retrains = Counter(
-            "model_retrains",
+            "autoretrain_model_retrains",
             "Retrain requests by model type, retrain type and result "
             "(promoted | rejected | failed | skipped).",
             ["model_type", "retrain_type", "result"],
             registry=registry,
         )
         self.retrain_duration = Histogram(
-            "model_retrain_duration_seconds",
+            "autoretrain_model_retrain_duration_seconds",
             "Wall time of a retrain, candidate building and scoring included.",
             ["retrain_type"],
             # Up to 600 s: a retrain may run until the webhook's timeout (300 s by default).
@@ -42,80 +42,80 @@ class UpdaterMetrics:
             registry=registry,
         )
         self.retrain_events = Gauge(
-            "model_retrain_events_processed",
+            "autoretrain_model_retrain_events_processed",
             "Buffered events the last retrain processed.",
             registry=registry,
         )
         self.version = Gauge(
-            "model_version",
+            "autoretrain_model_version",
             "Store version of the serving model (0 before the first save or load).",
             registry=registry,
         )
         self.last_retrain = Gauge(
-            "model_last_retrain_timestamp_seconds",
+            "autoretrain_model_last_retrain_timestamp_seconds",
             "Unix time of the last retrain that promoted a model.",
             registry=registry,
         )
         self.events = Counter(
-            "model_updater_events",
+            "autoretrain_model_updater_events",
             "Outcome events taken by the updater, by result (applied | duplicate | invalid).",
             ["result"],
             registry=registry,
         )
         self.probation = Counter(
-            "model_probation_events",
+            "autoretrain_model_probation_events",
             "Agents set aside on a task type (parked), restored, retried and still broken "
             "(retry_failed), or given up after their history faded, by event.",
             ["event"],
             registry=registry,
         )
         self.parked = Gauge(
-            "model_parked_pairs",
+            "autoretrain_model_parked_pairs",
             "(task type, agent) pairs set aside after a drop, waiting for or on a retry.",
             registry=registry,
         )
         self.buffer = Gauge(
-            "model_updater_buffer_events",
+            "autoretrain_model_updater_buffer_events",
             "Recent events held in the retraining buffer.",
             registry=registry,
         )
         self.errors = Counter(
-            "model_updater_errors",
+            "autoretrain_model_updater_errors",
             "Unexpected errors caught by the updater's consumer loop.",
             registry=registry,
         )
         self.save_failures = Counter(
-            "model_save_failures",
+            "autoretrain_model_save_failures",
             "Saves of the serving model that failed (disk full, I/O error); the model "
             "keeps serving unsaved and the next save retries.",
             registry=registry,
         )
         self.undecodable = Gauge(
-            "model_updater_consumer_undecodable",
+            "autoretrain_model_updater_consumer_undecodable",
             "1 while the consumer cannot decode the records it reads (a compression "
             "codec is missing); it does not advance until it can.",
             registry=registry,
         )
         self.agents_evicted = Counter(
-            "model_updater_agents_evicted",
+            "autoretrain_model_updater_agents_evicted",
             "Idle agents dropped from the model to admit a new one at max_agents.",
             registry=registry,
         )
         self.capacity = Gauge(
-            "model_updater_capacity_used_ratio",
+            "autoretrain_model_updater_capacity_used_ratio",
             "Known names over their bound (max_agents, max_task_types); at 1 new agents are "
             "admitted only in place of an idle one, new task types not at all.",
             ["kind"],
             registry=registry,
         )
         self.lag = Gauge(
-            "model_updater_consumer_lag_events",
+            "autoretrain_model_updater_consumer_lag_events",
             "Events in Kafka not yet consumed by the updater (NaN when unknown).",
             registry=registry,
         )
         self.lag.set(float("nan"))
         self.corrupt_versions = Counter(
-            "model_store_corrupt_versions_skipped",
+            "autoretrain_model_store_corrupt_versions_skipped",
             "Stored model versions skipped at load because they were corrupt or incomplete, "
             "by fault.",
             ["fault"],

@@ -17,7 +17,7 @@ __all__ = ["MODEL_TYPE", "MODEL_TYPES", "RetrainResult", "RetrainStatus", "Retra
 
 
 class RetrainStatus(enum.StrEnum):
-    """How a retrain ended (the ``result`` label of ``model_retrains_total``)."""
+    """How a retrain ended (the ``result`` label of ``autoretrain_model_retrains_total``)."""
 
     PROMOTED = "promoted"
     REJECTED = "rejected"

@@ -114,7 +114,7 @@ class Retrainer:
                 self.metrics.last_retrain.set(self.clock())
                 # A promoted model is a new version: always saved. When the save
                 # fails (disk full) the promoted model already serves: reported
-                # as promoted but not saved (result, ledger, model_save_failures_total),
+                # as promoted but not saved (result, ledger, autoretrain_model_save_failures_total),
                 # never as a failed retrain; the state stays dirty, so the next
                 # periodic or explicit save retries.
                 save_started = time.perf_counter()

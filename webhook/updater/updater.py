@@ -363,8 +363,8 @@ class RealTimeModelUpdater:
         candidate_score, serving_score, model_version`` (+ ``error`` when
         ``success`` is False, + ``scores`` with the score components, +
         ``save_ms`` when a promoted model was saved, + ``result``: promoted,
-        rejected, skipped or failed, as in ``model_retrains_total``). ``duration_ms`` is the
-        retrain: candidate, held-out scoring and promotion, without the save.
+        rejected, skipped or failed, as in ``autoretrain_model_retrains_total``).
+        ``duration_ms`` is the retrain: candidate, held-out scoring and promotion, without the save.
 
         ``success`` is False, with the metric result ``failed``, for an
         unknown ``model_type``; and False with result ``skipped`` when there
