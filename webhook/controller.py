@@ -335,9 +335,7 @@ class RetrainController:
             states = self.ledger.episode_states(a.episode for a in notification.alerts)
             plan = decide(notification, states, now=self.clock(),
                           cooldown_until=self._cooldown_until_wall() or 0.0)
-            # Durable below, outside the lock: other notifications need not
-            # wait for this one's fsync (see webhook.ledger).
-            self.ledger.record_plan(plan, sync=False)
+            self.ledger.record_plan(plan)
             for q in plan.queue:
                 self._pending[q.episode] = q
             for key in plan.cancel:
@@ -345,7 +343,6 @@ class RetrainController:
             self.metrics.queued.set(len(self._pending))
             if plan.queue:
                 self._cond.notify_all()
-        self.ledger.sync()  # before the answer: what it says is on disk
         for d in plan.decisions:
             self.metrics.alert(d.alertname, d.status, d.action)
         if notification.truncated_alerts:
@@ -402,7 +399,7 @@ class RetrainController:
                             job.retrain_id = self.ledger.start_retrain(
                                 trigger="api", reason=job.reason,
                                 retrain_type=job.retrain_type,
-                                requested_at=job.requested_at, sync=False)
+                                requested_at=job.requested_at)
                         except Exception as exc:
                             # Whatever failed (SQLite, or a value it cannot store), the
                             # caller must not wait in vain for a job that never runs.
@@ -419,7 +416,7 @@ class RetrainController:
                     # Claim first: if the ledger write fails, the episodes stay queued.
                     job.retrain_id = self.ledger.start_retrain(
                         trigger="alert", reason=job.reason, retrain_type=retrain_type,
-                        requested_at=job.requested_at, episodes=episodes, sync=False)
+                        requested_at=job.requested_at, episodes=episodes)
                     self._pending.clear()
                     self.metrics.queued.set(0)
                     self._claimed(job)
@@ -463,7 +460,6 @@ class RetrainController:
                 job = self._next_job()
                 if job is None:
                     return
-                self.ledger.sync()  # the claim is on disk before the retrain runs
                 result = self.updater.trigger_retraining(
                     reason=job.reason, force_full_retrain=job.retrain_type is RetrainType.FULL,
                     model_type=job.model_type)

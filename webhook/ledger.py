@@ -1,20 +1,9 @@
 """The on-disk ledger of alert episodes and retrains (SQLite, standard library).
 
-Why SQLite: every state change is one transaction (WAL journal), so a crash
-or SIGKILL leaves either the old or the new state, never a torn line; and the
-two queries the webhook needs (the state of a few episodes; retrains newest
-first, paginated) are indexed lookups.
-
-Durability: a write method returns only after what it committed is on disk
-(:meth:`Ledger.sync` fsyncs the WAL), as ``synchronous=FULL`` did, but the
-fsync is taken after the ledger's lock is released, and the controller takes
-it after its own lock too (``sync=False``, then :meth:`Ledger.sync` before it
-answers or starts a retrain). With FULL the fsync of one new episode held
-both locks, so every notification, duplicates included, waited for the disk:
-under load the webhook answered at the disk's fsync rate. Commits run with
-``synchronous=NORMAL`` (in WAL mode: atomic and consistent, durable at the
-next WAL fsync, which :meth:`Ledger.sync` makes; concurrent callers share one
-fsync).
+Why SQLite: every state change is one transaction (WAL journal,
+``synchronous=FULL``), so a crash or SIGKILL leaves either the old or the new
+state, never a torn line; and the two queries the webhook needs (the state of
+a few episodes; retrains newest first, paginated) are indexed lookups.
 
 Tables (schema version 1, in ``PRAGMA user_version``):
 
@@ -50,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -166,10 +154,6 @@ class Ledger:
         self._seen_refresh = (SEEN_REFRESH_SECONDS if retention_seconds is None
                               else min(SEEN_REFRESH_SECONDS, retention_seconds / 4))
         self._lock = threading.Lock()
-        # Transactions committed, and how many of them are known to be on disk.
-        self._committed = 0
-        self._synced = 0
-        self._sync_lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
@@ -187,7 +171,7 @@ class Ledger:
         conn = self._conn
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")  # the fsync is sync()'s, see the module doc
+        conn.execute("PRAGMA synchronous=FULL")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(
@@ -216,7 +200,6 @@ class Ledger:
             log.warning("ledger: %d retrain(s) were interrupted by a stop or crash; %d alert "
                         "episode(s) they served are queued again", interrupted, requeued)
         self._prune()
-        self.sync()
 
     def _prune(self) -> None:
         """Delete what is older than the retention (lock held by the caller or unneeded)."""
@@ -237,7 +220,6 @@ class Ledger:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
         """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an exception (lock held by the caller)."""
-        changes = self._conn.total_changes
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -245,31 +227,6 @@ class Ledger:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
-        if self._conn.total_changes != changes:  # a commit without changes writes nothing
-            self._committed += 1
-
-    def sync(self) -> None:
-        """Make every transaction committed so far durable: fsync the WAL file.
-
-        Cheap when nothing new was committed; a caller that finds its commit
-        already covered by another caller's fsync returns at once.
-        """
-        with self._sync_lock:
-            target = self._committed
-            if self._synced >= target:
-                return
-            try:
-                fd = os.open(f"{self.path}-wal", os.O_RDONLY)
-            except FileNotFoundError:
-                # No WAL: everything was checkpointed into the database file,
-                # which SQLite fsyncs when it checkpoints.
-                self._synced = target
-                return
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._synced = target
 
     def close(self) -> None:
         with self._lock:
@@ -288,9 +245,8 @@ class Ledger:
                     states[key] = EpisodeState(row["state"])
         return states
 
-    def record_plan(self, plan: Plan, *, sync: bool = True) -> None:
-        """Persist the episode changes of ``plan`` in one transaction (durable on return;
-        with ``sync=False`` only once the caller has called :meth:`sync`).
+    def record_plan(self, plan: Plan) -> None:
+        """Persist the episode changes of ``plan`` in one transaction.
 
         Every episode the notification names is marked as seen now
         (``updated``), also a duplicate: Alertmanager re-sends a firing alert
@@ -318,8 +274,6 @@ class Ledger:
                     "WHERE fingerprint=? AND starts_at=? AND state=?",
                     (EpisodeState.CANCELLED.value, now, key.fingerprint, key.starts_at,
                      EpisodeState.QUEUED.value))
-        if sync:
-            self.sync()
 
     def _insert_episode(self, q: QueuedEpisode, state: EpisodeState, now: float) -> None:
         # OR IGNORE: an episode is recorded once; a concurrent duplicate changes nothing.
@@ -347,12 +301,10 @@ class Ledger:
         retrain_type: str,
         requested_at: float,
         episodes: Sequence[QueuedEpisode] = (),
-        sync: bool = True,
     ) -> int:
         """Record a retrain as running and claim ``episodes`` for it; return its id.
 
-        Episodes no longer queued (cancelled meanwhile) are not claimed. Durable
-        on return; with ``sync=False`` only once the caller has called :meth:`sync`.
+        Episodes no longer queued (cancelled meanwhile) are not claimed.
         """
         now = self.clock()
         # The row lists at most MAX_ALERTS_PER_RETRAIN episodes: it is served by
@@ -376,19 +328,15 @@ class Ledger:
                     "WHERE fingerprint=? AND starts_at=? AND state=?",
                     (EpisodeState.RETRAINED.value, now, retrain_id, q.episode.fingerprint,
                      q.episode.starts_at, EpisodeState.QUEUED.value))
-        if sync:
-            self.sync()
         return retrain_id
 
     def time_out_retrain(self, retrain_id: int, message: str) -> bool:
         """Record running retrain ``retrain_id`` as ``timed_out`` with ``message``
         (it still runs); False if it is no longer running."""
         with self._lock, self._transaction():
-            changed: bool = self._conn.execute(
+            return self._conn.execute(
                 "UPDATE retrains SET outcome='timed_out', error=? "
                 "WHERE id=? AND outcome='running'", (message, retrain_id)).rowcount == 1
-        self.sync()
-        return changed
 
     def finish_retrain(
         self, retrain_id: int, result: Mapping[str, Any] | None, error: str | None = None,
@@ -426,7 +374,6 @@ class Ledger:
                  error, retrain_id))
         with self._lock:
             self._prune()
-        self.sync()
         return outcome
 
     def last_finished(self, trigger: str | None = None) -> float | None:

@@ -310,35 +310,3 @@ def test_a_timed_out_retrain_at_a_crash_is_interrupted_and_requeued(tmp_path: Pa
     assert row["outcome"] == "interrupted" and row["finished_at"] is not None
     assert row["error"] == "timed out; then the webhook stopped during it"
     assert reopened.queued() == [q("a1")]
-
-
-def test_a_write_is_fsynced_before_it_returns_and_a_read_only_one_is_not(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each write that changed something ends with an fsync of the WAL (the durability
-    synchronous=FULL gave); ``sync=False`` leaves it to the caller's ``sync()``, which
-    one fsync serves for every commit before it; a duplicate's empty commit costs none."""
-    import os
-
-    ledger = Ledger(tmp_path / "ledger.sqlite3")
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    ledger.record_plan(plan(queue=(q("a1"),)))
-    assert synced == [f"{ledger.path}-wal"]
-    ledger.record_plan(plan(queue=(q("a1"),)))  # already recorded: nothing changes
-    assert len(synced) == 1
-    ledger.record_plan(plan(queue=(q("b2"),)), sync=False)
-    retrain_id = ledger.start_retrain(trigger="alert", reason="r", retrain_type="full",
-                                      requested_at=1.0, episodes=[q("a1")], sync=False)
-    assert len(synced) == 1
-    ledger.sync()
-    ledger.sync()
-    assert len(synced) == 2  # one fsync for both commits
-    ledger.finish_retrain(retrain_id, RESULT)
-    assert len(synced) == 3
-    ledger.close()
