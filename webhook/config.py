@@ -21,11 +21,9 @@ from typing import Any
 from autoretrain.exporter.http import ServerLimits
 from autoretrain.exporter.kafka_security import (
     SETTING_KEYS,
-    KafkaSecurity,
-    security_from_settings,
 )
 
-from .layering import LOG_LEVELS, choice, layer, resolve_token
+from .layering import LOG_LEVELS, KafkaSecurityFields, choice, layer, resolve_token
 from .standby import MODES
 from .updater.settings import (
     RECENCY_WEIGHT,
@@ -45,7 +43,7 @@ _FALSE = ("0", "false", "no", "off", "")
 
 
 @dataclass(frozen=True)
-class WebhookConfig:
+class WebhookConfig(KafkaSecurityFields):
     """Validated settings of the webhook (see the module docstring for the layers).
 
     Attributes
@@ -162,17 +160,7 @@ class WebhookConfig:
     model_topic: str = "agent-models"
     read_token: str | None = field(default=None, repr=False)
     read_token_file: str | None = None
-    # Kafka connection security (see KafkaSecurity); the password only from a file.
-    kafka_security_protocol: str | None = None
-    kafka_sasl_mechanism: str | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password_file: str | None = None
-    kafka_ssl_cafile: str | None = None
-    kafka_ssl_check_hostname: str | None = None
-
-    def kafka_security(self) -> KafkaSecurity:
-        """The Kafka clients' security settings (reads the password file)."""
-        return security_from_settings(self)
+    # Kafka connection security: the fields of KafkaSecurityFields.
 
     @property
     def auth_required(self) -> bool:
@@ -222,7 +210,8 @@ class WebhookConfig:
         return kwargs
 
 
-_KEYS = tuple(f.name for f in fields(WebhookConfig))
+# The webhook's own keys first, then the Kafka security ones (the base's fields).
+_KEYS = (*(f.name for f in fields(WebhookConfig) if f.name not in SETTING_KEYS), *SETTING_KEYS)
 # Passed on to the updater: UpdaterSettings, RetrainSettings and the update
 # rule validate these (see _updater_errors); here they are only parsed.
 _UPDATER_KEYS = ("kafka_topic", "consumer_group", "batch_size",

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["LOG_LEVELS", "choice", "layer", "resolve_token"]
+from autoretrain.exporter.kafka_security import KafkaSecurity, security_from_settings
+
+__all__ = ["LOG_LEVELS", "KafkaSecurityFields", "choice", "layer", "resolve_token"]
 
 #: The logging levels a ``log_level`` setting may name.
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -24,6 +26,24 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _TOKEN = re.compile(r"^[\x21-\x7e]{16,4096}$")
 
 C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class KafkaSecurityFields:
+    """The Kafka security settings of a component's settings (a base of its dataclass):
+    the fields of :class:`~autoretrain.exporter.kafka_security.KafkaSecurity` as text,
+    the password only from a file. None everywhere is PLAINTEXT."""
+
+    kafka_security_protocol: str | None = None
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password_file: str | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_check_hostname: str | None = None
+
+    def kafka_security(self) -> KafkaSecurity:
+        """The Kafka clients' security settings (reads the password file)."""
+        return security_from_settings(self)
 
 
 def layer(

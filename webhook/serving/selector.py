@@ -29,11 +29,9 @@ from typing import Any
 from autoretrain.exporter.http import ServerLimits
 from autoretrain.exporter.kafka_security import (
     SETTING_KEYS,
-    KafkaSecurity,
-    security_from_settings,
 )
 
-from ..layering import LOG_LEVELS, choice, layer, resolve_token
+from ..layering import LOG_LEVELS, KafkaSecurityFields, choice, layer, resolve_token
 
 __all__ = ["ENV_PREFIX", "SelectorConfig", "create_selector_app", "load_selector_config",
            "main"]
@@ -47,7 +45,7 @@ _PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass(frozen=True)
-class SelectorConfig:
+class SelectorConfig(KafkaSecurityFields):
     """Validated settings of the selector.
 
     Attributes
@@ -86,19 +84,10 @@ class SelectorConfig:
     connection_limit: int = ServerLimits.connection_limit
     channel_timeout_seconds: int = ServerLimits.channel_timeout_seconds
     log_level: str = "INFO"
-    kafka_security_protocol: str | None = None
-    kafka_sasl_mechanism: str | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password_file: str | None = None
-    kafka_ssl_cafile: str | None = None
-    kafka_ssl_check_hostname: str | None = None
-
-    def kafka_security(self) -> KafkaSecurity:
-        """The follower's Kafka security settings (reads the password file)."""
-        return security_from_settings(self)
+    # Kafka connection security: the fields of KafkaSecurityFields.
 
 
-_KEYS = tuple(f.name for f in fields(SelectorConfig))
+_KEYS = (*(f.name for f in fields(SelectorConfig) if f.name not in SETTING_KEYS), *SETTING_KEYS)
 _OPTIONAL = ("kafka_servers", "model_storage_path", "read_token", "read_token_file",
              *SETTING_KEYS)
 _INTS = {"port": (0, 65535), "threads": (1, 1000), "connection_limit": (1, 100_000),
