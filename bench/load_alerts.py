@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LoadResult", "Mix", "main", "percentile", "run"]
+__all__ = ["LoadResult", "Mix", "alert_body", "main", "percentile", "run"]
 
 TOKEN_ENV = "AUTORETRAIN_WEBHOOK_TOKEN"
 _TEMPLATE = {
@@ -54,7 +54,8 @@ _TEMPLATE = {
 }
 
 
-def _body(fingerprint: str, alertname: str, retrain: str, starts_at: str) -> bytes:
+def alert_body(fingerprint: str, alertname: str, retrain: str, starts_at: str) -> bytes:
+    """One Alertmanager v4 notification with one firing alert."""
     labels = {"alertname": alertname, "model_type": "agent_selection", "severity": "warning",
               "retrain": retrain}
     alert = {"status": "firing", "labels": labels,
@@ -91,7 +92,7 @@ class Mix:
     def _make(self, fingerprint: str, rng: random.Random) -> bytes:
         retrain = "full" if rng.random() < 0.2 else "incremental"
         name = rng.choice(("SystemAccuracyLow", "AgentAccuracyLow", "SystemErrorRateHigh"))
-        return _body(fingerprint, name, retrain, self._starts_at)
+        return alert_body(fingerprint, name, retrain, self._starts_at)
 
     def next(self) -> bytes:
         with self._lock:  # one RNG shared by the sending threads

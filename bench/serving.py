@@ -21,19 +21,18 @@
 from __future__ import annotations
 
 import argparse
-import http.client
 import logging
 import os
-import statistics
+import random
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from .harness import fmt, interleaved, ratios, summary, table, write_results
+from .http_load import Request, free_port, keepalive_load, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_P99_S = 1.0
@@ -160,70 +159,15 @@ def follower_latency(promotions: int) -> dict[str, Any]:
 
 
 # -- 2. ranking requests/s ------------------------------------------------------------------------
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(port: int, path: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", path)
-            if conn.getresponse().status == 200:
-                conn.close()
-                return
-            conn.close()
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{path} not ready")
-
-
 def load(port: int, duration: float, clients: int) -> dict[str, Any]:
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    deadline = time.monotonic() + duration
     paths = [f"/api/model/ranking?task_type=t{i % 2}&top_k=3" for i in range(2)]
+    sent = [0] * clients
 
-    def client(k: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        i = 0
-        while time.monotonic() < deadline:
-            i += 1
-            start = time.perf_counter()
-            try:
-                conn.request("GET", paths[i % 2])
-                response = conn.getresponse()
-                response.read()
-            except OSError:
-                errors[k] += 1
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                continue
-            latencies[k].append(time.perf_counter() - start)
-            if response.status != 200:
-                errors[k] += 1
-        conn.close()
+    def request(k: int, rng: random.Random) -> Request:
+        sent[k] += 1
+        return "GET", paths[sent[k] % 2], None, {}
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.monotonic() - started
-    flat = sorted(x for lat in latencies for x in lat)
-    n = len(flat)
-    return {"requests": n, "requests_per_s": n / elapsed,
-            "p50_ms": 1000 * flat[n // 2], "p99_ms": 1000 * flat[min(n - 1, int(n * 0.99))],
-            "mean_ms": 1000 * statistics.fmean(flat), "errors": sum(errors)}
+    return keepalive_load(port, duration, clients, request, expect=200)
 
 
 def ranking_rps(duration: float, clients: int, repeats: int) -> dict[str, Any]:
@@ -236,13 +180,13 @@ def ranking_rps(duration: float, clients: int, repeats: int) -> dict[str, Any]:
                "AUTORETRAIN_SELECTOR_LOG_LEVEL": "WARNING"}
         for _ in range(repeats):
             for name in ("selector", "baseline_waitress_constant"):
-                port = _free_port()
+                port = free_port()
                 cmd = ([sys.executable, "-m", "autoretrain.selector", "--port", str(port)]
                        if name == "selector" else [sys.executable, "-c", CONSTANT, str(port)])
                 with open(Path(d) / f"{name}.log", "ab") as log:
                     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
                     try:
-                        _wait_ready(port, "/readyz" if name == "selector" else "/", proc)
+                        wait_ready(port, "/readyz" if name == "selector" else "/", proc)
                         load(port, 1.0, clients)  # warm-up
                         out[name].append(load(port, duration, clients))
                     finally:

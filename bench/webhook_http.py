@@ -14,21 +14,17 @@ episodes (what Alertmanager's re-sends look like) and 10 % new episodes
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from .harness import table, write_results
+from .http_load import Request, free_port, keepalive_load, wait_listening, wait_ready
+from .load_alerts import alert_body
 
 TOKEN = "bench-token-0123456789abcdef"
 BASELINE = """
@@ -43,124 +39,31 @@ waitress.serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=8, _quiet=T
 """
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def payload(fingerprint: str, starts_at: str) -> bytes:
-    labels = {
-        "alertname": "SystemAccuracyLow",
-        "model_type": "agent_selection",
-        "severity": "warning",
-        "retrain": "incremental",
-    }
-    return json.dumps(
-        {
-            "receiver": "autoretrain-webhook",
-            "status": "firing",
-            "version": "4",
-            "groupKey": '{}/{retrain=~".+"}:{model_type="agent_selection"}',
-            "truncatedAlerts": 0,
-            "groupLabels": {"model_type": "agent_selection"},
-            "commonLabels": labels,
-            "commonAnnotations": {},
-            "externalURL": "http://127.0.0.1:9093",
-            "alerts": [
-                {
-                    "status": "firing",
-                    "labels": labels,
-                    "annotations": {"summary": "accuracy low", "description": "62% < 70%"},
-                    "startsAt": starts_at,
-                    "endsAt": "0001-01-01T00:00:00Z",
-                    "generatorURL": "http://127.0.0.1:9090/graph",
-                    "fingerprint": fingerprint,
-                }
-            ],
-        }
-    ).encode()
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} not healthy within {timeout} s")
+    return alert_body(fingerprint, "SystemAccuracyLow", "incremental", starts_at)
 
 
 def load(port: int, duration: float, clients: int, seed: int) -> dict[str, Any]:
     """Post for ``duration`` seconds from ``clients`` keep-alive connections."""
-    rng = random.Random(seed)
     repeats = [payload(f"{i:016x}", "2026-01-01T00:00:00Z") for i in range(10)]
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    statuses: dict[int, int] = {}
-    lock = threading.Lock()
-    deadline = time.monotonic() + duration
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
     counter = iter(range(10**9))
 
-    def client(k: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
-        local_rng = random.Random(rng.random())
-        while time.monotonic() < deadline:
-            if local_rng.random() < 0.1:
-                body = payload(f"{0xF0000000 + next(counter):016x}", "2026-01-01T00:00:00Z")
-            else:
-                body = local_rng.choice(repeats)
-            start = time.perf_counter()
-            try:
-                conn.request("POST", "/alerts", body=body, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-            except OSError:
-                errors[k] += 1
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                continue
-            latencies[k].append(time.perf_counter() - start)
-            if status != 202:
-                errors[k] += 1
-            with lock:
-                statuses[status] = statuses.get(status, 0) + 1
-        conn.close()
+    def request(k: int, rng: random.Random) -> Request:
+        if rng.random() < 0.1:
+            body = payload(f"{0xF0000000 + next(counter):016x}", "2026-01-01T00:00:00Z")
+        else:
+            body = rng.choice(repeats)
+        return "POST", "/alerts", body, headers
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.monotonic() - started
-    all_lat = sorted(x for lat in latencies for x in lat)
-    n = len(all_lat)
-    return {
-        "requests": n,
-        "requests_per_s": n / elapsed,
-        "p50_ms": 1000 * all_lat[n // 2] if n else None,
-        "p99_ms": 1000 * all_lat[min(n - 1, int(n * 0.99))] if n else None,
-        "mean_ms": 1000 * statistics.fmean(all_lat) if n else None,
-        "errors": sum(errors),
-        "statuses": statuses,
-    }
+    return keepalive_load(port, duration, clients, request, expect=202, seed=seed)
 
 
 def run(quick: bool = False) -> dict[str, Any]:
     duration, clients = (3.0, 4) if quick else (20.0, 8)
     results: dict[str, Any] = {"duration_s": duration, "clients": clients}
     with tempfile.TemporaryDirectory() as d:
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "AUTORETRAIN_WEBHOOK_TOKEN": TOKEN,
@@ -176,9 +79,9 @@ def run(quick: bool = False) -> dict[str, Any]:
             proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
                 if name == "webhook":
-                    _wait_healthy(f"http://127.0.0.1:{port}/healthz", proc)
+                    wait_ready(port, "/healthz", proc, timeout=30.0)
                 else:
-                    _wait_port(port, proc)
+                    wait_listening(port, proc)
                 load(port, 1.0, clients, seed=0)  # warm-up
                 results[name] = load(port, duration, clients, seed=1)
             finally:
@@ -189,20 +92,6 @@ def run(quick: bool = False) -> dict[str, Any]:
         results["webhook"]["requests_per_s"] / results["baseline_waitress_202"]["requests_per_s"]
     )
     return results
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"baseline server exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError("baseline server did not listen")
 
 
 def main(argv: list[str] | None = None) -> int:

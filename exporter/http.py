@@ -259,11 +259,21 @@ class BackgroundServer:
         self._closed = True
         from waitress import wasyncore
 
+        # The worker threads first: a task finishing after the trigger below
+        # is closed would write its wake-up byte to the closed descriptor,
+        # which by then may be another server's socket in this process (seen
+        # as EBADF, or as a stray "x" before another server's response).
+        self._server.task_dispatcher.shutdown(timeout=timeout)
         # Closed from inside the loop thread: closing sockets from here would
         # pull them out from under its poll().
-        self._server.trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
+        try:
+            self._server.trigger.pull_trigger(lambda: wasyncore.close_all(self._map))
+        except OSError:
+            # The wake-up pipe is gone (seen with many servers started and
+            # stopped at once in one process): close from here; the loop
+            # finds its map empty within its poll timeout and returns.
+            wasyncore.close_all(self._map)
         self._thread.join(timeout)
-        self._server.task_dispatcher.shutdown()
 
     def server_close(self) -> None:
         self.shutdown()

@@ -18,15 +18,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
-
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from .config import ENV_PREFIX, load_config
+from .serve import configure_logging, listen, load_settings, process_registry, serve_until_signalled
 
 __all__ = ["build_parser", "main"]
 
@@ -54,39 +50,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _stop(signum: int, frame: Any) -> None:
-    # Raised in the main thread inside waitress' loop, whose run() catches
-    # SystemExit and shuts its worker threads down.
-    raise SystemExit(0)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {key: value for key, value in (
         ("host", args.host), ("port", args.port), ("log_level", args.log_level))
         if value is not None}
-    try:
-        settings = load_config(overrides, os.environ)
-    except ValueError as exc:
-        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
+    settings = load_settings(PROG, load_config, overrides)
+    if settings is None:
         return 2
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     if args.check_config:
         print(f"{PROG}: configuration OK")
         return 0
-
-    import waitress
-
-    from autoretrain.exporter.http import ServerLimits
 
     from .app import EXTENSION, create_app
     from .standby import StoreLocked
 
     # One registry for the webhook, the updater and the process metrics.
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
+    registry = process_registry()
     try:
         # start=False: nothing is opened or started before the port is bound,
         # so an instance that cannot listen never touches the store or ledger.
@@ -95,22 +76,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: cannot start: {exc}", file=sys.stderr)
         return 2
     service = app.extensions[EXTENSION]
-    try:
-        # Idle and half-sent connections are closed after the channel timeout
-        # and bounded in number: with waitress' defaults (100, 120 s) 100 slow
-        # connections made the webhook unreachable.
-        limits = ServerLimits(threads=settings.threads,
-                              connection_limit=settings.connection_limit,
-                              channel_timeout_seconds=settings.channel_timeout_seconds)
-        server = waitress.create_server(
-            app, host=settings.host, port=settings.port,
-            # The app answers 413 in JSON up to a little past the limit; beyond
-            # that waitress refuses the body without buffering it.
-            max_request_body_size=settings.max_body_bytes + 65536,
-            ident=PROG, **limits.waitress_options())
-    except OSError as exc:
-        print(f"{PROG}: cannot listen on {settings.host}:{settings.port}: {exc}",
-              file=sys.stderr)
+    # The app answers 413 in JSON up to a little past the limit; beyond that
+    # waitress refuses the body without buffering it.
+    server = listen(PROG, app, settings, max_request_body_size=settings.max_body_bytes + 65536)
+    if server is None:
         service.close()
         return 1
     try:
@@ -127,22 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.close()
         service.close()
         return 2
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _stop)
     log.info("serving on http://%s:%s (%d threads, auth %s, %s)", settings.host,
              server.effective_port, settings.threads,
              "required" if settings.auth_required else "DISABLED",
              "active" if service.active else "standby")
-    try:
-        server.run()
-    finally:
-        # A second signal must not interrupt the shutdown below.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
-        log.info("stopping")
-        server.close()
-        service.close()
-        log.info("stopped")
+    serve_until_signalled(server, service.close, log)
     return 0
 
 

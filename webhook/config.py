@@ -14,19 +14,16 @@ is true, so a forgotten secret never silently exposes the retrain endpoints.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from autoretrain.exporter.http import ServerLimits
 from autoretrain.exporter.kafka_security import (
     SETTING_KEYS,
-    KafkaSecurity,
-    security_from_settings,
 )
 
+from .layering import LOG_LEVELS, KafkaSecurityFields, choice, layer, resolve_token
 from .standby import MODES
 from .updater.settings import (
     RECENCY_WEIGHT,
@@ -34,7 +31,7 @@ from .updater.settings import (
     RetrainSettings,
     UpdaterSettings,
 )
-from .updater.strategies import Rule, UpdateStrategy, make_rule
+from .updater.strategies import Rule, UpdateStrategy, make_rule, parse_strategy
 from .updater.strategies.exponential import HALF_LIFE_SECONDS, RETRY_AFTER_SECONDS
 
 __all__ = ["ENV_PREFIX", "WebhookConfig", "load_config"]
@@ -43,14 +40,10 @@ ENV_PREFIX = "AUTORETRAIN_WEBHOOK_"
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_STRATEGIES = tuple(s.value for s in UpdateStrategy)
-# A token is sent in an HTTP header: printable ASCII without spaces.
-_TOKEN = re.compile(r"^[\x21-\x7e]{16,4096}$")
 
 
 @dataclass(frozen=True)
-class WebhookConfig:
+class WebhookConfig(KafkaSecurityFields):
     """Validated settings of the webhook (see the module docstring for the layers).
 
     Attributes
@@ -167,17 +160,7 @@ class WebhookConfig:
     model_topic: str = "agent-models"
     read_token: str | None = field(default=None, repr=False)
     read_token_file: str | None = None
-    # Kafka connection security (see KafkaSecurity); the password only from a file.
-    kafka_security_protocol: str | None = None
-    kafka_sasl_mechanism: str | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password_file: str | None = None
-    kafka_ssl_cafile: str | None = None
-    kafka_ssl_check_hostname: str | None = None
-
-    def kafka_security(self) -> KafkaSecurity:
-        """The Kafka clients' security settings (reads the password file)."""
-        return security_from_settings(self)
+    # Kafka connection security: the fields of KafkaSecurityFields.
 
     @property
     def auth_required(self) -> bool:
@@ -199,7 +182,8 @@ class WebhookConfig:
 
     def update_rule(self) -> Rule:
         """The update rule of the updater to build (its hyperparameters included)."""
-        return make_rule(self.update_strategy, half_life_seconds=self.half_life_seconds,
+        return make_rule(parse_strategy(self.update_strategy),
+                         half_life_seconds=self.half_life_seconds,
                          retry_after_seconds=self.retry_after_seconds,
                          detect_drops=self.detect_drops)
 
@@ -226,9 +210,17 @@ class WebhookConfig:
         return kwargs
 
 
-_KEYS = tuple(f.name for f in fields(WebhookConfig))
+# The webhook's own keys first, then the Kafka security ones (the base's fields).
+_KEYS = (*(f.name for f in fields(WebhookConfig) if f.name not in SETTING_KEYS), *SETTING_KEYS)
+# Passed on to the updater: UpdaterSettings, RetrainSettings and the update
+# rule validate these (see _updater_errors); here they are only parsed.
+_UPDATER_KEYS = ("kafka_topic", "consumer_group", "batch_size",
+                 "batch_timeout_seconds", "save_interval_seconds", "buffer_size",
+                 "max_event_skew_seconds", "update_strategy", "half_life_seconds",
+                 "retry_after_seconds", "detect_drops", "retrain_discount", "recency_weight")
 _OPTIONAL_STR = ("token", "token_file", "kafka_servers", "read_token", "read_token_file",
                  *SETTING_KEYS)
+# How the text of an environment variable is parsed (a type, not a rule).
 _BOOL = ("allow_unauthenticated", "detect_drops")
 _INT = ("max_body_bytes", "max_alertnames", "port", "threads", "batch_size", "buffer_size",
         "connection_limit", "channel_timeout_seconds")
@@ -248,9 +240,7 @@ _FLOAT = (
     "retrain_discount",
     "recency_weight",
 )
-_ZERO_OK = ("cooldown_seconds", "api_retrain_min_interval_seconds", "retrain_discount",
-            "max_event_skew_seconds",
-            "ledger_retention_days")
+_ZERO_OK = ("cooldown_seconds", "api_retrain_min_interval_seconds", "ledger_retention_days")
 
 
 def _describe(key: str, value: Any) -> str:
@@ -259,9 +249,8 @@ def _describe(key: str, value: Any) -> str:
             else repr(value))
 
 
-def _from_env(key: str, text: str) -> Any:
-    """Convert the text of ``AUTORETRAIN_WEBHOOK_<KEY>`` to the key's type."""
-    name = ENV_PREFIX + key.upper()
+def _from_env(key: str, text: str, name: str) -> Any:
+    """Convert the text of the variable ``name`` (setting ``key``) to the key's type."""
     if key in _BOOL:
         lowered = text.strip().lower()
         if lowered in _TRUE:
@@ -290,14 +279,17 @@ def _from_env(key: str, text: str) -> Any:
 
 
 def _check(key: str, value: Any, source: str) -> Any:
-    """Validate one value's type and range; return it normalised."""
+    """Validate one value of the webhook's own keys; return it normalised."""
     where = f"{key} (from {source})"
+    if key in _UPDATER_KEYS:
+        # Checked once, by the updater's settings and rule (load_config).
+        if key in _FLOAT and type(value) is int:
+            return float(value)
+        return value
     if key in _BOOL:
         if not isinstance(value, bool):
             raise ValueError(f"{where} must be true or false, got {_describe(key, value)}")
         return value
-    if key in _NULLABLE and value is None:
-        return None
     if key in _INT:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{where} must be an integer, got {_describe(key, value)}")
@@ -317,32 +309,30 @@ def _check(key: str, value: Any, source: str) -> Any:
         if not ok:
             bound = ">= 0" if key in _ZERO_OK else "> 0"
             raise ValueError(f"{where} must be a finite number {bound}, got {value!r}")
-        if key == "retrain_discount" and value > 1:
-            raise ValueError(f"{where} must be in [0, 1], got {value!r}")
-        if key == "recency_weight" and value < 1:
-            raise ValueError(f"{where} must be >= 1, got {value!r}")
         return float(value)
     if value is None and key in _OPTIONAL_STR:
         return None
     if not isinstance(value, str) or not value:
         raise ValueError(f"{where} must be a non-empty string, got {_describe(key, value)}")
-    if key == "update_strategy" and value not in _STRATEGIES:
-        raise ValueError(f"{where} must be one of {', '.join(_STRATEGIES)}, got {value!r}")
-    if key == "standby" and value not in MODES:
-        raise ValueError(f"{where} must be one of {', '.join(MODES)}, got {value!r}")
-    if key == "log_level" and value.upper() not in _LOG_LEVELS:
-        raise ValueError(f"{where} must be one of {', '.join(_LOG_LEVELS)}, got {value!r}")
-    return value.upper() if key == "log_level" else value
+    if key == "standby":
+        return choice(key, value, source, MODES)
+    if key == "log_level":
+        return choice(key, value.upper(), source, LOG_LEVELS)
+    return value
 
 
-def _read_token_file(path: str) -> str:
+def _updater_errors(config: WebhookConfig, sources: Mapping[str, str]) -> None:
+    """Build the updater's settings and rule once, as the app will: a value or a
+    combination they refuse fails at start, the message naming where it came from."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"token_file {path!r} cannot be read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"token_file {path!r} is not UTF-8 text") from None
-    return text.rstrip("\r\n")
+        config.update_rule()
+        config.updater_settings()
+    except ValueError as exc:
+        text = str(exc)
+        key = next((k for k in sources if text.startswith(f"{k} ")), None)
+        if key is None:
+            raise
+        raise ValueError(f"{key} (from {sources[key]}) {text[len(key) + 1:]}") from None
 
 
 def load_config(
@@ -354,50 +344,21 @@ def load_config(
     ignored silently. ``token_file`` is read here, so a missing or empty file
     fails at start, not at the first request.
     """
-    values: dict[str, Any] = {}
-    for name, text in sorted((environ or {}).items()):
-        if not name.startswith(ENV_PREFIX):
-            continue
-        key = name[len(ENV_PREFIX) :].lower()
-        if key not in _KEYS:
-            raise ValueError(
-                f"unknown environment variable {name}; known: "
-                f"{', '.join(ENV_PREFIX + k.upper() for k in _KEYS)}"
-            )
-        values[key] = _check(key, _from_env(key, text), name)
-    if overrides is not None and not isinstance(overrides, Mapping):
-        raise ValueError(f"config must be a mapping, got {type(overrides).__name__}")
-    for key, value in (overrides or {}).items():
-        if key not in _KEYS:
-            raise ValueError(f"unknown config key {key!r}; known: {', '.join(_KEYS)}")
-        values[key] = _check(key, value, "config")
-    config = WebhookConfig(**values)
-    # The updater's own checks, once, here: a combination its rule refuses
-    # (detect_drops without retries, or with another strategy) fails at start.
-    config.update_rule()
-    config.updater_settings()
+    sources: dict[str, str] = {}
+
+    def check(key: str, value: Any, source: str) -> Any:
+        sources[key] = source
+        return _check(key, value, source)
+
+    config = WebhookConfig(**layer(_KEYS, ENV_PREFIX, environ, overrides, check, _from_env))
     try:
         config.kafka_security()
     except ValueError as exc:
         raise ValueError(f"Kafka security ({ENV_PREFIX}KAFKA_*): {exc}") from None
-
-    if config.token is not None and config.token_file is not None:
-        raise ValueError("set token or token_file, not both")
-    if config.token_file is not None:
-        config = replace(config, token=_read_token_file(config.token_file))
-    if config.token is not None and not _TOKEN.match(config.token):
-        raise ValueError(
-            "token must be 16 to 4096 printable ASCII characters without spaces"
-            + (f" (read from token_file {config.token_file!r})" if config.token_file else "")
-        )
+    _updater_errors(config, sources)
+    config = resolve_token(config, "token")
     # The ranking API's read token is checked as the token is.
-    if config.read_token is not None and config.read_token_file is not None:
-        raise ValueError("set read_token or read_token_file, not both")
-    if config.read_token_file is not None:
-        config = replace(config, read_token=_read_token_file(config.read_token_file))
-    if config.read_token is not None and not _TOKEN.match(config.read_token):
-        raise ValueError("read_token must be 16 to 4096 printable ASCII characters without "
-                         "spaces")
+    config = resolve_token(config, "read_token")
     if config.token is None and not config.allow_unauthenticated:
         raise ValueError(
             "no token configured: set token or token_file (env "

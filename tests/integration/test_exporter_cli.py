@@ -7,55 +7,25 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 from kafka import KafkaProducer
-from servers import free_port
+from servers.common import http_get as get
+from servers.common import wait_until
+from servers.exporter import ExporterProcess, exporter_env
 
 from autoretrain.exporter.events import encode_event, run_event
 
 
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError:
-        return 0, ""
-
-
 def wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
+    return wait_until(predicate, timeout, interval=0.1)
 
 
 def test_standalone_exporter_process_serves_metrics_from_kafka(kafka_server, kafka_topic, tmp_path):
-    port = free_port()
-    env = {
-        **os.environ,
-        "AUTORETRAIN_EXPORTER_KAFKA_SERVERS": kafka_server.bootstrap,
-        "AUTORETRAIN_EXPORTER_TOPIC": kafka_topic,
-        "AUTORETRAIN_EXPORTER_GROUP": f"cli-{kafka_topic}",
-    }
-    log = (tmp_path / "exporter.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "autoretrain.exporter", "--listen-address", "127.0.0.1",
-         "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    exporter = ExporterProcess(tmp_path, exporter_env(kafka_server.bootstrap, kafka_topic,
+                                                      group=f"cli-{kafka_topic}"))
+    base = exporter.base
     try:
-        assert wait(lambda: get(base + "/readyz")[0] == 200, 30), (
-            tmp_path / "exporter.log"
-        ).read_text()
+        assert wait(lambda: get(base + "/readyz")[0] == 200, 30), exporter.log()
         assert json.loads(get(base + "/readyz")[1])["ready"] is True
         producer = KafkaProducer(bootstrap_servers=kafka_server.bootstrap)
         for i in range(30):
@@ -78,9 +48,7 @@ def test_standalone_exporter_process_serves_metrics_from_kafka(kafka_server, kaf
         )
         assert get(base + "/healthz")[0] == 200
     finally:
-        proc.terminate()
-        assert proc.wait(timeout=15) == 0
-        log.close()
+        assert exporter.stop() == 0
 
 
 def test_bad_options_exit_2_with_a_message():

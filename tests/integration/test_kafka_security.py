@@ -9,19 +9,17 @@ SASL; a wrong password and a wrong CA fail clearly without printing a secret.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
-from servers import KafkaServer, ServerStartError, free_port
+from servers import KafkaServer, ServerStartError
+from servers.common import http_get as get
+from servers.common import wait_until
+from servers.exporter import ExporterProcess, exporter_env
 from servers.tls import BrokerKeystore, make_broker_keystore
 
 from autoretrain.exporter.events import encode_event, run_event
@@ -73,56 +71,8 @@ def produce(bootstrap: str, topic: str, n: int, agent: str) -> None:
     producer.close()
 
 
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError:
-        return 0, ""
-
-
 def wait(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
-
-
-class Exporter:
-    """``python -m autoretrain.exporter`` with the given Kafka settings (environment)."""
-
-    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.log_path = tmp_path / f"exporter-{self.port}.log"
-        self.base = f"http://127.0.0.1:{self.port}"
-        with self.log_path.open("w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "autoretrain.exporter", "--listen-address", "127.0.0.1",
-                 "--port", str(self.port)],
-                env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def exporter_env(bootstrap: str, topic: str, **kafka: str) -> dict[str, str]:
-    env = {"AUTORETRAIN_EXPORTER_KAFKA_SERVERS": bootstrap,
-           "AUTORETRAIN_EXPORTER_TOPIC": topic,
-           "AUTORETRAIN_EXPORTER_GROUP": f"g-{topic}"}
-    env.update({f"AUTORETRAIN_EXPORTER_KAFKA_{k.upper()}": v for k, v in kafka.items()})
-    return env
+    return wait_until(predicate, timeout, interval=0.2)
 
 
 def sasl_settings(tmp_path: Path, password: str) -> dict[str, str]:
@@ -137,7 +87,7 @@ def test_exporter_consumes_over_sasl_and_tls(secure_kafka, tls, topic, tmp_path,
     else:
         env = exporter_env(secure_kafka.ssl_bootstrap, topic, security_protocol="SSL",
                            ssl_cafile=str(tls.ca_pem))
-    exporter = Exporter(tmp_path, env)
+    exporter = ExporterProcess(tmp_path, env)
     try:
         produce(secure_kafka.bootstrap, topic, 25, f"{listener}-agent")
         line = (f'autoretrain_agent_runs_total{{agent="{listener}-agent",agent_type="llm",'
@@ -152,9 +102,9 @@ def test_exporter_consumes_over_sasl_and_tls(secure_kafka, tls, topic, tmp_path,
 
 def test_wrong_password_or_ca_fails_clearly_without_the_secret(secure_kafka, tls, topic,
                                                                tmp_path):
-    wrong_password = Exporter(tmp_path, exporter_env(
+    wrong_password = ExporterProcess(tmp_path, exporter_env(
         secure_kafka.sasl_bootstrap, topic, **sasl_settings(tmp_path, WRONG)))
-    wrong_ca = Exporter(tmp_path, exporter_env(
+    wrong_ca = ExporterProcess(tmp_path, exporter_env(
         secure_kafka.ssl_bootstrap, topic, security_protocol="SSL",
         ssl_cafile=str(tls.other_ca_pem)))
     try:

@@ -77,6 +77,17 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+    """GET ``url``: its status and body; ``(0, "")`` when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
 def http_get_json(url: str, timeout: float = 5.0) -> Any:
     """GET ``url`` and decode its JSON body; HTTP errors raise with the body for context."""
     try:

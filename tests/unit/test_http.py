@@ -187,3 +187,41 @@ def test_server_limits_are_validated():
 
     with pytest.raises(ValueError, match="connection_limit must be an integer >= 1"):
         ServerLimits(connection_limit=0)
+
+
+def test_servers_started_and_stopped_at_once_never_see_each_others_bytes():
+    """In-process servers come and go (tests, an orchestrator's restarts): stopping one
+    never writes its wake-up byte into another's connection, nor fails on a closed pipe."""
+    import threading
+    import urllib.request
+
+    from autoretrain.exporter.http import serve
+
+    failures: list[str] = []
+
+    def cycle() -> None:
+        for _ in range(25):
+            registry = CollectorRegistry()
+            Counter("cycles", "Cycles.", registry=registry).inc()
+            server, _ = serve(metrics_app(registry), "127.0.0.1", 0)
+            try:
+                base = f"http://127.0.0.1:{server.server_port}"
+                for path in ("/metrics", "/healthz"):
+                    with urllib.request.urlopen(base + path, timeout=30) as response:
+                        if response.status != 200:
+                            failures.append(f"{path}: {response.status}")
+                        response.read()
+            except Exception as exc:  # every failure is reported, not just the first
+                failures.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                try:
+                    server.shutdown()
+                except Exception as exc:
+                    failures.append(f"shutdown: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=cycle) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []

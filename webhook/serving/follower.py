@@ -57,6 +57,7 @@ from .model_topic import (
     InvalidModelMessage,
     ModelMessage,
     decode_model,
+    reason_counter,
 )
 
 __all__ = ["LOAD_FAILURE_REASONS", "ModelFollower"]
@@ -90,12 +91,9 @@ class FollowerMetrics:
         self.loads = Counter(
             "autoretrain_follower_loads",
             "Model versions this follower loaded and served.", registry=registry)
-        self.failures = Counter(
-            "autoretrain_follower_load_failures",
-            "Versions skipped by reason (corrupt | partial | foreign | older | too_large).",
-            ["reason"], registry=registry)
-        for reason in LOAD_FAILURE_REASONS:
-            self.failures.labels(reason)
+        self.failures = reason_counter(
+            "autoretrain_follower_load_failures", "Versions skipped by reason",
+            LOAD_FAILURE_REASONS, registry)
         self.errors = Counter(
             "autoretrain_follower_errors",
             "Failed polls of the source (store unreadable, Kafka away); retried.",

@@ -55,6 +55,7 @@ __all__ = [
     "decode_model",
     "encode_model",
     "publisher_for",
+    "reason_counter",
 ]
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,17 @@ def decode_model(value: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     return ModelMessage(model_type, version, arrays, metadata)
 
 
+def reason_counter(name: str, documentation: str, reasons: tuple[str, ...],
+                   registry: CollectorRegistry) -> Counter:
+    """A counter by ``reason`` whose every reason is exported (at 0) from the start; the
+    help text lists them, so it cannot disagree with the label values."""
+    counter = Counter(name, f"{documentation} ({' | '.join(reasons)}).", ["reason"],
+                      registry=registry)
+    for reason in reasons:
+        counter.labels(reason)
+    return counter
+
+
 class PublisherMetrics:
     """``autoretrain_publisher_*``: what the trainer sent to the model topic."""
 
@@ -203,12 +215,9 @@ class PublisherMetrics:
         self.published = Counter(
             "autoretrain_publisher_published",
             "Model versions published to the model topic.", registry=registry)
-        self.failures = Counter(
-            "autoretrain_publisher_failures",
-            "Failed publishes by reason (too_large | kafka_error | store_error).",
-            ["reason"], registry=registry)
-        for reason in PUBLISH_FAILURES:
-            self.failures.labels(reason)
+        self.failures = reason_counter(
+            "autoretrain_publisher_failures", "Failed publishes by reason", PUBLISH_FAILURES,
+            registry)
         self.message_bytes = Gauge(
             "autoretrain_publisher_message_bytes",
             "Size of the last model message built (compressed).", registry=registry)

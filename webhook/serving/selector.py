@@ -21,22 +21,17 @@ import argparse
 import logging
 import math
 import os
-import re
-import signal
-import sys
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from autoretrain.exporter.http import ServerLimits
 from autoretrain.exporter.kafka_security import (
     SETTING_KEYS,
-    KafkaSecurity,
-    security_from_settings,
 )
+
+from ..layering import LOG_LEVELS, KafkaSecurityFields, choice, layer, resolve_token
 
 __all__ = ["ENV_PREFIX", "SelectorConfig", "create_selector_app", "load_selector_config",
            "main"]
@@ -46,13 +41,11 @@ log = logging.getLogger(__name__)
 ENV_PREFIX = "AUTORETRAIN_SELECTOR_"
 PROG = "autoretrain-selector"
 EXTENSION = "autoretrain-selector"
-_TOKEN = re.compile(r"^[\x21-\x7e]{16,4096}$")
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @dataclass(frozen=True)
-class SelectorConfig:
+class SelectorConfig(KafkaSecurityFields):
     """Validated settings of the selector.
 
     Attributes
@@ -91,19 +84,10 @@ class SelectorConfig:
     connection_limit: int = ServerLimits.connection_limit
     channel_timeout_seconds: int = ServerLimits.channel_timeout_seconds
     log_level: str = "INFO"
-    kafka_security_protocol: str | None = None
-    kafka_sasl_mechanism: str | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password_file: str | None = None
-    kafka_ssl_cafile: str | None = None
-    kafka_ssl_check_hostname: str | None = None
-
-    def kafka_security(self) -> KafkaSecurity:
-        """The follower's Kafka security settings (reads the password file)."""
-        return security_from_settings(self)
+    # Kafka connection security: the fields of KafkaSecurityFields.
 
 
-_KEYS = tuple(f.name for f in fields(SelectorConfig))
+_KEYS = (*(f.name for f in fields(SelectorConfig) if f.name not in SETTING_KEYS), *SETTING_KEYS)
 _OPTIONAL = ("kafka_servers", "model_storage_path", "read_token", "read_token_file",
              *SETTING_KEYS)
 _INTS = {"port": (0, 65535), "threads": (1, 1000), "connection_limit": (1, 100_000),
@@ -138,10 +122,7 @@ def _check(key: str, value: Any, where: str) -> Any:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{key} (from {where}) must be a non-empty string, got {shown}")
     if key == "log_level":
-        if value.upper() not in _LOG_LEVELS:
-            raise ValueError(f"{key} (from {where}) must be one of {', '.join(_LOG_LEVELS)}, "
-                             f"got {shown}")
-        return value.upper()
+        return choice(key, value.upper(), where, LOG_LEVELS)
     return value
 
 
@@ -149,20 +130,7 @@ def load_selector_config(overrides: Mapping[str, Any] | None = None,
                          environ: Mapping[str, str] | None = None) -> SelectorConfig:
     """Layer defaults < ``environ`` (``AUTORETRAIN_SELECTOR_*``) < ``overrides``; validate.
     Unknown keys are errors; the token file is read here."""
-    values: dict[str, Any] = {}
-    for name, text in sorted((environ or {}).items()):
-        if not name.startswith(ENV_PREFIX):
-            continue
-        key = name[len(ENV_PREFIX):].lower()
-        if key not in _KEYS:
-            raise ValueError(f"unknown environment variable {name}; known: "
-                             f"{', '.join(ENV_PREFIX + k.upper() for k in _KEYS)}")
-        values[key] = _check(key, text, name)
-    for key, value in (overrides or {}).items():
-        if key not in _KEYS:
-            raise ValueError(f"unknown config key {key!r}; known: {', '.join(_KEYS)}")
-        values[key] = _check(key, value, "config")
-    config = SelectorConfig(**values)
+    config = SelectorConfig(**layer(_KEYS, ENV_PREFIX, environ, overrides, _check))
     if (config.kafka_servers is None) == (config.model_storage_path is None):
         raise ValueError(f"set exactly one of {ENV_PREFIX}KAFKA_SERVERS (follow the model topic) "
                          f"and {ENV_PREFIX}MODEL_STORAGE_PATH (follow a store directory)")
@@ -170,20 +138,7 @@ def load_selector_config(overrides: Mapping[str, Any] | None = None,
         config.kafka_security()
     except ValueError as exc:
         raise ValueError(f"Kafka security ({ENV_PREFIX}KAFKA_*): {exc}") from None
-    if config.read_token is not None and config.read_token_file is not None:
-        raise ValueError("set read_token or read_token_file, not both")
-    if config.read_token_file is not None:
-        try:
-            text = Path(config.read_token_file).read_text(encoding="utf-8").rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"read_token_file {config.read_token_file!r} cannot be read: "
-                             f"{exc}") from None
-        config = replace(config, read_token=text)
-    if config.read_token is not None and not _TOKEN.match(config.read_token):
-        raise ValueError("read_token must be 16 to 4096 printable ASCII characters without spaces"
-                         + (f" (read from {config.read_token_file!r})"
-                            if config.read_token_file else ""))
-    return config
+    return resolve_token(config, "read_token")
 
 
 def _openapi_text() -> str:
@@ -315,58 +270,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _stop(signum: int, frame: Any) -> None:
-    raise SystemExit(0)  # in waitress' loop, whose run() shuts its threads down
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    from ..serve import (
+        configure_logging,
+        listen,
+        load_settings,
+        process_registry,
+        serve_until_signalled,
+    )
+
     args = build_parser().parse_args(argv)
     overrides = {key: value for key, value in (
         ("host", args.host), ("port", args.port), ("kafka_servers", args.kafka_servers),
         ("model_topic", args.model_topic), ("model_storage_path", args.model_storage_path),
         ("log_level", args.log_level)) if value is not None}
-    try:
-        settings = load_selector_config(overrides, os.environ)
-    except ValueError as exc:
-        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
+    settings = load_settings(PROG, load_selector_config, overrides)
+    if settings is None:
         return 2
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     if args.check_config:
         print(f"{PROG}: configuration OK")
         return 0
-    import waitress
-    from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    app = create_selector_app(overrides, registry=registry)
+    app = create_selector_app(overrides, registry=process_registry())
     follower = app.extensions[EXTENSION]
-    try:
-        limits = ServerLimits(threads=settings.threads,
-                              connection_limit=settings.connection_limit,
-                              channel_timeout_seconds=settings.channel_timeout_seconds)
-        server = waitress.create_server(app, host=settings.host, port=settings.port,
-                                        ident=PROG, **limits.waitress_options())
-    except OSError as exc:
-        print(f"{PROG}: cannot listen on {settings.host}:{settings.port}: {exc}",
-              file=sys.stderr)
+    server = listen(PROG, app, settings)
+    if server is None:
         follower.stop()
         return 1
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _stop)
     log.info("serving on http://%s:%s (%d threads, read token %s)", settings.host,
              server.effective_port, settings.threads,
              "required" if settings.read_token else "not required")
-    started = time.monotonic()
-    try:
-        server.run()
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
-        server.close()
-        follower.stop()
-        log.info("stopped after %.0f s", time.monotonic() - started)
+    serve_until_signalled(server, follower.stop, log)
     return 0

@@ -130,15 +130,16 @@ def evidence_from_sums(
 
 def check_number(name: str, value: Any, low: float, high: float = math.inf, *,
                  low_inclusive: bool = False) -> float:
-    """``value`` as a float in ``(low, high]`` (``[low, high]`` with
+    """``value`` as a finite float in ``(low, high]`` (``[low, high]`` with
     ``low_inclusive``); ValueError naming ``name`` and the value otherwise."""
     ok = (not isinstance(value, bool) and isinstance(value, int | float)
+          and math.isfinite(value)
           and (value >= low if low_inclusive else value > low) and value <= high)
     if not ok:
         lower = "[" if low_inclusive else "("
         allowed = f"> {low:g}" if high == math.inf and not low_inclusive else (
             f">= {low:g}" if high == math.inf else f"in {lower}{low:g}, {high:g}]")
-        raise ValueError(f"{name} must be a number {allowed}, got {value!r}")
+        raise ValueError(f"{name} must be a finite number {allowed}, got {value!r}")
     return float(value)
 
 
