@@ -200,7 +200,8 @@ class Ingestor:
                 # Inline for the common run without context (once per event).
                 if event["kind"] == "run" and "context" not in event:
                     add_row(event["task_type"], event["agent_name"], True,
-                            1.0 if event["status"] == "success" else 0.0, event["timestamp"])
+                            1.0 if event["status"] == "success" else 0.0, event["timestamp"],
+                            event["cost"], event["duration_ms"] / 1000.0)
                 else:
                     add(event)
             batch = builder.build()

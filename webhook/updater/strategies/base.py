@@ -289,6 +289,15 @@ class Rule:
         """An empty rule of the same kind with the same hyperparameters."""
         return type(self)(**self.hyperparameters())
 
+    def measure_rule(self) -> Rule:
+        """An empty rule that learns a real-valued measurement per pair (a run's
+        cost or latency, fed as accuracy observations: mean and variance, any
+        scale) with this rule's forgetting: the same half-life or window, no
+        probation. Here (no forgetting): Beta-Bernoulli counts' sums."""
+        from .bayesian import BayesianRule  # the subclass module imports this one
+
+        return BayesianRule()
+
     @classmethod
     def hyperparameter_names(cls) -> tuple[str, ...]:
         """The names :meth:`hyperparameters` returns (the constructor's arguments)."""

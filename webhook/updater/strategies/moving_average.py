@@ -131,5 +131,8 @@ class MovingAverageRule(Rule):
             rw.sum(-1), (rw * rv).sum(-1), aw.sum(-1), (aw * av).sum(-1), (aw * av * av).sum(-1)
         )
 
+    def measure_rule(self) -> MovingAverageRule:
+        return MovingAverageRule(self.window_size)
+
     def hyperparameters(self) -> dict[str, Any]:
         return {"window_size": self.window_size}
