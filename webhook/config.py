@@ -28,6 +28,7 @@ from autoretrain.exporter.kafka_security import (
 )
 
 from .standby import MODES
+from .updater.objective import Objective, ObjectiveMode
 from .updater.settings import (
     RECENCY_WEIGHT,
     RETRAIN_DISCOUNT,
@@ -45,6 +46,7 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _STRATEGIES = tuple(s.value for s in UpdateStrategy)
+_OBJECTIVES = tuple(m.value for m in ObjectiveMode)
 # A token is sent in an HTTP header: printable ASCII without spaces.
 _TOKEN = re.compile(r"^[\x21-\x7e]{16,4096}$")
 
@@ -161,6 +163,11 @@ class WebhookConfig:
     detect_drops: bool = False
     retrain_discount: float = RETRAIN_DISCOUNT
     recency_weight: float = RECENCY_WEIGHT
+    # The selection objective (see autoretrain.webhook.updater.objective).
+    objective: str = ObjectiveMode.QUALITY.value
+    cost_weight: float = Objective.cost_weight
+    latency_weight: float = Objective.latency_weight
+    quality_tolerance: float = Objective.quality_tolerance
     log_level: str = "INFO"
     standby: str = "wait"
     # The model topic (followers) and the ranking API's optional read token.
@@ -195,7 +202,14 @@ class WebhookConfig:
             max_event_skew_seconds=self.max_event_skew_seconds,
             kafka_security=self.kafka_security() if self.kafka_servers else None,
             retrain=RetrainSettings(discount=self.retrain_discount,
-                                    recency_weight=self.recency_weight))
+                                    recency_weight=self.recency_weight),
+            objective=self.selection_objective())
+
+    def selection_objective(self) -> Objective:
+        """The objective the updater's model ranks by (ValueError when invalid)."""
+        return Objective(self.objective, cost_weight=self.cost_weight,
+                         latency_weight=self.latency_weight,
+                         quality_tolerance=self.quality_tolerance)
 
     def update_rule(self) -> Rule:
         """The update rule of the updater to build (its hyperparameters included)."""
@@ -221,6 +235,9 @@ class WebhookConfig:
             "retrain_discount": self.retrain_discount,
             "recency_weight": self.recency_weight,
         }
+        objective = self.selection_objective()
+        if objective != Objective():  # the default is the updater's own
+            kwargs["objective"] = objective
         if self.kafka_servers and self.kafka_security_protocol is not None:
             kwargs["kafka_security"] = self.kafka_security()
         return kwargs
@@ -247,8 +264,12 @@ _FLOAT = (
     "retry_after_seconds",
     "retrain_discount",
     "recency_weight",
+    "cost_weight",
+    "latency_weight",
+    "quality_tolerance",
 )
 _ZERO_OK = ("cooldown_seconds", "api_retrain_min_interval_seconds", "retrain_discount",
+            "cost_weight", "latency_weight", "quality_tolerance",
             "max_event_skew_seconds",
             "ledger_retention_days")
 
@@ -328,6 +349,8 @@ def _check(key: str, value: Any, source: str) -> Any:
         raise ValueError(f"{where} must be a non-empty string, got {_describe(key, value)}")
     if key == "update_strategy" and value not in _STRATEGIES:
         raise ValueError(f"{where} must be one of {', '.join(_STRATEGIES)}, got {value!r}")
+    if key == "objective" and value not in _OBJECTIVES:
+        raise ValueError(f"{where} must be one of {', '.join(_OBJECTIVES)}, got {value!r}")
     if key == "standby" and value not in MODES:
         raise ValueError(f"{where} must be one of {', '.join(MODES)}, got {value!r}")
     if key == "log_level" and value.upper() not in _LOG_LEVELS:

@@ -243,6 +243,7 @@ class AgentSelectionModel:
     def _invalidate(self) -> None:
         self._post: Posterior | None = None
         self._measures: Measures | None = None
+        self._orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._rankings: dict[int, list[tuple[str, float]]] = {}
 
     # -- configuration -----------------------------------------------------
@@ -546,7 +547,14 @@ class AgentSelectionModel:
         return [(self.agents[i], float(score[i])) for i in order]
 
     def _greedy_order(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        """Order and score of the row's agents by their posterior means."""
+        """Order and score of the row's agents by their posterior means (cached)."""
+        cached = self._orders.get(row)
+        if cached is not None:
+            return cached
+        self._orders[row] = cached = self._order_by_means(row)
+        return cached
+
+    def _order_by_means(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         post = self.posterior()
         reward = post.reward[row]
         if self.objective.mode is ObjectiveMode.QUALITY:
