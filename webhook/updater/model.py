@@ -363,8 +363,8 @@ class AgentSelectionModel:
         self._rule.update(obs)
         if obs.is_run.any():
             cost, latency = self._measure_observations(obs, batch)
-            self._cost_rule.update(cost)
-            self._latency_rule.update(latency)
+            self._cost_rule.update_measure(cost)
+            self._latency_rule.update_measure(latency)
         np.maximum.at(self._last_seen, obs.cols, obs.timestamp)
         self.events_seen += len(batch)
         self._invalidate()

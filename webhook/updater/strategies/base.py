@@ -255,6 +255,12 @@ class Rule:
         """Fold ``obs`` (weights included) into the state."""
         raise NotImplementedError
 
+    def update_measure(self, obs: Observations) -> None:
+        """Fold real-valued measurements (accuracy-channel ``obs``) into a rule
+        made by :meth:`measure_rule`. Here: :meth:`update`; a forgetting rule
+        also restarts a pair whose measurements shifted (a price change)."""
+        self.update(obs)
+
     def reweight(self, obs: Observations, new_weight: np.ndarray, discount: float) -> None:
         """Incremental retrain (see :func:`~.retrain.incremental_retrain`).
 

@@ -7,9 +7,21 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import Evidence, Observations, Rule, UpdateStrategy, evidence_from_sums, retrain_factors
+from .base import (
+    CHANGE_MIN_EVIDENCE,
+    CHANGE_Z,
+    Evidence,
+    Observations,
+    Rule,
+    UpdateStrategy,
+    evidence_from_sums,
+    retrain_factors,
+)
 
 __all__ = ["BayesianRule"]
+
+#: Up to this many pairs, a measure rule finds a batch's pairs by a bincount.
+_DENSE_PAIRS = 4096
 
 
 class BayesianRule(Rule):
@@ -49,11 +61,62 @@ class BayesianRule(Rule):
         run = obs.is_run
         acc = ~run
         v = obs.value
+        if not run.any():  # measurements (cost, latency) and accuracy-only batches
+            np.add.at(self.acc_n.reshape(-1), flat, w)
+            np.add.at(self.acc_sum.reshape(-1), flat, w * v)
+            np.add.at(self.acc_sq.reshape(-1), flat, w * v**2)
+            return
         np.add.at(self.runs.reshape(-1), flat[run], w[run])
         np.add.at(self.successes.reshape(-1), flat[run], w[run] * v[run])
         np.add.at(self.acc_n.reshape(-1), flat[acc], w[acc])
         np.add.at(self.acc_sum.reshape(-1), flat[acc], w[acc] * v[acc])
         np.add.at(self.acc_sq.reshape(-1), flat[acc], w[acc] * v[acc] ** 2)
+
+    def update_measure(self, obs: Observations) -> None:
+        if self.restarts_at_change_points and len(obs):
+            self._restart_shifted(obs)
+        self.update(obs)
+
+    def _restart_shifted(self, obs: Observations) -> None:
+        """Drop the older measurements of each pair whose measurements in ``obs``
+        differ from them by more than :data:`~.base.CHANGE_Z` standard errors,
+        with at least :data:`~.base.CHANGE_MIN_EVIDENCE` on both sides (the
+        test of :func:`~.base.retrain_factors`, per batch and only for the
+        pairs ``obs`` touches): a price that doubled is followed within a few
+        of the agent's runs, not after the half-life."""
+        flat = obs.rows * self.capacity[1] + obs.cols
+        size = self.capacity[0] * self.capacity[1]
+        if size <= _DENSE_PAIRS:  # a bincount over all pairs is cheaper than a sort
+            inverse = flat
+            counts = np.bincount(flat, minlength=size).astype(float)
+            pairs = np.flatnonzero(counts >= CHANGE_MIN_EVIDENCE)
+            if not len(pairs):
+                return
+        else:
+            pairs, inverse = np.unique(flat, return_inverse=True)
+            counts = np.bincount(inverse, minlength=len(pairs)).astype(float)
+            if counts.max() < CHANGE_MIN_EVIDENCE:
+                return
+        v = obs.value
+        sums = np.bincount(inverse, weights=v, minlength=len(counts))
+        squares = np.bincount(inverse, weights=v * v, minlength=len(counts))
+        if size <= _DENSE_PAIRS:
+            counts, sums, squares = counts[pairs], sums[pairs], squares[pairs]
+        mean_b = sums / counts
+        var_b = np.maximum(squares / counts - mean_b**2, 0.0)
+        decay = self._decay()
+        n_o = self.acc_n.reshape(-1)[pairs] * decay
+        mean_o = self.acc_sum.reshape(-1)[pairs] * decay / np.maximum(n_o, 1e-12)
+        var_o = np.maximum(self.acc_sq.reshape(-1)[pairs] * decay / np.maximum(n_o, 1e-12)
+                           - mean_o**2, 0.0)
+        se = np.sqrt(var_o / np.maximum(n_o, 1e-12) + var_b / counts)
+        # A relative floor: measurements with (nearly) no spread must not
+        # restart on rounding.
+        se = np.maximum(se, 1e-6 * np.maximum(np.abs(mean_o), np.abs(mean_b)))
+        shifted = ((n_o >= CHANGE_MIN_EVIDENCE) & (counts >= CHANGE_MIN_EVIDENCE)
+                   & (np.abs(mean_b - mean_o) > CHANGE_Z * np.maximum(se, 1e-12)))
+        for name in ("acc_n", "acc_sum", "acc_sq"):
+            getattr(self, name).reshape(-1)[pairs[shifted]] = 0.0
 
     def _decay(self) -> float:
         """Factor from the stored sums to effective evidence now (1: no forgetting)."""
