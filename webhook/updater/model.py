@@ -166,8 +166,12 @@ def _beta_sd(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
 
 
 def _reward_sd(success: np.ndarray, success_sd: np.ndarray, accuracy: np.ndarray,
-               accuracy_sd: np.ndarray) -> np.ndarray:
-    """Standard deviation of ``success * accuracy`` (independent factors, first order)."""
+               accuracy_sd: np.ndarray, accuracy_n: np.ndarray) -> np.ndarray:
+    """Standard deviation of ``success * accuracy`` (independent factors, first
+    order). A pair without accuracy records has the accuracy prior, the same
+    for every agent: its spread says nothing about one agent against another,
+    so it is left out (it would hide the difference in run evidence)."""
+    accuracy_sd = np.where(accuracy_n > 0.0, accuracy_sd, 0.0)
     return np.sqrt((accuracy * success_sd) ** 2 + (success * accuracy_sd) ** 2)
 
 
@@ -537,7 +541,8 @@ class AgentSelectionModel:
         else:
             # A draw carries its uncertainty; a context mean is given the pair's.
             spread = (np.zeros(len(score)) if explore
-                      else _reward_sd(success, success_sd, accuracy, accuracy_sd))
+                      else _reward_sd(success, success_sd, accuracy, accuracy_sd,
+                                      post.accuracy_n[row]))
             m = self.measures()
             order, score = objective_order(self.objective, score, spread, m.cost[row],
                                            m.latency[row])
@@ -561,7 +566,7 @@ class AgentSelectionModel:
             return np.argsort(-reward, kind="stable"), reward
         m = self.measures()
         spread = _reward_sd(post.success[row], post.success_sd[row], post.accuracy[row],
-                            post.accuracy_sd[row])
+                            post.accuracy_sd[row], post.accuracy_n[row])
         return objective_order(self.objective, reward, spread, m.cost[row], m.latency[row])
 
     def probation_events(self) -> list[tuple[str, str, str]]:

@@ -49,7 +49,7 @@ import numpy as np
 __all__ = ["OBJECTIVE_KEYS", "Objective", "ObjectiveMode", "objective_order"]
 
 #: Standard deviations a constrained-mode quality is discounted by.
-UNCERTAINTY_Z = 2.0
+UNCERTAINTY_Z = 1.0
 
 
 class ObjectiveMode(enum.StrEnum):

@@ -8,8 +8,6 @@ from typing import ClassVar
 import numpy as np
 
 from .base import (
-    CHANGE_MIN_EVIDENCE,
-    CHANGE_Z,
     Evidence,
     Observations,
     Rule,
@@ -18,10 +16,12 @@ from .base import (
     retrain_factors,
 )
 
-__all__ = ["BayesianRule"]
+__all__ = ["MEASURE_MEMORY_RUNS", "BayesianRule"]
 
-#: Up to this many pairs, a measure rule finds a batch's pairs by a bincount.
-_DENSE_PAIRS = 4096
+#: Effective runs of cost (or latency) evidence a pair keeps at most (see
+#: :meth:`BayesianRule.update_measure`): a price that doubles is believed
+#: half-way after about ``0.7 x`` this many of the agent's runs.
+MEASURE_MEMORY_RUNS = 20.0
 
 
 class BayesianRule(Rule):
@@ -73,50 +73,23 @@ class BayesianRule(Rule):
         np.add.at(self.acc_sq.reshape(-1), flat[acc], w[acc] * v[acc] ** 2)
 
     def update_measure(self, obs: Observations) -> None:
-        if self.restarts_at_change_points and len(obs):
-            self._restart_shifted(obs)
+        """:meth:`update`, then cap each touched pair's measurement evidence at
+        :data:`MEASURE_MEMORY_RUNS` effective runs (older runs weigh less in
+        proportion): a price is nearly deterministic, so its estimate needs
+        few runs, and a price that changed is followed within a bounded
+        number of the agent's runs, not only after the half-life (nor never,
+        for the rules that do not forget)."""
         self.update(obs)
-
-    def _restart_shifted(self, obs: Observations) -> None:
-        """Drop the older measurements of each pair whose measurements in ``obs``
-        differ from them by more than :data:`~.base.CHANGE_Z` standard errors,
-        with at least :data:`~.base.CHANGE_MIN_EVIDENCE` on both sides (the
-        test of :func:`~.base.retrain_factors`, per batch and only for the
-        pairs ``obs`` touches): a price that doubled is followed within a few
-        of the agent's runs, not after the half-life."""
-        flat = obs.rows * self.capacity[1] + obs.cols
-        size = self.capacity[0] * self.capacity[1]
-        if size <= _DENSE_PAIRS:  # a bincount over all pairs is cheaper than a sort
-            inverse = flat
-            counts = np.bincount(flat, minlength=size).astype(float)
-            pairs = np.flatnonzero(counts >= CHANGE_MIN_EVIDENCE)
-            if not len(pairs):
-                return
-        else:
-            pairs, inverse = np.unique(flat, return_inverse=True)
-            counts = np.bincount(inverse, minlength=len(pairs)).astype(float)
-            if counts.max() < CHANGE_MIN_EVIDENCE:
-                return
-        v = obs.value
-        sums = np.bincount(inverse, weights=v, minlength=len(counts))
-        squares = np.bincount(inverse, weights=v * v, minlength=len(counts))
-        if size <= _DENSE_PAIRS:
-            counts, sums, squares = counts[pairs], sums[pairs], squares[pairs]
-        mean_b = sums / counts
-        var_b = np.maximum(squares / counts - mean_b**2, 0.0)
-        decay = self._decay()
-        n_o = self.acc_n.reshape(-1)[pairs] * decay
-        mean_o = self.acc_sum.reshape(-1)[pairs] * decay / np.maximum(n_o, 1e-12)
-        var_o = np.maximum(self.acc_sq.reshape(-1)[pairs] * decay / np.maximum(n_o, 1e-12)
-                           - mean_o**2, 0.0)
-        se = np.sqrt(var_o / np.maximum(n_o, 1e-12) + var_b / counts)
-        # A relative floor: measurements with (nearly) no spread must not
-        # restart on rounding.
-        se = np.maximum(se, 1e-6 * np.maximum(np.abs(mean_o), np.abs(mean_b)))
-        shifted = ((n_o >= CHANGE_MIN_EVIDENCE) & (counts >= CHANGE_MIN_EVIDENCE)
-                   & (np.abs(mean_b - mean_o) > CHANGE_Z * np.maximum(se, 1e-12)))
+        if not len(obs):
+            return
+        pairs = np.unique(obs.rows * self.capacity[1] + obs.cols)
+        n = self.acc_n.reshape(-1)[pairs] * self._decay()
+        over = n > MEASURE_MEMORY_RUNS
+        if not over.any():
+            return
+        pairs, scale = pairs[over], MEASURE_MEMORY_RUNS / n[over]
         for name in ("acc_n", "acc_sum", "acc_sq"):
-            getattr(self, name).reshape(-1)[pairs[shifted]] = 0.0
+            getattr(self, name).reshape(-1)[pairs] *= scale
 
     def _decay(self) -> float:
         """Factor from the stored sums to effective evidence now (1: no forgetting)."""

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .bayesian import MEASURE_MEMORY_RUNS
 from .base import (
     Evidence,
     Observations,
@@ -132,7 +133,9 @@ class MovingAverageRule(Rule):
         )
 
     def measure_rule(self) -> MovingAverageRule:
-        return MovingAverageRule(self.window_size)
+        # The window, at most MEASURE_MEMORY_RUNS runs: a price follows within
+        # a bounded number of runs whatever the quality window is.
+        return MovingAverageRule(min(self.window_size, int(MEASURE_MEMORY_RUNS)))
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"window_size": self.window_size}
