@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 
-from .bayesian import MEASURE_MEMORY_RUNS
 from .base import (
     Evidence,
     Observations,
@@ -16,6 +15,7 @@ from .base import (
     evidence_from_sums,
     retrain_factors,
 )
+from .bayesian import MEASURE_MEMORY_RUNS
 
 __all__ = ["WINDOW_SIZE", "MovingAverageRule"]
 
