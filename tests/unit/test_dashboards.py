@@ -168,13 +168,15 @@ def test_every_datasource_reference_is_the_datasource_variable(
 _SCOPES = [
     (re.compile(r"^(system|agent):"), 'cluster=~"$cluster"'),
     (re.compile(r"^ALERTS$"), 'app="autoretrain", cluster=~"$cluster"'),
-    (re.compile(r"^(agent_|autoretrain_)"), 'job=~"$job", cluster=~"$cluster"'),
-    (re.compile(r"^(model_|webhook_)"), 'job=~"$webhook_job", cluster=~"$cluster"'),
+    (re.compile(r"^(agent_|autoretrain_(?!model_))"), 'job=~"$job", cluster=~"$cluster"'),
+    # The updater's own series (in the webhook): model_*, and the new autoretrain_model_*.
+    (re.compile(r"^(model_|webhook_|autoretrain_model_)"),
+     'job=~"$webhook_job", cluster=~"$cluster"'),
     (re.compile(r"^up$"), 'job=~"$job|$webhook_job", cluster=~"$cluster"'),
 ]
 _NOT_SERIES = {"sum", "max", "min", "count", "rate", "increase", "changes", "histogram_quantile",
                "by", "or", "and", "unless", "vector", "label_values", "without", "on",
-               "bool", "avg", "clamp_min", "time", "absent"}  # fmt: skip
+               "bool", "avg", "clamp_min", "time", "absent", "scalar"}  # fmt: skip
 
 
 def test_every_query_is_scoped_to_autoretrain_by_job_cluster_and_app(

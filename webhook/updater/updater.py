@@ -227,6 +227,7 @@ class RealTimeModelUpdater:
         self._state = ModelState(AgentSelectionModel(rule, seed=settings.seed,
                                                      objective=settings.objective),
                                  settings, self.metrics, clock)
+        self.metrics.objective.labels(str(settings.objective.mode)).set(1)
         # Read at scrape time: parking happens inside model updates and retrains.
         self.metrics.parked.set_function(lambda: float(self._state.model.parked_pairs()))
         self.metrics.capacity.labels("agent").set_function(
