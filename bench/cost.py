@@ -359,9 +359,11 @@ def frontier(stream: CostStream) -> list[dict[str, float]]:
     return out
 
 
-def run(quick: bool = False, seeds: int | None = None) -> dict[str, Any]:
+def run(quick: bool = False, seeds: int | None = None, sizes: Sizes | None = None
+        ) -> dict[str, Any]:
+    """Every policy on every seed's stream; the JSON-ready results."""
     seeds = seeds or (2 if quick else 3)
-    sizes = QUICK if quick else FULL
+    sizes = sizes or (QUICK if quick else FULL)
     vw_error = vowpalwabbit_available()
     factories = policy_factories(include_vw=vw_error is None)
     per: dict[str, list[dict[str, Any]]] = {name: [] for name in factories}

@@ -256,3 +256,48 @@ def test_cost_state_after_a_restart_equals_an_uninterrupted_run(tmp_path: Path) 
     np.testing.assert_allclose(m2.cost, m1.cost)
     np.testing.assert_allclose(m2.cost_n, m1.cost_n)
     np.testing.assert_allclose(m2.latency, m1.latency)
+
+
+# -- one setting for the webhook and the selector ------------------------------------------
+
+
+def test_webhook_config_builds_the_updaters_objective() -> None:
+    from autoretrain.webhook.config import load_config
+
+    config = load_config({"allow_unauthenticated": True}, {
+        "AUTORETRAIN_WEBHOOK_OBJECTIVE": "constrained",
+        "AUTORETRAIN_WEBHOOK_QUALITY_TOLERANCE": "0.1"})
+    expected = Objective("constrained", quality_tolerance=0.1)
+    assert config.updater_settings().objective == expected
+    assert config.updater_kwargs()["objective"] == expected
+    assert "objective" not in load_config({"allow_unauthenticated": True}).updater_kwargs()
+    with pytest.raises(ValueError, match="objective .* must be one of quality, weighted"):
+        load_config({"allow_unauthenticated": True, "objective": "cheapest"})
+    with pytest.raises(ValueError, match="cost_weight .* must be a finite number >= 0"):
+        load_config({"allow_unauthenticated": True, "cost_weight": -1})
+
+
+def test_selector_follows_the_trainers_objective_unless_it_sets_its_own() -> None:
+    from autoretrain.webhook.serving.selector import load_selector_config
+
+    base = {"model_storage_path": "/m"}
+    assert load_selector_config(base).selection_objective() is None
+    config = load_selector_config(base, {"AUTORETRAIN_SELECTOR_OBJECTIVE": "weighted",
+                                         "AUTORETRAIN_SELECTOR_COST_WEIGHT": "3"})
+    assert config.selection_objective() == Objective("weighted", cost_weight=3.0)
+    with pytest.raises(ValueError, match="cost_weight need objective to be set"):
+        load_selector_config({**base, "cost_weight": 1})
+    with pytest.raises(ValueError, match="objective must be one of"):
+        load_selector_config({**base, "objective": "cheapest"})
+
+
+def test_a_follower_with_its_own_objective_ranks_by_it(tmp_path: Path) -> None:
+    trainer = RealTimeModelUpdater(model_storage_path=str(tmp_path), seed=1)
+    ids = EventIdFactory()
+    trainer.ingest(interleave(runs("strong", 600, 0.9, 0.30, ids=ids),
+                              runs("cheap", 600, 0.89, 0.01, ids=ids)))
+    trainer.save()
+    follower = ModelFollower(str(tmp_path), seed=1, objective=CONSTRAINED)
+    follower.refresh()
+    assert trainer.predict_best_agent("t", top_k=1)[0][0] == "strong"
+    assert follower.predict_best_agent("t", top_k=1)[0][0] == "cheap"
