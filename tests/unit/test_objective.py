@@ -271,9 +271,9 @@ def test_webhook_config_builds_the_updaters_objective() -> None:
     assert config.updater_settings().objective == expected
     assert config.updater_kwargs()["objective"] == expected
     assert "objective" not in load_config({"allow_unauthenticated": True}).updater_kwargs()
-    with pytest.raises(ValueError, match="objective .* must be one of quality, weighted"):
+    with pytest.raises(ValueError, match=r"objective .* must be one of quality, weighted"):
         load_config({"allow_unauthenticated": True, "objective": "cheapest"})
-    with pytest.raises(ValueError, match="cost_weight .* must be a finite number >= 0"):
+    with pytest.raises(ValueError, match=r"cost_weight .* must be a finite number >= 0"):
         load_config({"allow_unauthenticated": True, "cost_weight": -1})
 
 
