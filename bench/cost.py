@@ -490,12 +490,16 @@ def plot(r: dict[str, Any], path: Path) -> Path:
                     textcoords="offset points", xytext=(5, -12), fontsize=8, color="tab:blue")
     markers = {"autoretrain quality (default)": ("s", "tab:green"),
                "always the strongest": ("*", "black"), "always the cheapest": ("v", "black")}
+    peers = iter(("x", "P", "^", "h", "d"))
     for name, p in r["policies"].items():
         if name.startswith("autoretrain constrained"):
             continue
-        marker, color = markers.get(name, ("D" if name.startswith("autoretrain") else "x",
-                                           "tab:red" if name.startswith("autoretrain")
-                                           else "tab:orange"))
+        if name in markers:
+            marker, color = markers[name]
+        elif name.startswith("autoretrain"):
+            marker, color = "D", "tab:red"
+        else:
+            marker, color = next(peers, "x"), "tab:orange"
         ax.scatter([p["cost_share"]], [p["quality_share"]], marker=marker, color=color,
                    label=name, zorder=3)
     ax.axhline(SHARE_TARGET, color="tab:green", lw=0.6)
