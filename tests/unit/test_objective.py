@@ -301,3 +301,15 @@ def test_a_follower_with_its_own_objective_ranks_by_it(tmp_path: Path) -> None:
     follower.refresh()
     assert trainer.predict_best_agent("t", top_k=1)[0][0] == "strong"
     assert follower.predict_best_agent("t", top_k=1)[0][0] == "cheap"
+
+
+def test_the_standalone_updater_takes_the_objective_on_its_command_line(tmp_path: Path) -> None:
+    from autoretrain.webhook.updater.__main__ import build_parser, build_updater
+
+    args = build_parser().parse_args(["--kafka-servers", "localhost:1", "--model-dir",
+                                      str(tmp_path), "--objective", "constrained",
+                                      "--quality-tolerance", "0.1"])
+    updater = build_updater(args)
+    assert updater.objective == Objective("constrained", quality_tolerance=0.1)
+    assert build_updater(build_parser().parse_args(
+        ["--kafka-servers", "localhost:1", "--model-dir", str(tmp_path)])).objective == QUALITY
