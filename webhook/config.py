@@ -112,6 +112,11 @@ class WebhookConfig:
     retrain_discount, recency_weight
         Advanced (see :class:`~autoretrain.webhook.updater.RetrainSettings`):
         kept for experiments; no operator normally sets them.
+    objective, cost_weight, latency_weight, quality_tolerance
+        The selection objective (``quality``, the default, ``weighted`` or
+        ``constrained``; see :mod:`autoretrain.webhook.updater.objective`):
+        what the model ranks first, recorded in every saved version so the
+        selectors rank by it too.
     log_level
         Logging level of ``python -m autoretrain.webhook``.
     standby

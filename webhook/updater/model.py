@@ -381,14 +381,13 @@ class AgentSelectionModel:
         ``batch`` does not observe (see :func:`~.retrain.incremental_retrain`)."""
         if not 0.0 <= discount <= 1.0:
             raise ValueError(f"discount must be in [0, 1], got {discount!r}")
-        obs = self._observations(batch, current_weight, grow=True)
-        new_weight = np.asarray(new_weight, dtype=float)
-        self._rule.reweight(obs, new_weight, discount)
-        # The same retrain for cost and latency: a price that changed is a
-        # change point of its own (its older evidence is dropped).
-        cost, latency = self._measure_observations(obs, batch)
-        self._cost_rule.reweight(cost, new_weight[obs.is_run], discount)
-        self._latency_rule.reweight(latency, new_weight[obs.is_run], discount)
+        self._rule.reweight(self._observations(batch, current_weight, grow=True),
+                            np.asarray(new_weight, dtype=float), discount)
+        # Cost and latency are left as they are: their evidence is already the
+        # newest runs of each pair (at most MEASURE_MEMORY_RUNS of them), which
+        # is what the reweighting would favour, and the cap makes taking the
+        # buffered runs out inexact. A full retrain rebuilds them from the
+        # buffer like everything else.
         self._invalidate()
 
     # -- estimates ------------------------------------------------------------
