@@ -313,3 +313,28 @@ def test_the_standalone_updater_takes_the_objective_on_its_command_line(tmp_path
     assert updater.objective == Objective("constrained", quality_tolerance=0.1)
     assert build_updater(build_parser().parse_args(
         ["--kafka-servers", "localhost:1", "--model-dir", str(tmp_path)])).objective == QUALITY
+
+
+def test_the_ranking_api_returns_each_agents_quality_cost_and_latency(tmp_path: Path) -> None:
+    from autoretrain.webhook.serving.selector import create_selector_app
+
+    trainer = RealTimeModelUpdater(model_storage_path=str(tmp_path), seed=1,
+                                   objective=Objective("weighted", cost_weight=1.0))
+    ids = EventIdFactory()
+    trainer.ingest(interleave(runs("strong", 600, 0.9, 0.30, ids=ids, duration_ms=4000.0),
+                              runs("cheap", 600, 0.8, 0.01, ids=ids, duration_ms=500.0)))
+    trainer.save()
+    follower = ModelFollower(str(tmp_path), seed=1)
+    follower.refresh()
+    client = create_selector_app({"model_storage_path": str(tmp_path)},
+                                 follower=follower).test_client()
+    body = client.get("/api/model/ranking?task_type=t&top_k=2").get_json()
+    assert body["objective"] == Objective("weighted", cost_weight=1.0).as_dict()
+    strong, cheap = sorted(body["ranking"], key=lambda e: e["agent"], reverse=True)
+    assert [e["agent"] for e in body["ranking"]] == ["cheap", "strong"]
+    assert cheap["cost"] == pytest.approx(0.01) and strong["cost"] == pytest.approx(0.30)
+    assert cheap["latency_seconds"] == pytest.approx(0.5)
+    assert strong["latency_seconds"] == pytest.approx(4.0)
+    assert strong["quality"] > cheap["quality"]
+    assert cheap["score"] == pytest.approx(cheap["quality"] - 0.01)
+    assert strong["score"] == pytest.approx(strong["quality"] - 0.30)
