@@ -466,6 +466,19 @@ class AgentSelectionModel:
         * accuracy`` (the default objective and ``constrained``), or that
         minus the weighted cost and latency (``weighted``).
         """
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+        if not self.agents:
+            return []
+        if not explore and not (context and isinstance(self._rule, GradientRule)):
+            # The orchestrator's per-request path: a dict lookup and a slice.
+            row = self._row(task_type)
+            ranking = self._rankings.get(row)
+            if ranking is None:
+                order, score = self._greedy_order(row)
+                ranking = [(self.agents[i], float(score[i])) for i in order]
+                self._rankings[row] = ranking
+            return ranking[:top_k]
         return self._rank(task_type, context, top_k, explore, estimates=False)
 
     def rank_agents(
