@@ -265,12 +265,6 @@ class AgentSelectionModel:
         return AgentSelectionModel(self._prototype.clone(), seed=self.seed,
                                    objective=self.objective)
 
-    def with_objective(self, objective: Objective) -> AgentSelectionModel:
-        """A copy ranking by ``objective`` (the learnt state shared in value)."""
-        clone = self.copy()
-        clone.objective = objective
-        return clone
-
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any], seed: int | None = None
                       ) -> AgentSelectionModel:
