@@ -16,6 +16,7 @@ import tempfile
 
 BENCHMARKS = (
     "decisions",
+    "cost",
     "recording",
     "exposition",
     "updater",

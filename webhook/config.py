@@ -25,6 +25,7 @@ from autoretrain.exporter.kafka_security import (
 
 from .layering import LOG_LEVELS, KafkaSecurityFields, choice, layer, resolve_token
 from .standby import MODES
+from .updater.objective import Objective, ObjectiveMode
 from .updater.settings import (
     RECENCY_WEIGHT,
     RETRAIN_DISCOUNT,
@@ -103,6 +104,11 @@ class WebhookConfig(KafkaSecurityFields):
     retrain_discount, recency_weight
         Advanced (see :class:`~autoretrain.webhook.updater.RetrainSettings`):
         kept for experiments; no operator normally sets them.
+    objective, cost_weight, latency_weight, quality_tolerance
+        The selection objective (``quality``, the default, ``weighted`` or
+        ``constrained``; see :mod:`autoretrain.webhook.updater.objective`):
+        what the model ranks first, recorded in every saved version so the
+        selectors rank by it too.
     log_level
         Logging level of ``python -m autoretrain.webhook``.
     standby
@@ -154,6 +160,11 @@ class WebhookConfig(KafkaSecurityFields):
     detect_drops: bool = False
     retrain_discount: float = RETRAIN_DISCOUNT
     recency_weight: float = RECENCY_WEIGHT
+    # The selection objective (see autoretrain.webhook.updater.objective).
+    objective: str = ObjectiveMode.QUALITY.value
+    cost_weight: float = Objective.cost_weight
+    latency_weight: float = Objective.latency_weight
+    quality_tolerance: float = Objective.quality_tolerance
     log_level: str = "INFO"
     standby: str = "wait"
     # The model topic (followers) and the ranking API's optional read token.
@@ -178,7 +189,14 @@ class WebhookConfig(KafkaSecurityFields):
             max_event_skew_seconds=self.max_event_skew_seconds,
             kafka_security=self.kafka_security() if self.kafka_servers else None,
             retrain=RetrainSettings(discount=self.retrain_discount,
-                                    recency_weight=self.recency_weight))
+                                    recency_weight=self.recency_weight),
+            objective=self.selection_objective())
+
+    def selection_objective(self) -> Objective:
+        """The objective the updater's model ranks by (ValueError when invalid)."""
+        return Objective(self.objective, cost_weight=self.cost_weight,
+                         latency_weight=self.latency_weight,
+                         quality_tolerance=self.quality_tolerance)
 
     def update_rule(self) -> Rule:
         """The update rule of the updater to build (its hyperparameters included)."""
@@ -205,6 +223,9 @@ class WebhookConfig(KafkaSecurityFields):
             "retrain_discount": self.retrain_discount,
             "recency_weight": self.recency_weight,
         }
+        objective = self.selection_objective()
+        if objective != Objective():  # the default is the updater's own
+            kwargs["objective"] = objective
         if self.kafka_servers and self.kafka_security_protocol is not None:
             kwargs["kafka_security"] = self.kafka_security()
         return kwargs
@@ -217,7 +238,8 @@ _KEYS = (*(f.name for f in fields(WebhookConfig) if f.name not in SETTING_KEYS),
 _UPDATER_KEYS = ("kafka_topic", "consumer_group", "batch_size",
                  "batch_timeout_seconds", "save_interval_seconds", "buffer_size",
                  "max_event_skew_seconds", "update_strategy", "half_life_seconds",
-                 "retry_after_seconds", "detect_drops", "retrain_discount", "recency_weight")
+                 "retry_after_seconds", "detect_drops", "retrain_discount", "recency_weight",
+                 "objective", "cost_weight", "latency_weight", "quality_tolerance")
 _OPTIONAL_STR = ("token", "token_file", "kafka_servers", "read_token", "read_token_file",
                  *SETTING_KEYS)
 # How the text of an environment variable is parsed (a type, not a rule).
@@ -239,6 +261,9 @@ _FLOAT = (
     "retry_after_seconds",
     "retrain_discount",
     "recency_weight",
+    "cost_weight",
+    "latency_weight",
+    "quality_tolerance",
 )
 _ZERO_OK = ("cooldown_seconds", "api_retrain_min_interval_seconds", "ledger_retention_days")
 

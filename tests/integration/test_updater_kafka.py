@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from servers.common import wait_until
 
@@ -151,3 +152,43 @@ def test_malformed_messages_are_skipped_and_counted(kafka_server, kafka_topic: s
                                      "field:agent_name": 1, "not_object": 1, "schema": 1}
     assert u.registry.get_sample_value("autoretrain_model_updater_events_total",
                                        {"result": "invalid"}) == 6
+
+
+def test_costs_are_learnt_once_across_a_crash_restart(kafka_server, kafka_topic: str,
+                                                      tmp_path: Path) -> None:
+    """Issue 18: the cost and latency state is saved with the model and its offsets,
+    so a crash restart re-applies only unsaved events and ends with each pair's
+    true cost and latency (constant per pair here) and every event seen once."""
+    bootstrap, group = kafka_server.bootstrap, f"g-{uuid.uuid4().hex[:8]}"
+    rng = np.random.default_rng(7)
+    ids = EventIdFactory()
+    values, keys = [], []
+    for i in range(6_000):
+        a, t = int(rng.integers(4)), int(rng.integers(2))
+        event = run_event(ids(), 1_000.0 + i, f"agent-{a}", "llm", "success", 100.0 * (a + 1),
+                          10, 0.001 * (a + 1) * (t + 1), task_type=f"task-{t}")
+        values.append(encode_event(event))
+        keys.append(f"agent-{a}".encode())
+    produce(bootstrap, kafka_topic, values[:4_000], keys[:4_000])
+    u = updater(bootstrap, kafka_topic, group, tmp_path, save_interval_seconds=0.05,
+                batch_size=200)
+    u.start()
+    assert wait_until(lambda: u.get_metrics()["events_applied"] >= 2_000
+                      and u.get_metrics()["model_version"] > 0, 60)
+    assert u._consumer.stop(10)
+    assert u._consumer.source is not None
+    u._consumer.source.consumer.close(autocommit=False)
+    produce(bootstrap, kafka_topic, values[4_000:], keys[4_000:])
+    again = updater(bootstrap, kafka_topic, group, tmp_path)
+    again.start()
+    try:
+        assert wait_until(lambda: again.get_metrics()["events_seen"] >= 6_000, 60)
+        assert wait_until(lambda: again.get_metrics()["consumer_lag"] == 0, 60)
+    finally:
+        again.stop()
+    assert again.get_metrics()["events_seen"] == 6_000
+    for t in range(2):
+        for e in again.rank_agents(f"task-{t}", top_k=4):
+            a = int(e.agent.rsplit("-", 1)[1])
+            assert e.cost == pytest.approx(0.001 * (a + 1) * (t + 1))
+            assert e.latency_seconds == pytest.approx(0.1 * (a + 1))

@@ -174,7 +174,7 @@ _SCOPES = [
 ]
 _NOT_SERIES = {"sum", "max", "min", "count", "rate", "increase", "changes", "histogram_quantile",
                "by", "or", "and", "unless", "vector", "label_values", "without", "on",
-               "bool", "avg", "clamp_min", "time", "absent"}  # fmt: skip
+               "bool", "avg", "clamp_min", "time", "absent", "scalar"}  # fmt: skip
 
 
 def test_every_query_is_scoped_to_autoretrain_by_job_cluster_and_app(

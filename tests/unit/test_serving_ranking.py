@@ -84,9 +84,17 @@ def test_results_equal_predict_best_agent(make_client: Callable[..., Any],
             response = client.get(f"{URL}?task_type={task}&top_k={k}")
             assert response.status_code == 200, response.get_json()
             expected = served.predict_best_agent(task, top_k=k)
-            assert response.get_json() == {
+            body = response.get_json()
+            # The ranking's (agent, score) pairs are predict_best_agent's; the
+            # estimates and the objective come with them (issue 18).
+            assert {k: v for k, v in body.items() if k != "objective"} | {
+                "ranking": [{"agent": e["agent"], "score": e["score"]}
+                            for e in body["ranking"]]} == {
                 "model_version": trainer.version, "task_type": task,
                 "ranking": [{"agent": a, "score": s} for a, s in expected]}
+            assert body["objective"]["mode"] == "quality"
+            assert all(set(e) == {"agent", "score", "quality", "cost", "latency_seconds"}
+                       for e in body["ranking"])
     body = client.get(f"{URL}?task_type=t0").get_json()
     assert len(body["ranking"]) == 3 and body["ranking"][0]["agent"] == "a1"
 

@@ -48,7 +48,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from autoretrain.exporter.background import BackgroundLoop
 
-from ..updater.model import AgentSelectionModel
+from ..updater.model import AgentEstimate, AgentSelectionModel
+from ..updater.objective import Objective
 from ..updater.results import MODEL_TYPE
 from ..updater.store import CorruptModel, ForeignModel, ModelStore
 from .model_topic import (
@@ -140,6 +141,10 @@ class ModelFollower:
         Wall clock (the model's age).
     consumer_factory, consumer_config
         Kafka: builds the consumer (tests), and further ``KafkaConsumer`` settings.
+    objective
+        What to rank by (:class:`~autoretrain.webhook.updater.objective.Objective`);
+        None (the default): the trainer's, as each version's metadata records
+        it (quality for a version saved before objectives existed).
     """
 
     def __init__(
@@ -156,6 +161,7 @@ class ModelFollower:
         clock: Callable[[], float] = time.time,
         consumer_factory: Callable[..., Any] | None = None,
         consumer_config: dict[str, Any] | None = None,
+        objective: Objective | None = None,
     ) -> None:
         if (model_storage_path is None) == (kafka_servers is None):
             raise ValueError("give exactly one of model_storage_path (follow a store "
@@ -173,6 +179,9 @@ class ModelFollower:
         self.poll_interval_seconds = float(poll_interval_seconds)
         self.max_message_bytes = max_message_bytes
         self.seed = seed
+        if objective is not None and not isinstance(objective, Objective):
+            raise ValueError(f"objective must be an Objective or None, got {objective!r}")
+        self.objective = objective
         self.clock = clock
         self.registry = CollectorRegistry() if registry is None else registry
         self.metrics = FollowerMetrics(self.registry, self._age)
@@ -209,6 +218,23 @@ class ModelFollower:
                     raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
                 return []
             return served.model.predict_best_agent(task_type, context, top_k, explore)
+
+    def rank_agents(
+        self,
+        task_type: str | None = None,
+        context: dict[str, Any] | None = None,
+        top_k: int = 3,
+        explore: bool = False,
+    ) -> list[AgentEstimate]:
+        """:meth:`predict_best_agent` with each agent's expected quality, cost and
+        latency; ``[]`` before the first model is loaded."""
+        with self._lock:
+            served = self._served
+            if served is None:
+                if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+                    raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+                return []
+            return served.model.rank_agents(task_type, context, top_k, explore)
 
     @property
     def version(self) -> int | None:
@@ -306,7 +332,9 @@ class ModelFollower:
             # A new generator per version, seeded from the version: the same
             # seed every time would replay the same exploration draws.
             seed = None if self.seed is None else self.seed * 1_000_003 + version
-            model = AgentSelectionModel(metadata["strategy"], seed=seed, **hyper)
+            objective = self.objective or Objective.from_dict(metadata.get("objective"))
+            model = AgentSelectionModel(metadata["strategy"], seed=seed, objective=objective,
+                                        **hyper)
             model.load(arrays, metadata)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptModel(f"the model rejects it: {type(exc).__name__}: {exc}",

@@ -1,9 +1,13 @@
 """``GET /api/model/ranking``: the model's ranking for orchestrators in any language.
 
 ``?task_type=T&top_k=K&explore=B`` answers
-``{"model_version": N, "task_type": T, "ranking": [{"agent", "score"}, ...]}``,
-the same list ``predict_best_agent(T, top_k=K, explore=B)`` returns, from
-anything that has ``predict_best_agent``, ``version`` and ``model`` (a
+``{"model_version": N, "task_type": T, "objective": {...}, "ranking": [{"agent",
+"score", "quality", "cost", "latency_seconds"}, ...]}``, the same list
+``predict_best_agent(T, top_k=K, explore=B)`` returns, ranked by the model's
+objective, with each agent's expected quality (success x accuracy), cost and
+latency per run (null while not known), from anything that has
+``predict_best_agent`` (and ``rank_agents`` for the estimates), ``version``
+and ``model`` (a
 :class:`~autoretrain.RealTimeModelUpdater` in the webhook, a
 :class:`~autoretrain.ModelFollower` in the selector).
 
@@ -222,12 +226,24 @@ def _rank(served: Any, task_type: str, top_k: int, explore: bool) -> dict[str, A
             raise _Refused(404, "unknown_task_type",
                            f"the model (version {version}) does not know task type "
                            f"{task_type[:80]!r}; known: {', '.join(known) or 'none'}")
-        ranking = served.predict_best_agent(task_type, None, top_k, explore)
+        rank_agents = getattr(served, "rank_agents", None)
+        if rank_agents is not None:
+            entries = [{"agent": e.agent, "score": _finite(e.score), "quality": _finite(e.quality),
+                        "cost": e.cost, "latency_seconds": e.latency_seconds}
+                       for e in rank_agents(task_type, None, top_k, explore)]
+        else:  # a source without estimates (an older orchestrator object)
+            entries = [{"agent": agent, "score": _finite(score)}
+                       for agent, score in served.predict_best_agent(task_type, None, top_k,
+                                                                     explore)]
         if served.version == version:
             break
-    return {
-        "model_version": version,
-        "task_type": task_type,
-        "ranking": [{"agent": agent, "score": score if math.isfinite(score) else None}
-                    for agent, score in ranking],
-    }
+    body: dict[str, Any] = {"model_version": version, "task_type": task_type}
+    objective = getattr(model, "objective", None)
+    if objective is not None:
+        body["objective"] = objective.as_dict()
+    body["ranking"] = entries
+    return body
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None

@@ -24,7 +24,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoretrain.exporter.http import ServerLimits
 from autoretrain.exporter.kafka_security import (
@@ -32,6 +32,9 @@ from autoretrain.exporter.kafka_security import (
 )
 
 from ..layering import LOG_LEVELS, KafkaSecurityFields, choice, layer, resolve_token
+
+if TYPE_CHECKING:
+    from ..updater.objective import Objective
 
 __all__ = ["ENV_PREFIX", "SelectorConfig", "create_selector_app", "load_selector_config",
            "main"]
@@ -70,6 +73,11 @@ class SelectorConfig(KafkaSecurityFields):
         How the follower's consumer connects to Kafka: the fields of
         :class:`~autoretrain.exporter.kafka_security.KafkaSecurity` (text; the
         password only from a file). Default PLAINTEXT.
+    objective, cost_weight, latency_weight, quality_tolerance
+        The selection objective (see
+        :class:`~autoretrain.webhook.updater.objective.Objective`; the same
+        names as the webhook's settings). Unset (the default): rank by the
+        trainer's objective, recorded in each model version.
     """
 
     kafka_servers: str | None = None
@@ -84,12 +92,28 @@ class SelectorConfig(KafkaSecurityFields):
     connection_limit: int = ServerLimits.connection_limit
     channel_timeout_seconds: int = ServerLimits.channel_timeout_seconds
     log_level: str = "INFO"
+    objective: str | None = None
+    cost_weight: float | None = None
+    latency_weight: float | None = None
+    quality_tolerance: float | None = None
     # Kafka connection security: the fields of KafkaSecurityFields.
+
+    def selection_objective(self) -> Objective | None:
+        """The objective set here; None: the trainer's (ValueError when invalid)."""
+        from ..updater.objective import Objective  # the model's package: only when used
+
+        weights = {k: getattr(self, k) for k in _OBJECTIVE_NUMBERS if getattr(self, k) is not None}
+        if self.objective is None:
+            if weights:
+                raise ValueError(f"{', '.join(weights)} need objective to be set")
+            return None
+        return Objective(self.objective, **weights)
 
 
 _KEYS = (*(f.name for f in fields(SelectorConfig) if f.name not in SETTING_KEYS), *SETTING_KEYS)
+_OBJECTIVE_NUMBERS = ("cost_weight", "latency_weight", "quality_tolerance")
 _OPTIONAL = ("kafka_servers", "model_storage_path", "read_token", "read_token_file",
-             *SETTING_KEYS)
+             "objective", *SETTING_KEYS)
 _INTS = {"port": (0, 65535), "threads": (1, 1000), "connection_limit": (1, 100_000),
          "channel_timeout_seconds": (1, 86_400)}
 
@@ -107,6 +131,18 @@ def _check(key: str, value: Any, where: str) -> Any:
             raise ValueError(f"{key} (from {where}) must be an integer in [{low}, {high}], "
                              f"got {shown}")
         return value
+    if key in _OBJECTIVE_NUMBERS:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise ValueError(f"{key} (from {where}) must be a number, got {shown}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                0 <= value < math.inf):
+            raise ValueError(f"{key} (from {where}) must be a finite number >= 0, got {shown}")
+        return float(value)
     if key == "poll_interval_seconds":
         if isinstance(value, str):
             try:
@@ -138,6 +174,7 @@ def load_selector_config(overrides: Mapping[str, Any] | None = None,
         config.kafka_security()
     except ValueError as exc:
         raise ValueError(f"Kafka security ({ENV_PREFIX}KAFKA_*): {exc}") from None
+    config.selection_objective()  # checked once, here
     return resolve_token(config, "read_token")
 
 
@@ -176,7 +213,8 @@ def create_selector_app(config: Mapping[str, Any] | None = None, *, follower: An
                                  topic=settings.model_topic,
                                  poll_interval_seconds=settings.poll_interval_seconds,
                                  registry=registry,
-                                 consumer_config=settings.kafka_security().client_config())
+                                 consumer_config=settings.kafka_security().client_config(),
+                                 objective=settings.selection_objective())
     app = Flask(__name__, static_folder=None)
     app.url_map.merge_slashes = False
     app.json.sort_keys = False  # type: ignore[attr-defined]

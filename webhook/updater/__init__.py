@@ -4,7 +4,8 @@ Never imports Flask (the webhook app imports this package, not the reverse).
 """
 
 from .batch import EventBatch
-from .model import AgentSelectionModel
+from .model import AgentEstimate, AgentSelectionModel
+from .objective import Objective, ObjectiveMode
 from .results import MODEL_TYPE, RetrainResult, RetrainStatus, RetrainType
 from .retrain import Score, full_retrain, incremental_retrain, recency_weights, score_model
 from .settings import RetrainSettings, UpdaterSettings
@@ -22,6 +23,7 @@ from .updater import RealTimeModelUpdater
 
 __all__ = [
     "MODEL_TYPE",
+    "AgentEstimate",
     "AgentSelectionModel",
     "BayesianRule",
     "CorruptModel",
@@ -30,6 +32,8 @@ __all__ = [
     "GradientRule",
     "ModelStore",
     "MovingAverageRule",
+    "Objective",
+    "ObjectiveMode",
     "RealTimeModelUpdater",
     "RetrainResult",
     "RetrainSettings",

@@ -24,6 +24,7 @@ from typing import Any
 
 from autoretrain.exporter.kafka_security import add_security_arguments, security_from_args
 
+from .objective import Objective, ObjectiveMode
 from .settings import UpdaterSettings
 from .strategies import ExponentialRule
 from .updater import RealTimeModelUpdater
@@ -79,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "predecessor's partitions at once, without a rebalance")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    objective = Objective()
+    p.add_argument("--objective", default=str(objective.mode),
+                   choices=[m.value for m in ObjectiveMode],
+                   help="what ranks agents first (default %(default)s; see README)")
+    p.add_argument("--cost-weight", type=float, default=objective.cost_weight,
+                   help="weighted: quality one unit of cost is worth (default %(default)s)")
+    p.add_argument("--latency-weight", type=float, default=objective.latency_weight,
+                   help="weighted: quality one second is worth (default %(default)s)")
+    p.add_argument("--quality-tolerance", type=float, default=objective.quality_tolerance,
+                   help="constrained: how far below the best an agent may be "
+                        "(default %(default)s)")
     add_security_arguments(p, None)
     return p
 
@@ -97,7 +109,10 @@ def build_updater(args: argparse.Namespace) -> RealTimeModelUpdater:
         batch_size=args.batch_size, batch_timeout_seconds=args.batch_timeout_seconds,
         save_interval_seconds=args.save_interval_seconds, consumer_config=consumer_config,
         max_event_skew_seconds=args.max_event_skew_seconds,
-        kafka_security=security_from_args(args))
+        kafka_security=security_from_args(args),
+        objective=Objective(args.objective, cost_weight=args.cost_weight,
+                            latency_weight=args.latency_weight,
+                            quality_tolerance=args.quality_tolerance))
     return RealTimeModelUpdater.from_settings(settings, ExponentialRule())
 
 

@@ -9,6 +9,7 @@ of ``key=value`` (only the gradient strategy reads them).
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ class EventBatch:
         ``float64``.
     context
         ``uint64`` matrix ``[n, c]`` of context-feature hashes, 0 = none.
+    cost, duration
+        ``float64``: a run's cost and duration in seconds (NaN for an
+        accuracy record); what the model learns expected cost and latency from.
     """
 
     task_names: tuple[str, ...]
@@ -67,6 +71,8 @@ class EventBatch:
     value: np.ndarray
     timestamp: np.ndarray
     context: np.ndarray
+    cost: np.ndarray
+    duration: np.ndarray
 
     def __len__(self) -> int:
         return int(self.task.shape[0])
@@ -95,6 +101,8 @@ class EventBatch:
             self.value[index],
             self.timestamp[index],
             self.context[index],
+            self.cost[index],
+            self.duration[index],
         )
 
     @staticmethod
@@ -133,6 +141,8 @@ class EventBatch:
             np.concatenate([b.value for b in batches]),
             np.concatenate([b.timestamp for b in batches]),
             np.concatenate(contexts),
+            np.concatenate([b.cost for b in batches]),
+            np.concatenate([b.duration for b in batches]),
         )
 
 
@@ -151,6 +161,8 @@ class BatchBuilder:
         self._is_run: list[bool] = []
         self._value: list[float] = []
         self._timestamp: list[float] = []
+        self._cost: list[float] = []
+        self._duration: list[float] = []
         self._contexts: dict[int, list[int]] = {}
 
     def __len__(self) -> int:
@@ -160,7 +172,8 @@ class BatchBuilder:
         """Append one validated event."""
         if event["kind"] == "run":
             self.add_row(event["task_type"], event["agent_name"], True,
-                         1.0 if event["status"] == "success" else 0.0, event["timestamp"])
+                         1.0 if event["status"] == "success" else 0.0, event["timestamp"],
+                         event["cost"], event["duration_ms"] / 1000.0)
         else:
             self.add_row(event["task_type"], event["agent_name"], False,
                          float(event["accuracy"]), event["timestamp"])
@@ -169,10 +182,12 @@ class BatchBuilder:
             self._contexts[len(self._task) - 1] = [context_hash(k, v) for k, v in context.items()]
 
     def add_row(self, task_type: str, agent_name: str, is_run: bool, value: float,
-                timestamp: float) -> None:
+                timestamp: float, cost: float = math.nan,
+                duration_seconds: float = math.nan) -> None:
         """Append one validated observation without context: a run (``value``
-        1.0 for success, else 0.0) or an accuracy record. Also the ingest fast
-        path, which calls it directly for the common run event."""
+        1.0 for success, else 0.0, with its ``cost`` and ``duration_seconds``)
+        or an accuracy record (NaN for both). Also the ingest fast path, which
+        calls it directly for the common run event."""
         task_map = self._task_map
         code = task_map.get(task_type)
         if code is None:
@@ -186,6 +201,8 @@ class BatchBuilder:
         self._is_run.append(is_run)
         self._value.append(value)
         self._timestamp.append(timestamp)
+        self._cost.append(cost)
+        self._duration.append(duration_seconds)
 
     def build(self) -> EventBatch:
         """The batch of everything added so far."""
@@ -203,4 +220,6 @@ class BatchBuilder:
             np.array(self._value, dtype=np.float64),
             np.array(self._timestamp, dtype=np.float64),
             context,
+            np.array(self._cost, dtype=np.float64),
+            np.array(self._duration, dtype=np.float64),
         )

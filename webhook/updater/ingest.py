@@ -33,7 +33,7 @@ from autoretrain.exporter.events import InvalidEvent, OutcomeEvent
 from autoretrain.exporter.ingest import RecentEventIds, decode_batch
 from autoretrain.exporter.timefmt import utc_iso
 
-from .batch import BatchBuilder
+from .batch import BatchBuilder, EventBatch
 from .metrics import UpdaterMetrics
 from .model import AgentSelectionModel
 from .settings import UpdaterSettings
@@ -182,6 +182,20 @@ class Ingestor:
             log.warning("skipping invalid event (%s): %s (further %r faults are only counted)",
                         fault, exc, fault)
 
+    def _count_runs(self, batch: EventBatch) -> None:
+        """Runs and their cost per task type (the dashboard's cost per task type)."""
+        run = batch.is_run
+        if not len(batch) or not run.any():
+            return
+        n = len(batch.task_names)
+        codes = batch.task[run]
+        runs = np.bincount(codes, minlength=n)
+        cost = np.bincount(codes, weights=batch.cost[run], minlength=n)
+        for name, k, c in zip(batch.task_names, runs, cost, strict=True):
+            if k:
+                self.metrics.task_runs.labels(name).inc(int(k))
+                self.metrics.task_cost.labels(name).inc(float(c))
+
     def ingest(self, values: list[Any], offsets: dict[int, int] | None = None) -> int:
         """Apply ``values`` as one batch; ``offsets`` are the source positions after
         them. Returns the number of events applied."""
@@ -200,7 +214,8 @@ class Ingestor:
                 # Inline for the common run without context (once per event).
                 if event["kind"] == "run" and "context" not in event:
                     add_row(event["task_type"], event["agent_name"], True,
-                            1.0 if event["status"] == "success" else 0.0, event["timestamp"])
+                            1.0 if event["status"] == "success" else 0.0, event["timestamp"],
+                            event["cost"], event["duration_ms"] / 1000.0)
                 else:
                     add(event)
             batch = builder.build()
@@ -222,6 +237,7 @@ class Ingestor:
             if len(batch) or offsets:
                 state.dirty = True
             buffered = len(state.buffer)
+        self._count_runs(batch)
         self.metrics.events.labels("applied").inc(len(batch))
         self.metrics.events.labels("duplicate").inc(duplicates)
         self.metrics.events.labels("invalid").inc(invalid)

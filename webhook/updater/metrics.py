@@ -121,6 +121,26 @@ class UpdaterMetrics:
             ["fault"],
             registry=registry,
         )
+        # Cost and routing (issue 18); task types are bounded by max_task_types.
+        self.task_runs = Counter(
+            "autoretrain_model_task_runs",
+            "Runs the updater applied, by task type.",
+            ["task_type"],
+            registry=registry,
+        )
+        self.task_cost = Counter(
+            "autoretrain_model_task_cost",
+            "Cost of the runs the updater applied (the platform's currency), by task type.",
+            ["task_type"],
+            registry=registry,
+        )
+        self.objective = Gauge(
+            "autoretrain_model_objective_info",
+            "1 for the selection objective the model ranks agents by "
+            "(quality | weighted | constrained).",
+            ["objective"],
+            registry=registry,
+        )
         for fault in STORE_FAULTS:
             self.corrupt_versions.labels(fault)
         for event in PROBATION_EVENTS:

@@ -24,6 +24,12 @@ success rate alone (the multiplier is 1) and lets accuracy records pull it
 down smoothly as they accumulate, instead of a jump at the first record;
 the slight optimism for pairs without records favours trying them.
 
+The model also learns each pair's expected cost and latency per run from
+the run events (:class:`Measures`), with the update rule's own forgetting
+(see :meth:`~.strategies.Rule.measure_rule`), retrains and persistence.
+Which agent ranks first is the :class:`~.objective.Objective`'s call: by
+default the expected reward alone (the cost is reported, not used).
+
 An unknown task type (or ``None``) ranks by the aggregate over all task
 types. Rankings are cached per model state, so a repeated
 :meth:`AgentSelectionModel.predict_best_agent` is a dict lookup and a slice.
@@ -39,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from .batch import EventBatch, context_hash, stable_hash
+from .objective import Objective, ObjectiveMode, objective_order
 from .strategies import (
     GradientRule,
     Observations,
@@ -52,7 +59,9 @@ __all__ = [
     "ACCURACY_PRIOR_MEAN",
     "ACCURACY_PRIOR_STRENGTH",
     "PAIR_PRIOR_STRENGTH",
+    "AgentEstimate",
     "AgentSelectionModel",
+    "Measures",
     "Posterior",
 ]
 
@@ -78,6 +87,46 @@ class Posterior:
     accuracy_sd: np.ndarray
     reward: np.ndarray
     accuracy_n: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Measures:
+    """Expected cost and latency (seconds) per run of every pair
+    (``[n_tasks + 1, n_agents]``, last row the aggregate over task types),
+    and the effective run counts behind them. NaN where nothing is known: a
+    pair never run falls back to its agent's aggregate, an agent never run
+    (or a model saved before costs were learnt) is NaN."""
+
+    cost: np.ndarray
+    cost_n: np.ndarray
+    latency: np.ndarray
+    latency_n: np.ndarray
+
+
+@dataclass(frozen=True)
+class AgentEstimate:
+    """One agent in a ranking: what the objective ranked it by (``score``) and
+    its expected quality (success x accuracy), cost and latency in seconds
+    per run (None when not known yet)."""
+
+    agent: str
+    score: float
+    quality: float
+    cost: float | None
+    latency_seconds: float | None
+
+
+def _measure(rule: Rule, n_tasks: int, n_agents: int) -> tuple[np.ndarray, np.ndarray]:
+    ev = rule.evidence(n_tasks, n_agents, np.zeros(0, dtype=np.uint64),
+                       np.zeros(0, dtype=np.uint64))
+    n, mean = ev.acc_n, ev.acc_mean
+    known = n > 1e-9
+    pair = np.where(known, mean, np.where(known[-1], mean[-1], np.nan))
+    return pair, n
+
+
+#: Array-name prefixes of the cost and latency rules' state in a saved model.
+_MEASURE_PREFIXES = ("cost__", "latency__")
 
 
 def _shrink_accuracy(acc_n: np.ndarray, acc_mean: np.ndarray) -> np.ndarray:
@@ -116,6 +165,16 @@ def _beta_sd(alpha: np.ndarray, beta: np.ndarray) -> np.ndarray:
     return np.sqrt(alpha * beta / (total * total * (total + 1.0)))
 
 
+def _reward_sd(success: np.ndarray, success_sd: np.ndarray, accuracy: np.ndarray,
+               accuracy_sd: np.ndarray, accuracy_n: np.ndarray) -> np.ndarray:
+    """Standard deviation of ``success * accuracy`` (independent factors, first
+    order). A pair without accuracy records has the accuracy prior, the same
+    for every agent: its spread says nothing about one agent against another,
+    so it is left out (it would hide the difference in run evidence)."""
+    accuracy_sd = np.where(accuracy_n > 0.0, accuracy_sd, 0.0)
+    return np.sqrt((accuracy * success_sd) ** 2 + (success * accuracy_sd) ** 2)
+
+
 class AgentSelectionModel:
     """Per (task type, agent) reward estimates under one update strategy.
 
@@ -128,6 +187,9 @@ class AgentSelectionModel:
         is built from the keyword hyperparameters.
     seed
         Seed of the generator used by ``explore=True``.
+    objective
+        What :meth:`predict_best_agent` ranks by (:class:`~.objective.Objective`
+        or its ``as_dict`` mapping); default the expected reward alone.
     **hyperparameters
         With a strategy name: ``half_life_seconds``, ``retry_after_seconds``,
         ``detect_drops`` (EXPONENTIAL), ``window_size`` (MOVING_AVERAGE),
@@ -153,12 +215,15 @@ class AgentSelectionModel:
         strategy: UpdateStrategy | str | Rule = UpdateStrategy.EXPONENTIAL,
         *,
         seed: int | None = None,
+        objective: Objective | dict[str, Any] | None = None,
         **hyperparameters: Any,
     ) -> None:
         # Validates the hyperparameters (ValueError naming the bad one).
         self._prototype = make_rule(strategy, **hyperparameters)
         self.strategy = self._prototype.strategy
         self.seed = seed
+        self.objective = (objective if isinstance(objective, Objective)
+                          else Objective.from_dict(objective))
         self._rng = np.random.default_rng(seed)
         self._reset()
 
@@ -173,11 +238,16 @@ class AgentSelectionModel:
         # was kept); decides which agent may be dropped (drop_agents).
         self._last_seen = np.zeros(0)
         self._rule: Rule = self._prototype.clone()
+        # Cost and latency per run: run events as real-valued observations.
+        self._cost_rule: Rule = self._prototype.measure_rule()
+        self._latency_rule: Rule = self._prototype.measure_rule()
         self.events_seen = 0
         self._invalidate()
 
     def _invalidate(self) -> None:
         self._post: Posterior | None = None
+        self._measures: Measures | None = None
+        self._orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._rankings: dict[int, list[tuple[str, float]]] = {}
 
     # -- configuration -----------------------------------------------------
@@ -192,16 +262,18 @@ class AgentSelectionModel:
 
     def fresh(self) -> AgentSelectionModel:
         """An empty model with the same strategy, hyperparameters and seed."""
-        return AgentSelectionModel(self._prototype.clone(), seed=self.seed)
+        return AgentSelectionModel(self._prototype.clone(), seed=self.seed,
+                                   objective=self.objective)
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any], seed: int | None = None
                       ) -> AgentSelectionModel:
-        """An empty model of the strategy and hyperparameters a saved version names
-        (call :meth:`load` with its arrays and ``metadata`` next)."""
+        """An empty model of the strategy, hyperparameters and objective a saved
+        version names (call :meth:`load` with its arrays and ``metadata`` next);
+        a version saved before objectives existed ranks by quality."""
         rule = rule_from_hyperparameters(metadata["strategy"],
                                          metadata.get("hyperparameters") or {})
-        return cls(rule, seed=seed)
+        return cls(rule, seed=seed, objective=metadata.get("objective"))
 
     def copy(self) -> AgentSelectionModel:
         """An independent copy (the explore generator's state included)."""
@@ -213,6 +285,8 @@ class AgentSelectionModel:
         clone._agent_col = dict(self._agent_col)
         clone._last_seen = self._last_seen.copy()
         clone._rule = self._rule.copy()
+        clone._cost_rule = self._cost_rule.copy()
+        clone._latency_rule = self._latency_rule.copy()
         clone._rng = copy.deepcopy(self._rng)
         clone._invalidate()
         return clone
@@ -246,6 +320,8 @@ class AgentSelectionModel:
             self._last_seen = np.concatenate(
                 [self._last_seen, np.full(len(self.agents) - n_agents, -np.inf)])
         self._rule.resize(len(self.task_types), len(self.agents))
+        self._cost_rule.resize(len(self.task_types), len(self.agents))
+        self._latency_rule.resize(len(self.task_types), len(self.agents))
         task_hash = np.array([stable_hash(n) for n in batch.task_names], dtype=np.uint64)
         agent_hash = np.array([stable_hash(n) for n in batch.agent_names], dtype=np.uint64)
         return Observations(
@@ -260,12 +336,33 @@ class AgentSelectionModel:
             context=batch.context,
         )
 
+    def _measure_observations(self, obs: Observations, batch: EventBatch
+                              ) -> tuple[Observations, Observations]:
+        """The runs of ``obs`` as (cost, latency) observations for the measure rules."""
+        run = obs.is_run
+        if run.all():
+            cols = obs
+        else:
+            cols = Observations(obs.rows[run], obs.cols[run], obs.is_run[run], obs.value[run],
+                                obs.timestamp[run], obs.weight[run], obs.task_hash[run],
+                                obs.agent_hash[run], obs.context[run])
+        flags = np.zeros(len(cols), dtype=bool)  # the accuracy channel: mean and variance
+        cost = Observations(cols.rows, cols.cols, flags, batch.cost[run], cols.timestamp,
+                            cols.weight, cols.task_hash, cols.agent_hash, cols.context)
+        latency = Observations(cols.rows, cols.cols, flags, batch.duration[run], cols.timestamp,
+                               cols.weight, cols.task_hash, cols.agent_hash, cols.context)
+        return cost, latency
+
     def update(self, batch: EventBatch, weight: np.ndarray | None = None) -> None:
         """Learn from ``batch`` (oldest first), each event with weight 1 or ``weight``."""
         if not len(batch):
             return
         obs = self._observations(batch, weight, grow=True)
         self._rule.update(obs)
+        if obs.is_run.any():
+            cost, latency = self._measure_observations(obs, batch)
+            self._cost_rule.update_measure(cost)
+            self._latency_rule.update_measure(latency)
         np.maximum.at(self._last_seen, obs.cols, obs.timestamp)
         self.events_seen += len(batch)
         self._invalidate()
@@ -280,6 +377,11 @@ class AgentSelectionModel:
             raise ValueError(f"discount must be in [0, 1], got {discount!r}")
         self._rule.reweight(self._observations(batch, current_weight, grow=True),
                             np.asarray(new_weight, dtype=float), discount)
+        # Cost and latency are left as they are: their evidence is already the
+        # newest runs of each pair (at most MEASURE_MEMORY_RUNS of them), which
+        # is what the reweighting would favour, and the cap makes taking the
+        # buffered runs out inexact. A full retrain rebuilds them from the
+        # buffer like everything else.
         self._invalidate()
 
     # -- estimates ------------------------------------------------------------
@@ -291,6 +393,15 @@ class AgentSelectionModel:
             self._post = _posterior(ev.runs, ev.success, ev.acc_n, ev.acc_mean, ev.acc_var,
                                     isinstance(self._rule, GradientRule))
         return self._post
+
+    def measures(self) -> Measures:
+        """Expected cost and latency of all pairs (cached until the next update)."""
+        if self._measures is None:
+            n_tasks, n_agents = len(self.task_types), len(self.agents)
+            cost, cost_n = _measure(self._cost_rule, n_tasks, n_agents)
+            latency, latency_n = _measure(self._latency_rule, n_tasks, n_agents)
+            self._measures = Measures(cost, cost_n, latency, latency_n)
+        return self._measures
 
     def event_means(self, batch: EventBatch) -> tuple[np.ndarray, np.ndarray]:
         """Predicted (success probability, accuracy) for each event's pair.
@@ -344,21 +455,64 @@ class AgentSelectionModel:
 
         Returns
         -------
-        list of (agent, score), best first; score is the expected (or the
-        sampled) ``success * accuracy``.
+        list of (agent, score), best first, under the model's
+        :attr:`objective`; score is the expected (or the sampled) ``success
+        * accuracy`` (the default objective and ``constrained``), or that
+        minus the weighted cost and latency (``weighted``).
         """
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
         if not self.agents:
             return []
-        row = self._row(task_type)
-        use_context = bool(context) and isinstance(self._rule, GradientRule)
-        if not explore and not use_context:
+        if not explore and not (context and isinstance(self._rule, GradientRule)):
+            # The orchestrator's per-request path: a dict lookup and a slice.
+            row = self._row(task_type)
             ranking = self._rankings.get(row)
             if ranking is None:
-                reward = self.posterior().reward[row]
-                order = np.argsort(-reward, kind="stable")
-                ranking = [(self.agents[i], float(reward[i])) for i in order]
+                order, score = self._greedy_order(row)
+                ranking = [(self.agents[i], float(score[i])) for i in order]
+                self._rankings[row] = ranking
+            return ranking[:top_k]
+        return self._rank(task_type, context, top_k, explore, estimates=False)
+
+    def rank_agents(
+        self,
+        task_type: str | None = None,
+        context: dict[str, Any] | None = None,
+        top_k: int = 3,
+        explore: bool = False,
+    ) -> list[AgentEstimate]:
+        """:meth:`predict_best_agent` with each agent's expected quality, cost and latency."""
+        return self._rank(task_type, context, top_k, explore, estimates=True)
+
+    def _estimates(self, row: int, order: np.ndarray, score: np.ndarray
+                   ) -> list[AgentEstimate]:
+        reward = self.posterior().reward[row]
+        m = self.measures()
+
+        def known(x: float) -> float | None:
+            return float(x) if np.isfinite(x) else None
+
+        return [AgentEstimate(self.agents[i], float(score[i]), float(reward[i]),
+                              known(m.cost[row, i]), known(m.latency[row, i])) for i in order]
+
+    def _rank(self, task_type: str | None, context: dict[str, Any] | None, top_k: int,
+              explore: bool, estimates: bool) -> list[Any]:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+        if not self.agents:
+            return []
+        row = self._row(task_type)
+        quality_only = self.objective.mode is ObjectiveMode.QUALITY
+        use_context = bool(context) and isinstance(self._rule, GradientRule)
+        if not explore and not use_context:
+            if estimates:
+                order, score = self._greedy_order(row)
+                return self._estimates(row, order[:top_k], score)
+            ranking = self._rankings.get(row)
+            if ranking is None:
+                order, score = self._greedy_order(row)
+                ranking = [(self.agents[i], float(score[i])) for i in order]
                 self._rankings[row] = ranking
             return ranking[:top_k]
         post = self.posterior()
@@ -388,8 +542,38 @@ class AgentSelectionModel:
             retry = self._rule.probation_scores(len(self.task_types), len(self.agents))
             if retry is not None:
                 score = np.where(np.isnan(retry[row]), score, retry[row])
-        order = np.argsort(-score, kind="stable")[:top_k]
+        if quality_only:
+            order = np.argsort(-score, kind="stable")[:top_k]
+        else:
+            # A draw carries its uncertainty; a context mean is given the pair's.
+            spread = (np.zeros(len(score)) if explore
+                      else _reward_sd(success, success_sd, accuracy, accuracy_sd,
+                                      post.accuracy_n[row]))
+            m = self.measures()
+            order, score = objective_order(self.objective, score, spread, m.cost[row],
+                                           m.latency[row])
+            order = order[:top_k]
+        if estimates:
+            return self._estimates(row, order, score)
         return [(self.agents[i], float(score[i])) for i in order]
+
+    def _greedy_order(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """Order and score of the row's agents by their posterior means (cached)."""
+        cached = self._orders.get(row)
+        if cached is not None:
+            return cached
+        self._orders[row] = cached = self._order_by_means(row)
+        return cached
+
+    def _order_by_means(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        post = self.posterior()
+        reward = post.reward[row]
+        if self.objective.mode is ObjectiveMode.QUALITY:
+            return np.argsort(-reward, kind="stable"), reward
+        m = self.measures()
+        spread = _reward_sd(post.success[row], post.success_sd[row], post.accuracy[row],
+                            post.accuracy_sd[row], post.accuracy_n[row])
+        return objective_order(self.objective, reward, spread, m.cost[row], m.latency[row])
 
     def probation_events(self) -> list[tuple[str, str, str]]:
         """``(event, task_type, agent)`` of the parks, restorations, failed
@@ -433,6 +617,8 @@ class AgentSelectionModel:
                         dtype=np.intp)
         arrays = self.to_arrays()
         pair_names = set(self._rule.pair_arrays)
+        for prefix, rule in zip(_MEASURE_PREFIXES, self._measure_rules(), strict=True):
+            pair_names.update(prefix + name for name in rule.pair_arrays)
         for name, array in arrays.items():
             if name in pair_names and array.shape[:2] == (n_tasks, n_agents):
                 arrays[name] = array[:, keep]
@@ -462,22 +648,35 @@ class AgentSelectionModel:
     # -- persistence --------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The learnt state as named arrays (no object arrays: loadable without pickle)."""
-        arrays = self._rule.arrays(len(self.task_types), len(self.agents))
+        n_tasks, n_agents = len(self.task_types), len(self.agents)
+        arrays = self._rule.arrays(n_tasks, n_agents)
+        for prefix, rule in zip(_MEASURE_PREFIXES, self._measure_rules(), strict=True):
+            arrays.update({prefix + k: v for k, v in rule.arrays(n_tasks, n_agents).items()})
         arrays["agent_last_seen"] = self._last_seen.copy()
         return arrays
 
+    def _measure_rules(self) -> tuple[Rule, Rule]:
+        return self._cost_rule, self._latency_rule
+
     def metadata(self) -> dict[str, Any]:
-        """JSON-ready description: strategy, hyperparameters, names, events seen."""
+        """JSON-ready description: strategy, hyperparameters, objective, names,
+        events seen."""
         return {
             "strategy": self.strategy.value,
             "hyperparameters": self.hyperparameters(),
+            "objective": self.objective.as_dict(),
             "task_types": list(self.task_types),
             "agents": list(self.agents),
             "events_seen": self.events_seen,
         }
 
     def load(self, arrays: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
-        """Replace the state with a saved one; ValueError when it does not fit."""
+        """Replace the state with a saved one; ValueError when it does not fit.
+
+        The objective stays this model's own (the saved one is in
+        ``metadata``: :meth:`from_metadata` builds a model ranking by it).
+        A version saved before costs were learnt loads with cost and
+        latency unknown until runs teach them."""
         if metadata.get("strategy") != self.strategy.value:
             raise ValueError(
                 f"saved strategy {metadata.get('strategy')!r} is not {self.strategy.value!r}"
@@ -486,8 +685,18 @@ class AgentSelectionModel:
         agents = [str(n) for n in metadata["agents"]]
         rule = self._prototype.clone()
         rule.load_arrays(arrays, len(task_types), len(agents))
+        measures = []
+        for prefix in _MEASURE_PREFIXES:
+            measure = self._prototype.measure_rule()
+            own = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            if own:
+                measure.load_arrays(own, len(task_types), len(agents))
+            else:  # saved before costs were learnt: unknown until runs teach them
+                measure.resize(len(task_types), len(agents))
+            measures.append(measure)
         self._reset()
         self._rule = rule
+        self._cost_rule, self._latency_rule = measures
         self.task_types = task_types
         self.agents = agents
         self._task_row = {n: i for i, n in enumerate(task_types)}

@@ -155,6 +155,8 @@ def score_model(model: AgentSelectionModel, holdout: EventBatch) -> Score:
         np.zeros(n_t * n_a),
         np.zeros(n_t * n_a),
         np.zeros((n_t * n_a, 0), dtype=np.uint64),
+        np.zeros(n_t * n_a),
+        np.zeros(n_t * n_a),
     )
     g_success, g_accuracy = model.event_means(grid)
     predicted = np.where(seen, (g_success * g_accuracy).reshape(n_t, n_a), -np.inf)

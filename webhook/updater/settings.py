@@ -24,6 +24,7 @@ from typing import Any, Final
 from autoretrain.exporter.events import MAX_EVENT_SKEW_SECONDS
 from autoretrain.exporter.kafka_security import KafkaSecurity
 
+from .objective import Objective
 from .strategies.base import check_int, check_number
 
 __all__ = [
@@ -149,6 +150,10 @@ class UpdaterSettings:
         (:class:`~autoretrain.exporter.kafka_security.KafkaSecurity`); None is PLAINTEXT.
     retrain
         The :class:`RetrainSettings`.
+    objective
+        What the model ranks agents by (:class:`~.objective.Objective`, or its
+        ``as_dict`` mapping); default quality alone. Recorded in every saved
+        version, so followers rank by the same objective.
     """
 
     kafka_servers: str | list[str] | None = None
@@ -169,6 +174,7 @@ class UpdaterSettings:
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
     kafka_security: KafkaSecurity | None = None
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
+    objective: Objective = field(default_factory=Objective)
 
     def __post_init__(self) -> None:
         for name in ("kafka_topic", "consumer_group"):
@@ -201,6 +207,8 @@ class UpdaterSettings:
                              f"{type(self.kafka_security).__name__}")
         if not isinstance(self.retrain, RetrainSettings):
             raise ValueError(f"retrain must be RetrainSettings, got {self.retrain!r}")
+        if not isinstance(self.objective, Objective):
+            set_(self, "objective", Objective.from_dict(self.objective))
 
     @property
     def uses_kafka(self) -> bool:

@@ -8,7 +8,7 @@ the JSON-ready dict with the keys it has always had. Inside the webhook
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 __all__ = ["Counters", "UpdaterStatus"]
@@ -68,6 +68,9 @@ class UpdaterStatus:
     corrupt_versions: list[dict[str, Any]]
     parked_pairs: int
     recent_probation_events: list[dict[str, Any]]
+    #: The selection objective the model ranks by (``Objective.as_dict``);
+    #: None from an updater object that does not report one.
+    objective: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The dict ``get_metrics()`` returns."""
@@ -78,10 +81,11 @@ class UpdaterStatus:
         """The status a ``get_metrics()`` dict describes (an updater object other
         than ours); ValueError naming the keys it lacks."""
         names = [f.name for f in fields(cls)]
-        missing = [name for name in names if name not in data]
+        optional = {f.name for f in fields(cls) if f.default is not MISSING}
+        missing = [name for name in names if name not in data and name not in optional]
         if missing:
             raise ValueError(f"updater status lacks {', '.join(missing)}")
-        return cls(**{name: data[name] for name in names})
+        return cls(**{name: data[name] for name in names if name in data})
 
     @classmethod
     def of(cls, updater: Any) -> UpdaterStatus:

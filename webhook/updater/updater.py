@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -52,7 +52,8 @@ from .checkpoint import Checkpointer
 from .consumer import Consumer
 from .ingest import Ingestor
 from .metrics import UpdaterMetrics
-from .model import AgentSelectionModel
+from .model import AgentEstimate, AgentSelectionModel
+from .objective import Objective
 from .results import MODEL_TYPE, RetrainType
 from .retrainer import Retrainer
 from .settings import UNSET, RetrainSettings, Unset, UpdaterSettings
@@ -86,7 +87,7 @@ class RealTimeModelUpdater:
     kafka_servers, kafka_topic, consumer_group, batch_size, batch_timeout_seconds,
     model_storage_path, enable_auto_save, save_interval_seconds, buffer_size,
     keep_versions, max_agents, max_task_types, agent_idle_seconds, seed, consumer_config,
-    kafka_security
+    kafka_security, objective
         See :class:`~.settings.UpdaterSettings` (``kafka_servers`` None: the
         embedded bus, :attr:`event_bus`, fed by a ``PerformanceMonitor``; on
         it a SIGKILL loses the events since the last save, up to
@@ -157,6 +158,7 @@ class RealTimeModelUpdater:
         kafka_check: Callable[[], str | None] | None = None,
         settings: UpdaterSettings | None = None,
         model_publisher: Any = None,
+        objective: Objective | Mapping[str, Any] | None = None,
     ) -> None:
         given: dict[str, Any] = {k: v for k, v in (
             ("kafka_topic", kafka_topic), ("consumer_group", consumer_group),
@@ -167,7 +169,7 @@ class RealTimeModelUpdater:
             ("max_task_types", max_task_types), ("agent_idle_seconds", agent_idle_seconds),
             ("seed", seed), ("max_event_skew_seconds", max_event_skew_seconds),
             ("consumer_config", consumer_config),
-            ("kafka_security", kafka_security)) if v is not None}
+            ("kafka_security", kafka_security), ("objective", objective)) if v is not None}
         retrain: dict[str, Any] = {k: v for k, v in (
             ("discount", retrain_discount), ("recency_weight", recency_weight),
             ("holdout_fraction", holdout_fraction), ("min_holdout_events", min_holdout_events),
@@ -222,8 +224,10 @@ class RealTimeModelUpdater:
             kafka_check = BrokerProbe(settings.kafka_servers).check
 
         self._counters = Counters()
-        self._state = ModelState(AgentSelectionModel(rule, seed=settings.seed), settings,
-                                 self.metrics, clock)
+        self._state = ModelState(AgentSelectionModel(rule, seed=settings.seed,
+                                                     objective=settings.objective),
+                                 settings, self.metrics, clock)
+        self.metrics.objective.labels(str(settings.objective.mode)).set(1)
         # Read at scrape time: parking happens inside model updates and retrains.
         self.metrics.parked.set_function(lambda: float(self._state.model.parked_pairs()))
         self.metrics.capacity.labels("agent").set_function(
@@ -349,6 +353,26 @@ class RealTimeModelUpdater:
         with state.lock:
             return state.model.predict_best_agent(task_type, context, top_k, explore)
 
+    def rank_agents(
+        self,
+        task_type: str | None = None,
+        context: dict[str, Any] | None = None,
+        top_k: int = 3,
+        explore: bool = False,
+    ) -> list[AgentEstimate]:
+        """:meth:`predict_best_agent` with each agent's expected quality, cost and
+        latency (see :meth:`AgentSelectionModel.rank_agents`)."""
+        if not self._checkpointer.loaded:
+            self._checkpointer.ensure_loaded()
+        state = self._state
+        with state.lock:
+            return state.model.rank_agents(task_type, context, top_k, explore)
+
+    @property
+    def objective(self) -> Objective:
+        """What the serving model ranks agents by."""
+        return self.settings.objective
+
     # -- retraining ---------------------------------------------------------------------
     def trigger_retraining(
         self,
@@ -443,6 +467,7 @@ class RealTimeModelUpdater:
                 corrupt_versions=[dict(v) for v in self._checkpointer.corrupt_versions],
                 parked_pairs=model.parked_pairs(),
                 recent_probation_events=[dict(e) for e in state.probation_log],
+                objective=model.objective.as_dict(),
             )
 
     def get_metrics(self) -> dict[str, Any]:

@@ -256,6 +256,12 @@ class Rule:
         """Fold ``obs`` (weights included) into the state."""
         raise NotImplementedError
 
+    def update_measure(self, obs: Observations) -> None:
+        """Fold real-valued measurements (accuracy-channel ``obs``) into a rule
+        made by :meth:`measure_rule`. Here: :meth:`update`; a forgetting rule
+        also restarts a pair whose measurements shifted (a price change)."""
+        self.update(obs)
+
     def reweight(self, obs: Observations, new_weight: np.ndarray, discount: float) -> None:
         """Incremental retrain (see :func:`~.retrain.incremental_retrain`).
 
@@ -289,6 +295,15 @@ class Rule:
     def clone(self) -> Rule:
         """An empty rule of the same kind with the same hyperparameters."""
         return type(self)(**self.hyperparameters())
+
+    def measure_rule(self) -> Rule:
+        """An empty rule that learns a real-valued measurement per pair (a run's
+        cost or latency, fed as accuracy observations: mean and variance, any
+        scale) with this rule's forgetting: the same half-life or window, no
+        probation. Here (no forgetting): Beta-Bernoulli counts' sums."""
+        from .bayesian import BayesianRule  # the subclass module imports this one
+
+        return BayesianRule()
 
     @classmethod
     def hyperparameter_names(cls) -> tuple[str, ...]:

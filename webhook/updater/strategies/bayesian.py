@@ -7,9 +7,21 @@ from typing import ClassVar
 
 import numpy as np
 
-from .base import Evidence, Observations, Rule, UpdateStrategy, evidence_from_sums, retrain_factors
+from .base import (
+    Evidence,
+    Observations,
+    Rule,
+    UpdateStrategy,
+    evidence_from_sums,
+    retrain_factors,
+)
 
-__all__ = ["BayesianRule"]
+__all__ = ["MEASURE_MEMORY_RUNS", "BayesianRule"]
+
+#: Effective runs of cost (or latency) evidence a pair keeps at most (see
+#: :meth:`BayesianRule.update_measure`): a price that doubles is believed
+#: half-way after about ``0.7 x`` this many of the agent's runs.
+MEASURE_MEMORY_RUNS = 20.0
 
 
 class BayesianRule(Rule):
@@ -49,11 +61,35 @@ class BayesianRule(Rule):
         run = obs.is_run
         acc = ~run
         v = obs.value
+        if not run.any():  # measurements (cost, latency) and accuracy-only batches
+            np.add.at(self.acc_n.reshape(-1), flat, w)
+            np.add.at(self.acc_sum.reshape(-1), flat, w * v)
+            np.add.at(self.acc_sq.reshape(-1), flat, w * v**2)
+            return
         np.add.at(self.runs.reshape(-1), flat[run], w[run])
         np.add.at(self.successes.reshape(-1), flat[run], w[run] * v[run])
         np.add.at(self.acc_n.reshape(-1), flat[acc], w[acc])
         np.add.at(self.acc_sum.reshape(-1), flat[acc], w[acc] * v[acc])
         np.add.at(self.acc_sq.reshape(-1), flat[acc], w[acc] * v[acc] ** 2)
+
+    def update_measure(self, obs: Observations) -> None:
+        """:meth:`update`, then cap each touched pair's measurement evidence at
+        :data:`MEASURE_MEMORY_RUNS` effective runs (older runs weigh less in
+        proportion): a price is nearly deterministic, so its estimate needs
+        few runs, and a price that changed is followed within a bounded
+        number of the agent's runs, not only after the half-life (nor never,
+        for the rules that do not forget)."""
+        self.update(obs)
+        if not len(obs):
+            return
+        pairs = np.unique(obs.rows * self.capacity[1] + obs.cols)
+        n = self.acc_n.reshape(-1)[pairs] * self._decay()
+        over = n > MEASURE_MEMORY_RUNS
+        if not over.any():
+            return
+        pairs, scale = pairs[over], MEASURE_MEMORY_RUNS / n[over]
+        for name in ("acc_n", "acc_sum", "acc_sq"):
+            getattr(self, name).reshape(-1)[pairs] *= scale
 
     def _decay(self) -> float:
         """Factor from the stored sums to effective evidence now (1: no forgetting)."""

@@ -75,6 +75,12 @@ class ExponentialRule(BayesianRule):
         self.detect_drops = bool(detect_drops)
         self.drop_cusum = np.zeros((0, 0))
 
+    def measure_rule(self) -> ExponentialRule:
+        # Same half-life; no probation or drop detection: those judge a success
+        # rate and an accuracy, not a price.
+        return ExponentialRule(self.half_life_seconds, retry_after_seconds=None,
+                               detect_drops=False)
+
     def copy(self) -> ExponentialRule:
         clone = super().copy()
         assert isinstance(clone, ExponentialRule)

@@ -15,6 +15,7 @@ from .base import (
     evidence_from_sums,
     retrain_factors,
 )
+from .bayesian import MEASURE_MEMORY_RUNS
 
 __all__ = ["WINDOW_SIZE", "MovingAverageRule"]
 
@@ -130,6 +131,11 @@ class MovingAverageRule(Rule):
         return evidence_from_sums(
             rw.sum(-1), (rw * rv).sum(-1), aw.sum(-1), (aw * av).sum(-1), (aw * av * av).sum(-1)
         )
+
+    def measure_rule(self) -> MovingAverageRule:
+        # The window, at most MEASURE_MEMORY_RUNS runs: a price follows within
+        # a bounded number of runs whatever the quality window is.
+        return MovingAverageRule(min(self.window_size, int(MEASURE_MEMORY_RUNS)))
 
     def hyperparameters(self) -> dict[str, Any]:
         return {"window_size": self.window_size}
