@@ -163,7 +163,11 @@ def test_monitor_records_an_improving_retrain_with_its_delta():
     assert entry["trigger"] == "monitor"
     effect = entry["effect"]
     assert effect["verdict"] == "improved"
-    assert effect["delta"]["success_rate"] == pytest.approx(0.45, abs=0.02)
+    # Retrained after minute 1 (0.5); the after-window holds minute 2 (still 0.5) and
+    # 9 minutes at 28/30: (15 + 9 * 28) / 300 = 0.89.
+    assert effect["before"]["success_rate"] == 0.5
+    assert effect["after"]["success_rate"] == pytest.approx(0.89)
+    assert effect["delta"]["success_rate"] == pytest.approx(0.39)
     assert m.get_stats()["retrain_effect_counts"]["improved"] == 1
     report = m.generate_report()
     assert report["retrain_effects"][0]["effect"]["verdict"] == "improved"
