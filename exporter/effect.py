@@ -42,6 +42,7 @@ from typing import Any
 from .timefmt import utc_iso
 
 __all__ = [
+    "FIGURES",
     "IMPROVED",
     "NOT_ENOUGH_DATA",
     "UNCHANGED",

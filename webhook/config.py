@@ -27,6 +27,9 @@ from autoretrain.exporter.kafka_security import (
     security_from_settings,
 )
 
+from autoretrain.exporter.effect import EffectSettings
+
+from .schedule import Cron, Every, RetrainSchedule
 from .standby import MODES
 from .updater.settings import (
     RECENCY_WEIGHT,
@@ -122,6 +125,22 @@ class WebhookConfig:
     read_token, read_token_file
         Optional Bearer token for ``GET /api/model/ranking`` (inline or from
         a file; at most one). Without one the ranking is open, like the other GETs.
+    effect_window_seconds, effect_min_events, effect_tolerance, effect_settle_seconds,
+    effect_unhelpful_retrains
+        How each retrain's effect on the platform is measured
+        (:class:`~autoretrain.exporter.effect.EffectSettings`): windows of
+        ``effect_window_seconds`` (at most 3600) before and after it, each
+        figure needing ``effect_min_events`` events per window, changes
+        within ``effect_tolerance`` counting as unchanged, measured
+        ``effect_settle_seconds`` after the after-window ends;
+        ``effect_unhelpful_retrains`` unchanged or worse in a row is where the
+        log asks for a person (the alert's own N is in the thresholds file).
+    retrain_schedule_hours, retrain_schedule_cron
+        An optional periodic full retrain (off by default; at most one of
+        the two): every ``retrain_schedule_hours`` hours, or at the times of
+        a five-field cron expression in UTC (``"0 3 * * *"``: 03:00 daily).
+        Recorded in the ledger with trigger ``schedule``; serialised with
+        every other retrain, it waits for the alert cooldown and starts it.
     kafka_security_protocol, kafka_sasl_mechanism, kafka_sasl_username,
     kafka_sasl_password_file, kafka_ssl_cafile, kafka_ssl_check_hostname
         How the updater's consumer and the model publisher connect to Kafka:
@@ -167,6 +186,14 @@ class WebhookConfig:
     model_topic: str = "agent-models"
     read_token: str | None = field(default=None, repr=False)
     read_token_file: str | None = None
+    # Retrain effects (exporter.effect.EffectSettings) and the optional schedule.
+    effect_window_seconds: float = EffectSettings.window_seconds
+    effect_min_events: int = EffectSettings.min_events
+    effect_tolerance: float = EffectSettings.tolerance
+    effect_settle_seconds: float = EffectSettings.settle_seconds
+    effect_unhelpful_retrains: int = EffectSettings.unhelpful_retrains
+    retrain_schedule_hours: float | None = None
+    retrain_schedule_cron: str | None = None
     # Kafka connection security (see KafkaSecurity); the password only from a file.
     kafka_security_protocol: str | None = None
     kafka_sasl_mechanism: str | None = None
@@ -183,6 +210,22 @@ class WebhookConfig:
     def auth_required(self) -> bool:
         """True when POST endpoints need the Bearer token."""
         return self.token is not None
+
+    def effect_settings(self) -> EffectSettings:
+        """How retrain effects are measured."""
+        return EffectSettings(window_seconds=self.effect_window_seconds,
+                              min_events=self.effect_min_events,
+                              tolerance=self.effect_tolerance,
+                              settle_seconds=self.effect_settle_seconds,
+                              unhelpful_retrains=self.effect_unhelpful_retrains)
+
+    def retrain_schedule(self) -> RetrainSchedule | None:
+        """The periodic full retrain's schedule, None when off."""
+        if self.retrain_schedule_hours is not None:
+            return Every(self.retrain_schedule_hours * 3600.0)
+        if self.retrain_schedule_cron is not None:
+            return Cron(self.retrain_schedule_cron)
+        return None
 
     def updater_settings(self) -> UpdaterSettings:
         """The settings of the updater to build."""
@@ -228,12 +271,13 @@ class WebhookConfig:
 
 _KEYS = tuple(f.name for f in fields(WebhookConfig))
 _OPTIONAL_STR = ("token", "token_file", "kafka_servers", "read_token", "read_token_file",
-                 *SETTING_KEYS)
+                 "retrain_schedule_cron", *SETTING_KEYS)
 _BOOL = ("allow_unauthenticated", "detect_drops")
 _INT = ("max_body_bytes", "max_alertnames", "port", "threads", "batch_size", "buffer_size",
-        "connection_limit", "channel_timeout_seconds")
-# None (or an empty variable): the updater's default buffer; no retries.
-_NULLABLE = ("buffer_size", "retry_after_seconds")
+        "connection_limit", "channel_timeout_seconds", "effect_min_events",
+        "effect_unhelpful_retrains")
+# None (or an empty variable): the updater's default buffer; no retries; no schedule.
+_NULLABLE = ("buffer_size", "retry_after_seconds", "retrain_schedule_hours")
 _FLOAT = (
     "ledger_retention_days",
     "cooldown_seconds",
@@ -247,10 +291,17 @@ _FLOAT = (
     "retry_after_seconds",
     "retrain_discount",
     "recency_weight",
+    "effect_window_seconds",
+    "effect_tolerance",
+    "effect_settle_seconds",
+    "retrain_schedule_hours",
 )
 _ZERO_OK = ("cooldown_seconds", "api_retrain_min_interval_seconds", "retrain_discount",
-            "max_event_skew_seconds",
+            "max_event_skew_seconds", "effect_tolerance", "effect_settle_seconds",
             "ledger_retention_days")
+
+
+_MAX_EFFECT_WINDOW = 3600.0
 
 
 def _describe(key: str, value: Any) -> str:
@@ -321,6 +372,11 @@ def _check(key: str, value: Any, source: str) -> Any:
             raise ValueError(f"{where} must be in [0, 1], got {value!r}")
         if key == "recency_weight" and value < 1:
             raise ValueError(f"{where} must be >= 1, got {value!r}")
+        if key == "effect_window_seconds" and value > _MAX_EFFECT_WINDOW:
+            # The updater's outcome counts reach back 3 h: two windows and a retrain.
+            raise ValueError(f"{where} must be at most {_MAX_EFFECT_WINDOW:g}, got {value!r}")
+        if key == "effect_tolerance" and value >= 1:
+            raise ValueError(f"{where} must be below 1, got {value!r}")
         return float(value)
     if value is None and key in _OPTIONAL_STR:
         return None
@@ -330,6 +386,11 @@ def _check(key: str, value: Any, source: str) -> Any:
         raise ValueError(f"{where} must be one of {', '.join(_STRATEGIES)}, got {value!r}")
     if key == "standby" and value not in MODES:
         raise ValueError(f"{where} must be one of {', '.join(MODES)}, got {value!r}")
+    if key == "retrain_schedule_cron":
+        try:
+            Cron(value)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
     if key == "log_level" and value.upper() not in _LOG_LEVELS:
         raise ValueError(f"{where} must be one of {', '.join(_LOG_LEVELS)}, got {value!r}")
     return value.upper() if key == "log_level" else value
@@ -380,6 +441,10 @@ def load_config(
         config.kafka_security()
     except ValueError as exc:
         raise ValueError(f"Kafka security ({ENV_PREFIX}KAFKA_*): {exc}") from None
+
+    if config.retrain_schedule_hours is not None and config.retrain_schedule_cron is not None:
+        raise ValueError("set retrain_schedule_hours or retrain_schedule_cron, not both")
+    config.effect_settings()
 
     if config.token is not None and config.token_file is not None:
         raise ValueError("set token or token_file, not both")

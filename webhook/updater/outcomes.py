@@ -1,0 +1,106 @@
+"""Outcome counts by event time, kept for measuring what a retrain did to the platform.
+
+The updater applies every validated, de-duplicated outcome event to the
+model; :class:`OutcomeTally` also counts them in buckets of event time
+(``bucket_seconds``) per task type: runs, successful runs, accuracy records
+and their sum. :meth:`OutcomeTally.outcomes` sums the buckets that start in
+a span, so a span is measured to within one bucket at each end. Buckets
+older than ``keep_seconds`` before the newest event are dropped, so the
+tally is bounded (buckets x task types) however long the stream runs.
+
+The counts live in memory only: after a restart they start empty (Kafka
+re-delivers the events after the last saved model, which are counted again
+once), so a retrain measured across a restart counts fewer events and may
+honestly end as ``not_enough_data``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+
+from autoretrain.exporter.effect import Figures, Outcomes
+
+from .batch import EventBatch
+
+__all__ = ["OutcomeTally"]
+
+
+class OutcomeTally:
+    """Counts of outcome events per (event-time bucket, task type); thread-safe."""
+
+    def __init__(self, bucket_seconds: float = 10.0, keep_seconds: float = 3 * 3600.0) -> None:
+        if not (math.isfinite(bucket_seconds) and bucket_seconds > 0):
+            raise ValueError(f"bucket_seconds must be a finite number > 0, got {bucket_seconds!r}")
+        if not (math.isfinite(keep_seconds) and keep_seconds >= bucket_seconds):
+            raise ValueError(f"keep_seconds must be >= bucket_seconds, got {keep_seconds!r}")
+        self.bucket_seconds = float(bucket_seconds)
+        self.keep_seconds = float(keep_seconds)
+        self._lock = threading.Lock()
+        # (bucket, task type) -> [runs, successes, accuracy records, accuracy sum]
+        self._counts: dict[tuple[int, str], list[float]] = {}
+        self._newest = -math.inf  # the newest bucket counted
+
+    def observe(self, batch: EventBatch) -> None:
+        """Count the events of ``batch`` (vectorised: one pass per distinct bucket and task)."""
+        n = len(batch)
+        if not n:
+            return
+        finite = np.isfinite(batch.timestamp)
+        if not finite.all():  # an event without a usable time cannot be placed in a window
+            batch_idx = np.flatnonzero(finite)
+        else:
+            batch_idx = None
+        ts, task, is_run, value = batch.timestamp, batch.task, batch.is_run, batch.value
+        if batch_idx is not None:
+            ts, task, is_run, value = ts[batch_idx], task[batch_idx], is_run[batch_idx], \
+                value[batch_idx]
+            if not len(ts):
+                return
+        buckets = np.floor(ts / self.bucket_seconds).astype(np.int64)
+        n_tasks = len(batch.task_names)
+        keys, inverse = np.unique(buckets * n_tasks + task, return_inverse=True)
+        runs = np.bincount(inverse, weights=is_run.astype(np.float64), minlength=len(keys))
+        successes = np.bincount(inverse, weights=(is_run & (value >= 1.0)).astype(np.float64),
+                                minlength=len(keys))
+        acc = ~is_run
+        acc_n = np.bincount(inverse, weights=acc.astype(np.float64), minlength=len(keys))
+        acc_sum = np.bincount(inverse, weights=np.where(acc, value, 0.0), minlength=len(keys))
+        with self._lock:
+            counts = self._counts
+            for i, key in enumerate(keys.tolist()):
+                bucket, code = divmod(key, n_tasks)
+                c = counts.get((bucket, batch.task_names[code]))
+                if c is None:
+                    c = counts[(bucket, batch.task_names[code])] = [0, 0, 0, 0.0]
+                c[0] += runs[i]
+                c[1] += successes[i]
+                c[2] += acc_n[i]
+                c[3] += acc_sum[i]
+            newest = int(buckets.max())
+            if newest > self._newest:
+                self._newest = newest
+                oldest = newest - int(self.keep_seconds // self.bucket_seconds)
+                for k in [k for k in counts if k[0] < oldest]:
+                    del counts[k]
+
+    def outcomes(self, start: float, end: float) -> Outcomes:
+        """The counts of the buckets starting in ``[start, end)``, system and per task type."""
+        first = math.ceil(start / self.bucket_seconds)
+        stop = math.ceil(end / self.bucket_seconds)  # exclusive
+        per: dict[str, list[float]] = {}
+        with self._lock:
+            for (bucket, task), c in self._counts.items():
+                if first <= bucket < stop:
+                    p = per.setdefault(task, [0, 0, 0, 0.0])
+                    for j in range(4):
+                        p[j] += c[j]
+        by_task = {k: Figures(int(c[0]), int(c[1]), int(c[2]), float(c[3]))
+                   for k, c in sorted(per.items())}
+        return Outcomes(sum(by_task.values(), Figures()), by_task)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._counts)
