@@ -33,6 +33,7 @@ from autoretrain.exporter.effect import (
     IMPROVED,
     NOT_ENOUGH_DATA,
     UNHELPFUL,
+    VERDICTS,
     Effect,
     EffectSettings,
     Outcomes,
@@ -88,6 +89,8 @@ class RetrainEffects:
     def restore(self) -> None:
         """Export the streak and the last finish per trigger as the ledger has them."""
         for trigger in TRIGGERS:
+            for verdict in VERDICTS:  # at 0 from the start: increase() sees the first one
+                self.metrics.effects.labels(trigger, verdict)
             last = self.ledger.last_finished(trigger=trigger)
             if last is not None:
                 self.metrics.retrain_finished.labels(trigger).set(last)

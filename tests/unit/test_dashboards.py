@@ -168,7 +168,9 @@ def test_every_datasource_reference_is_the_datasource_variable(
 _SCOPES = [
     (re.compile(r"^(system|agent):"), 'cluster=~"$cluster"'),
     (re.compile(r"^ALERTS$"), 'app="autoretrain", cluster=~"$cluster"'),
-    (re.compile(r"^(agent_|autoretrain_)"), 'job=~"$job", cluster=~"$cluster"'),
+    (re.compile(r"^(agent_|autoretrain_(?!retrain))"), 'job=~"$job", cluster=~"$cluster"'),
+    # Retrain effects and the last finish per trigger: the webhook's (autoretrain_retrain*).
+    (re.compile(r"^autoretrain_retrain"), 'job=~"$webhook_job", cluster=~"$cluster"'),
     (re.compile(r"^(model_|webhook_)"), 'job=~"$webhook_job", cluster=~"$cluster"'),
     (re.compile(r"^up$"), 'job=~"$job|$webhook_job", cluster=~"$cluster"'),
 ]
