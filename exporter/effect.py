@@ -7,19 +7,22 @@ of the same length after it, measured on the outcome events themselves, and
 a verdict:
 
 ``improved``
-    at least one of the two rose by more than ``tolerance`` and none fell by
-    more than it;
+    at least one of the two rose by a clear change and none fell by one;
 ``worse``
-    at least one fell by more than ``tolerance`` and none rose by more;
+    at least one fell by a clear change and none rose by one;
 ``unchanged``
-    neither moved by more than ``tolerance`` (or one rose and the other
-    fell: the retrain did not clearly help);
+    neither changed clearly (or one rose and the other fell: the retrain
+    did not clearly help);
 ``not_enough_data``
     neither figure had ``min_events`` events in *both* windows. Then there
     is no before, after or delta: never a number made up from a handful of
     events.
 
-A figure is compared only when both of its windows hold ``min_events``
+A *clear* change is larger than ``tolerance`` and larger than twice its
+standard error (``standard_error``, from the counts and the spread of each
+window): with a few dozen events a window's success rate or accuracy moves
+by a few points from noise alone, and that must not read as "worse". A
+figure is compared only when both of its windows hold ``min_events``
 events; one that does not is reported with its counts and ``None`` values.
 
 :func:`measure` is pure. :class:`EffectTracker` is what a process that
@@ -113,11 +116,22 @@ class Figures:
     successes: int = 0
     accuracy_records: int = 0
     accuracy_sum: float = 0.0
+    accuracy_sq_sum: float = 0.0  # sum of squared accuracies: the spread
 
     def __add__(self, other: Figures) -> Figures:
         return Figures(self.runs + other.runs, self.successes + other.successes,
                        self.accuracy_records + other.accuracy_records,
-                       self.accuracy_sum + other.accuracy_sum)
+                       self.accuracy_sum + other.accuracy_sum,
+                       self.accuracy_sq_sum + other.accuracy_sq_sum)
+
+    def variance(self, name: str) -> float:
+        """The per-event variance of figure ``name`` (0 without events)."""
+        mean = self.value(name)
+        if mean is None:
+            return 0.0
+        if name == "success_rate":
+            return mean * (1.0 - mean)
+        return max(0.0, self.accuracy_sq_sum / self.accuracy_records - mean * mean)
 
     def value(self, name: str) -> float | None:
         """``success_rate`` or ``accuracy`` (None without events)."""
@@ -140,7 +154,7 @@ class Outcomes:
 
 def _compare(before: Figures, after: Figures, settings: EffectSettings) -> dict[str, Any]:
     """Before, after and delta of each figure (None where either window is too thin)."""
-    out: dict[str, Any] = {"before": {}, "after": {}, "delta": {},
+    out: dict[str, Any] = {"before": {}, "after": {}, "delta": {}, "standard_error": {},
                            "events": {"before": {}, "after": {}}}
     for name in FIGURES:
         n_before, n_after = before.events(name), after.events(name)
@@ -152,17 +166,21 @@ def _compare(before: Figures, after: Figures, settings: EffectSettings) -> dict[
         out["before"][name] = None if b is None else round(b, 6)
         out["after"][name] = None if a is None else round(a, 6)
         out["delta"][name] = None if a is None or b is None else round(a - b, 6)
+        out["standard_error"][name] = None if a is None or b is None else round(math.sqrt(
+            before.variance(name) / n_before + after.variance(name) / n_after), 6)
     return out
 
 
-def _verdict(delta: Mapping[str, float | None], tolerance: float) -> str:
-    changes = [d for d in delta.values() if d is not None]
+def _verdict(compared: Mapping[str, Any], tolerance: float) -> str:
+    changes = [(d, compared["standard_error"][name])
+               for name, d in compared["delta"].items() if d is not None]
     if not changes:
         return NOT_ENOUGH_DATA
     # The comparison is on rounded deltas, so a change of exactly the
     # tolerance is unchanged on every platform.
-    rose = any(d > tolerance for d in changes)
-    fell = any(d < -tolerance for d in changes)
+    clear = [d for d, se in changes if abs(d) > max(tolerance, 2 * se)]
+    rose = any(d > 0 for d in clear)
+    fell = any(d < 0 for d in clear)
     if rose and not fell:
         return IMPROVED
     if fell and not rose:
@@ -174,8 +192,9 @@ def _verdict(delta: Mapping[str, float | None], tolerance: float) -> str:
 class Effect:
     """The measured effect of one retrain (see the module docstring).
 
-    ``figures`` holds ``before``, ``after``, ``delta`` (by figure name, None
-    where not measured) and ``events`` counted in each window;
+    ``figures`` holds ``before``, ``after``, ``delta``, ``standard_error``
+    (of the delta; by figure name, None where not measured) and ``events``
+    counted in each window;
     ``task_types`` the same per task type (the task types with events in
     either window, most events first, at most ``max_task_types``).
     """
@@ -221,7 +240,7 @@ def measure(
     (same ``min_events`` and ``tolerance``), with its own verdict.
     """
     figures = _compare(before.system, after.system, settings)
-    verdict = _verdict(figures["delta"], settings.tolerance)
+    verdict = _verdict(figures, settings.tolerance)
     names = set(before.by_task_type) | set(after.by_task_type)
     empty = Figures()
 
@@ -233,7 +252,7 @@ def measure(
     for name in sorted(names, key=weight)[:max_task_types]:
         per = _compare(before.by_task_type.get(name, empty), after.by_task_type.get(name, empty),
                        settings)
-        per["verdict"] = _verdict(per["delta"], settings.tolerance)
+        per["verdict"] = _verdict(per, settings.tolerance)
         task_types[name] = per
     return Effect(verdict, settings.window_seconds, before_start, after_end, measured_at,
                   figures, task_types)

@@ -187,15 +187,16 @@ class SlidingWindow:
         counts: dict[str, list[float]] = {}
         for ts, _agent, status, _d, _t, _c, task_type in self._runs:
             if start <= ts < end:
-                c = counts.setdefault(task_type, [0, 0, 0, 0.0])
+                c = counts.setdefault(task_type, [0, 0, 0, 0.0, 0.0])
                 c[0] += 1
                 c[1] += status == _SUCCESS
         for ts, _agent, accuracy, task_type in self._accuracy:
             if start <= ts < end:
-                c = counts.setdefault(task_type, [0, 0, 0, 0.0])
+                c = counts.setdefault(task_type, [0, 0, 0, 0.0, 0.0])
                 c[2] += 1
                 c[3] += accuracy
-        by_task = {k: Figures(int(c[0]), int(c[1]), int(c[2]), float(c[3]))
+                c[4] += accuracy * accuracy
+        by_task = {k: Figures(int(c[0]), int(c[1]), int(c[2]), float(c[3]), float(c[4]))
                    for k, c in sorted(counts.items())}
         return Outcomes(sum(by_task.values(), Figures()), by_task)
 

@@ -1045,7 +1045,9 @@ def test_retraining_list_and_metrics_show_each_retrains_measured_effect(
 
     def traffic(start: float, success_share: float) -> None:
         updater.ingest([run_event(ids(), start + i, "a0", "llm",
-                                  "success" if i % 10 < success_share * 10 else "failure",
+                                  # spread evenly: any stretch has about the share
+                                  "success" if (i * success_share) % 1.0 < success_share
+                                  else "failure",
                                   10.0, 5, 0.01, task_type="t0") for i in range(60)])
 
     now = time.time()

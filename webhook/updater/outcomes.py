@@ -39,7 +39,7 @@ class OutcomeTally:
         self.bucket_seconds = float(bucket_seconds)
         self.keep_seconds = float(keep_seconds)
         self._lock = threading.Lock()
-        # (bucket, task type) -> [runs, successes, accuracy records, accuracy sum]
+        # (bucket, task type) -> [runs, successes, accuracy records, their sum, sum of squares]
         self._counts: dict[tuple[int, str], list[float]] = {}
         self._newest = -math.inf  # the newest bucket counted
 
@@ -67,18 +67,21 @@ class OutcomeTally:
                                 minlength=len(keys))
         acc = ~is_run
         acc_n = np.bincount(inverse, weights=acc.astype(np.float64), minlength=len(keys))
-        acc_sum = np.bincount(inverse, weights=np.where(acc, value, 0.0), minlength=len(keys))
+        acc_values = np.where(acc, value, 0.0)
+        acc_sum = np.bincount(inverse, weights=acc_values, minlength=len(keys))
+        acc_sq = np.bincount(inverse, weights=acc_values * acc_values, minlength=len(keys))
         with self._lock:
             counts = self._counts
             for i, key in enumerate(keys.tolist()):
                 bucket, code = divmod(key, n_tasks)
                 c = counts.get((bucket, batch.task_names[code]))
                 if c is None:
-                    c = counts[(bucket, batch.task_names[code])] = [0, 0, 0, 0.0]
+                    c = counts[(bucket, batch.task_names[code])] = [0, 0, 0, 0.0, 0.0]
                 c[0] += runs[i]
                 c[1] += successes[i]
                 c[2] += acc_n[i]
                 c[3] += acc_sum[i]
+                c[4] += acc_sq[i]
             newest = int(buckets.max())
             if newest > self._newest:
                 self._newest = newest
@@ -87,17 +90,21 @@ class OutcomeTally:
                     del counts[k]
 
     def outcomes(self, start: float, end: float) -> Outcomes:
-        """The counts of the buckets starting in ``[start, end)``, system and per task type."""
+        """The counts of the buckets wholly inside ``[start, end)``, system and per task type.
+
+        Wholly inside: the windows before and after a retrain never share a
+        bucket, so neither counts events of the other.
+        """
         first = math.ceil(start / self.bucket_seconds)
-        stop = math.ceil(end / self.bucket_seconds)  # exclusive
+        stop = math.floor(end / self.bucket_seconds)  # exclusive: bucket stop ends past end
         per: dict[str, list[float]] = {}
         with self._lock:
             for (bucket, task), c in self._counts.items():
                 if first <= bucket < stop:
-                    p = per.setdefault(task, [0, 0, 0, 0.0])
-                    for j in range(4):
+                    p = per.setdefault(task, [0, 0, 0, 0.0, 0.0])
+                    for j in range(5):
                         p[j] += c[j]
-        by_task = {k: Figures(int(c[0]), int(c[1]), int(c[2]), float(c[3]))
+        by_task = {k: Figures(int(c[0]), int(c[1]), int(c[2]), float(c[3]), float(c[4]))
                    for k, c in sorted(per.items())}
         return Outcomes(sum(by_task.values(), Figures()), by_task)
 
