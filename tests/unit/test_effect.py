@@ -206,3 +206,13 @@ def test_monitor_refuses_an_effect_window_longer_than_its_own():
     with pytest.raises(ValueError, match="must fit in the monitor's window"):
         PerformanceMonitor(window_size_minutes=10, registry=CollectorRegistry(),
                            retrain_effect=EffectSettings(window_seconds=600))
+
+
+def test_a_change_within_the_noise_of_few_events_is_unchanged():
+    # 30 runs a window: 0.6 -> 0.5 is within two standard errors (0.26) of no change.
+    e = effect(outcomes(30, 18), outcomes(30, 15)).as_dict()
+    assert e["verdict"] == "unchanged"
+    assert e["delta"]["success_rate"] == -0.1
+    assert e["standard_error"]["success_rate"] == pytest.approx(0.1277, abs=1e-3)
+    # The same shares over 3000 runs a window are a clear fall.
+    assert effect(outcomes(3000, 1800), outcomes(3000, 1500)).verdict == "worse"
