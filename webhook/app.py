@@ -135,10 +135,10 @@ class WebhookService:
         # Retrain effects are measured on the updater's outcome counts; an
         # updater without them (any object with trigger_retraining may be
         # passed in) leaves the ledger's effects empty.
-        tally = getattr(self.updater, "outcomes", None)
+        outcomes = getattr(getattr(self.updater, "outcomes", None), "outcomes", None)
         effects = effects_loop = None
-        if callable(getattr(tally, "outcomes", None)):
-            effects = RetrainEffects(ledger, tally.outcomes, self.metrics,
+        if callable(outcomes):
+            effects = RetrainEffects(ledger, outcomes, self.metrics,
                                      settings.effect_settings())
             metrics = self.metrics
 

@@ -20,14 +20,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from autoretrain.exporter.effect import EffectSettings
 from autoretrain.exporter.http import ServerLimits
 from autoretrain.exporter.kafka_security import (
     SETTING_KEYS,
     KafkaSecurity,
     security_from_settings,
 )
-
-from autoretrain.exporter.effect import EffectSettings
 
 from .schedule import Cron, Every, RetrainSchedule
 from .standby import MODES

@@ -23,6 +23,7 @@ loses nothing but the in-memory counts of the windows (see
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -139,10 +140,8 @@ class RetrainEffects:
                                     strict=True):
                 if value is None:
                     # Not measured: no series, rather than the previous retrain's number.
-                    try:
+                    with contextlib.suppress(KeyError):
                         gauge.remove(label, name)
-                    except KeyError:
-                        pass
                 else:
                     gauge.labels(label, name).set(value)
 

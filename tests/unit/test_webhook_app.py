@@ -1035,7 +1035,7 @@ def test_oversized_labels_are_refused_and_never_reach_the_ledger_api(
     assert len(client.get("/api/performance/retraining").get_data()) < 10_000
 
 
-# -- did the retrain help? --------------------------------------------------------------------------
+# -- did the retrain help? ------------------------------------------------------------------------
 def test_retraining_list_and_metrics_show_each_retrains_measured_effect(
     make_app: Callable[..., Flask], updater: RealTimeModelUpdater
 ) -> None:

@@ -48,17 +48,12 @@ class OutcomeTally:
         n = len(batch)
         if not n:
             return
-        finite = np.isfinite(batch.timestamp)
-        if not finite.all():  # an event without a usable time cannot be placed in a window
-            batch_idx = np.flatnonzero(finite)
-        else:
-            batch_idx = None
-        ts, task, is_run, value = batch.timestamp, batch.task, batch.is_run, batch.value
-        if batch_idx is not None:
-            ts, task, is_run, value = ts[batch_idx], task[batch_idx], is_run[batch_idx], \
-                value[batch_idx]
-            if not len(ts):
-                return
+        # An event without a usable time cannot be placed in a window.
+        keep = np.isfinite(batch.timestamp)
+        ts, task, is_run, value = (column[keep] for column in (
+            batch.timestamp, batch.task, batch.is_run, batch.value))
+        if not len(ts):
+            return
         buckets = np.floor(ts / self.bucket_seconds).astype(np.int64)
         n_tasks = len(batch.task_names)
         keys, inverse = np.unique(buckets * n_tasks + task, return_inverse=True)
