@@ -375,3 +375,27 @@ def test_schedule_is_off_by_default_and_read_from_the_environment() -> None:
     assert config.effect_settings().window_seconds == 1200
     hours = load_config({"allow_unauthenticated": True, "retrain_schedule_hours": 24}, {})
     assert hours.retrain_schedule() == Every(86400)
+
+
+def test_the_outcome_tally_is_bounded_and_counts_whole_buckets() -> None:
+    from autoretrain.webhook.updater.batch import BatchBuilder
+    from autoretrain.webhook.updater.outcomes import OutcomeTally
+
+    tally = OutcomeTally(bucket_seconds=10, keep_seconds=100)
+
+    def batch(start: float, n: int, task: str = "t") -> Any:
+        b = BatchBuilder()
+        for i in range(n):  # one event a second: runs alternate success/failure
+            b.add_row(task, "a", True, float(i % 2), start + i)
+        return b.build()
+
+    tally.observe(batch(1000, 60))  # buckets 100..105
+    o = tally.outcomes(1000, 1060)
+    assert (o.system.runs, o.system.successes) == (60, 30)
+    # Only buckets wholly inside: [1005, 1055) holds 1010..1049.
+    assert tally.outcomes(1005, 1055).system.runs == 40
+    assert len(tally) == 6
+    tally.observe(batch(2000, 10, "u"))  # far later: everything before 1900 is dropped
+    assert tally.outcomes(0, 1900).system.runs == 0
+    assert tally.outcomes(2000, 2010).by_task_type["u"].runs == 10
+    assert len(tally) == 1

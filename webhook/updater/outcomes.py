@@ -39,14 +39,13 @@ class OutcomeTally:
         self.bucket_seconds = float(bucket_seconds)
         self.keep_seconds = float(keep_seconds)
         self._lock = threading.Lock()
-        # (bucket, task type) -> [runs, successes, accuracy records, their sum, sum of squares]
-        self._counts: dict[tuple[int, str], list[float]] = {}
-        self._newest = -math.inf  # the newest bucket counted
+        # bucket -> task type -> [runs, successes, accuracy records, their sum, sum of squares]
+        self._buckets: dict[int, dict[str, list[float]]] = {}
+        self._oldest: int | None = None  # no bucket before this one is kept
 
     def observe(self, batch: EventBatch) -> None:
         """Count the events of ``batch`` (vectorised: one pass per distinct bucket and task)."""
-        n = len(batch)
-        if not n:
+        if not len(batch):
             return
         # An event without a usable time cannot be placed in a window.
         keep = np.isfinite(batch.timestamp)
@@ -57,32 +56,47 @@ class OutcomeTally:
         buckets = np.floor(ts / self.bucket_seconds).astype(np.int64)
         n_tasks = len(batch.task_names)
         keys, inverse = np.unique(buckets * n_tasks + task, return_inverse=True)
-        runs = np.bincount(inverse, weights=is_run.astype(np.float64), minlength=len(keys))
-        successes = np.bincount(inverse, weights=(is_run & (value >= 1.0)).astype(np.float64),
-                                minlength=len(keys))
+        n = len(keys)
         acc = ~is_run
-        acc_n = np.bincount(inverse, weights=acc.astype(np.float64), minlength=len(keys))
         acc_values = np.where(acc, value, 0.0)
-        acc_sum = np.bincount(inverse, weights=acc_values, minlength=len(keys))
-        acc_sq = np.bincount(inverse, weights=acc_values * acc_values, minlength=len(keys))
+        columns = [
+            np.bincount(inverse, weights=is_run.astype(np.float64), minlength=n).tolist(),
+            np.bincount(inverse, weights=(is_run & (value >= 1.0)).astype(np.float64),
+                        minlength=n).tolist(),
+            np.bincount(inverse, weights=acc.astype(np.float64), minlength=n).tolist(),
+            np.bincount(inverse, weights=acc_values, minlength=n).tolist(),
+            np.bincount(inverse, weights=acc_values * acc_values, minlength=n).tolist(),
+        ]
+        names = batch.task_names
         with self._lock:
-            counts = self._counts
+            all_buckets = self._buckets
             for i, key in enumerate(keys.tolist()):
                 bucket, code = divmod(key, n_tasks)
-                c = counts.get((bucket, batch.task_names[code]))
+                per_task = all_buckets.get(bucket)
+                if per_task is None:
+                    per_task = all_buckets[bucket] = {}
+                c = per_task.get(names[code])
                 if c is None:
-                    c = counts[(bucket, batch.task_names[code])] = [0, 0, 0, 0.0, 0.0]
-                c[0] += runs[i]
-                c[1] += successes[i]
-                c[2] += acc_n[i]
-                c[3] += acc_sum[i]
-                c[4] += acc_sq[i]
-            newest = int(buckets.max())
-            if newest > self._newest:
-                self._newest = newest
-                oldest = newest - int(self.keep_seconds // self.bucket_seconds)
-                for k in [k for k in counts if k[0] < oldest]:
-                    del counts[k]
+                    c = per_task[names[code]] = [0, 0, 0, 0.0, 0.0]
+                for j in range(5):
+                    c[j] += columns[j][i]
+            self._prune(int(keys[-1]) // n_tasks)
+
+    def _prune(self, newest: int) -> None:
+        """Drop the buckets older than ``keep_seconds`` before ``newest`` (lock held)."""
+        cutoff = newest - int(self.keep_seconds // self.bucket_seconds)
+        oldest = self._oldest
+        if oldest is not None and oldest >= cutoff:
+            return
+        buckets = self._buckets
+        if oldest is None or cutoff - oldest > len(buckets):
+            # A first batch, or a jump in event time: look at what is kept.
+            for b in [b for b in buckets if b < cutoff]:
+                del buckets[b]
+        else:
+            for b in range(oldest, cutoff):
+                buckets.pop(b, None)
+        self._oldest = cutoff
 
     def outcomes(self, start: float, end: float) -> Outcomes:
         """The counts of the buckets wholly inside ``[start, end)``, system and per task type.
@@ -94,15 +108,17 @@ class OutcomeTally:
         stop = math.floor(end / self.bucket_seconds)  # exclusive: bucket stop ends past end
         per: dict[str, list[float]] = {}
         with self._lock:
-            for (bucket, task), c in self._counts.items():
+            for bucket, per_task in self._buckets.items():
                 if first <= bucket < stop:
-                    p = per.setdefault(task, [0, 0, 0, 0.0, 0.0])
-                    for j in range(5):
-                        p[j] += c[j]
+                    for task, c in per_task.items():
+                        p = per.setdefault(task, [0, 0, 0, 0.0, 0.0])
+                        for j in range(5):
+                            p[j] += c[j]
         by_task = {k: Figures(int(c[0]), int(c[1]), int(c[2]), float(c[3]), float(c[4]))
                    for k, c in sorted(per.items())}
         return Outcomes(sum(by_task.values(), Figures()), by_task)
 
     def __len__(self) -> int:
+        """(bucket, task type) entries kept."""
         with self._lock:
-            return len(self._counts)
+            return sum(len(per_task) for per_task in self._buckets.values())
