@@ -15,7 +15,7 @@ retrain runs). The worker thread then runs what is queued:
 
 Every retrain, whatever triggered it, runs on this one thread, so retrains
 are serialised. The alert cooldown is measured from the end of the previous
-*alert* retrain: API retrains neither wait for it nor restart it (a client
+*alert* (or scheduled) retrain: API retrains neither wait for it nor restart it (a client
 calling the API could otherwise hold alert retrains off for good); they have
 their own rate limit instead (``api_min_interval_seconds``, from one accepted
 API request to the next; :class:`RateLimited`). Queued episodes live in the
@@ -222,6 +222,7 @@ class RetrainController:
         self.schedule = schedule
         self._next_scheduled = math.inf  # wall time the schedule is next due
         self._schedule_due = False  # a scheduled retrain waits (for the cooldown)
+        self._schedule_due_since = 0.0  # wall time it became due (its requested_at)
         self._watchdog = BackgroundLoop("retrain-watchdog", self.check_time_limit,
                                         interval=watchdog_interval)
         metrics.retrain_running.set_function(self.running_seconds)
@@ -457,6 +458,8 @@ class RetrainController:
                     if self._schedule_due:
                         log.warning("scheduled retrain due at %s skipped: the previous one "
                                     "still waits", _wall(self._next_scheduled))
+                    if not self._schedule_due:
+                        self._schedule_due_since = wall
                     self._schedule_due = True
                     # From now: a schedule missed while the webhook was down (or
                     # the clock jumped) runs once, not once per missed time.
@@ -464,7 +467,7 @@ class RetrainController:
                 if self._schedule_due and now >= self._cooldown_until:
                     assert self.schedule is not None
                     job = _Job("schedule", f"schedule: {self.schedule.describe()}",
-                               RetrainType.FULL, wall)
+                               RetrainType.FULL, self._schedule_due_since)
                     job.retrain_id = self.ledger.start_retrain(
                         trigger="schedule", reason=job.reason, retrain_type=job.retrain_type,
                         requested_at=job.requested_at)

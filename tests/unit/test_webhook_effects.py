@@ -399,3 +399,29 @@ def test_the_outcome_tally_is_bounded_and_counts_whole_buckets() -> None:
     assert tally.outcomes(0, 1900).system.runs == 0
     assert tally.outcomes(2000, 2010).by_task_type["u"].runs == 10
     assert len(tally) == 1
+
+
+def test_a_cron_schedule_retrains_at_its_times(tmp_path: Path, clock: FakeClock) -> None:
+    updater = SlowUpdater()
+    updater.release.set()
+    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=clock)
+    controller = RetrainController(updater, ledger, WebhookMetrics(CollectorRegistry()),
+                                   cooldown_seconds=0, clock=clock, schedule=Cron("0 * * * *"))
+    controller.start()  # 22:13:20
+    try:
+        assert controller.status()["next_scheduled_retrain"] == "2023-11-14T23:00:00Z"
+        clock.advance(46 * 60 + 39)  # 22:59:59
+        controller.wake()
+        assert controller.idle() and ledger.list_retrains()[1] == 0
+        clock.advance(1)
+        controller.wake()
+        assert wait_until(lambda: ledger.list_retrains()[1] == 1)
+        assert wait_until(controller.idle)
+        (row,), _ = ledger.list_retrains()
+        assert (row["trigger"], row["retrain_type"]) == ("schedule", "full")
+        assert row["requested_at"] == "2023-11-14T23:00:00.000Z"
+        assert row["reason"] == "schedule: cron 0 * * * *"
+        assert controller.status()["next_scheduled_retrain"] == "2023-11-15T00:00:00Z"
+    finally:
+        controller.stop()
+        ledger.close()
