@@ -36,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -424,6 +425,21 @@ class _Simulation:
         self._serving_line()
 
     # -- results -------------------------------------------------------------
+    def _retrain_effects(self) -> dict[str, Any]:
+        self.monitor.check()  # measure what closed since the last check
+        stats = self.monitor.get_stats()
+        return {
+            "measured": [
+                {"trigger": e["trigger"], "retrain_type": e["retrain_type"],
+                 "started_at_s": round(datetime.fromisoformat(
+                     e["started_at"].replace("Z", "+00:00")).timestamp() - self.clock.start, 1),
+                 "effect": e["effect"]}
+                for e in reversed(stats["retrain_effects"])
+            ],
+            "pending": stats["retrain_effects_pending"],
+            "by_verdict": stats["retrain_effect_counts"],
+        }
+
     def summary(self) -> dict[str, Any]:
         r = self.runs
         phase = np.asarray(r.phase)
@@ -480,6 +496,10 @@ class _Simulation:
             "selection_switched_after_drift_s": switched,
             "drift_at_s": self.drift_at,
             "alerts": list(self.alerts),
+            # Did each retrain help? Measured by the monitor on the outcomes of a
+            # window before and one after it, oldest first; a retrain whose
+            # after-window had not closed by the end is counted as pending.
+            "retrain_effects": self._retrain_effects(),
             "timeline": _timeline(r, self.ticks),
             "updater": {k: v for k, v in self.updater.get_metrics().items()
                         if k in ("model_version", "events_applied", "update_strategy",
@@ -592,6 +612,16 @@ def _print_summary(summary: dict[str, Any], emit: Callable[[str], None]) -> None
     for r in summary["retrains"]:
         emit(f"retrain at {_fmt_t(r['t_s']).strip()} by {r['trigger']} ({r['retrain_type']}): "
              f"{r['result']}")
+    effects = summary.get("retrain_effects", {})
+    for e in effects.get("measured", []):
+        fx = e["effect"]
+        figures = ", ".join(
+            f"{name.replace('_', ' ')} {fx['before'][name]:.3f} -> {fx['after'][name]:.3f}"
+            for name in ("success_rate", "accuracy") if fx["delta"][name] is not None)
+        emit(f"  its effect ({e['trigger']}, {fx['window_seconds']:g} s before / after): "
+             f"{fx['verdict'].replace('_', ' ')}" + (f" ({figures})" if figures else ""))
+    if effects.get("pending"):
+        emit(f"  {effects['pending']} retrain(s) too recent to measure (window still open)")
     emit("selection before -> after (end of recovery), with / without auto-retraining:")
     for task_type in summary["scenario"]["task_types"]:
         before = summary["selection"]["before"][task_type]

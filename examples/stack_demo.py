@@ -131,6 +131,10 @@ class StackSettings:
     batch_timeout_seconds: float = 1.0
     save_interval_seconds: float = 1.0
     cooldown_seconds: float = 30.0
+    # Did the retrain help? The webhook compares 20 s of outcomes before the
+    # retrain with 20 s after it (production: 15 min), 2 s after they end.
+    effect_window_seconds: float = 20.0
+    effect_settle_seconds: float = 2.0
     # Deadlines: a phase that has not reached its goal by then fails the demo.
     start_timeout_seconds: float = 120.0
     phase_timeout_seconds: float = 120.0
@@ -213,6 +217,8 @@ class Stack:
                 "AUTORETRAIN_WEBHOOK_BATCH_TIMEOUT_SECONDS": str(s.batch_timeout_seconds),
                 "AUTORETRAIN_WEBHOOK_SAVE_INTERVAL_SECONDS": str(s.save_interval_seconds),
                 "AUTORETRAIN_WEBHOOK_COOLDOWN_SECONDS": str(s.cooldown_seconds),
+                "AUTORETRAIN_WEBHOOK_EFFECT_WINDOW_SECONDS": str(s.effect_window_seconds),
+                "AUTORETRAIN_WEBHOOK_EFFECT_SETTLE_SECONDS": str(s.effect_settle_seconds),
             })
         am_dir = workdir / "alertmanager"
         self.alertmanager = AlertmanagerServer(am_dir, am_dir / "alertmanager.yml")
@@ -432,6 +438,8 @@ class _Story:
                       f"{entry['outcome']}, {entry['events_processed']} buffered events"
                       f"{scores}, model version {entry['model_version']}")
 
+        self._observe_effects()
+
         for r in self.stack.query(WEBHOOK_ALERTS):
             m = r["metric"]
             key = (m.get("alertname", "?"), m.get("status", "?"), m.get("action", "?"))
@@ -466,6 +474,22 @@ class _Story:
             self.line(f"[{w.phase}] accuracy {_fmt(accuracy)} (Prometheus, "
                       f"{self.s.rate_window_seconds}s window) | platform {_fmt(platform)} | "
                       f"model v{self.follower.version} | system alerts: {active}")
+
+    def _observe_effects(self) -> None:
+        """Narrate each retrain's measured effect once the webhook's ledger has it."""
+        seen = {r["id"]: r for r in self.w.retrains}
+        for entry in self.stack.retrains():
+            mine = seen.get(entry["id"])
+            if mine is None or mine.get("effect") is not None or entry.get("effect") is None:
+                continue
+            mine["effect"] = effect = entry["effect"]
+            figures = ", ".join(
+                f"{name.replace('_', ' ')} {effect['before'][name]:.3f} -> "
+                f"{effect['after'][name]:.3f}"
+                for name in ("success_rate", "accuracy") if effect["delta"][name] is not None)
+            self.line(f"WEBHOOK retrain #{entry['id']} effect ({effect['window_seconds']:g} s "
+                      f"before / after): {effect['verdict'].replace('_', ' ')}"
+                      + (f" ({figures})" if figures else ""))
 
     def until(self, check: Callable[[], bool], timeout: float, what: str) -> float:
         """Observe until ``check()``; return the seconds it took; TimeoutError after ``timeout``."""
@@ -546,6 +570,12 @@ class _Story:
                    s.phase_timeout_seconds, f"{ALERT} resolved and accuracy above {clear:g}")
         self.hold(s.scaled(s.recovery_hold_seconds))
         self.end("recovery")
+
+        self.begin("effect", "Phase 7: did the retrain help? The webhook measures it")
+        self.until(lambda: all(r.get("effect") is not None for r in self.w.retrains),
+                   s.phase_timeout_seconds + s.effect_window_seconds,
+                   "the effect of every retrain in the webhook's ledger")
+        self.end("effect")
         stop.set()
 
     def summary(self) -> dict[str, Any]:
@@ -641,6 +671,12 @@ def _print_summary(summary: dict[str, Any], emit: Callable[[str], None]) -> None
     for r in summary["retrains"]:
         emit(f"  {_clock(r['t_s']):>7} retrain #{r['id']} by {r['trigger']}: "
              f"{r['retrain_type']}, {r['outcome']}")
+        effect = r.get("effect")
+        if effect is not None:
+            deltas = ", ".join(f"{k.replace('_', ' ')} {v:+.3f}"
+                               for k, v in effect["delta"].items() if v is not None)
+            emit(f"  {'':>7} its effect: {effect['verdict'].replace('_', ' ')}"
+                 + (f" ({deltas})" if deltas else ""))
     emit("  serving at the end: " + ", ".join(
         f"{k} -> {v}" for k, v in summary["selection_final"].items()))
 

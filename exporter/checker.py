@@ -18,6 +18,7 @@ from dataclasses import asdict
 from typing import Any, Protocol
 
 from .alerts import Alert, RetrainPolicy, Violation, find_violations
+from .effect import UNHELPFUL, EffectTracker
 from .retrain_types import MODEL_TYPE, RetrainType
 from .thresholds import MonitorSettings, Thresholds
 from .timefmt import utc_iso
@@ -79,6 +80,9 @@ class Checker:
         Returns Unix seconds.
     max_alerts
         Alerts kept in the log.
+    effects
+        Measures each retrain's effect on the outcomes (checked every pass);
+        None: not measured.
     """
 
     def __init__(
@@ -89,8 +93,10 @@ class Checker:
         retrainer: Retrainer | None,
         clock: Callable[[], float],
         max_alerts: int = 1000,
+        effects: EffectTracker | None = None,
     ) -> None:
         self._window_stats = window_stats
+        self.effects = effects
         self._thresholds = thresholds
         self.settings = settings
         self.retrainer = retrainer
@@ -116,7 +122,7 @@ class Checker:
             violations = find_violations(
                 stats, self._thresholds(), self.settings.min_runs, stats.agents
             )
-            raised: list[Alert] = []
+            raised: list[Alert] = self._measure_effects(now)
             self.checks += 1
             if violations is not None:
                 current = {v.key: v for v in violations}
@@ -153,8 +159,14 @@ class Checker:
         key = (retrain_type, trigger)
         self.retrains[key] = self.retrains.get(key, 0) + 1
         log.warning("Retraining triggered (%s, by %s): %s", retrain_type, trigger, reason)
+        started = self.effects.retrain_started() if self.effects is not None else None
         result = self._call_retrainer(reason, full)
         self.last_retrain = result
+        if self.effects is not None and started is not None:
+            self.effects.retrain_finished(
+                started, trigger=trigger, retrain_type=retrain_type, reason=reason,
+                outcome=result.get("result", "promoted" if result.get("promoted") else
+                                   "rejected" if result.get("success") else "failed"))
         details = {"reason": reason, "result": result}
         if result.get("success"):
             log.info(
@@ -166,6 +178,29 @@ class Checker:
             return self.alerts.add("info", f"Retraining ({retrain_type}) completed", details, now)
         log.error("Retraining failed: %s", result.get("error"))
         return self.alerts.add("error", f"Retraining ({retrain_type}) failed", details, now)
+
+    def _measure_effects(self, now: float) -> list[Alert]:
+        """Measure the retrains whose after-window closed; one alert per effect, and a
+        warning when the last retrains in a row did not help."""
+        if self.effects is None:
+            return []
+        raised = []
+        for entry in self.effects.check():
+            effect = entry["effect"]
+            delta = ", ".join(f"{k.replace('_', ' ')} {v:+.3f}"
+                              for k, v in effect["delta"].items() if v is not None)
+            message = (f"Retrain effect ({entry['retrain_type']}, by {entry['trigger']}): "
+                       f"{effect['verdict'].replace('_', ' ')}" + (f" ({delta})" if delta else ""))
+            log.info("%s", message)
+            raised.append(self.alerts.add("info", message, entry, now))
+            advice = self.effects.recommendation()
+            if effect["verdict"] in UNHELPFUL and advice is not None:
+                log.warning("%s", advice)
+                raised.append(self.alerts.add(
+                    "warning", "Retrains stopped helping: a person should look",
+                    {"unhelpful_streak": self.effects.unhelpful_streak,
+                     "recommendation": advice}, now))
+        return raised
 
     def _call_retrainer(self, reason: str, full: bool) -> dict[str, Any]:
         base = {

@@ -30,6 +30,7 @@ from .background import BackgroundLoop
 from .build_info import register_build_info
 from .bus import EventSink
 from .checker import Checker, Retrainer
+from .effect import VERDICTS, EffectSettings, EffectTracker
 from .http import DEFAULT_ADDRESS, metrics_app, serve
 from .kafka_sink import KafkaSink
 from .recorder import Recorder
@@ -77,6 +78,23 @@ class _MonitorCollector(Collector):
         )
         pending.add_metric((), stats["pending"])
         yield pending
+        effects = self._checker.effects
+        if effects is not None:
+            measured = CounterMetricFamily(
+                "autoretrain_monitor_retrain_effects",
+                "Retrains of this monitor whose effect on the outcomes was measured, by verdict.",
+                labels=("verdict",),
+            )
+            for verdict in VERDICTS:
+                measured.add_metric((verdict,), effects.counts[verdict])
+            yield measured
+            streak = GaugeMetricFamily(
+                "autoretrain_monitor_retrains_unhelpful_streak",
+                "Measured retrains in a row, newest back, that left the outcomes unchanged "
+                "or worse.",
+            )
+            streak.add_metric((), effects.unhelpful_streak)
+            yield streak
 
 
 def _event_sink(
@@ -138,6 +156,11 @@ class PerformanceMonitor:
         Distinct ``agent`` label values before new ones collapse into "other".
     check_interval_seconds, min_runs, cooldown_seconds, full_retrain_grace_seconds
         Checker settings (override the thresholds file's ``monitor`` section).
+    retrain_effect
+        How each retrain's effect is measured (:class:`~exporter.effect.EffectSettings`);
+        by default a window of 15 minutes, or half the monitor's window when
+        that is shorter. ``window_seconds + settle_seconds`` must fit in the
+        monitor's window, which holds the events it is measured on.
     clock
         Returns Unix seconds; tests and simulations inject their own.
     """
@@ -162,6 +185,7 @@ class PerformanceMonitor:
         full_retrain_grace_seconds: float | None = None,
         max_window_records: int = 100_000,
         max_alerts: int = 1000,
+        retrain_effect: EffectSettings | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not (isinstance(window_size_minutes, int | float) and window_size_minutes > 0):
@@ -203,6 +227,20 @@ class PerformanceMonitor:
             sink=sink,
             clock=clock,
         )
+        window_seconds = window_size_minutes * 60.0
+        if retrain_effect is None:
+            half = window_seconds / 2
+            retrain_effect = EffectSettings(
+                window_seconds=min(900.0, half), settle_seconds=min(30.0, half)
+            )
+        if retrain_effect.window_seconds + retrain_effect.settle_seconds > window_seconds:
+            raise ValueError(
+                f"retrain_effect window_seconds + settle_seconds "
+                f"({retrain_effect.window_seconds + retrain_effect.settle_seconds:g} s) must fit "
+                f"in the monitor's window ({window_seconds:g} s), which holds the events "
+                "the effect is measured on"
+            )
+        self._effects = EffectTracker(self._recorder.outcomes, retrain_effect, clock)
         self._checker = Checker(
             self._recorder.window_stats,
             lambda: self.thresholds,
@@ -210,6 +248,7 @@ class PerformanceMonitor:
             retrainer if retrainer is not None else model_updater,
             clock,
             max_alerts,
+            self._effects,
         )
         self._loop = BackgroundLoop(
             "autoretrain-monitor", self._check_when_due, on_error=self._check_failed
@@ -296,6 +335,11 @@ class PerformanceMonitor:
             "events_dropped": events["dropped"],
             "events_pending": events["pending"],
             "alert_thresholds": dict(self.alert_thresholds),
+            # Did the retrains help? (exporter.effect): newest first.
+            "retrain_effects": self._effects.last(5),
+            "retrain_effect_counts": dict(self._effects.counts),
+            "retrain_effects_pending": self._effects.pending,
+            "retrains_unhelpful_streak": self._effects.unhelpful_streak,
         }
 
     def generate_report(self, include_agents: bool = True) -> dict[str, Any]:
@@ -314,6 +358,8 @@ class PerformanceMonitor:
             recent_alerts=self.get_alerts(10),
             monitor_stats=self.get_stats(),
             include_agents=include_agents,
+            retrain_effects=self._effects.last(5),
+            effect_recommendation=self._effects.recommendation(),
         )
 
     # -- checking and retraining -------------------------------------------

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from . import events as ev
 from .bus import EventSink
+from .effect import Outcomes
 from .metrics import AgentMetrics
 from .window import SlidingWindow, WindowStats
 
@@ -246,6 +247,12 @@ class Recorder:
         self.apply_pending()
         with self._lock:
             return self._window.stats(self._clock(), since)
+
+    def outcomes(self, start: float, end: float) -> Outcomes:
+        """The window's outcome figures timed in ``[start, end)`` (retrain effects)."""
+        self.apply_pending()
+        with self._lock:
+            return self._window.outcomes(start, end)
 
     def event_stats(self) -> dict[str, int]:
         """Outcome events ``published``, ``dropped`` (full or raising sink), ``pending``."""

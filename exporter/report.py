@@ -96,8 +96,14 @@ def build_report(
     recent_alerts: list[Alert],
     monitor_stats: dict[str, Any],
     include_agents: bool = True,
+    retrain_effects: list[dict[str, Any]] | None = None,
+    effect_recommendation: str | None = None,
 ) -> dict[str, Any]:
     """The report of ``generate_report`` from the window's statistics (a pure function).
+
+    ``retrain_effects`` (newest first) are reported as they are;
+    ``effect_recommendation`` (retrains stopped helping) comes first among
+    the recommendations: it asks for a person, whatever the window says.
 
     ``status`` is ``no_data``, ``healthy``, ``degraded`` or ``critical``
     (from the system-level violations); ``health_score`` is
@@ -121,7 +127,11 @@ def build_report(
         "system": system,
         "thresholds": thresholds.as_dict(),
         "violations": [asdict(v) for v in violations or []],
-        "recommendations": recommendations(stats, stats.agents, violations, min_runs),
+        "recommendations": [
+            *([effect_recommendation] if effect_recommendation else []),
+            *recommendations(stats, stats.agents, violations, min_runs),
+        ],
+        "retrain_effects": list(retrain_effects or []),
         "recent_alerts": [asdict(a) for a in recent_alerts],
         "stats": monitor_stats,
     }

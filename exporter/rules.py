@@ -413,6 +413,64 @@ def _loop_rules(config: ThresholdsConfig) -> list[dict[str, Any]]:
     ]
 
 
+def _escalation_rules(config: ThresholdsConfig) -> list[dict[str, Any]]:
+    """Retrains that did not help: a person is called (critical, no ``retrain`` label).
+
+    ``AutoretrainRetrainDidNotRecover``: a retrain alert has been active since
+    before the newest alert-triggered retrain finished (``ALERTS_FOR_STATE``
+    holds when each active alert started), still fires, and that has held
+    for ``escalation.grace``. ``AutoretrainRetrainsNotHelping``: the webhook's
+    count of measured retrains in a row that were unchanged or worse reached
+    ``escalation.unhelpful_retrains``.
+    """
+    scope, esc = config.scope, config.escalation
+    kept = scope.keep_labels
+    on = _on(kept)
+    finished = scope.matchers("webhook", 'trigger="alert"')
+    retrain_alerts = f'app="{APP}", retrain=~".+"'
+    streak = scope.matchers("webhook")
+
+    def alert(name: str, expr: str, for_: str, summary: str, description: str) -> dict[str, Any]:
+        return {
+            "alert": name,
+            "expr": expr,
+            "for": for_,
+            "labels": {"app": APP, "severity": "critical"},
+            "annotations": {
+                "summary": summary,
+                "description": description,
+                "runbook_url": config.alerts.runbook(name),
+            },
+        }
+
+    return [
+        alert(
+            "AutoretrainRetrainDidNotRecover",
+            f"{_sum(kept, 'max')} (autoretrain_retrain_last_finished_timestamp_seconds"
+            f"{finished})\n> {on}\n"
+            f"{_sum(kept, 'min')} (ALERTS_FOR_STATE{{{retrain_alerts}}})\n"
+            f"and {on}\n"
+            f'{_sum(kept, "count")} (ALERTS{{{retrain_alerts}, alertstate="firing"}})\n',
+            esc.grace,
+            f"Retrains did not bring the metric back within {esc.grace}",
+            f"A retrain alert still fires {esc.grace} after an alert-triggered retrain "
+            "finished: retraining did not bring the success rate, accuracy or error rate back "
+            "past its threshold. The webhook retrains again for a new alert episode after its "
+            "cooldown, but a person should look at the agents.",
+        ),
+        alert(
+            "AutoretrainRetrainsNotHelping",
+            f"{_sum(kept, 'max')} (autoretrain_retrains_unhelpful_streak{streak})"
+            f" >= {esc.unhelpful_retrains}\n",
+            config.loop.for_,
+            "The last {{ $value | humanize }} retrains did not help",
+            "The last {{ $value | humanize }} retrains whose effect was measured left the "
+            "system's success rate and accuracy unchanged or worse (ledger: effect). "
+            "Retraining moves work between the agents there are; it cannot make them better.",
+        ),
+    ]
+
+
 def render_rules(config: ThresholdsConfig) -> str:
     """The rule file for ``config``: deterministic text, header comment included.
 
@@ -433,6 +491,7 @@ def render_rules(config: ThresholdsConfig) -> str:
             }
         )
     groups.append({"name": "autoretrain.loop", "rules": _loop_rules(config)})
+    groups.append({"name": "autoretrain.escalation", "rules": _escalation_rules(config)})
     body = yaml.dump(
         {"groups": groups},
         Dumper=_BlockDumper,

@@ -20,6 +20,7 @@ import yaml
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "AlertSettings",
+    "EscalationSettings",
     "Hysteresis",
     "LoopSettings",
     "MonitorSettings",
@@ -183,6 +184,29 @@ class LoopSettings:
         _positive("loop", "consumer_lag_max_events", self.consumer_lag_max_events)
 
 
+@dataclass(frozen=True)
+class EscalationSettings:
+    """When retrains that did not help call a person (the ``escalation`` section).
+
+    ``grace``: how long retrain alerts may keep firing after an
+    alert-triggered retrain finished before a person is called
+    (``AutoretrainRetrainDidNotRecover``). ``unhelpful_retrains``: this many
+    measured retrains in a row unchanged or worse call a person
+    (``AutoretrainRetrainsNotHelping``).
+    """
+
+    grace: str = "30m"
+    unhelpful_retrains: int = 3
+
+    def __post_init__(self) -> None:
+        _duration("escalation", "grace", self.grace)
+        value = self.unhelpful_retrains
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"escalation.unhelpful_retrains must be an integer >= 1, got {value!r}"
+            )
+
+
 def _selector(section: str, key: str, value: Any) -> str:
     if not isinstance(value, str) or not _SELECTOR.match(value):
         raise ValueError(
@@ -268,6 +292,7 @@ class ThresholdsConfig:
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     scope: Scope = field(default_factory=Scope)
     loop: LoopSettings = field(default_factory=LoopSettings)
+    escalation: EscalationSettings = field(default_factory=EscalationSettings)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> ThresholdsConfig:
@@ -301,6 +326,11 @@ class ThresholdsConfig:
             ),
             scope=_scope(_check_keys("scope", data.get("scope", {}), _names(Scope))),
             loop=LoopSettings(**loop),
+            escalation=EscalationSettings(
+                **_check_keys(
+                    "escalation", data.get("escalation", {}), _names(EscalationSettings)
+                )
+            ),
         )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .effect import Figures, Outcomes
 from .events import RUN_STATUSES
 
 __all__ = [
@@ -179,6 +180,25 @@ class SlidingWindow:
         total.fill(out)
         out.agents = {name: a.fill(AgentWindowStats(name)) for name, a in sorted(per_agent.items())}
         return out
+
+    def outcomes(self, start: float, end: float) -> Outcomes:
+        """Runs, successes and accuracy records timed in ``[start, end)``, for the
+        system and per task type (what a retrain's effect is measured on)."""
+        counts: dict[str, list[float]] = {}
+        for ts, _agent, status, _d, _t, _c, task_type in self._runs:
+            if start <= ts < end:
+                c = counts.setdefault(task_type, [0, 0, 0, 0.0, 0.0])
+                c[0] += 1
+                c[1] += status == _SUCCESS
+        for ts, _agent, accuracy, task_type in self._accuracy:
+            if start <= ts < end:
+                c = counts.setdefault(task_type, [0, 0, 0, 0.0, 0.0])
+                c[2] += 1
+                c[3] += accuracy
+                c[4] += accuracy * accuracy
+        by_task = {k: Figures(int(c[0]), int(c[1]), int(c[2]), float(c[3]), float(c[4]))
+                   for k, c in sorted(counts.items())}
+        return Outcomes(sum(by_task.values(), Figures()), by_task)
 
 
 # The names of the original API (``get_system_metrics`` returns a WindowStats).

@@ -32,6 +32,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CollectorRegistry
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
+from autoretrain.exporter.background import BackgroundLoop
 from autoretrain.exporter.build_info import register_build_info
 from autoretrain.exporter.http import render_metrics
 from autoretrain.exporter.timefmt import utc_iso
@@ -39,6 +40,7 @@ from autoretrain.exporter.timefmt import utc_iso
 from .alerts import InvalidPayload, parse_notification
 from .config import WebhookConfig, load_config
 from .controller import ControllerUnavailable, RateLimited, RetrainController
+from .effects import RetrainEffects
 from .ledger import Ledger
 from .metrics import REJECT_REASONS, WebhookMetrics
 from .pathguard import RejectAmbiguousPaths
@@ -56,6 +58,7 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 _REALM = 'Bearer realm="autoretrain"'
 _TRIGGER_KEYS = ("reason", "force_full_retrain", "model_type")
 _MAX_REASON = 500
+_EFFECTS_INTERVAL = 5.0  # seconds between checks for retrains whose after-window closed
 # What generate_latest writes (prometheus_client >= 0.22 calls 1.0.0 "latest"
 # but still writes this compatible format unless asked otherwise).
 _PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
@@ -91,6 +94,8 @@ class WebhookService:
     failover: Failover = field(init=False, repr=False)
     _ledger: Ledger | None = field(default=None, init=False, repr=False)
     _controller: RetrainController | None = field(default=None, init=False, repr=False)
+    _effects: RetrainEffects | None = field(default=None, init=False, repr=False)
+    _effects_loop: BackgroundLoop | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         store = getattr(getattr(self.updater, "store", None), "path", None)
@@ -127,18 +132,46 @@ class WebhookService:
         controller = RetrainController(
             self.updater, ledger, self.metrics, cooldown_seconds=settings.cooldown_seconds,
             api_min_interval_seconds=settings.api_retrain_min_interval_seconds,
-            time_limit_seconds=settings.retrain_time_limit_seconds)
+            time_limit_seconds=settings.retrain_time_limit_seconds,
+            schedule=settings.retrain_schedule())
+        # Retrain effects are measured on the updater's outcome counts; an
+        # updater without them (any object with trigger_retraining may be
+        # passed in) leaves the ledger's effects empty.
+        outcomes = getattr(getattr(self.updater, "outcomes", None), "outcomes", None)
+        effects = effects_loop = None
+        if callable(outcomes):
+            effects = RetrainEffects(ledger, outcomes, self.metrics,
+                                     settings.effect_settings())
+            metrics = self.metrics
+
+            def failed(exc: BaseException, retry_in: float) -> None:
+                metrics.controller_errors.inc()
+                log.error("measuring retrain effects failed; retrying in %.1f s", retry_in,
+                          exc_info=exc)
+
+            effects_loop = BackgroundLoop("retrain-effects", effects.check,
+                                          interval=_EFFECTS_INTERVAL, on_error=failed)
         try:
             if self.owns_updater:
                 self.updater.start()  # loads the newest saved model
             controller.start()
+            if effects_loop is not None:
+                effects_loop.start()
         except BaseException:
+            if effects_loop is not None:
+                effects_loop.stop()
             controller.stop()
             if self.owns_updater and self.updater.running:
                 self.updater.stop()
             ledger.close()
             raise
         self._ledger, self._controller = ledger, controller
+        self._effects, self._effects_loop = effects, effects_loop
+
+    @property
+    def effects(self) -> RetrainEffects | None:
+        """What measures each retrain's effect (None: the updater keeps no outcome counts)."""
+        return self._effects
 
     def close(self) -> None:
         """Stop the retrain worker (after a retrain in progress), the updater if the
@@ -146,6 +179,8 @@ class WebhookService:
         self.failover.stop_waiting()
         writers_stopped = True
         if self.failover.active:
+            if self._effects_loop is not None:
+                self._effects_loop.stop()
             self.controller.stop()
             if self.owns_updater:
                 self.updater.stop()

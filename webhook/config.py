@@ -18,12 +18,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from autoretrain.exporter.effect import EffectSettings
 from autoretrain.exporter.http import ServerLimits
 from autoretrain.exporter.kafka_security import (
     SETTING_KEYS,
 )
 
 from .layering import LOG_LEVELS, KafkaSecurityFields, choice, layer, resolve_token
+from .schedule import Cron, Every, RetrainSchedule
 from .standby import MODES
 from .updater.objective import Objective, ObjectiveMode
 from .updater.settings import (
@@ -121,6 +123,22 @@ class WebhookConfig(KafkaSecurityFields):
     read_token, read_token_file
         Optional Bearer token for ``GET /api/model/ranking`` (inline or from
         a file; at most one). Without one the ranking is open, like the other GETs.
+    effect_window_seconds, effect_min_events, effect_tolerance, effect_settle_seconds,
+    effect_unhelpful_retrains
+        How each retrain's effect on the platform is measured
+        (:class:`~autoretrain.exporter.effect.EffectSettings`): windows of
+        ``effect_window_seconds`` (at most 3600) before and after it, each
+        figure needing ``effect_min_events`` events per window, changes
+        within ``effect_tolerance`` counting as unchanged, measured
+        ``effect_settle_seconds`` after the after-window ends;
+        ``effect_unhelpful_retrains`` unchanged or worse in a row is where the
+        log asks for a person (the alert's own N is in the thresholds file).
+    retrain_schedule_hours, retrain_schedule_cron
+        An optional periodic full retrain (off by default; at most one of
+        the two): every ``retrain_schedule_hours`` hours, or at the times of
+        a five-field cron expression in UTC (``"0 3 * * *"``: 03:00 daily).
+        Recorded in the ledger with trigger ``schedule``; serialised with
+        every other retrain, it waits for the alert cooldown and starts it.
     kafka_security_protocol, kafka_sasl_mechanism, kafka_sasl_username,
     kafka_sasl_password_file, kafka_ssl_cafile, kafka_ssl_check_hostname
         How the updater's consumer and the model publisher connect to Kafka:
@@ -171,12 +189,36 @@ class WebhookConfig(KafkaSecurityFields):
     model_topic: str = "agent-models"
     read_token: str | None = field(default=None, repr=False)
     read_token_file: str | None = None
+    # Retrain effects (exporter.effect.EffectSettings) and the optional schedule.
+    effect_window_seconds: float = EffectSettings.window_seconds
+    effect_min_events: int = EffectSettings.min_events
+    effect_tolerance: float = EffectSettings.tolerance
+    effect_settle_seconds: float = EffectSettings.settle_seconds
+    effect_unhelpful_retrains: int = EffectSettings.unhelpful_retrains
+    retrain_schedule_hours: float | None = None
+    retrain_schedule_cron: str | None = None
     # Kafka connection security: the fields of KafkaSecurityFields.
 
     @property
     def auth_required(self) -> bool:
         """True when POST endpoints need the Bearer token."""
         return self.token is not None
+
+    def effect_settings(self) -> EffectSettings:
+        """How retrain effects are measured."""
+        return EffectSettings(window_seconds=self.effect_window_seconds,
+                              min_events=self.effect_min_events,
+                              tolerance=self.effect_tolerance,
+                              settle_seconds=self.effect_settle_seconds,
+                              unhelpful_retrains=self.effect_unhelpful_retrains)
+
+    def retrain_schedule(self) -> RetrainSchedule | None:
+        """The periodic full retrain's schedule, None when off."""
+        if self.retrain_schedule_hours is not None:
+            return Every(self.retrain_schedule_hours * 3600.0)
+        if self.retrain_schedule_cron is not None:
+            return Cron(self.retrain_schedule_cron)
+        return None
 
     def updater_settings(self) -> UpdaterSettings:
         """The settings of the updater to build."""
@@ -241,13 +283,14 @@ _UPDATER_KEYS = ("kafka_topic", "consumer_group", "batch_size",
                  "retry_after_seconds", "detect_drops", "retrain_discount", "recency_weight",
                  "objective", "cost_weight", "latency_weight", "quality_tolerance")
 _OPTIONAL_STR = ("token", "token_file", "kafka_servers", "read_token", "read_token_file",
-                 *SETTING_KEYS)
+                 "retrain_schedule_cron", *SETTING_KEYS)
 # How the text of an environment variable is parsed (a type, not a rule).
 _BOOL = ("allow_unauthenticated", "detect_drops")
 _INT = ("max_body_bytes", "max_alertnames", "port", "threads", "batch_size", "buffer_size",
-        "connection_limit", "channel_timeout_seconds")
-# None (or an empty variable): the updater's default buffer; no retries.
-_NULLABLE = ("buffer_size", "retry_after_seconds")
+        "connection_limit", "channel_timeout_seconds", "effect_min_events",
+        "effect_unhelpful_retrains")
+# None (or an empty variable): the updater's default buffer; no retries; no schedule.
+_NULLABLE = ("buffer_size", "retry_after_seconds", "retrain_schedule_hours")
 _FLOAT = (
     "ledger_retention_days",
     "cooldown_seconds",
@@ -264,8 +307,16 @@ _FLOAT = (
     "cost_weight",
     "latency_weight",
     "quality_tolerance",
+    "effect_window_seconds",
+    "effect_tolerance",
+    "effect_settle_seconds",
+    "retrain_schedule_hours",
 )
-_ZERO_OK = ("cooldown_seconds", "api_retrain_min_interval_seconds", "ledger_retention_days")
+_ZERO_OK = ("cooldown_seconds", "api_retrain_min_interval_seconds", "effect_tolerance",
+            "effect_settle_seconds", "ledger_retention_days")
+
+
+_MAX_EFFECT_WINDOW = 3600.0
 
 
 def _describe(key: str, value: Any) -> str:
@@ -306,6 +357,8 @@ def _from_env(key: str, text: str, name: str) -> Any:
 def _check(key: str, value: Any, source: str) -> Any:
     """Validate one value of the webhook's own keys; return it normalised."""
     where = f"{key} (from {source})"
+    if value is None and key == "retrain_schedule_hours":
+        return None
     if key in _UPDATER_KEYS:
         # Checked once, by the updater's settings and rule (load_config).
         if key in _FLOAT and type(value) is int:
@@ -334,6 +387,11 @@ def _check(key: str, value: Any, source: str) -> Any:
         if not ok:
             bound = ">= 0" if key in _ZERO_OK else "> 0"
             raise ValueError(f"{where} must be a finite number {bound}, got {value!r}")
+        if key == "effect_window_seconds" and value > _MAX_EFFECT_WINDOW:
+            # The updater's outcome counts reach back 3 h: two windows and a retrain.
+            raise ValueError(f"{where} must be at most {_MAX_EFFECT_WINDOW:g}, got {value!r}")
+        if key == "effect_tolerance" and value >= 1:
+            raise ValueError(f"{where} must be below 1, got {value!r}")
         return float(value)
     if value is None and key in _OPTIONAL_STR:
         return None
@@ -343,6 +401,11 @@ def _check(key: str, value: Any, source: str) -> Any:
         return choice(key, value, source, MODES)
     if key == "log_level":
         return choice(key, value.upper(), source, LOG_LEVELS)
+    if key == "retrain_schedule_cron":
+        try:
+            Cron(value)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
     return value
 
 
@@ -380,6 +443,9 @@ def load_config(
         config.kafka_security()
     except ValueError as exc:
         raise ValueError(f"Kafka security ({ENV_PREFIX}KAFKA_*): {exc}") from None
+    if config.retrain_schedule_hours is not None and config.retrain_schedule_cron is not None:
+        raise ValueError("set retrain_schedule_hours or retrain_schedule_cron, not both")
+    config.effect_settings()
     _updater_errors(config, sources)
     config = resolve_token(config, "token")
     # The ranking API's read token is checked as the token is.

@@ -7,11 +7,15 @@ retrain runs). The worker thread then runs what is queued:
 
 - API requests (``retrain_now``, the synchronous endpoint) first, in order;
 - otherwise, once the cooldown has ended, every queued episode in one
-  coalesced retrain (full when any of them asked for full).
+  coalesced retrain (full when any of them asked for full);
+- then, once the cooldown has ended, a scheduled full retrain when the
+  optional schedule (:mod:`webhook.schedule`) is due. A due time that
+  passes while one is already waiting or running adds nothing (never two
+  at once); like an alert retrain it starts the cooldown.
 
 Every retrain, whatever triggered it, runs on this one thread, so retrains
 are serialised. The alert cooldown is measured from the end of the previous
-*alert* retrain: API retrains neither wait for it nor restart it (a client
+*alert* (or scheduled) retrain: API retrains neither wait for it nor restart it (a client
 calling the API could otherwise hold alert retrains off for good); they have
 their own rate limit instead (``api_min_interval_seconds``, from one accepted
 API request to the next; :class:`RateLimited`). Queued episodes live in the
@@ -43,11 +47,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from autoretrain.exporter.background import BackgroundLoop
+from autoretrain.exporter.timefmt import utc_iso
 
 from .alerts import EpisodeKey, Notification
 from .ledger import Ledger
 from .metrics import WebhookMetrics
 from .policy import Plan, QueuedEpisode, decide, retrain_type_of
+from .schedule import RetrainSchedule
 from .updater.results import MODEL_TYPE, RetrainType
 
 __all__ = ["ControllerUnavailable", "RateLimited", "RetrainController", "RunningRetrain",
@@ -84,7 +90,7 @@ class RateLimited(RuntimeError):
 
 @dataclass
 class _Job:
-    trigger: str  # "alert" | "api"
+    trigger: str  # "alert" | "api" | "schedule"
     reason: str
     retrain_type: RetrainType
     requested_at: float
@@ -104,6 +110,10 @@ class RunningRetrain:
     retrain_type: str
     seconds: float  # its age on the monotonic clock
     timed_out: bool  # past the time limit
+
+
+def _wall(t: float) -> str:
+    return utc_iso(t, timespec="seconds")
 
 
 def _printable(text: str, limit: int = 100) -> str:
@@ -162,6 +172,10 @@ class RetrainController:
         The clock the cooldown and the rate limit run on. Default:
         ``time.monotonic`` when ``clock`` is the real wall clock, else
         ``clock`` itself (a test's fake clock then drives both).
+    schedule
+        Periodic full retrains (None: none). Due times are on ``clock``
+        (wall time, as cron expressions are); an interval counts from the
+        last scheduled retrain in the ledger, or from the start.
     """
 
     def __init__(
@@ -176,6 +190,7 @@ class RetrainController:
         watchdog_interval: float = 1.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] | None = None,
+        schedule: RetrainSchedule | None = None,
     ) -> None:
         if not cooldown_seconds >= 0:
             raise ValueError(f"cooldown_seconds must be >= 0, got {cooldown_seconds!r}")
@@ -204,6 +219,10 @@ class RetrainController:
         self._current: _Job | None = None  # the job on the worker thread
         self._current_since = 0.0  # when it started, on the monotonic clock
         self._timed_out = False  # the current job passed the time limit
+        self.schedule = schedule
+        self._next_scheduled = math.inf  # wall time the schedule is next due
+        self._schedule_due = False  # a scheduled retrain waits (for the cooldown)
+        self._schedule_due_since = 0.0  # wall time it became due (its requested_at)
         self._watchdog = BackgroundLoop("retrain-watchdog", self.check_time_limit,
                                         interval=watchdog_interval)
         metrics.retrain_running.set_function(self.running_seconds)
@@ -224,13 +243,21 @@ class RetrainController:
             self._stopping = False
             for q in self.ledger.queued():
                 self._pending[q.episode] = q
-            last = self.ledger.last_finished(trigger="alert")
+            finishes = [t for t in (self.ledger.last_finished(trigger=trigger)
+                                    for trigger in ("alert", "schedule")) if t is not None]
+            last = max(finishes) if finishes else None
             if last is not None:
                 # Clamped: a finish "in the future" (the clock was ahead when it
                 # was recorded) counts as now, never as a longer cooldown.
                 elapsed = max(0.0, self.clock() - last)
                 self._set_cooldown(self.monotonic() + self.cooldown_seconds - elapsed)
             self.metrics.queued.set(len(self._pending))
+            if self.schedule is not None:
+                previous = self.ledger.last_finished(trigger="schedule")
+                self._next_scheduled = self.schedule.next_after(
+                    self.clock() if previous is None else min(previous, self.clock()))
+                log.info("scheduled full retrains %s; next at %s", self.schedule.describe(),
+                         _wall(self._next_scheduled))
         if self._pending:
             log.info("resuming %d queued alert episode(s) from the ledger", len(self._pending))
         self._thread = threading.Thread(target=self._run, name="retrain-worker", daemon=True)
@@ -276,6 +303,10 @@ class RetrainController:
                 "cooldown_until": self._cooldown_until_wall(),
                 "errors": self.errors,
                 "last_error": self.last_error,
+                "schedule": None if self.schedule is None else self.schedule.describe(),
+                "next_scheduled_retrain": (None if not math.isfinite(self._next_scheduled)
+                                           else _wall(self._next_scheduled)),
+                "scheduled_retrain_waiting": self._schedule_due,
             }
 
     def _age(self) -> float:
@@ -324,7 +355,7 @@ class RetrainController:
     def idle(self) -> bool:
         """Nothing queued and no retrain running."""
         with self._cond:
-            return not (self._busy or self._pending or self._api_jobs)
+            return not (self._busy or self._pending or self._api_jobs or self._schedule_due)
 
     # -- the two ways in ------------------------------------------------------------
     def handle(self, notification: Notification) -> Plan:
@@ -421,8 +452,35 @@ class RetrainController:
                     self.metrics.queued.set(0)
                     self._claimed(job)
                     return job
-                # Wake for the cooldown's end; capped so a clock jump is noticed.
-                timeout = min(self._cooldown_until - now, 1.0) if self._pending else None
+                wall = self.clock()
+                if wall >= self._next_scheduled:
+                    assert self.schedule is not None
+                    if self._schedule_due:
+                        log.warning("scheduled retrain due at %s skipped: the previous one "
+                                    "still waits", _wall(self._next_scheduled))
+                    if not self._schedule_due:
+                        self._schedule_due_since = wall
+                    self._schedule_due = True
+                    # From now: a schedule missed while the webhook was down (or
+                    # the clock jumped) runs once, not once per missed time.
+                    self._next_scheduled = self.schedule.next_after(wall)
+                if self._schedule_due and now >= self._cooldown_until:
+                    assert self.schedule is not None
+                    job = _Job("schedule", f"schedule: {self.schedule.describe()}",
+                               RetrainType.FULL, self._schedule_due_since)
+                    job.retrain_id = self.ledger.start_retrain(
+                        trigger="schedule", reason=job.reason, retrain_type=job.retrain_type,
+                        requested_at=job.requested_at)
+                    self._schedule_due = False
+                    self._claimed(job)
+                    return job
+                # Wake for the cooldown's end or the schedule; capped so a clock
+                # jump (or a test's fake clock) is noticed.
+                timeout = (min(self._cooldown_until - now, 1.0)
+                           if self._pending or self._schedule_due else None)
+                if math.isfinite(self._next_scheduled):
+                    timeout = min(timeout if timeout is not None else 1.0,
+                                  max(0.0, self._next_scheduled - wall), 1.0)
                 self._cond.wait(timeout)
             return None
 
@@ -439,10 +497,11 @@ class RetrainController:
                     f"of {self.time_limit_seconds:g} s (it was recorded as timed_out)"
                     if self._timed_out else None)
         outcome = self.ledger.finish_retrain(job.retrain_id, result, error, note=note)
+        self.metrics.retrain_finished.labels(job.trigger).set(self.clock())
         with self._cond:
             self._busy = False
             self._current = None
-            if job.trigger == "alert":
+            if job.trigger in ("alert", "schedule"):
                 self._set_cooldown(self.monotonic() + self.cooldown_seconds)
         log.info("retrain %d (%s, %s) finished: %s", job.retrain_id, job.trigger,
                  job.retrain_type.value, outcome)

@@ -5,7 +5,8 @@ Why SQLite: every state change is one transaction (WAL journal,
 state, never a torn line; and the two queries the webhook needs (the state of
 a few episodes; retrains newest first, paginated) are indexed lookups.
 
-Tables (schema version 1, in ``PRAGMA user_version``):
+Tables (schema version 2, in ``PRAGMA user_version``; a version 1 file gets
+the ``effect`` column when it is opened):
 
 ``episodes``
     One row per alert episode that carried a valid ``retrain`` label:
@@ -26,7 +27,10 @@ Tables (schema version 1, in ``PRAGMA user_version``):
     controller's time limit (``finished_at`` empty): if it ever returns,
     :meth:`Ledger.finish_retrain` records what it really did in its place,
     with a note in ``error``; if the process dies first, it is interrupted
-    like a running one.
+    like a running one. ``effect`` (JSON, empty until measured) is what the
+    retrain did to the platform: the outcomes of a window before it and one
+    after it (:mod:`webhook.effects`), written when the after-window closes.
+    ``trigger`` is alert, api or schedule.
 
 An episode is claimed (state ``retrained``) in the same transaction that
 records its retrain's start, so concurrent or repeated notifications never
@@ -56,7 +60,7 @@ __all__ = ["OUTCOMES", "Ledger", "LedgerError", "outcome_of"]
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_ALERTS_PER_RETRAIN = 100  # episodes listed in one retrain row's ``alerts``
 #: How stale an episode's ``updated`` may get before a notification naming it
 #: refreshes it: far below any retention (days), far above a burst of re-sends.
@@ -97,7 +101,8 @@ CREATE TABLE IF NOT EXISTS retrains (
     serving_score    REAL,
     model_version    INTEGER,
     error            TEXT,
-    alerts           TEXT NOT NULL
+    alerts           TEXT NOT NULL,
+    effect           TEXT
 );
 """
 
@@ -178,6 +183,9 @@ class Ledger:
                 f"schema version {version} is newer than this webhook's {SCHEMA_VERSION}")
         # Idempotent DDL, outside a transaction: executescript commits first anyway.
         conn.executescript(_SCHEMA)
+        columns = {r["name"] for r in conn.execute("PRAGMA table_info(retrains)")}
+        if "effect" not in columns:  # a version 1 ledger: every retrain unmeasured
+            conn.execute("ALTER TABLE retrains ADD COLUMN effect TEXT")
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         now = self.clock()
         with self._transaction():
@@ -387,6 +395,36 @@ class Ledger:
             value = self._conn.execute(query, args).fetchone()[0]
         return None if value is None else float(value)
 
+    def unmeasured(self, finished_before: float, limit: int = 100) -> list[dict[str, Any]]:
+        """Finished retrains without an effect that finished at or before
+        ``finished_before``, oldest first: ``id, trigger, started_at, finished_at``
+        (Unix seconds)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id, trigger, retrain_type, started_at, finished_at FROM retrains "
+                "WHERE effect IS NULL AND finished_at IS NOT NULL AND finished_at <= ? "
+                f"AND NOT ({_UNFINISHED}) ORDER BY finished_at, id LIMIT ?",
+                (finished_before, limit)).fetchall()
+        return [dict(r) for r in rows]
+
+    def record_effect(self, retrain_id: int, effect: Mapping[str, Any]) -> bool:
+        """Store the measured ``effect`` of retrain ``retrain_id`` once; False if it
+        already has one (or is gone)."""
+        text = json.dumps(effect, allow_nan=False)
+        with self._lock, self._transaction():
+            return self._conn.execute(
+                "UPDATE retrains SET effect=? WHERE id=? AND effect IS NULL",
+                (text, retrain_id)).rowcount == 1
+
+    def recent_verdicts(self, limit: int = 20) -> list[tuple[str, str]]:
+        """(trigger, verdict) of the newest ``limit`` measured retrains, newest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT trigger, json_extract(effect, '$.verdict') AS verdict FROM retrains "
+                "WHERE effect IS NOT NULL ORDER BY finished_at DESC, id DESC LIMIT ?",
+                (limit,)).fetchall()
+        return [(r["trigger"], str(r["verdict"])) for r in rows]
+
     def list_retrains(self, limit: int = 20, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
         """Retrains newest first (``limit`` from ``offset``), and the total count."""
         with self._lock:
@@ -423,4 +461,6 @@ class Ledger:
             "error": row["error"],
             "alerts": json.loads(row["alerts"]),
             "alerts_total": row["alerts_total"],
+            # What it did to the platform; null until its after-window closed.
+            "effect": None if row["effect"] is None else json.loads(row["effect"]),
         }

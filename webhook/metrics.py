@@ -114,6 +114,53 @@ class WebhookMetrics:
         )
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
+        # Did the retrains help? (webhook.effects). New series: autoretrain_ prefix.
+        self.retrain_finished = Gauge(
+            "autoretrain_retrain_last_finished_timestamp_seconds",
+            "Unix time the newest retrain of each trigger (alert, api, schedule) finished.",
+            ["trigger"],
+            registry=registry,
+        )
+        self.effects = Counter(
+            "autoretrain_retrain_effects",
+            "Retrains whose effect on the platform's outcomes was measured, by trigger and "
+            "verdict (improved, unchanged, worse, not_enough_data).",
+            ["trigger", "verdict"],
+            registry=registry,
+        )
+        self.effect_before = Gauge(
+            "autoretrain_retrain_effect_before_ratio",
+            "The last measured retrain of each trigger: the system figure (success_rate, "
+            "accuracy) over the window before it. Absent when too few events were counted.",
+            ["trigger", "figure"],
+            registry=registry,
+        )
+        self.effect_after = Gauge(
+            "autoretrain_retrain_effect_after_ratio",
+            "The last measured retrain of each trigger: the system figure over the window "
+            "after it (same length). Absent when too few events were counted.",
+            ["trigger", "figure"],
+            registry=registry,
+        )
+        self.effect_delta = Gauge(
+            "autoretrain_retrain_effect_delta_ratio",
+            "The last measured retrain of each trigger: after minus before (may be negative). "
+            "Absent when too few events were counted.",
+            ["trigger", "figure"],
+            registry=registry,
+        )
+        self.effect_measured = Gauge(
+            "autoretrain_retrain_effect_measured_timestamp_seconds",
+            "Unix time the last effect of each trigger was measured.",
+            ["trigger"],
+            registry=registry,
+        )
+        self.unhelpful_streak = Gauge(
+            "autoretrain_retrains_unhelpful_streak",
+            "Measured retrains in a row, newest back, that left the outcomes unchanged or "
+            "worse (not_enough_data is skipped); 0 after one that improved them.",
+            registry=registry,
+        )
 
     def alert(self, alertname: str, status: str, action: Action) -> None:
         """Count one alert decision."""

@@ -41,7 +41,7 @@ from autoretrain.exporter.events import SCHEMA_VERSION
 from autoretrain.exporter.http import metrics_app, serve
 from autoretrain.exporter.rules import render_rules
 from autoretrain.exporter.standalone import StandaloneExporter
-from autoretrain.exporter.thresholds import AlertSettings, ThresholdsConfig
+from autoretrain.exporter.thresholds import AlertSettings, EscalationSettings, ThresholdsConfig
 from autoretrain.webhook import create_app
 from autoretrain.webhook.updater import RealTimeModelUpdater
 
@@ -202,6 +202,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         thresholds=committed.thresholds,
         hysteresis=committed.hysteresis,
         alerts=AlertSettings(for_="2s", rate_window="10s"),
+        # Retrains that did not help call a person after 2 s, not 30 min.
+        escalation=EscalationSettings(grace="2s"),
     )
     rules = tmp / "autoretrain.rules.yml"
     rules.write_text(render_rules(config))
@@ -219,7 +221,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # The webhook app around the updater: its request and rejection metrics,
     # on the updater's registry, as python -m autoretrain.webhook serves them.
     webhook = create_app(
-        {"token": TOKEN, "ledger_path": str(tmp / "ledger.sqlite3"), "cooldown_seconds": 0},
+        {"token": TOKEN, "ledger_path": str(tmp / "ledger.sqlite3"), "cooldown_seconds": 0,
+         # Effects measured within the test: 20 s windows (two of the updater's
+         # 10 s buckets of event time), no settle time.
+         "effect_window_seconds": 20, "effect_settle_seconds": 0, "effect_min_events": 5},
         updater=updater, registry=updater.registry,
     )
     webhook_http, _ = serve(webhook, "127.0.0.1", 0)
@@ -272,6 +277,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             timeout=30,
         )
         wait_for("changes(autoretrain_model_last_retrain_timestamp_seconds[1m]) > 0", timeout=30)
+        # Alertmanager's part, played by the test: the firing retrain alert reaches
+        # the webhook, which retrains (trigger alert) on a platform that stays
+        # degraded. Its effect is measured once its 20 s after-window closed,
+        # and the retrain alert still firing 2 s after it escalates to a person.
+        notification = {
+            "version": "4", "status": "firing", "receiver": "autoretrain-webhook",
+            "groupKey": "{}:{}", "alerts": [{
+                "status": "firing", "fingerprint": "da5b0a4d7e570001",
+                "startsAt": "2024-05-01T10:00:00Z",
+                "labels": {"alertname": "SystemSuccessRateLow", "retrain": "incremental"}}],
+        }  # fmt: skip
+        response = client.post("/alerts", json=notification,
+                               headers={"Authorization": f"Bearer {TOKEN}"})
+        assert response.status_code == 202, response.get_data(as_text=True)
+        wait_for('ALERTS{alertname="AutoretrainRetrainDidNotRecover"}', timeout=40)
+        wait_for("autoretrain_retrain_effect_after_ratio", timeout=60)
         yield Stack(prometheus, started)
     finally:
         try:

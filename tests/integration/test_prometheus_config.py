@@ -306,8 +306,14 @@ def test_test_variant_differs_from_production_only_in_intervals_and_addresses() 
         ({"alertname": "AnyOtherCritical", "severity": "critical"}, "human"),
         # A warning about the loop: neither a person nor the webhook, as shipped.
         ({"alertname": "AutoretrainConsumerLagHigh", "severity": "warning"}, "null"),
+        # Retrains that did not help: a person, never another retrain.
+        ({"alertname": "AutoretrainRetrainDidNotRecover", "severity": "critical",
+          "app": "autoretrain", "env": "prod"}, "human"),
+        ({"alertname": "AutoretrainRetrainsNotHelping", "severity": "critical",
+          "app": "autoretrain"}, "human"),
     ],
-    ids=["critical-retrain", "critical-loop", "critical-other", "warning-loop"],
+    ids=["critical-retrain", "critical-loop", "critical-other", "warning-loop",
+         "escalation-not-recovered", "escalation-not-helping"],
 )
 def test_amtool_routes_critical_alerts_to_a_person_as_well(
     path: Path, labels: dict[str, str], receivers: str

@@ -212,3 +212,23 @@ def test_the_script_refuses_a_non_empty_log_dir(tmp_path: Path) -> None:
                             cwd=REPO)
     assert result.returncode == 2
     assert "not an empty directory" in result.stderr
+
+
+def test_the_summary_reports_the_retrains_measured_effect(
+        demo: tuple[Stack, dict[str, Any]]) -> None:
+    """The webhook measured the alert retrain's effect (20 s windows in the demo): the
+    summary has it, as the ledger and the metrics do."""
+    stack, summary = demo
+    (retrain,) = [r for r in summary["retrains"] if r["trigger"] == "alert"]
+    effect = retrain["effect"]
+    assert effect["verdict"] in ("improved", "unchanged", "worse", "not_enough_data")
+    assert effect["window_seconds"] == 20
+    for name, delta in effect["delta"].items():
+        if delta is not None:
+            assert delta == pytest.approx(effect["after"][name] - effect["before"][name],
+                                          abs=1e-5)
+    (ledger,) = [r for r in stack.retrains() if r["id"] == retrain["id"]]
+    assert ledger["effect"] == effect
+    measured = stack.query(f'sum(autoretrain_retrain_effects_total{{job="{WEBHOOK_JOB}",'
+                           f'trigger="alert",verdict="{effect["verdict"]}"}})')
+    assert value(measured) == 1

@@ -170,6 +170,8 @@ _SCOPES = [
     (re.compile(r"^ALERTS$"), 'app="autoretrain", cluster=~"$cluster"'),
     (re.compile(r"^autoretrain_(agent|monitor|exporter)_"), 'job=~"$job", cluster=~"$cluster"'),
     (re.compile(r"^autoretrain_(model|webhook)_"), 'job=~"$webhook_job", cluster=~"$cluster"'),
+    # Retrain effects and the last finish per trigger: the webhook's (autoretrain_retrain*).
+    (re.compile(r"^autoretrain_retrain"), 'job=~"$webhook_job", cluster=~"$cluster"'),
     (re.compile(r"^up$"), 'job=~"$job|$webhook_job", cluster=~"$cluster"'),
 ]
 _NOT_SERIES = {"sum", "max", "min", "count", "rate", "increase", "changes", "histogram_quantile",

@@ -218,3 +218,29 @@ def test_platform_is_seeded_and_drift_changes_the_best_agents() -> None:
         PairProfile(1.5, 0.5)
     with pytest.raises(ValueError, match="unknown task type 'nope'"):
         a.next_request("nope")
+
+
+def test_each_retrain_reports_its_measured_effect(
+    run_output: tuple[dict[str, Any], str],
+) -> None:
+    summary, stdout = run_output
+    effects = summary["retrain_effects"]
+    measured = effects["measured"]
+    # Every retrain is measured, or said to be too recent to measure.
+    assert len(measured) + effects["pending"] == len(summary["retrains"])
+    assert [e["trigger"] for e in measured] == [r["trigger"] for r in summary["retrains"]][
+        : len(measured)
+    ]
+    for e in measured:
+        fx = e["effect"]
+        assert fx["verdict"] in ("improved", "unchanged", "worse", "not_enough_data")
+        for name, delta in fx["delta"].items():
+            if delta is not None:
+                assert delta == pytest.approx(fx["after"][name] - fx["before"][name], abs=1e-5)
+        assert sum(effects["by_verdict"].values()) == len(measured)
+    # The monitor's retrain moved the degraded task types to better agents: it helped.
+    first = measured[0]
+    assert first["trigger"] == "monitor"
+    assert first["effect"]["verdict"] == "improved", first
+    assert first["effect"]["delta"]["accuracy"] > 0
+    assert "its effect (monitor" in stdout

@@ -18,6 +18,7 @@ import yaml
 from autoretrain.exporter.rules import HEADER, main, render_rules
 from autoretrain.exporter.thresholds import (
     AlertSettings,
+    EscalationSettings,
     Hysteresis,
     LoopSettings,
     Scope,
@@ -59,6 +60,8 @@ LOOP_ALERTS = {
     "AutoretrainWebhookUnauthorized": "warning",
     "AutoretrainAlertmanagerNotificationsFailing": "critical",
 }
+# Retrains that did not help: a person is called (critical), never a retrain.
+ESCALATION_ALERTS = ("AutoretrainRetrainDidNotRecover", "AutoretrainRetrainsNotHelping")
 RECORDED = {
     "autoretrain_agent_runs:rate",
     "autoretrain_agent_runs_success:ratio_rate",
@@ -223,9 +226,9 @@ def test_an_empty_scope_reads_every_series_and_sums_everything() -> None:
 def test_every_alert_has_for_severity_annotations_and_the_retrain_contract() -> None:
     config = ThresholdsConfig()
     alerts = alerts_of(render_rules(config))
-    assert set(alerts) == ALERT_NAMES | set(LOOP_ALERTS)
+    assert set(alerts) == ALERT_NAMES | set(LOOP_ALERTS) | set(ESCALATION_ALERTS)
     for name, rule in alerts.items():
-        if name in LOOP_ALERTS:
+        if name in LOOP_ALERTS or name in ESCALATION_ALERTS:
             continue
         labels = rule["labels"]
         # Every alert says it is autoretrain's: dashboards select ALERTS by it.
@@ -419,3 +422,38 @@ def test_runbook_url_pattern_of_a_custom_config() -> None:
     )
     for name, rule in alerts_of(render_rules(config)).items():
         assert rule["annotations"]["runbook_url"] == f"https://runbooks.example/ml/{name}"
+
+
+def test_escalation_alerts_call_a_person_and_follow_the_escalation_section() -> None:
+    default = alerts_of(render_rules(ThresholdsConfig()))
+    for name in ESCALATION_ALERTS:
+        assert default[name]["labels"] == {"app": "autoretrain", "severity": "critical"}, name
+    assert default["AutoretrainRetrainDidNotRecover"]["for"] == "30m"
+    config = ThresholdsConfig(
+        escalation=EscalationSettings(grace="2h", unhelpful_retrains=5),
+        scope=Scope(webhook='job="hook"', keep_labels=("env",)),
+    )
+    alerts = alerts_of(render_rules(config))
+    recover = alerts["AutoretrainRetrainDidNotRecover"]
+    assert recover["for"] == "2h"
+    assert recover["expr"].startswith(
+        'max by (env) (autoretrain_retrain_last_finished_timestamp_seconds{job="hook", '
+        'trigger="alert"})\n> on (env)\n'
+    )
+    assert "within 2h" in recover["annotations"]["summary"]
+    assert alerts["AutoretrainRetrainsNotHelping"]["expr"] == (
+        'max by (env) (autoretrain_retrains_unhelpful_streak{job="hook"}) >= 5\n'
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"grace": "soon"}, "escalation.grace"),
+        ({"unhelpful_retrains": 0}, "escalation.unhelpful_retrains"),
+        ({"later": 1}, "escalation: unknown key"),
+    ],
+)
+def test_bad_escalation_settings_name_the_key(section: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ThresholdsConfig.from_mapping({"escalation": section})

@@ -1036,3 +1036,44 @@ def test_oversized_labels_are_refused_and_never_reach_the_ledger_api(
     assert "limit of 1000 alerts per notification" in response.get_json()["message"]
     wait_idle(app)
     assert len(client.get("/api/performance/retraining").get_data()) < 10_000
+
+
+# -- did the retrain help? ------------------------------------------------------------------------
+def test_retraining_list_and_metrics_show_each_retrains_measured_effect(
+    make_app: Callable[..., Flask], updater: RealTimeModelUpdater
+) -> None:
+    app = make_app(effect_window_seconds=60, effect_min_events=20, effect_settle_seconds=0)
+    client = app.test_client()
+    ids = EventIdFactory()
+
+    def traffic(start: float, success_share: float) -> None:
+        updater.ingest([run_event(ids(), start + i, "a0", "llm",
+                                  # spread evenly: any stretch has about the share
+                                  "success" if (i * success_share) % 1.0 < success_share
+                                  else "failure",
+                                  10.0, 5, 0.01, task_type="t0") for i in range(60)])
+
+    now = time.time()
+    traffic(now - 60, 0.5)
+    response = client.post(TRIGGER, json={"reason": "effect test"}, headers=JSON_AUTH)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    (row,) = retrains(client)["retrains"]
+    assert row["effect"] is None  # its after-window is open
+    traffic(time.time(), 0.9)  # what the platform reports after the retrain
+    effects = service(app).effects
+    assert effects is not None
+    effects.clock = lambda: time.time() + 120  # the after-window has closed
+    effects.check()
+    (row,) = retrains(client)["retrains"]
+    effect = row["effect"]
+    assert effect["verdict"] == "improved"
+    # The windows are counted in 10 s buckets of event time: the real clock puts
+    # their edges anywhere in the traffic, so a few runs more or less count.
+    assert effect["before"]["success_rate"] == pytest.approx(0.5, abs=0.05)
+    assert effect["after"]["success_rate"] == pytest.approx(0.9, abs=0.05)
+    assert effect["delta"]["success_rate"] == pytest.approx(0.4, abs=0.1)
+    assert effect["events"]["before"]["success_rate"] >= 20
+    assert effect["delta"]["accuracy"] is None  # no accuracy records: no number
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'autoretrain_retrain_effects_total{trigger="api",verdict="improved"} 1.0' in text
+    assert 'autoretrain_retrain_effect_delta_ratio{figure="success_rate",trigger="api"}' in text

@@ -82,7 +82,7 @@ def test_retrain_lifecycle_and_json(tmp_path: Path) -> None:
         "error": None,
         "alerts": [{"alertname": "Alerta1", "fingerprint": "a1",
                     "startsAt": "2024-05-01T10:00:00.000000Z", "retrain_type": "full"}],
-        "alerts_total": 1}
+        "alerts_total": 1, "effect": None}  # measured once its after-window has closed
     assert ledger.last_finished() == clock.now and ledger.last_finished("api") is None
 
 

@@ -36,6 +36,7 @@ from autoretrain.exporter.timefmt import utc_iso
 from .batch import BatchBuilder, EventBatch
 from .metrics import UpdaterMetrics
 from .model import AgentSelectionModel
+from .outcomes import OutcomeTally
 from .settings import UpdaterSettings
 from .state import ModelState
 from .status import Counters
@@ -63,6 +64,8 @@ class Ingestor:
         self.metrics = metrics
         self.counters = counters
         self.clock = clock
+        #: Counts every applied event by event time (what retrain effects are measured on).
+        self.outcomes = OutcomeTally()
         self._seen = RecentEventIds(max(100_000, 10 * settings.buffer_capacity))
         self._known_agents: set[str] = set()
         self._known_tasks: set[str] = set()
@@ -219,6 +222,7 @@ class Ingestor:
                 else:
                     add(event)
             batch = builder.build()
+            self.outcomes.observe(batch)
             invalid, duplicates = len(decoded.invalid), decoded.duplicates
             started = time.perf_counter()
             state.apply(batch)

@@ -54,6 +54,7 @@ from .ingest import Ingestor
 from .metrics import UpdaterMetrics
 from .model import AgentEstimate, AgentSelectionModel
 from .objective import Objective
+from .outcomes import OutcomeTally
 from .results import MODEL_TYPE, RetrainType
 from .retrainer import Retrainer
 from .settings import UNSET, RetrainSettings, Unset, UpdaterSettings
@@ -294,6 +295,12 @@ class RealTimeModelUpdater:
         """Store version of the serving model (0 before the first save or load);
         the ranking API reports it with each ranking."""
         return self._state.version
+
+    @property
+    def outcomes(self) -> OutcomeTally:
+        """Every applied outcome event counted by event time and task type: what
+        the webhook measures each retrain's effect on (:mod:`.outcomes`)."""
+        return self._ingestor.outcomes
 
     @property
     def running(self) -> bool:
