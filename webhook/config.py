@@ -106,7 +106,9 @@ class WebhookConfig:
     update_strategy, half_life_seconds, retry_after_seconds, detect_drops
         Its update rule (see :mod:`autoretrain.webhook.updater.strategies`;
         the last three are the EXPONENTIAL rule's, with its defaults);
-        ``retry_after_seconds`` None (empty) means no retries of agents set aside.
+        ``retry_after_seconds`` None (empty) means no retries of agents set aside;
+        ``detect_drops`` None (unset) is the rule's default: on when
+        retries are on (the fast path of :mod:`autoretrain.webhook.updater.drops`).
     retrain_discount, recency_weight
         Advanced (see :class:`~autoretrain.webhook.updater.RetrainSettings`):
         kept for experiments; no operator normally sets them.
@@ -158,7 +160,7 @@ class WebhookConfig:
     buffer_size: int | None = None
     half_life_seconds: float = HALF_LIFE_SECONDS
     retry_after_seconds: float | None = RETRY_AFTER_SECONDS
-    detect_drops: bool = False
+    detect_drops: bool | None = None
     retrain_discount: float = RETRAIN_DISCOUNT
     recency_weight: float = RECENCY_WEIGHT
     log_level: str = "INFO"
@@ -199,9 +201,9 @@ class WebhookConfig:
 
     def update_rule(self) -> Rule:
         """The update rule of the updater to build (its hyperparameters included)."""
+        extra = {} if self.detect_drops is None else {"detect_drops": self.detect_drops}
         return make_rule(self.update_strategy, half_life_seconds=self.half_life_seconds,
-                         retry_after_seconds=self.retry_after_seconds,
-                         detect_drops=self.detect_drops)
+                         retry_after_seconds=self.retry_after_seconds, **extra)
 
     def updater_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the :class:`~webhook.RealTimeModelUpdater` to build."""
@@ -232,8 +234,9 @@ _OPTIONAL_STR = ("token", "token_file", "kafka_servers", "read_token", "read_tok
 _BOOL = ("allow_unauthenticated", "detect_drops")
 _INT = ("max_body_bytes", "max_alertnames", "port", "threads", "batch_size", "buffer_size",
         "connection_limit", "channel_timeout_seconds")
-# None (or an empty variable): the updater's default buffer; no retries.
-_NULLABLE = ("buffer_size", "retry_after_seconds")
+# None (or an empty variable): the updater's default buffer; no retries; the
+# rule's default drop detection.
+_NULLABLE = ("buffer_size", "retry_after_seconds", "detect_drops")
 _FLOAT = (
     "ledger_retention_days",
     "cooldown_seconds",
@@ -292,6 +295,8 @@ def _from_env(key: str, text: str) -> Any:
 def _check(key: str, value: Any, source: str) -> Any:
     """Validate one value's type and range; return it normalised."""
     where = f"{key} (from {source})"
+    if key in _NULLABLE and value is None:
+        return None
     if key in _BOOL:
         if not isinstance(value, bool):
             raise ValueError(f"{where} must be true or false, got {_describe(key, value)}")

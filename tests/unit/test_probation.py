@@ -81,8 +81,10 @@ def explore_tops(model: AgentSelectionModel, draws: int = 30) -> set[str]:
 
 def serving_and_candidate(retry_after_seconds: float | None = RETRY
                           ) -> tuple[AgentSelectionModel, AgentSelectionModel]:
-    """The serving model after the bad period, and its incremental retrain on it."""
-    model = AgentSelectionModel(retry_after_seconds=retry_after_seconds, seed=0)
+    """The serving model after the bad period, and its incremental retrain on it
+    (the drop detector off: this is the retrain's path)."""
+    model = AgentSelectionModel(retry_after_seconds=retry_after_seconds,
+                                detect_drops=False if retry_after_seconds else None, seed=0)
     model.update(EventBatch.from_events(history()))
     buffer = EventBatch.from_events(bad_period())
     model.update(buffer)
@@ -188,7 +190,7 @@ def stream_bad_period(model: AgentSelectionModel) -> int:
 
 def test_drop_detection_parks_after_a_few_failures() -> None:
     watched = AgentSelectionModel(detect_drops=True, seed=0)
-    plain = AgentSelectionModel(seed=0)
+    plain = AgentSelectionModel(detect_drops=False, seed=0)
     for model in (watched, plain):
         model.update(EventBatch.from_events(history()))
     failures = stream_bad_period(watched)
@@ -336,7 +338,8 @@ def test_the_updater_logs_and_counts_probation_events(
 def test_a_promoted_retrain_reports_the_agents_it_parked(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     updater = RealTimeModelUpdater(model_storage_path=str(tmp_path), enable_auto_save=False,
-                                   registry=registry, seed=0, buffer_size=200)
+                                   registry=registry, seed=0, buffer_size=200,
+                                   detect_drops=False)
     updater.ingest(history(1000))
     updater.ingest(bad_period(start=1000))
     result = updater.trigger_retraining("test: a got worse")
@@ -363,3 +366,29 @@ def test_the_backoff_survives_a_reload(parked: AgentSelectionModel) -> None:
     assert explore_tops(loaded) == {"b"}
     b_until(loaded, second + 4 * RETRY, second + 4 * RETRY)
     assert explore_tops(loaded) == {"a"}
+
+
+def test_drop_detection_is_on_by_default_and_only_with_retries() -> None:
+    assert AgentSelectionModel(seed=0).rule.hyperparameters()["detect_drops"] is True
+    no_retries = AgentSelectionModel(retry_after_seconds=None, seed=0)
+    assert no_retries.rule.hyperparameters()["detect_drops"] is False
+    assert AgentSelectionModel(detect_drops=False, seed=0).rule.hyperparameters()[
+        "detect_drops"] is False
+
+
+def test_the_fast_path_is_counted_logged_and_named_apart_from_a_retrain(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    updater = RealTimeModelUpdater(model_storage_path=str(tmp_path), enable_auto_save=False,
+                                   registry=registry, seed=0)  # the defaults
+    updater.ingest(history(1000))
+    assert registry.get_sample_value("autoretrain_model_drops_detected_total") == 0.0
+    with caplog.at_level("INFO", logger="autoretrain.webhook.updater.state"):
+        for k in range(0, 20, 2):
+            updater.ingest(bad_period(start=1000)[k : k + 2])
+    assert registry.get_sample_value("autoretrain_model_drops_detected_total") == 1.0
+    assert updater.predict_best_agent("t")[0][0] == "b"
+    assert "model: drop detected: a on task type t set aside within a few" in caplog.text
+    events = updater.get_metrics()["recent_probation_events"]
+    assert [(e["event"], e["agent"], e.get("cause")) for e in events] == [
+        ("parked", "a", "drop_detector")]

@@ -69,6 +69,13 @@ class UpdaterMetrics:
             ["event"],
             registry=registry,
         )
+        self.drops_detected = Counter(
+            "autoretrain_model_drops_detected",
+            "(task type, agent) pairs the drop detector set aside between retrains, within "
+            "a few of their runs and without waiting for an alert (the fast path); each is "
+            "also a parked probation event.",
+            registry=registry,
+        )
         self.parked = Gauge(
             "model_parked_pairs",
             "(task type, agent) pairs set aside after a drop, waiting for or on a retry.",

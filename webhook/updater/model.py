@@ -403,6 +403,18 @@ class AgentSelectionModel:
         probation.journal.clear()
         return events
 
+    def drop_detections(self) -> list[tuple[str, str]]:
+        """``(task_type, agent)`` of the pairs the drop detector set aside
+        between retrains since the last call (the fast path, see
+        :mod:`.drops`), oldest first; the list is emptied. A copy starts with
+        none. Each also appears as a ``parked`` probation event."""
+        detections = getattr(self._rule, "detections", None)
+        if not detections:
+            return []
+        out = [(self.task_types[r], self.agents[c]) for r, c in detections]
+        detections.clear()
+        return out
+
     def agent_last_seen(self) -> dict[str, float]:
         """Newest event time of each agent (NaN when unknown: loaded from a
         file saved before it was kept)."""

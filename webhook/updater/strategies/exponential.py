@@ -43,8 +43,12 @@ class ExponentialRule(BayesianRule):
     Probation (``retry_after_seconds`` not None, see :mod:`.probation`): at
     an incremental retrain, a pair that got worse has its older evidence
     parked in :attr:`probation` instead of dropped, and retried later. With
-    ``detect_drops``, a CUSUM per pair (``drop_cusum``, see :mod:`.drops`)
-    also parks a pair whose runs drop between retrains, batch by batch.
+    ``detect_drops`` (the default whenever retries are on: None means "on
+    with retries, off without"), a CUSUM per pair (``drop_cusum``, see
+    :mod:`.drops`) also parks a pair whose runs drop between retrains, batch
+    by batch: a broken agent is routed around within a few of its runs,
+    without waiting for an alert. :attr:`detections` lists the pairs it set
+    aside since its owner last emptied it (a copy starts with an empty one).
     """
 
     strategy = UpdateStrategy.EXPONENTIAL
@@ -54,7 +58,7 @@ class ExponentialRule(BayesianRule):
 
     def __init__(self, half_life_seconds: float = HALF_LIFE_SECONDS,
                  retry_after_seconds: float | None = RETRY_AFTER_SECONDS,
-                 detect_drops: bool = False) -> None:
+                 detect_drops: bool | None = None) -> None:
         half_life_seconds = check_number("half_life_seconds", half_life_seconds, 0.0)
         if retry_after_seconds is not None:
             if (isinstance(retry_after_seconds, bool)
@@ -63,6 +67,10 @@ class ExponentialRule(BayesianRule):
                 raise ValueError("retry_after_seconds must be a finite number > 0 or None, "
                                  f"got {retry_after_seconds!r}")
             retry_after_seconds = float(retry_after_seconds)
+        if detect_drops is None:
+            # On by default; a dropped pair is parked for a retry, so without
+            # retries there is nothing to park it in.
+            detect_drops = retry_after_seconds is not None
         check_bool("detect_drops", detect_drops)
         if detect_drops and retry_after_seconds is None:
             raise ValueError("detect_drops needs retry_after_seconds (a dropped pair is retried)")
@@ -74,12 +82,14 @@ class ExponentialRule(BayesianRule):
         self.probation = None if retry_after_seconds is None else Probation(retry_after_seconds)
         self.detect_drops = bool(detect_drops)
         self.drop_cusum = np.zeros((0, 0))
+        self.detections: list[tuple[int, int]] = []
 
     def copy(self) -> ExponentialRule:
         clone = super().copy()
         assert isinstance(clone, ExponentialRule)
         if self.probation is not None:
             clone.probation = self.probation.copy()
+        clone.detections = []
         return clone
 
     def _scale(self, obs: Observations) -> np.ndarray:
@@ -137,6 +147,8 @@ class ExponentialRule(BayesianRule):
         for pair in dropped:
             key = divmod(int(pair), self.capacity[1])
             history = np.array([x[pair] for x in stored])
+            if key not in self.probation.pairs:
+                self.detections.append(key)
             self.probation.park(key, history, self.clock)
             runs, records = history[0] * decay, history[2] * decay
             keep_runs = min(1.0, RESTART_EVIDENCE / runs) if runs > 0 else 1.0
