@@ -392,3 +392,22 @@ def test_the_fast_path_is_counted_logged_and_named_apart_from_a_retrain(
     events = updater.get_metrics()["recent_probation_events"]
     assert [(e["event"], e["agent"], e.get("cause")) for e in events] == [
         ("parked", "a", "drop_detector")]
+
+
+def test_set_aside_pairs_are_exported_while_set_aside(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    updater = RealTimeModelUpdater(model_storage_path=str(tmp_path), enable_auto_save=False,
+                                   registry=registry, seed=0, retry_after_seconds=RETRY)
+    name = "autoretrain_model_pair_set_aside"
+    updater.ingest(history(1000))
+    assert registry.get_sample_value(name, {"task_type": "t", "agent": "a"}) is None
+    for k in range(0, 20, 2):
+        updater.ingest(bad_period(start=1000)[k : k + 2])
+    assert registry.get_sample_value(name, {"task_type": "t", "agent": "a"}) == 1.0
+    assert registry.get_sample_value(name, {"task_type": "t", "agent": "b"}) is None
+    # Only "b" for the retry wait, then "a" retried and as good as before: restored.
+    updater.ingest([run(f"wb{t}", float(t), b_ok(t), "b") for t in range(1020, 1020 + RETRY)])
+    updater.ingest([run(f"wa{t}", float(t), True, "a") for t in range(1020 + RETRY,
+                                                                       1026 + RETRY)])
+    assert updater.get_metrics()["parked_pairs"] == 0
+    assert registry.get_sample_value(name, {"task_type": "t", "agent": "a"}) is None

@@ -49,6 +49,8 @@ ALERT_NAMES = {
     )
 }
 # The alerts that watch the loop itself, and their severity.
+#: Alerts on the selection model's verdict (group autoretrain.model).
+MODEL_ALERTS = {"AgentSetAside"}
 LOOP_ALERTS = {
     "AutoretrainExporterDown": "critical",
     "AutoretrainExporterAbsent": "critical",
@@ -217,9 +219,9 @@ def test_an_empty_scope_reads_every_series_and_sums_everything() -> None:
 def test_every_alert_has_for_severity_annotations_and_the_retrain_contract() -> None:
     config = ThresholdsConfig()
     alerts = alerts_of(render_rules(config))
-    assert set(alerts) == ALERT_NAMES | set(LOOP_ALERTS)
+    assert set(alerts) == ALERT_NAMES | set(LOOP_ALERTS) | MODEL_ALERTS
     for name, rule in alerts.items():
-        if name in LOOP_ALERTS:
+        if name in LOOP_ALERTS or name in MODEL_ALERTS:
             continue
         labels = rule["labels"]
         # Every alert says it is autoretrain's: dashboards select ALERTS by it.
@@ -408,3 +410,13 @@ def test_runbook_url_pattern_of_a_custom_config() -> None:
     )
     for name, rule in alerts_of(render_rules(config)).items():
         assert rule["annotations"]["runbook_url"] == f"https://runbooks.example/ml/{name}"
+
+
+def test_the_set_aside_alert_reads_the_models_verdict_and_never_retrains() -> None:
+    config = ThresholdsConfig()
+    rule = alerts_of(render_rules(config))["AgentSetAside"]
+    assert rule["expr"] == ('count by (agent, cluster, env) (autoretrain_model_pair_set_aside'
+                            '{job="autoretrain-webhook"} == 1) > 0\n')
+    assert rule["for"] == config.alerts.for_
+    assert rule["labels"] == {"app": "autoretrain", "severity": "warning"}
+    assert "{{ $labels.agent }}" in rule["annotations"]["summary"]

@@ -466,6 +466,16 @@ class AgentSelectionModel:
         self._rng = rng
         return drop
 
+    def set_aside(self) -> list[tuple[str, str]]:
+        """``(task_type, agent)`` of the pairs whose history is parked (set
+        aside after a drop, awaiting or on a retry)."""
+        probation = getattr(self._rule, "probation", None)
+        if not probation:
+            return []
+        keys = list(probation.pairs)  # one C-level copy: safe against a concurrent update
+        return [(self.task_types[r], self.agents[c]) for r, c in keys
+                if r < len(self.task_types) and c < len(self.agents)]
+
     def parked_pairs(self) -> int:
         """(task type, agent) pairs whose history is parked awaiting a retry."""
         counter = getattr(self._rule, "parked_pairs", None)
