@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -508,7 +507,13 @@ def policy_factories(include_vw: bool) -> dict[str, Callable[[SimClock, int, Str
 
     def original(signal: str) -> Callable[[SimClock, int, Stream], Policy]:
         return lambda clock, seed, stream: OriginalThompson(
-            stream.scenario.agents, TASK_TYPES, clock=clock, settings=MONITOR, auto=True, seed=seed, signal=signal
+            stream.scenario.agents,
+            TASK_TYPES,
+            clock=clock,
+            settings=MONITOR,
+            auto=True,
+            seed=seed,
+            signal=signal,
         )
 
     out: dict[str, Callable[[SimClock, int, Stream], Policy]] = {

@@ -353,9 +353,9 @@ class _Simulation:
         count = 0
         for t, task, a, ok, acc in zip(r.t, r.task, r.agent, r.success, r.accuracy,
                                       strict=True):
-            if t > since and task == task_type and a == agent:
-                if not failed or not ok or acc < self.s.accuracy_min:
-                    count += 1
+            if (t > since and task == task_type and a == agent
+                    and (not failed or not ok or acc < self.s.accuracy_min)):
+                count += 1
         return count
 
     def _note_retrain(self, trigger: str, result: dict[str, Any]) -> None:

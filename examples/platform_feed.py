@@ -166,6 +166,7 @@ class PlatformFeed:
                                          explore_share=settings.explore_share)
         self._history_rng = random.Random(settings.seed)
         self._degrade = threading.Event()
+        self._systemic = threading.Event()  # set: the systemic drop should be on
         self._lock = threading.Lock()
         # (monotonic time, accuracy or NaN) of the recent live runs.
         self._recent: deque[tuple[float, float]] = deque()
@@ -226,12 +227,27 @@ class PlatformFeed:
     def degraded(self) -> bool:
         return self.platform.degraded
 
+    def request_systemic(self, on: bool = True) -> None:
+        """Start (or, ``on=False``, end) the scenario's systemic drop (see
+        :meth:`~examples.platform_sim.SimulatedPlatform.start_systemic`),
+        applied by the feed's thread before its next run."""
+        if on:
+            self._systemic.set()
+        else:
+            self._systemic.clear()
+
     def step(self) -> RunOutcome:
         """One live run, routed by the followed model."""
         if self._degrade.is_set() and not self.platform.degraded:
             self.platform.degrade()
             log.info("drift: %s get worse",
                      ", ".join(f"{a} on {t}" for t, a in self.scenario.drift))
+        if self._systemic.is_set() != self.platform.systemic:
+            if self._systemic.is_set():
+                self.platform.start_systemic()
+            else:
+                self.platform.end_systemic()
+            log.info("systemic drop %s", "begins" if self.platform.systemic else "ends")
         outcome = self.orchestrator.handle(self.platform.next_request())
         now = time.monotonic()
         with self._lock:

@@ -30,7 +30,6 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
