@@ -70,8 +70,10 @@ REGRET_RATIO_TARGET = 0.2
 RECOVERY_TOLERANCE = 0.05
 #: autoretrain with its defaults (drop detection on since issue 14).
 HEADLINE = "autoretrain (exponential + auto-retrain)"
-#: The defaults before issue 14: drop detection off (``detect_drops=False``).
-PREVIOUS = "autoretrain (previous defaults: no drop detection)"
+#: The defaults before issue 14: drop detection off (``detect_drops=False``)
+#: and a half-life of one hour.
+PREVIOUS = "autoretrain (previous defaults: no drop detection, half-life 1 h)"
+PREVIOUS_HALF_LIFE_SECONDS = 3600.0
 #: The same without retries of parked agents (``retry_after_seconds=None``):
 #: what the model did before probation existed.
 NO_RETRY = "autoretrain (same, no retries)"
@@ -468,7 +470,8 @@ class Stream:
 #: The deployment every autoretrain variant runs (the demo's, see
 #: examples/autonomous_retraining_example.py): batches of 20 events, a buffer
 #: of ~5 min of events (the monitor's window); the model's hyperparameters
-#: (half-life 1 h, retrain_discount 0.25, recency_weight 2) are the defaults.
+#: (half-life 24 h since issue 14, retrain_discount 0.25, recency_weight 2,
+#: drop detection on) are the defaults.
 UPDATER_KWARGS: dict[str, Any] = {"batch_size": 20, "buffer_size": 300}
 #: Production routing: 90 % greedy, 10 % Thompson sampling (explore=True).
 EXPLORE_SHARE = 0.10
@@ -518,7 +521,13 @@ def policy_factories(include_vw: bool) -> dict[str, Callable[[SimClock, int, Str
 
     out: dict[str, Callable[[SimClock, int, Stream], Policy]] = {
         HEADLINE: auto(UpdateStrategy.EXPONENTIAL, True, name=HEADLINE),
-        PREVIOUS: auto(UpdateStrategy.EXPONENTIAL, True, name=PREVIOUS, detect_drops=False),
+        PREVIOUS: auto(
+            UpdateStrategy.EXPONENTIAL,
+            True,
+            name=PREVIOUS,
+            detect_drops=False,
+            half_life_seconds=PREVIOUS_HALF_LIFE_SECONDS,
+        ),
         "autoretrain (same, Thompson on every request)": auto(
             UpdateStrategy.EXPONENTIAL, True, 1.0, "autoretrain (same, Thompson on every request)"
         ),

@@ -411,3 +411,44 @@ def test_set_aside_pairs_are_exported_while_set_aside(tmp_path: Path) -> None:
                                                                        1026 + RETRY)])
     assert updater.get_metrics()["parked_pairs"] == 0
     assert registry.get_sample_value(name, {"task_type": "t", "agent": "a"}) is None
+
+
+def test_a_noisy_spell_is_not_a_drop() -> None:
+    """Records three times as scattered around the same median (and the same
+    success rate) for 20 minutes: the drop detector does not set the pair aside."""
+    rng = np.random.default_rng(1)
+    model = AgentSelectionModel(seed=0)  # the defaults: drop detection on
+
+    def records(start: int, n: int, sd: float) -> list[dict]:
+        events = []
+        for i in range(start, start + n):
+            events.append(run(f"n{i}", float(i), bool(rng.random() < 0.97), "a"))
+            z = rng.standard_normal()
+            value = float(1.0 / (1.0 + np.exp(-(np.log(0.92 / 0.08) + sd * z))))
+            events.append(acc(f"m{i}", float(i), value, "a"))
+        return events
+
+    steady = records(0, 1800, 0.5)  # an hour, one run and one record every 2 s
+    for i in range(0, len(steady), 20):
+        model.update(EventBatch.from_events(steady[i : i + 20]))
+    noisy = records(1800, 600, 1.5)
+    for i in range(0, len(noisy), 20):
+        model.update(EventBatch.from_events(noisy[i : i + 20]))
+    assert model.parked_pairs() == 0
+
+
+def test_low_accuracy_records_still_decide_a_drop_within_a_few() -> None:
+    model = AgentSelectionModel(seed=0)
+    events = []
+    for i in range(1800):
+        events.append(run(f"s{i}", float(i), i % 100 >= 3, "a"))
+        events.append(acc(f"c{i}", float(i), 0.9 + 0.02 * ((i % 5) - 2), "a"))
+    model.update(EventBatch.from_events(events))
+    # The runs still succeed; their accuracy falls to 0.55.
+    for k in range(8):
+        t = 1800.0 + k
+        model.update(EventBatch.from_events([run(f"d{k}", t, True, "a"),
+                                             acc(f"e{k}", t, 0.55, "a")]))
+        if model.parked_pairs():
+            break
+    assert model.parked_pairs() == 1 and k + 1 <= 5

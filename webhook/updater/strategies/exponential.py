@@ -15,8 +15,14 @@ from .bayesian import BayesianRule
 
 __all__ = ["HALF_LIFE_SECONDS", "RETRY_AFTER_SECONDS", "ExponentialRule"]
 
-#: Default half-life: evidence loses half its weight per hour of event time.
-HALF_LIFE_SECONDS = 3600.0
+#: Default half-life: evidence loses half its weight per day of event time.
+#: It was an hour before drop detection was on by default (issue 14): the
+#: forgetting then had to do the adapting, and its price was paid all the
+#: time, in the wider posteriors that make Thompson sampling spend requests
+#: on agents known to be worse. With drops caught pair by pair within a few
+#: runs (and retried), a day's memory did better in every scenario of the
+#: decision benchmark (BENCHMARKS.md), steady ones and drifts alike.
+HALF_LIFE_SECONDS = 86400.0
 #: Default wait before an agent set aside on a task type is retried.
 RETRY_AFTER_SECONDS = 600.0
 
