@@ -119,8 +119,11 @@ def _defaults(sc: decisions.Scenario) -> dict:
 
 
 def test_the_defaults_find_the_joining_agent_through_exploration() -> None:
-    found = _defaults(joiner_scenario(MEDIUM))
-    assert found["found_after"] is not None and found["found_after"] <= 1000, found
+    # The benchmark's sizes and its seed 1 (found after ~500 decisions there):
+    # two trial runs do not make the newcomer the greedy choice over the
+    # specialist's long record; only the exploration share of requests can.
+    found = _defaults(joiner_scenario(decisions.FULL))
+    assert found["found_after"] is not None and found["found_after"] <= 1500, found
     assert found["joiner_end_share"] >= decisions.FOUND_SHARE, found
 
 
