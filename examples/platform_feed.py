@@ -318,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--degrade-after", type=float, default=float(_env("DEGRADE_AFTER", "600")),
                    help="seconds of live traffic before three specialists get worse; "
                         "negative: never [DEGRADE_AFTER] (default %(default)s)")
+    p.add_argument("--systemic-after", type=float,
+                   default=float(_env("SYSTEMIC_AFTER", "-1")),
+                   help="seconds of live traffic before a systemic drop (every LLM agent's "
+                        "accuracy falls; what only the alert path can answer); negative: never "
+                        "[SYSTEMIC_AFTER] (default %(default)s)")
+    p.add_argument("--systemic-for", type=float, default=float(_env("SYSTEMIC_FOR", "900")),
+                   help="seconds the systemic drop lasts [SYSTEMIC_FOR] (default %(default)s)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"),
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="[LOG_LEVEL] (default %(default)s)")
@@ -363,6 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             now = time.monotonic()
             if args.degrade_after >= 0 and not f.degraded and now - started >= args.degrade_after:
                 f.request_degrade()
+            if args.systemic_after >= 0:
+                since = now - started - args.systemic_after
+                f.request_systemic(0 <= since < args.systemic_for)
             if now - last_status[0] >= 30.0:
                 last_status[0] = now
                 acc = f.recent_accuracy(60.0)

@@ -11,7 +11,10 @@ quickest detector of a change from a known level to a given alternative:
 * the alternative is the same pair :data:`DROP` (20 %) worse:
   ``p1 = (1 - DROP) p0``, ``mu1 = (1 - DROP) mu0``;
 * each observation adds its log-likelihood ratio (alternative over level)
-  to the pair's statistic ``S = max(0, S + llr)``, summed per batch;
+  to the pair's statistic ``S = max(0, S + llr)``, summed per batch; an
+  accuracy record adds at most :data:`DROP_RECORD_LLR_MAX` (a failed run's
+  worth), so a healthy pair whose records scatter is not "dropped" by one
+  outlier;
 * at ``S >= DROP_LLR`` (log 1000) the pair has dropped: the rule parks its
   history for a retry (:mod:`.probation`) and keeps only
   :data:`RESTART_EVIDENCE` observations' worth of it, so its new runs
