@@ -66,8 +66,9 @@ def test_the_accuracy_alert_fired_in_prometheus(demo: tuple[Stack, dict[str, Any
     phases = summary["phases"]
     assert phases["healthy"]["prometheus_accuracy_min"] >= 0.85
     assert phases["systemic"]["prometheus_accuracy_min"] < THRESHOLDS.thresholds.accuracy_min
-    first = summary["alert_path"]["alerts"][0]
-    assert first["state"] == "firing" and first["t_s"] >= phases["systemic"]["start_s"]
+    # Pending, then firing, only once the systemic drop began (not at the drift).
+    assert summary["alert_path"]["alerts"][0]["t_s"] >= phases["systemic"]["start_s"]
+    assert "firing" in [a["state"] for a in summary["alert_path"]["alerts"]]
     # Only the incremental one: accuracy never fell below the critical level.
     critical = stack.query('max_over_time(ALERTS{alertname="SystemAccuracyCritical"}[10m])')
     assert critical == []
