@@ -106,6 +106,13 @@ class Policy:
     def __init__(self, agents: Sequence[tuple[str, str]]) -> None:
         self.agents = [a for a, _ in agents]
         self.agent_types = dict(agents)
+        #: Agents not (yet) on the platform: never chosen. A policy that
+        #: learns agents from outcomes (autoretrain) cannot name one anyway.
+        self.hidden: set[str] = set()
+
+    def available(self) -> list[str]:
+        """The agents that may be chosen now."""
+        return [a for a in self.agents if a not in self.hidden] if self.hidden else self.agents
 
     def choose(self, task_type: str, draws: Draws) -> str:
         raise NotImplementedError
@@ -216,6 +223,17 @@ class AutoretrainPolicy(_Checked):
             **(updater_kwargs or {}),
         )
         self.monitor = settings.monitor(clock, self.updater, auto)
+        # (decision, event, task type, agent, cause) of what probation did.
+        self.probation_log: list[tuple[int, str, str, str, str | None]] = []
+        self._probation_seen = 0
+
+    def _note_probation(self) -> None:
+        for e in self.updater.get_metrics()["recent_probation_events"]:
+            if e["seq"] > self._probation_seen:
+                self._probation_seen = e["seq"]
+                self.probation_log.append(
+                    (self._decisions, e["event"], e["task_type"], e["agent"], e.get("cause"))
+                )
 
     def choose(self, task_type: str, draws: Draws) -> str:
         ranking = self.updater.predict_best_agent(
@@ -234,6 +252,12 @@ class AutoretrainPolicy(_Checked):
         if (self._decisions + 1) % self.flush_every == 0:
             self.updater.process_pending()
         super().tick()
+        if self._decisions % self.flush_every == 0:
+            self._note_probation()
+
+    def stats(self) -> dict[str, Any]:
+        self._note_probation()
+        return {**super().stats(), "probation_log": list(self.probation_log)}
 
     def close(self) -> None:
         super().close()
@@ -286,6 +310,8 @@ class OriginalThompson(_Checked):
     def choose(self, task_type: str, draws: Draws) -> str:
         row = self._row[task_type]
         sample = self._rng.beta(self.successes[row] + 1.0, self.failures[row] + 1.0)
+        if self.hidden:
+            sample[[self._col[a] for a in self.hidden]] = -1.0
         return self.agents[int(np.argmax(sample))]
 
     def observe(self, outcome: Outcome, draws: Draws) -> None:
@@ -353,7 +379,7 @@ class RiverBandit(Policy):
         self._policies = {t: factory(seed * 1000 + i) for i, t in enumerate(task_types)}
 
     def choose(self, task_type: str, draws: Draws) -> str:
-        return str(self._policies[task_type].pull(self.agents))
+        return str(self._policies[task_type].pull(self.available()))
 
     def observe(self, outcome: Outcome, draws: Draws) -> None:
         value: Any = draws.reward < outcome.reward if self.binary else outcome.reward
@@ -390,8 +416,10 @@ class VowpalWabbitCB(Policy):
         self._prob: dict[str, float] = {}
 
     def _example(self, task_type: str, label: tuple[int, float, float] | None) -> list[str]:
+        # The actions of the agents available now (ADF takes any action set).
         lines = [f"shared |s task={task_type}"]
-        for i, action in enumerate(self._actions):
+        for i, name in enumerate(self.available()):
+            action = self._actions[self.agents.index(name)]
             if label is not None and label[0] == i:
                 lines.append(f"0:{label[1]}:{label[2]} {action}")
             else:
@@ -402,13 +430,15 @@ class VowpalWabbitCB(Policy):
         pmf = np.asarray(self._vw.predict(self._example(task_type, None)), dtype=float)
         cdf = np.cumsum(pmf / pmf.sum())
         i = min(int(np.searchsorted(cdf, draws.pick, side="right")), len(cdf) - 1)
-        self._prob = {self.agents[i]: float(pmf[i] / pmf.sum())}
-        return self.agents[i]
+        name = self.available()[i]
+        self._prob = {name: float(pmf[i] / pmf.sum())}
+        return name
 
     def observe(self, outcome: Outcome, draws: Draws) -> None:
         # Onboarding choices were forced (uniform over agents in turn).
-        prob = self._prob.pop(outcome.agent_name, 1.0 / len(self.agents))
-        col = self.agents.index(outcome.agent_name)
+        available = self.available()
+        prob = self._prob.pop(outcome.agent_name, 1.0 / len(available))
+        col = available.index(outcome.agent_name)
         self._vw.learn(self._example(outcome.task_type, (col, -outcome.reward, max(prob, 1e-3))))
 
     def close(self) -> None:

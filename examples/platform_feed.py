@@ -166,6 +166,7 @@ class PlatformFeed:
                                          explore_share=settings.explore_share)
         self._history_rng = random.Random(settings.seed)
         self._degrade = threading.Event()
+        self._systemic = threading.Event()  # set: the systemic drop should be on
         self._lock = threading.Lock()
         # (monotonic time, accuracy or NaN) of the recent live runs.
         self._recent: deque[tuple[float, float]] = deque()
@@ -226,12 +227,27 @@ class PlatformFeed:
     def degraded(self) -> bool:
         return self.platform.degraded
 
+    def request_systemic(self, on: bool = True) -> None:
+        """Start (or, ``on=False``, end) the scenario's systemic drop (see
+        :meth:`~examples.platform_sim.SimulatedPlatform.start_systemic`),
+        applied by the feed's thread before its next run."""
+        if on:
+            self._systemic.set()
+        else:
+            self._systemic.clear()
+
     def step(self) -> RunOutcome:
         """One live run, routed by the followed model."""
         if self._degrade.is_set() and not self.platform.degraded:
             self.platform.degrade()
             log.info("drift: %s get worse",
                      ", ".join(f"{a} on {t}" for t, a in self.scenario.drift))
+        if self._systemic.is_set() != self.platform.systemic:
+            if self._systemic.is_set():
+                self.platform.start_systemic()
+            else:
+                self.platform.end_systemic()
+            log.info("systemic drop %s", "begins" if self.platform.systemic else "ends")
         outcome = self.orchestrator.handle(self.platform.next_request())
         now = time.monotonic()
         with self._lock:
@@ -302,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--degrade-after", type=float, default=float(_env("DEGRADE_AFTER", "600")),
                    help="seconds of live traffic before three specialists get worse; "
                         "negative: never [DEGRADE_AFTER] (default %(default)s)")
+    p.add_argument("--systemic-after", type=float,
+                   default=float(_env("SYSTEMIC_AFTER", "-1")),
+                   help="seconds of live traffic before a systemic drop (every LLM agent's "
+                        "accuracy falls; what only the alert path can answer); negative: never "
+                        "[SYSTEMIC_AFTER] (default %(default)s)")
+    p.add_argument("--systemic-for", type=float, default=float(_env("SYSTEMIC_FOR", "900")),
+                   help="seconds the systemic drop lasts [SYSTEMIC_FOR] (default %(default)s)")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"),
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                    help="[LOG_LEVEL] (default %(default)s)")
@@ -347,6 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             now = time.monotonic()
             if args.degrade_after >= 0 and not f.degraded and now - started >= args.degrade_after:
                 f.request_degrade()
+            if args.systemic_after >= 0:
+                since = now - started - args.systemic_after
+                f.request_systemic(0 <= since < args.systemic_for)
             if now - last_status[0] >= 30.0:
                 last_status[0] = now
                 acc = f.recent_accuracy(60.0)

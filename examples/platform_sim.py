@@ -29,6 +29,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -117,6 +118,12 @@ class Scenario:
     task_mix: tuple[float, ...]
     profiles: Mapping[tuple[str, str], PairProfile]
     drift: Mapping[tuple[str, str], PairProfile] = field(default_factory=dict)
+    #: A systemic drop (see :meth:`SimulatedPlatform.start_systemic`): while it
+    #: lasts, every agent of type ``systemic_agent_type`` has its accuracy
+    #: multiplied by ``systemic_accuracy_factor`` on every task type (a shared
+    #: upstream service they all depend on degrades). None: no such stage.
+    systemic_agent_type: str | None = None
+    systemic_accuracy_factor: float = 1.0
 
     def __post_init__(self) -> None:
         names = [a.name for a in self.agents]
@@ -135,6 +142,9 @@ class Scenario:
         unknown = sorted(set(self.drift) - pairs)
         if unknown:
             raise ValueError(f"drift names unknown pairs {unknown}")
+        if not 0.0 < self.systemic_accuracy_factor <= 1.0:
+            raise ValueError("systemic_accuracy_factor must be in (0, 1], got "
+                             f"{self.systemic_accuracy_factor!r}")
 
     def agent(self, name: str) -> Agent:
         for agent in self.agents:
@@ -149,6 +159,23 @@ class Scenario:
             t: max((a.name for a in self.agents), key=lambda name: profiles[(t, name)].reward)
             for t in self.task_types
         }
+
+    def systemic_profile(self, task_type: str, agent_name: str,
+                         profile: PairProfile) -> PairProfile:
+        """``profile`` of a pair while the systemic drop lasts."""
+        if self.agent(agent_name).agent_type != self.systemic_agent_type:
+            return profile
+        return dataclasses.replace(profile,
+                                   accuracy=profile.accuracy * self.systemic_accuracy_factor)
+
+    def best_agents_during_systemic(self) -> dict[str, str]:
+        """The true best agent per task type during the systemic drop (after the drift)."""
+        drifted = {**self.profiles, **self.drift}
+        out = {}
+        for t in self.task_types:
+            out[t] = max((a.name for a in self.agents),
+                         key=lambda a: self.systemic_profile(t, a, drifted[(t, a)]).reward)
+        return out
 
     @property
     def degraded_task_types(self) -> tuple[str, ...]:
@@ -218,7 +245,13 @@ def default_scenario() -> Scenario:
         ("support_triage", "support-bot"): p(0.90, 0.52, 900, 1100),
         ("code_review", "review-assistant"): p(0.90, 0.55, 1800, 2800),
     }
-    return Scenario(agents, task_types, (0.25, 0.25, 0.25, 0.25), profiles, drift)
+    # Later, a shared upstream service (say the retrieval index every LLM agent
+    # reads) degrades: every LLM agent's accuracy falls to 55 % of what it was,
+    # on every task type; the rules engine does not use it. No routing can
+    # keep the system above the 0.70 threshold then (the best choice per task
+    # type averages about 0.66): the case for the alert, a retrain and a person.
+    return Scenario(agents, task_types, (0.25, 0.25, 0.25, 0.25), profiles, drift,
+                    systemic_agent_type="llm", systemic_accuracy_factor=0.55)
 
 
 class SimClock:
@@ -296,15 +329,29 @@ class SimulatedPlatform:
         self._profiles = dict(scenario.profiles)
         self._next_id = 0
         self.degraded = False
+        self.systemic = False
 
     def degrade(self) -> None:
         """Switch the drifting pairs to their drifted profiles."""
         self._profiles.update(self.scenario.drift)
         self.degraded = True
 
+    def start_systemic(self) -> None:
+        """The scenario's systemic drop begins (see :class:`Scenario`)."""
+        if self.scenario.systemic_agent_type is None:
+            raise ValueError("this scenario has no systemic drop")
+        self.systemic = True
+
+    def end_systemic(self) -> None:
+        """The systemic drop is over (the upstream service is fixed)."""
+        self.systemic = False
+
     def profile(self, task_type: str, agent_name: str) -> PairProfile:
         """The current true profile of a pair."""
-        return self._profiles[(task_type, agent_name)]
+        prof = self._profiles[(task_type, agent_name)]
+        if self.systemic:
+            prof = self.scenario.systemic_profile(task_type, agent_name, prof)
+        return prof
 
     def next_request(self, task_type: str | None = None) -> Request:
         """The next task: its type drawn from the mix, unless ``task_type`` is given."""
@@ -345,7 +392,7 @@ class SimulatedPlatform:
     def execute(self, request: Request, agent_name: str) -> RunOutcome:
         """Run ``agent_name`` on ``request`` (deterministic given the request)."""
         agent = self.scenario.agent(agent_name)
-        prof = self._profiles[(request.task_type, agent_name)]
+        prof = self.profile(request.task_type, agent_name)
         tokens = max(1, round(prof.tokens * math.exp(_TOKENS_LOG_SD * request.tokens_noise)))
         duration = prof.latency_ms * math.exp(_LATENCY_LOG_SD * request.latency_noise)
         accuracy: float | None = None

@@ -19,8 +19,12 @@ an hour of history and live traffic, routed by the webhook's model through
 the product's :class:`~autoretrain.ModelFollower` on the model topic
 ``agent-models`` (the webhook publishes every saved version there), and the
 demo prints the story as Prometheus and the
-webhook tell it: healthy, degradation, the alert firing, the webhook
-retraining, recovery. Everything it started is stopped at the end, on
+webhook tell it: healthy; three specialists break and the webhook's model
+sets them aside within a few runs (the fast path: its metric, its log
+line, and the per-agent ``AgentSetAside`` alert that fires although the
+agents no longer get traffic); a systemic drop no routing can fix, the
+system alert firing and the webhook retraining (the alert path);
+recovery once the systemic drop is over. Everything it started is stopped at the end, on
 Ctrl-C and on errors.
 
 The server classes are the tests' (``tests/servers``): one implementation of
@@ -99,6 +103,10 @@ SYSTEM_ALERTS = 'ALERTS{alertname=~"System.*"}'
 WEBHOOK_ALERTS = ("sum by (alertname, status, action) "
                   f'(autoretrain_webhook_alerts_total{{job="{WEBHOOK_JOB}"}})')
 ALERT = "SystemAccuracyLow"
+DROPS = f'sum(autoretrain_model_drops_detected_total{{job="{WEBHOOK_JOB}"}})'
+SET_ASIDE = f'autoretrain_model_pair_set_aside{{job="{WEBHOOK_JOB}"}}'
+AGENT_ALERT = "AgentSetAside"
+AGENT_ALERTS = f'ALERTS{{alertname="{AGENT_ALERT}"}}'
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,11 @@ class StackSettings:
     # retrain with 20 s after it (production: 15 min), 2 s after they end.
     effect_window_seconds: float = 20.0
     effect_settle_seconds: float = 2.0
+    # Retries of agents set aside: production waits 600 s of event time; the
+    # demo's time is real, so 20 s (as its rule windows are seconds, not
+    # minutes), else the agents set aside in the systemic drop would come back
+    # ten minutes after it is over.
+    retry_after_seconds: float = 20.0
     # Deadlines: a phase that has not reached its goal by then fails the demo.
     start_timeout_seconds: float = 120.0
     phase_timeout_seconds: float = 120.0
@@ -219,6 +232,7 @@ class Stack:
                 "AUTORETRAIN_WEBHOOK_COOLDOWN_SECONDS": str(s.cooldown_seconds),
                 "AUTORETRAIN_WEBHOOK_EFFECT_WINDOW_SECONDS": str(s.effect_window_seconds),
                 "AUTORETRAIN_WEBHOOK_EFFECT_SETTLE_SECONDS": str(s.effect_settle_seconds),
+                "AUTORETRAIN_WEBHOOK_RETRY_AFTER_SECONDS": str(s.retry_after_seconds),
             })
         am_dir = workdir / "alertmanager"
         self.alertmanager = AlertmanagerServer(am_dir, am_dir / "alertmanager.yml")
@@ -328,6 +342,21 @@ class Stack:
                              + urllib.parse.urlencode({"limit": 100}))
         return list(reversed(body["retrains"]))
 
+    def webhook_log_lines(self, offset: int, contains: str) -> tuple[list[str], int]:
+        """Complete lines of the webhook's log after byte ``offset`` that contain
+        ``contains``, and the offset to read on from (a line still being
+        written is read next time)."""
+        try:
+            with self.webhook.log_path.open("rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except FileNotFoundError:
+            return [], offset
+        complete = data[: data.rfind(b"\n") + 1]
+        lines = [line.strip() for line in complete.decode("utf-8", "replace").splitlines()
+                 if contains in line]
+        return lines, offset + len(complete)
+
     def webhook_stats(self) -> dict[str, Any]:
         stats: dict[str, Any] = http_get_json(f"{self.webhook.url}/api/performance/stats")
         return stats
@@ -360,6 +389,15 @@ class _Watch:
     samples: list[dict[str, Any]] = field(default_factory=list)
     phases: dict[str, dict[str, float]] = field(default_factory=dict)
     last_status: float = -math.inf
+    # The fast path: pairs set aside (as Prometheus shows them), the counter,
+    # the webhook's log lines, and the per-agent alert on the model's verdict.
+    set_aside: dict[tuple[str, str], float] = field(default_factory=dict)  # pair -> t_s
+    set_aside_log: list[dict[str, Any]] = field(default_factory=list)
+    drops_detected: float = 0.0
+    fast_log: list[str] = field(default_factory=list)
+    log_offset: int = 0
+    agent_alerts: dict[str, str] = field(default_factory=dict)  # agent -> state
+    agent_alert_log: list[dict[str, Any]] = field(default_factory=list)
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -451,6 +489,8 @@ class _Story:
                           f"status=\"{key[1]}\", action=\"{key[2]}\"}} "
                           f"= {float(r['value'][1]):g}")
 
+        self._observe_fast_path()
+
         counts = {r["metric"].get("result", "?"): float(r["value"][1])
                   for r in self.stack.query(RETRAINS)}
         if counts != w.retrain_counts and any(counts.values()):
@@ -490,6 +530,41 @@ class _Story:
             self.line(f"WEBHOOK retrain #{entry['id']} effect ({effect['window_seconds']:g} s "
                       f"before / after): {effect['verdict'].replace('_', ' ')}"
                       + (f" ({figures})" if figures else ""))
+    def _observe_fast_path(self) -> None:
+        """The model's set-aside pairs, its drop counter, the webhook's log
+        lines of the drop detector and the AgentSetAside alert; narrate changes."""
+        w = self.w
+        now = {(r["metric"].get("task_type", "?"), r["metric"].get("agent", "?"))
+               for r in self.stack.query(SET_ASIDE)}
+        for pair in sorted(now - set(w.set_aside)):
+            w.set_aside[pair] = round(w.now(), 1)
+            w.set_aside_log.append({"t_s": round(w.now(), 1), "phase": w.phase,
+                                    "task_type": pair[0], "agent": pair[1], "state": "set aside"})
+            self.line(f"PROMETHEUS {SET_ASIDE[:-1]}, task_type=\"{pair[0]}\", "
+                      f"agent=\"{pair[1]}\"}} = 1")
+        for pair in sorted(set(w.set_aside) - now):
+            del w.set_aside[pair]
+            w.set_aside_log.append({"t_s": round(w.now(), 1), "phase": w.phase,
+                                    "task_type": pair[0], "agent": pair[1], "state": "restored"})
+            self.line(f"model: {pair[1]} on {pair[0]} is no longer set aside")
+        drops = self.stack.scalar(DROPS) or 0.0
+        if drops != w.drops_detected:
+            self.line(f"PROMETHEUS autoretrain_model_drops_detected_total = {drops:g}")
+            w.drops_detected = drops
+        lines, w.log_offset = self.stack.webhook_log_lines(w.log_offset, "model: drop detected")
+        for line in lines:
+            w.fast_log.append(line)
+            self.line(f"WEBHOOK LOG {line}")
+        firing = {r["metric"].get("agent", "?"): r["metric"]["alertstate"]
+                  for r in self.stack.query(AGENT_ALERTS)}
+        for agent in sorted(set(firing) | set(w.agent_alerts)):
+            before, after = w.agent_alerts.get(agent), firing.get(agent)
+            if before != after:
+                state = after or "resolved"
+                w.agent_alert_log.append({"t_s": round(w.now(), 1), "phase": w.phase,
+                                          "agent": agent, "state": state})
+                self.line(f"ALERT {AGENT_ALERT} {state} for agent {agent} (Prometheus ALERTS)")
+        w.agent_alerts = firing
 
     def until(self, check: Callable[[], bool], timeout: float, what: str) -> float:
         """Observe until ``check()``; return the seconds it took; TimeoutError after ``timeout``."""
@@ -548,15 +623,33 @@ class _Story:
         self.hold(s.scaled(s.healthy_seconds))
         self.end("healthy")
 
-        self.begin("degradation", "Phase 4: degradation (three specialists get worse)")
+        scenario = self.feed.scenario
+        broken = {(tt, scenario.best_agents()[tt]) for tt in scenario.degraded_task_types}
+        self.begin("degradation", "Phase 4: degradation (three specialists get worse): the fast "
+                                  "path, the model sets them aside within a few runs")
         self.feed.request_degrade()
-        self.line("drift: " + ", ".join(f"{a} on {tt}" for tt, a in self.feed.scenario.drift)
+        self.line("drift: " + ", ".join(f"{a} on {tt}" for tt, a in scenario.drift)
                   + " get worse")
-        self.until(lambda: self.state(ALERT) == "firing", s.phase_timeout_seconds,
-                   f"{ALERT} firing in Prometheus")
+        self.until(lambda: broken <= set(self.w.set_aside)
+                   and all(self.w.selection.get(tt) != a for tt, a in broken),
+                   s.phase_timeout_seconds,
+                   "the webhook's model set the broken specialists aside, the platform moved")
+        # The per-agent alert on the model's verdict fires although the broken
+        # agents get (almost) no traffic any more.
+        self.until(lambda: all(self.w.agent_alerts.get(a) == "firing" for _, a in broken),
+                   s.phase_timeout_seconds, f"{AGENT_ALERT} firing for the broken agents")
         self.end("degradation")
 
-        self.begin("retrain", "Phase 5: Alertmanager posts the alert, the webhook retrains")
+        self.begin("systemic", "Phase 5: a systemic drop (a service every LLM agent uses "
+                               "degrades): the alert path")
+        self.feed.request_systemic()
+        self.line(f"systemic drop: every {scenario.systemic_agent_type} agent's accuracy falls "
+                  f"to {scenario.systemic_accuracy_factor:.0%} of what it was")
+        self.until(lambda: self.state(ALERT) == "firing", s.phase_timeout_seconds,
+                   f"{ALERT} firing in Prometheus")
+        self.end("systemic")
+
+        self.begin("retrain", "Phase 6: Alertmanager posts the alert, the webhook retrains")
         self.until(lambda: any(r["trigger"] == "alert" for r in self.w.retrains),
                    s.phase_timeout_seconds, "an alert-triggered retrain in the webhook's ledger")
         self.until(lambda: sum(v for k, v in self.w.retrain_counts.items()
@@ -564,7 +657,10 @@ class _Story:
                    s.phase_timeout_seconds, "autoretrain_model_retrains_total in Prometheus")
         self.end("retrain")
 
-        self.begin("recovery", "Phase 6: recovery")
+        self.begin("recovery", "Phase 7: recovery (the service is fixed; agents set aside "
+                               "meanwhile are retried)")
+        self.feed.request_systemic(False)
+        self.line("the service is fixed: LLM agents are as before the systemic drop")
         clear = self.clear_level
         self.until(lambda: self.state(ALERT) is None and self.accuracy_above(clear),
                    s.phase_timeout_seconds, f"{ALERT} resolved and accuracy above {clear:g}")
@@ -602,6 +698,17 @@ class _Story:
             "autoretrain_model_retrains_total": w.retrain_counts,
             "selection_changes": w.selection_changes,
             "selection_final": w.selection,
+            # Issue 14: the two paths, as Prometheus and the webhook showed them.
+            "fast_path": {
+                "drops_detected_total": w.drops_detected,
+                "set_aside": w.set_aside_log,
+                "log_lines": w.fast_log,
+                "agent_alerts": w.agent_alert_log,
+            },
+            "alert_path": {
+                "alerts": [a for a in w.alert_log if a["alertname"] == ALERT],
+                "retrains": [r for r in w.retrains if r["trigger"] == "alert"],
+            },
             "samples": w.samples,
         }
 
@@ -666,6 +773,15 @@ def _print_summary(summary: dict[str, Any], emit: Callable[[str], None]) -> None
         emit(f"  {name:<13}{_clock(p['start_s']):>7}{_clock(p.get('end_s', 0)):>7}"
              f"{_fmt(p['prometheus_accuracy_min']):>8}{_fmt(p['prometheus_accuracy_max']):>8}"
              f"{_fmt(p['prometheus_accuracy_last']):>8}  {served}")
+    fast = summary["fast_path"]
+    emit(f"  fast path: autoretrain_model_drops_detected_total = "
+         f"{fast['drops_detected_total']:g}; set aside:")
+    for e in fast["set_aside"]:
+        emit(f"  {_clock(e['t_s']):>7} {e['state']}: {e['agent']} on {e['task_type']} "
+             f"({e['phase']})")
+    for a in fast["agent_alerts"]:
+        emit(f"  {_clock(a['t_s']):>7} alert {AGENT_ALERT} {a['state']} for {a['agent']}")
+    emit(f"  alert path: {len(summary['alert_path']['retrains'])} alert-triggered retrain(s)")
     for a in summary["alerts"]:
         emit(f"  {_clock(a['t_s']):>7} alert {a['alertname']} {a['state']}")
     for r in summary["retrains"]:

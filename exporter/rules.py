@@ -471,6 +471,47 @@ def _escalation_rules(config: ThresholdsConfig) -> list[dict[str, Any]]:
     ]
 
 
+#: The selection model's per-pair "set aside" gauge (exported by the webhook's updater).
+SET_ASIDE_METRIC = "autoretrain_model_pair_set_aside"
+
+
+def _model_rules(config: ThresholdsConfig) -> list[dict[str, Any]]:
+    """Per-agent alerts on the selection model's own verdict.
+
+    Why they exist: the rate-based per-agent alerts (``Agent*``) need the
+    agent's runs in their window, and a broken agent loses its traffic
+    within a few runs once the model sets it aside (drop detection): its
+    few bad runs rarely push a 5-minute ratio past a threshold, and with no
+    runs at all the ratio is 0/0 and no alert can fire. The model's verdict
+    does not vanish with the traffic: the pair stays set aside through its
+    retries (each failed retry renews the verdict with fresh runs) until a
+    retry finds it well again. No ``retrain`` label: a person's job.
+    """
+    kept = config.scope.keep_labels
+    selector = config.scope.matchers("webhook")
+    name = "AgentSetAside"
+    return [
+        {
+            "alert": name,
+            "expr": f"count by ({', '.join(('agent', *kept))}) "
+            f"({SET_ASIDE_METRIC}{selector} == 1) > 0\n",
+            "for": config.alerts.for_,
+            "labels": {"app": APP, "severity": "warning"},
+            "annotations": {
+                "summary": "Agent {{ $labels.agent }} is set aside by the selection model on "
+                "{{ $value }} task type(s)",
+                "description": "The agent-selection model found agent {{ $labels.agent }} "
+                "clearly worse than its history on {{ $value }} task type(s) and routes around "
+                "it (see the per-pair series " + SET_ASIDE_METRIC + "). It is retried with "
+                "backoff and this alert resolves when a retry finds it well again. Fires even "
+                "when the agent no longer gets traffic, which silences the rate-based alerts. "
+                "Informational: it does not retrain.",
+                "runbook_url": config.alerts.runbook(name),
+            },
+        }
+    ]
+
+
 def render_rules(config: ThresholdsConfig) -> str:
     """The rule file for ``config``: deterministic text, header comment included.
 
@@ -492,6 +533,7 @@ def render_rules(config: ThresholdsConfig) -> str:
         )
     groups.append({"name": "autoretrain.loop", "rules": _loop_rules(config)})
     groups.append({"name": "autoretrain.escalation", "rules": _escalation_rules(config)})
+    groups.append({"name": "autoretrain.model", "rules": _model_rules(config)})
     body = yaml.dump(
         {"groups": groups},
         Dumper=_BlockDumper,

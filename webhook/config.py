@@ -102,7 +102,9 @@ class WebhookConfig(KafkaSecurityFields):
     update_strategy, half_life_seconds, retry_after_seconds, detect_drops
         Its update rule (see :mod:`autoretrain.webhook.updater.strategies`;
         the last three are the EXPONENTIAL rule's, with its defaults);
-        ``retry_after_seconds`` None (empty) means no retries of agents set aside.
+        ``retry_after_seconds`` None (empty) means no retries of agents set aside;
+        ``detect_drops`` None (unset) is the rule's default: on when
+        retries are on (the fast path of :mod:`autoretrain.webhook.updater.drops`).
     retrain_discount, recency_weight
         Advanced (see :class:`~autoretrain.webhook.updater.RetrainSettings`):
         kept for experiments; no operator normally sets them.
@@ -175,7 +177,7 @@ class WebhookConfig(KafkaSecurityFields):
     buffer_size: int | None = None
     half_life_seconds: float = HALF_LIFE_SECONDS
     retry_after_seconds: float | None = RETRY_AFTER_SECONDS
-    detect_drops: bool = False
+    detect_drops: bool | None = None
     retrain_discount: float = RETRAIN_DISCOUNT
     recency_weight: float = RECENCY_WEIGHT
     # The selection objective (see autoretrain.webhook.updater.objective).
@@ -242,10 +244,10 @@ class WebhookConfig(KafkaSecurityFields):
 
     def update_rule(self) -> Rule:
         """The update rule of the updater to build (its hyperparameters included)."""
+        extra = {} if self.detect_drops is None else {"detect_drops": self.detect_drops}
         return make_rule(parse_strategy(self.update_strategy),
                          half_life_seconds=self.half_life_seconds,
-                         retry_after_seconds=self.retry_after_seconds,
-                         detect_drops=self.detect_drops)
+                         retry_after_seconds=self.retry_after_seconds, **extra)
 
     def updater_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the :class:`~webhook.RealTimeModelUpdater` to build."""
@@ -289,8 +291,9 @@ _BOOL = ("allow_unauthenticated", "detect_drops")
 _INT = ("max_body_bytes", "max_alertnames", "port", "threads", "batch_size", "buffer_size",
         "connection_limit", "channel_timeout_seconds", "effect_min_events",
         "effect_unhelpful_retrains")
-# None (or an empty variable): the updater's default buffer; no retries; no schedule.
-_NULLABLE = ("buffer_size", "retry_after_seconds", "retrain_schedule_hours")
+# None (or an empty variable): the updater's default buffer; no retries; the
+# rule's default drop detection; no schedule.
+_NULLABLE = ("buffer_size", "retry_after_seconds", "detect_drops", "retrain_schedule_hours")
 _FLOAT = (
     "ledger_retention_days",
     "cooldown_seconds",
@@ -357,7 +360,7 @@ def _from_env(key: str, text: str, name: str) -> Any:
 def _check(key: str, value: Any, source: str) -> Any:
     """Validate one value of the webhook's own keys; return it normalised."""
     where = f"{key} (from {source})"
-    if value is None and key == "retrain_schedule_hours":
+    if value is None and key in _NULLABLE:
         return None
     if key in _UPDATER_KEYS:
         # Checked once, by the updater's settings and rule (load_config).

@@ -61,11 +61,14 @@ def test_the_accuracy_alert_fired_in_prometheus(demo: tuple[Stack, dict[str, Any
     # Over the whole run (the live part is under two minutes with scale 0.5).
     fired = stack.query(f'max_over_time(ALERTS{{alertname="{ALERT}",alertstate="firing"}}[10m])')
     assert value(fired) == 1
-    # It fired because of the drift: the healthy phase was well above the
-    # threshold, and the accuracy fell below it before the alert fired.
+    # It fired because of the systemic drop: the healthy phase was well above
+    # the threshold, and the accuracy fell below it before the alert fired.
     phases = summary["phases"]
     assert phases["healthy"]["prometheus_accuracy_min"] >= 0.85
-    assert phases["degradation"]["prometheus_accuracy_min"] < THRESHOLDS.thresholds.accuracy_min
+    assert phases["systemic"]["prometheus_accuracy_min"] < THRESHOLDS.thresholds.accuracy_min
+    # Pending, then firing, only once the systemic drop began (not at the drift).
+    assert summary["alert_path"]["alerts"][0]["t_s"] >= phases["systemic"]["start_s"]
+    assert "firing" in [a["state"] for a in summary["alert_path"]["alerts"]]
     # Only the incremental one: accuracy never fell below the critical level.
     critical = stack.query('max_over_time(ALERTS{alertname="SystemAccuracyCritical"}[10m])')
     assert critical == []
@@ -95,9 +98,9 @@ def test_the_platform_routed_through_the_followed_model(
     and the summary says which served each phase; after a promotion, a newer one."""
     _, summary = demo
     phases = summary["phases"]
-    for name in ("healthy", "degradation", "retrain", "recovery"):
+    for name in ("healthy", "degradation", "systemic", "retrain", "recovery"):
         assert phases[name]["model_versions"], name
-    versions = [v for name in ("healthy", "degradation", "retrain", "recovery")
+    versions = [v for name in ("healthy", "degradation", "systemic", "retrain", "recovery")
                 for v in phases[name]["model_versions"]]
     assert versions == sorted(versions)  # never an older version after a newer one
     (retrain,) = [r for r in summary["retrains"] if r["trigger"] == "alert"]
@@ -113,17 +116,44 @@ def test_accuracy_recovered_and_the_alert_resolved(demo: tuple[Stack, dict[str, 
     resolved = stack.query(
         f'sum(autoretrain_webhook_alerts_total{{job="{WEBHOOK_JOB}",alertname="{ALERT}",status="resolved"}})')
     assert value(resolved) >= 1
-    # The promoted model moved the routing: right after the retrain at least
-    # one degraded task type left its degraded specialist. (Where it settles
-    # later is the model's business: with little recent evidence on the
-    # alternatives the selection may try a few before it settles.)
-    (retrain,) = [r for r in summary["retrains"] if r["trigger"] == "alert"]
-    if retrain["outcome"] == "promoted":
-        scenario = default_scenario()
-        specialists = {(t, scenario.best_agents()[t]) for t in scenario.degraded_task_types}
+    (retrain,) = summary["alert_path"]["retrains"]
+    assert retrain["t_s"] >= summary["phases"]["systemic"]["start_s"]
+
+
+def test_the_fast_path_set_the_broken_specialists_aside(
+        demo: tuple[Stack, dict[str, Any]]) -> None:
+    """Issue 14: the model set each broken specialist aside within a few of its
+    runs, without an alert; its metric, its log line and the per-agent alert on
+    the model's verdict show it."""
+    stack, summary = demo
+    scenario = default_scenario()
+    broken = {(t, scenario.best_agents()[t]) for t in scenario.degraded_task_types}
+    fast = summary["fast_path"]
+    phases = summary["phases"]
+    in_degradation = {(e["task_type"], e["agent"]) for e in fast["set_aside"]
+                      if e["state"] == "set aside" and e["phase"] == "degradation"}
+    assert broken <= in_degradation, fast["set_aside"]
+    drops = value(stack.query(
+        f'sum(autoretrain_model_drops_detected_total{{job="{WEBHOOK_JOB}"}})'))
+    assert drops >= len(broken) and fast["drops_detected_total"] >= len(broken)
+    for task_type, agent in broken:
+        assert any(f"model: drop detected: {agent} on task type {task_type} set aside" in line
+                   for line in fast["log_lines"]), fast["log_lines"]
+    # The platform moved away from them before any retrain or system alert.
+    assert not [a for a in summary["alerts"] if a["t_s"] < phases["systemic"]["start_s"]]
+    assert not [r for r in summary["retrains"] if r["t_s"] < phases["systemic"]["start_s"]]
+    for task_type, agent in broken:
         moved = [c for c in summary["selection_changes"]
-                 if (c["task_type"], c["from"]) in specialists and c["t_s"] >= retrain["t_s"] - 1]
+                 if c["task_type"] == task_type and c["from"] == agent
+                 and c["t_s"] < phases["systemic"]["start_s"]]
         assert moved, summary["selection_changes"]
+    # The per-agent alert on the model's verdict fired for each broken agent,
+    # although routing had moved away from it.
+    fired = {a["agent"] for a in fast["agent_alerts"] if a["state"] == "firing"}
+    assert {agent for _, agent in broken} <= fired
+    series = stack.query('max_over_time(ALERTS{alertname="AgentSetAside",'
+                         'alertstate="firing"}[10m])')
+    assert {agent for _, agent in broken} <= {r["metric"]["agent"] for r in series}
 
 
 def _exporter_runs(stack: Stack) -> float:

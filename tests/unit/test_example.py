@@ -64,22 +64,31 @@ def test_good_phase_is_about_ninety_percent(summary: dict[str, Any]) -> None:
 
 
 def test_degradation_falls_below_the_threshold(summary: dict[str, Any]) -> None:
-    assert summary["phases"]["degradation"]["mean_accuracy"] < THRESHOLD
-    assert summary["phases"]["degradation"]["mean_accuracy"] > 0.55  # degraded, not broken
+    # Issue 14: three specialists breaking is the fast path's (the system stays
+    # above the threshold, no system alert); the systemic drop is the alert's.
+    assert summary["phases"]["degradation"]["mean_accuracy"] > THRESHOLD
+    assert summary["phases"]["systemic"]["mean_accuracy"] < THRESHOLD
+    assert summary["phases"]["systemic"]["mean_accuracy"] > 0.55  # degraded, not broken
     system_alerts = [a for a in summary["alerts"]
                      if a["message"].startswith("System accuracy degraded")]
-    assert system_alerts and system_alerts[0]["phase"] == "degradation"
+    assert system_alerts and system_alerts[0]["phase"] == "systemic"
+    assert summary["alert_path"]["alerts"][0] == system_alerts[0]
 
 
 def test_the_monitor_retrains_by_itself(summary: dict[str, Any]) -> None:
     by_monitor = [r for r in summary["retrains"] if r["trigger"] == "monitor"]
     assert by_monitor, summary["retrains"]
     first = by_monitor[0]
-    assert first["phase"] == "degradation"
-    assert first["result"] == "promoted" and first["promoted"] is True
-    assert first["candidate_score"] > first["serving_score"]
+    assert first["phase"] == "systemic"
+    assert summary["alert_path"]["retrains"] == by_monitor
+    # In a systemic drop no agent is good: the candidate may score worse than
+    # the serving model on the held-out events and be rejected; either way the
+    # retrain is validated and reported as it went.
+    assert first["result"] in ("promoted", "rejected")
+    assert first["promoted"] is (first["result"] == "promoted")
+    assert (first["candidate_score"] > first["serving_score"]) is first["promoted"]
     assert first["retrain_type"] == "incremental"  # 0.65 is above accuracy_critical (0.50)
-    assert summary["drift_at_s"] < first["t_s"] <= summary["phases"]["degradation"]["end_s"]
+    assert summary["systemic_at_s"] < first["t_s"] <= summary["phases"]["systemic"]["end_s"]
     # The manual retrain is the operator's, after the recovery.
     manual = [r for r in summary["retrains"] if r["trigger"] == "manual"]
     assert len(manual) == 1 and manual[0]["phase"] == "after_manual_retrain"
@@ -88,8 +97,8 @@ def test_the_monitor_retrains_by_itself(summary: dict[str, Any]) -> None:
 
 def test_accuracy_recovers_above_the_threshold(summary: dict[str, Any]) -> None:
     assert summary["phases"]["recovery"]["mean_accuracy"] > THRESHOLD
-    assert summary["phases"]["recovery"]["mean_accuracy"] >= 0.80
-    assert summary["phases"]["after_manual_retrain"]["mean_accuracy"] > THRESHOLD
+    # The agents set aside in the systemic drop come back through their retries.
+    assert summary["phases"]["after_manual_retrain"]["mean_accuracy"] >= 0.80
 
 
 def test_selection_moves_for_each_degraded_task_type(summary: dict[str, Any]) -> None:
@@ -105,48 +114,68 @@ def test_selection_moves_for_each_degraded_task_type(summary: dict[str, Any]) ->
     assert after["doc_summary"] == before["doc_summary"]
 
 
-def test_the_retrain_sets_the_degraded_agents_aside_and_retries_them(
+def test_the_fast_path_sets_the_degraded_agents_aside_and_retries_them(
         summary: dict[str, Any]) -> None:
     before = summary["selection"]["before"]
     degraded = {(t, before[t]) for t in summary["scenario"]["degraded_task_types"]}
     events = summary["probation"]
-    parked = {(e["task_type"], e["agent"]) for e in events if e["event"] == "parked"}
+    in_degradation = [e for e in events if e["phase"] == "degradation"]
+    parked = {(e["task_type"], e["agent"]) for e in in_degradation if e["event"] == "parked"}
     assert parked == degraded
-    first_retrain = next(r for r in summary["retrains"] if r["trigger"] == "monitor")
-    assert all(e["t_s"] == first_retrain["t_s"] for e in events if e["event"] == "parked")
+    # By the drop detector, within a few runs each, minutes before any alert.
+    fast = [e for e in summary["fast_path"]["set_aside"] if e["phase"] == "degradation"]
+    assert {(e["task_type"], e["agent"]) for e in fast} == degraded
+    assert all(e["runs_since_drift"] <= 8 for e in fast), fast
+    assert all(e["t_s"] - summary["drift_at_s"] <= 120 for e in fast), fast
+    assert not [a for a in summary["alerts"] if a["phase"] == "degradation"]
+    assert summary["fast_path"]["drops_detected_total"] == len(summary["fast_path"]["set_aside"])
+    assert len(summary["fast_path"]["log_lines"]) == len(summary["fast_path"]["set_aside"])
+    for (task_type, agent), line in zip(
+            [(e["task_type"], e["agent"]) for e in summary["fast_path"]["set_aside"]],
+            summary["fast_path"]["log_lines"], strict=True):
+        assert f"model: drop detected: {agent} on task type {task_type} set aside" in line
     # The drift is permanent: every retry finds them still worse, none is restored.
     failed = {(e["task_type"], e["agent"]) for e in events if e["event"] == "retry_failed"}
-    assert failed == degraded
-    assert not [e for e in events if e["event"] in ("restored", "given_up")]
+    assert degraded <= failed
+    assert not [e for e in events if e["event"] in ("restored", "given_up")
+                and (e["task_type"], e["agent"]) in degraded]
 
 
-def test_the_retrain_buys_a_faster_recovery(summary: dict[str, Any]) -> None:
+def test_the_comparison_without_auto_retraining_is_what_happened(
+        summary: dict[str, Any]) -> None:
     off = summary["without_auto_retraining"]
-    # Same seed, same boundaries: identical until the first retrain.
+    # Same seed, same boundaries: identical until the first retrain, the fast
+    # path included (it needs no alert).
     for phase in ("setup", "good", "degradation"):
         assert summary["phases"][phase] == off["phases"][phase]
+    assert off["fast_path"]["set_aside"][:3] == summary["fast_path"]["set_aside"][:3]
     assert not [r for r in off["retrains"] if r["trigger"] == "monitor"]
+    assert not off["alert_path"]["retrains"]
+    # In a systemic drop no routing helps much: the retrain is the audited
+    # response, not a rescue; the demo reports the difference as it is.
     with_retrain = summary["phases"]["recovery"]["mean_accuracy"]
     without = off["phases"]["recovery"]["mean_accuracy"]
-    assert with_retrain >= without
-    assert with_retrain - without >= 0.03  # visibly, not by noise
+    assert abs(with_retrain - without) < 0.05
     switched = summary["selection_switched_after_drift_s"]
-    switched_off = off["selection_switched_after_drift_s"]
-    for task_type, seconds in switched.items():
-        assert seconds is not None
-        assert switched_off[task_type] is None or switched_off[task_type] > seconds
+    assert all(seconds is not None for seconds in switched.values()), switched
     assert summary["comparison"]["recovery"] == {
         "mean_accuracy_with": with_retrain, "mean_accuracy_without": without}
 
 
 def test_timeline_is_printed(run_output: tuple[dict[str, Any], str]) -> None:
     _, out = run_output
-    for text in ("Phase 1:", "Phase 2:", "Phase 3:", "Phase 4: the monitor triggers retraining",
-                 "Phase 5:", "Phase 6:", "Phase 7: summary", "RETRAIN by monitor",
+    for text in ("Phase 1:", "Phase 2:", "Phase 3:", "Phase 4: a systemic drop",
+                 "the monitor triggers retraining by itself", "Phase 5:", "Phase 6:",
+                 "Phase 7: summary", "RETRAIN by monitor",
                  "RETRAIN by manual", "ALERT warning: System accuracy degraded",
+                 "model: drop detected (fast path): review-assistant on code_review set aside",
+                 "log: WARNING autoretrain.webhook.updater.state: model: drop detected:",
+                 "metric: autoretrain_model_drops_detected_total = ",
+                 "fast path: ", "alert path: ",
                  "selection  code_review: review-assistant -> generalist-llm"):
         assert text in out, text
-    assert out.index("Phase 3:") < out.index("RETRAIN by monitor") < out.index("Phase 5:")
+    assert (out.index("Phase 3:") < out.index("drop detected (fast path)")
+            < out.index("Phase 4:") < out.index("RETRAIN by monitor") < out.index("Phase 5:"))
 
 
 def test_same_seed_same_story(summary: dict[str, Any]) -> None:

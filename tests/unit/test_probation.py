@@ -81,8 +81,10 @@ def explore_tops(model: AgentSelectionModel, draws: int = 30) -> set[str]:
 
 def serving_and_candidate(retry_after_seconds: float | None = RETRY
                           ) -> tuple[AgentSelectionModel, AgentSelectionModel]:
-    """The serving model after the bad period, and its incremental retrain on it."""
-    model = AgentSelectionModel(retry_after_seconds=retry_after_seconds, seed=0)
+    """The serving model after the bad period, and its incremental retrain on it
+    (the drop detector off: this is the retrain's path)."""
+    model = AgentSelectionModel(retry_after_seconds=retry_after_seconds,
+                                detect_drops=False if retry_after_seconds else None, seed=0)
     model.update(EventBatch.from_events(history()))
     buffer = EventBatch.from_events(bad_period())
     model.update(buffer)
@@ -188,7 +190,7 @@ def stream_bad_period(model: AgentSelectionModel) -> int:
 
 def test_drop_detection_parks_after_a_few_failures() -> None:
     watched = AgentSelectionModel(detect_drops=True, seed=0)
-    plain = AgentSelectionModel(seed=0)
+    plain = AgentSelectionModel(detect_drops=False, seed=0)
     for model in (watched, plain):
         model.update(EventBatch.from_events(history()))
     failures = stream_bad_period(watched)
@@ -337,7 +339,8 @@ def test_the_updater_logs_and_counts_probation_events(
 def test_a_promoted_retrain_reports_the_agents_it_parked(tmp_path: Path) -> None:
     registry = CollectorRegistry()
     updater = RealTimeModelUpdater(model_storage_path=str(tmp_path), enable_auto_save=False,
-                                   registry=registry, seed=0, buffer_size=200)
+                                   registry=registry, seed=0, buffer_size=200,
+                                   detect_drops=False)
     updater.ingest(history(1000))
     updater.ingest(bad_period(start=1000))
     result = updater.trigger_retraining("test: a got worse")
@@ -365,3 +368,89 @@ def test_the_backoff_survives_a_reload(parked: AgentSelectionModel) -> None:
     assert explore_tops(loaded) == {"b"}
     b_until(loaded, second + 4 * RETRY, second + 4 * RETRY)
     assert explore_tops(loaded) == {"a"}
+
+
+def test_drop_detection_is_on_by_default_and_only_with_retries() -> None:
+    assert AgentSelectionModel(seed=0).rule.hyperparameters()["detect_drops"] is True
+    no_retries = AgentSelectionModel(retry_after_seconds=None, seed=0)
+    assert no_retries.rule.hyperparameters()["detect_drops"] is False
+    assert AgentSelectionModel(detect_drops=False, seed=0).rule.hyperparameters()[
+        "detect_drops"] is False
+
+
+def test_the_fast_path_is_counted_logged_and_named_apart_from_a_retrain(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    updater = RealTimeModelUpdater(model_storage_path=str(tmp_path), enable_auto_save=False,
+                                   registry=registry, seed=0)  # the defaults
+    updater.ingest(history(1000))
+    assert registry.get_sample_value("autoretrain_model_drops_detected_total") == 0.0
+    with caplog.at_level("INFO", logger="autoretrain.webhook.updater.state"):
+        for k in range(0, 20, 2):
+            updater.ingest(bad_period(start=1000)[k : k + 2])
+    assert registry.get_sample_value("autoretrain_model_drops_detected_total") == 1.0
+    assert updater.predict_best_agent("t")[0][0] == "b"
+    assert "model: drop detected: a on task type t set aside within a few" in caplog.text
+    events = updater.get_metrics()["recent_probation_events"]
+    assert [(e["event"], e["agent"], e.get("cause")) for e in events] == [
+        ("parked", "a", "drop_detector")]
+
+
+def test_set_aside_pairs_are_exported_while_set_aside(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    updater = RealTimeModelUpdater(model_storage_path=str(tmp_path), enable_auto_save=False,
+                                   registry=registry, seed=0, retry_after_seconds=RETRY)
+    name = "autoretrain_model_pair_set_aside"
+    updater.ingest(history(1000))
+    assert registry.get_sample_value(name, {"task_type": "t", "agent": "a"}) is None
+    for k in range(0, 20, 2):
+        updater.ingest(bad_period(start=1000)[k : k + 2])
+    assert registry.get_sample_value(name, {"task_type": "t", "agent": "a"}) == 1.0
+    assert registry.get_sample_value(name, {"task_type": "t", "agent": "b"}) is None
+    # Only "b" for the retry wait, then "a" retried and as good as before: restored.
+    updater.ingest([run(f"wb{t}", float(t), b_ok(t), "b") for t in range(1020, 1020 + RETRY)])
+    updater.ingest([run(f"wa{t}", float(t), True, "a") for t in range(1020 + RETRY,
+                                                                       1026 + RETRY)])
+    assert updater.get_metrics()["parked_pairs"] == 0
+    assert registry.get_sample_value(name, {"task_type": "t", "agent": "a"}) is None
+
+
+def test_a_noisy_spell_is_not_a_drop() -> None:
+    """Records three times as scattered around the same median (and the same
+    success rate) for 20 minutes: the drop detector does not set the pair aside."""
+    rng = np.random.default_rng(1)
+    model = AgentSelectionModel(seed=0)  # the defaults: drop detection on
+
+    def records(start: int, n: int, sd: float) -> list[dict]:
+        events = []
+        for i in range(start, start + n):
+            events.append(run(f"n{i}", float(i), bool(rng.random() < 0.97), "a"))
+            z = rng.standard_normal()
+            value = float(1.0 / (1.0 + np.exp(-(np.log(0.92 / 0.08) + sd * z))))
+            events.append(acc(f"m{i}", float(i), value, "a"))
+        return events
+
+    steady = records(0, 1800, 0.5)  # an hour, one run and one record every 2 s
+    for i in range(0, len(steady), 20):
+        model.update(EventBatch.from_events(steady[i : i + 20]))
+    noisy = records(1800, 600, 1.5)
+    for i in range(0, len(noisy), 20):
+        model.update(EventBatch.from_events(noisy[i : i + 20]))
+    assert model.parked_pairs() == 0
+
+
+def test_low_accuracy_records_still_decide_a_drop_within_a_few() -> None:
+    model = AgentSelectionModel(seed=0)
+    events = []
+    for i in range(1800):
+        events.append(run(f"s{i}", float(i), i % 100 >= 3, "a"))
+        events.append(acc(f"c{i}", float(i), 0.9 + 0.02 * ((i % 5) - 2), "a"))
+    model.update(EventBatch.from_events(events))
+    # The runs still succeed; their accuracy falls to 0.55.
+    for k in range(8):
+        t = 1800.0 + k
+        model.update(EventBatch.from_events([run(f"d{k}", t, True, "a"),
+                                             acc(f"e{k}", t, 0.55, "a")]))
+        if model.parked_pairs():
+            break
+    assert model.parked_pairs() == 1 and k + 1 <= 5

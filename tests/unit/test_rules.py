@@ -51,6 +51,8 @@ ALERT_NAMES = {
     )
 }
 # The alerts that watch the loop itself, and their severity.
+#: Alerts on the selection model's verdict (group autoretrain.model).
+MODEL_ALERTS = {"AgentSetAside"}
 LOOP_ALERTS = {
     "AutoretrainExporterDown": "critical",
     "AutoretrainExporterAbsent": "critical",
@@ -226,9 +228,9 @@ def test_an_empty_scope_reads_every_series_and_sums_everything() -> None:
 def test_every_alert_has_for_severity_annotations_and_the_retrain_contract() -> None:
     config = ThresholdsConfig()
     alerts = alerts_of(render_rules(config))
-    assert set(alerts) == ALERT_NAMES | set(LOOP_ALERTS) | set(ESCALATION_ALERTS)
+    assert set(alerts) == ALERT_NAMES | set(LOOP_ALERTS) | set(ESCALATION_ALERTS) | MODEL_ALERTS
     for name, rule in alerts.items():
-        if name in LOOP_ALERTS or name in ESCALATION_ALERTS:
+        if name in LOOP_ALERTS or name in ESCALATION_ALERTS or name in MODEL_ALERTS:
             continue
         labels = rule["labels"]
         # Every alert says it is autoretrain's: dashboards select ALERTS by it.
@@ -457,3 +459,11 @@ def test_escalation_alerts_call_a_person_and_follow_the_escalation_section() -> 
 def test_bad_escalation_settings_name_the_key(section: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ThresholdsConfig.from_mapping({"escalation": section})
+def test_the_set_aside_alert_reads_the_models_verdict_and_never_retrains() -> None:
+    config = ThresholdsConfig()
+    rule = alerts_of(render_rules(config))["AgentSetAside"]
+    assert rule["expr"] == ('count by (agent, cluster, env) (autoretrain_model_pair_set_aside'
+                            '{job="autoretrain-webhook"} == 1) > 0\n')
+    assert rule["for"] == config.alerts.for_
+    assert rule["labels"] == {"app": "autoretrain", "severity": "warning"}
+    assert "{{ $labels.agent }}" in rule["annotations"]["summary"]

@@ -16,6 +16,7 @@ from servers.common import FakeClock, wait_until
 import autoretrain.webhook.updater.retrainer as retrainer_module
 from autoretrain.exporter.events import EventIdFactory, encode_event, run_event
 from autoretrain.webhook import RealTimeModelUpdater, UpdateStrategy
+from autoretrain.webhook.updater.strategies.exponential import HALF_LIFE_SECONDS
 
 
 def events(
@@ -156,7 +157,7 @@ def test_stop_drains_and_saves_and_restart_loads(tmp_path: Path) -> None:
     assert m["model_loaded"] and m["model_version"] == 1 and m["events_seen"] == 37
     meta = json.loads((tmp_path / "models" / "model-00000001.json").read_text())
     assert meta["strategy"] == "exponential"
-    assert meta["hyperparameters"]["half_life_seconds"] == 3600.0
+    assert meta["hyperparameters"]["half_life_seconds"] == HALF_LIFE_SECONDS
     assert meta["hyperparameters"]["buffer_size"] == 100
 
 

@@ -11,7 +11,10 @@ quickest detector of a change from a known level to a given alternative:
 * the alternative is the same pair :data:`DROP` (20 %) worse:
   ``p1 = (1 - DROP) p0``, ``mu1 = (1 - DROP) mu0``;
 * each observation adds its log-likelihood ratio (alternative over level)
-  to the pair's statistic ``S = max(0, S + llr)``, summed per batch;
+  to the pair's statistic ``S = max(0, S + llr)``, summed per batch; an
+  accuracy record adds at most :data:`DROP_RECORD_LLR_MAX` (a failed run's
+  worth), so a healthy pair whose records scatter is not "dropped" by one
+  outlier;
 * at ``S >= DROP_LLR`` (log 1000) the pair has dropped: the rule parks its
   history for a retry (:mod:`.probation`) and keeps only
   :data:`RESTART_EVIDENCE` observations' worth of it, so its new runs
@@ -34,7 +37,8 @@ import numpy as np
 
 from .probation import accuracy_moments, success_rate
 
-__all__ = ["DROP", "DROP_LLR", "DROP_MIN_EVIDENCE", "RESTART_EVIDENCE", "drop_llr"]
+__all__ = ["DROP", "DROP_LLR", "DROP_MIN_EVIDENCE", "DROP_RECORD_LLR_MAX", "RESTART_EVIDENCE",
+           "drop_llr"]
 
 #: Relative drop of the success rate or the mean accuracy the CUSUM looks for.
 DROP = 0.2
@@ -44,6 +48,13 @@ DROP_LLR = math.log(1000.0)
 DROP_MIN_EVIDENCE = 10.0
 #: Observations' worth of its history a pair keeps (per kind) after a drop.
 RESTART_EVIDENCE = 3.0
+#: Most one accuracy record may add to the statistic: as much as a failed run
+#: against a 97 % level. The accuracy term is Gaussian with the level's
+#: variance, so without a cap one outlier record of a healthy pair whose
+#: records scatter (a noisy spell: same median, wider spread) would decide a
+#: drop on its own; with it a drop needs several low records, as it needs
+#: several failed runs.
+DROP_RECORD_LLR_MAX = 2.0
 
 
 def drop_llr(evidence: list[np.ndarray], is_run: np.ndarray, value: np.ndarray) -> np.ndarray:
@@ -59,6 +70,7 @@ def drop_llr(evidence: list[np.ndarray], is_run: np.ndarray, value: np.ndarray) 
     run = np.where(value > 0.5, np.log(p1 / p0), np.log((1.0 - p1) / (1.0 - p0)))
     mu0, var = accuracy_moments(m, a, q)
     mu1 = (1.0 - DROP) * mu0
-    acc = ((value - mu0) ** 2 - (value - mu1) ** 2) / (2.0 * var)
+    acc = np.minimum(((value - mu0) ** 2 - (value - mu1) ** 2) / (2.0 * var),
+                     DROP_RECORD_LLR_MAX)
     enough = np.where(is_run, n >= DROP_MIN_EVIDENCE, m >= DROP_MIN_EVIDENCE)
     return np.where(enough, np.where(is_run, run, acc), 0.0)

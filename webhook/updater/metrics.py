@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from .probation import EVENTS as PROBATION_EVENTS
 from .results import MODEL_TYPES, RetrainStatus, RetrainType
 
-__all__ = ["EVENT_RESULTS", "STORE_FAULTS", "UpdaterMetrics"]
+__all__ = ["EVENT_RESULTS", "STORE_FAULTS", "SetAsideCollector", "UpdaterMetrics"]
 
 EVENT_RESULTS = ("applied", "duplicate", "invalid")
 #: Why a stored model version could not be loaded (``CorruptModel.fault``).
@@ -16,6 +20,40 @@ STORE_FAULTS = ("metadata_missing", "metadata_not_json", "metadata_invalid", "ar
 #: ``model_type`` label of a request for a model type that does not exist
 #: (the requested value is not used: labels stay bounded).
 INVALID_MODEL_TYPE = "invalid"
+
+
+class SetAsideCollector(Collector):
+    """``autoretrain_model_pair_set_aside{task_type, agent}``: 1 for each pair
+    the model holds set aside (parked), read at scrape time from ``source``.
+
+    Only set-aside pairs have a series (a few at a time, bounded by
+    ``max_agents`` x ``max_task_types``): a pair that is restored or given up
+    leaves the exposition. The ``AgentSetAside`` alert reads it, so a person
+    learns an agent is broken even once it gets no traffic (its rate-based
+    alerts then have nothing to compute).
+    """
+
+    NAME = "autoretrain_model_pair_set_aside"
+
+    def __init__(self, source: Callable[[], list[tuple[str, str]]] | None = None) -> None:
+        self.source = source
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            self.NAME,
+            "1 for each (task type, agent) pair the selection model set aside after a drop "
+            "(by the drop detector or a retrain), until a retry restores it.",
+            labels=["task_type", "agent"],
+        )
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        for task_type, agent in sorted(set(self.source() if self.source else [])):
+            family.add_metric([task_type, agent], 1.0)
+        yield family
 
 
 class UpdaterMetrics:
@@ -69,6 +107,15 @@ class UpdaterMetrics:
             ["event"],
             registry=registry,
         )
+        self.drops_detected = Counter(
+            "autoretrain_model_drops_detected",
+            "(task type, agent) pairs the drop detector set aside between retrains, within "
+            "a few of their runs and without waiting for an alert (the fast path); each is "
+            "also a parked probation event.",
+            registry=registry,
+        )
+        self.set_aside = SetAsideCollector()
+        registry.register(self.set_aside)
         self.parked = Gauge(
             "autoretrain_model_parked_pairs",
             "(task type, agent) pairs set aside after a drop, waiting for or on a retry.",

@@ -587,6 +587,18 @@ class AgentSelectionModel:
         probation.journal.clear()
         return events
 
+    def drop_detections(self) -> list[tuple[str, str]]:
+        """``(task_type, agent)`` of the pairs the drop detector set aside
+        between retrains since the last call (the fast path, see
+        :mod:`.drops`), oldest first; the list is emptied. A copy starts with
+        none. Each also appears as a ``parked`` probation event."""
+        detections = getattr(self._rule, "detections", None)
+        if not detections:
+            return []
+        out = [(self.task_types[r], self.agents[c]) for r, c in detections]
+        detections.clear()
+        return out
+
     def agent_last_seen(self) -> dict[str, float]:
         """Newest event time of each agent (NaN when unknown: loaded from a
         file saved before it was kept)."""
@@ -639,6 +651,16 @@ class AgentSelectionModel:
         self.load(arrays, metadata)
         self._rng = rng
         return drop
+
+    def set_aside(self) -> list[tuple[str, str]]:
+        """``(task_type, agent)`` of the pairs whose history is parked (set
+        aside after a drop, awaiting or on a retry)."""
+        probation = getattr(self._rule, "probation", None)
+        if not probation:
+            return []
+        keys = list(probation.pairs)  # one C-level copy: safe against a concurrent update
+        return [(self.task_types[r], self.agents[c]) for r, c in keys
+                if r < len(self.task_types) and c < len(self.agents)]
 
     def parked_pairs(self) -> int:
         """(task type, agent) pairs whose history is parked awaiting a retry."""

@@ -1,7 +1,7 @@
 """Probation: retrying an agent that was set aside because it got worse.
 
 When an incremental retrain finds that a pair's recent runs are worse than
-its history (an outage, a bad model update; or, opt-in, when the CUSUM of
+its history (an outage, a bad model update; or, by default, when the CUSUM of
 :mod:`.drops` says so between retrains), the forgetting strategy drops the
 history so the model stops routing to the agent at once. Dropping it
 outright has a cost the moment the agent recovers: traffic has moved to

@@ -136,14 +136,27 @@ class ModelState:
         self.snapshots.append((0, self.model.copy()))
 
     def report_probation(self) -> None:
-        """Log, count and keep what the serving model's probation did (lock held)."""
+        """Log, count and keep what the serving model's probation did (lock held).
+
+        A park is the drop detector's (``cause`` "drop_detector": the fast
+        path, between retrains) or a retrain's (``cause`` "retrain")."""
+        detected = set(self.model.drop_detections())
         for event, task_type, agent in self.model.probation_events():
             self.metrics.probation.labels(event).inc()
+            cause = None
+            if event == "parked":
+                cause = "drop_detector" if (task_type, agent) in detected else "retrain"
             log.info("model: %s %s on task type %s", _PROBATION_LOG[event], agent, task_type)
+            if cause == "drop_detector":
+                self.metrics.drops_detected.inc()
+                log.warning("model: drop detected: %s on task type %s set aside within a few "
+                            "of its runs, before any alert (retried later)", agent, task_type)
             self._probation_seq += 1
-            self.probation_log.append({
-                "seq": self._probation_seq, "event": event, "task_type": task_type,
-                "agent": agent, "timestamp": utc_iso(self.clock())})
+            entry = {"seq": self._probation_seq, "event": event, "task_type": task_type,
+                     "agent": agent, "timestamp": utc_iso(self.clock())}
+            if cause is not None:
+                entry["cause"] = cause
+            self.probation_log.append(entry)
 
     def kafka_metadata(self, offsets: dict[int, int]) -> dict[str, Any] | None:
         """The ``kafka`` entry of a saved version (None without Kafka)."""

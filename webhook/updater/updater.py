@@ -231,6 +231,7 @@ class RealTimeModelUpdater:
         self.metrics.objective.labels(str(settings.objective.mode)).set(1)
         # Read at scrape time: parking happens inside model updates and retrains.
         self.metrics.parked.set_function(lambda: float(self._state.model.parked_pairs()))
+        self.metrics.set_aside.source = lambda: self._state.model.set_aside()
         self.metrics.capacity.labels("agent").set_function(
             lambda: len(self._state.model.agents) / settings.max_agents)
         self.metrics.capacity.labels("task_type").set_function(

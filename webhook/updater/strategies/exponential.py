@@ -15,8 +15,14 @@ from .bayesian import BayesianRule
 
 __all__ = ["HALF_LIFE_SECONDS", "RETRY_AFTER_SECONDS", "ExponentialRule"]
 
-#: Default half-life: evidence loses half its weight per hour of event time.
-HALF_LIFE_SECONDS = 3600.0
+#: Default half-life: evidence loses half its weight per day of event time.
+#: It was an hour before drop detection was on by default (issue 14): the
+#: forgetting then had to do the adapting, and its price was paid all the
+#: time, in the wider posteriors that make Thompson sampling spend requests
+#: on agents known to be worse. With drops caught pair by pair within a few
+#: runs (and retried), a day's memory did better in every scenario of the
+#: decision benchmark (BENCHMARKS.md), steady ones and drifts alike.
+HALF_LIFE_SECONDS = 86400.0
 #: Default wait before an agent set aside on a task type is retried.
 RETRY_AFTER_SECONDS = 600.0
 
@@ -43,8 +49,12 @@ class ExponentialRule(BayesianRule):
     Probation (``retry_after_seconds`` not None, see :mod:`.probation`): at
     an incremental retrain, a pair that got worse has its older evidence
     parked in :attr:`probation` instead of dropped, and retried later. With
-    ``detect_drops``, a CUSUM per pair (``drop_cusum``, see :mod:`.drops`)
-    also parks a pair whose runs drop between retrains, batch by batch.
+    ``detect_drops`` (the default whenever retries are on: None means "on
+    with retries, off without"), a CUSUM per pair (``drop_cusum``, see
+    :mod:`.drops`) also parks a pair whose runs drop between retrains, batch
+    by batch: a broken agent is routed around within a few of its runs,
+    without waiting for an alert. :attr:`detections` lists the pairs it set
+    aside since its owner last emptied it (a copy starts with an empty one).
     """
 
     strategy = UpdateStrategy.EXPONENTIAL
@@ -54,7 +64,7 @@ class ExponentialRule(BayesianRule):
 
     def __init__(self, half_life_seconds: float = HALF_LIFE_SECONDS,
                  retry_after_seconds: float | None = RETRY_AFTER_SECONDS,
-                 detect_drops: bool = False) -> None:
+                 detect_drops: bool | None = None) -> None:
         half_life_seconds = check_number("half_life_seconds", half_life_seconds, 0.0)
         if retry_after_seconds is not None:
             if (isinstance(retry_after_seconds, bool)
@@ -63,6 +73,10 @@ class ExponentialRule(BayesianRule):
                 raise ValueError("retry_after_seconds must be a finite number > 0 or None, "
                                  f"got {retry_after_seconds!r}")
             retry_after_seconds = float(retry_after_seconds)
+        if detect_drops is None:
+            # On by default; a dropped pair is parked for a retry, so without
+            # retries there is nothing to park it in.
+            detect_drops = retry_after_seconds is not None
         check_bool("detect_drops", detect_drops)
         if detect_drops and retry_after_seconds is None:
             raise ValueError("detect_drops needs retry_after_seconds (a dropped pair is retried)")
@@ -74,6 +88,7 @@ class ExponentialRule(BayesianRule):
         self.probation = None if retry_after_seconds is None else Probation(retry_after_seconds)
         self.detect_drops = bool(detect_drops)
         self.drop_cusum = np.zeros((0, 0))
+        self.detections: list[tuple[int, int]] = []
 
     def measure_rule(self) -> ExponentialRule:
         # Same half-life; no probation or drop detection: those judge a success
@@ -86,6 +101,7 @@ class ExponentialRule(BayesianRule):
         assert isinstance(clone, ExponentialRule)
         if self.probation is not None:
             clone.probation = self.probation.copy()
+        clone.detections = []
         return clone
 
     def _scale(self, obs: Observations) -> np.ndarray:
@@ -143,6 +159,8 @@ class ExponentialRule(BayesianRule):
         for pair in dropped:
             key = divmod(int(pair), self.capacity[1])
             history = np.array([x[pair] for x in stored])
+            if key not in self.probation.pairs:
+                self.detections.append(key)
             self.probation.park(key, history, self.clock)
             runs, records = history[0] * decay, history[2] * decay
             keep_runs = min(1.0, RESTART_EVIDENCE / runs) if runs > 0 else 1.0
