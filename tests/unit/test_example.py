@@ -267,9 +267,11 @@ def test_each_retrain_reports_its_measured_effect(
             if delta is not None:
                 assert delta == pytest.approx(fx["after"][name] - fx["before"][name], abs=1e-5)
         assert sum(effects["by_verdict"].values()) == len(measured)
-    # The monitor's retrain moved the degraded task types to better agents: it helped.
-    first = measured[0]
-    assert first["trigger"] == "monitor"
-    assert first["effect"]["verdict"] == "improved", first
-    assert first["effect"]["delta"]["accuracy"] > 0
+    # The monitor's retrains come in the systemic drop, where no agent is better
+    # than the ones in use (issue 14's scenario): they cannot help, the effect
+    # says so, and after three of them the monitor says a person should look.
+    systemic = [e for e in measured if e["trigger"] == "monitor"][:3]
+    assert len(systemic) == 3
+    assert all(e["effect"]["verdict"] in ("unchanged", "worse") for e in systemic), systemic
     assert "its effect (monitor" in stdout
+    assert "Retrains stopped helping: a person should look" in stdout
