@@ -125,7 +125,10 @@ class WebhookService:
         controller = RetrainController(
             self.updater, ledger, self.metrics, cooldown_seconds=settings.cooldown_seconds,
             api_min_interval_seconds=settings.api_retrain_min_interval_seconds,
-            time_limit_seconds=settings.retrain_time_limit_seconds)
+            time_limit_seconds=settings.retrain_time_limit_seconds,
+            # Alert retrains wait until the updater re-read its source after the start.
+            source_ready=getattr(self.updater, "caught_up", None),
+            catch_up_seconds=settings.retrain_catch_up_seconds)
         try:
             if self.owns_updater:
                 self.updater.start()  # loads the newest saved model

@@ -91,6 +91,11 @@ class WebhookConfig:
         row becomes ``timed_out`` (the thread cannot be stopped; whatever
         waits behind it keeps waiting, and a late result replaces
         ``timed_out`` with a note). Default 600.
+    retrain_catch_up_seconds
+        After a start, alert retrains (queued episodes restored from the
+        ledger included) wait until the updater has applied the backlog its
+        source held (Kafka: up to the end offsets seen at start), at most
+        this long; then they run on what it has. Default 120.
     host, port, threads
         Listen address and waitress worker threads of ``python -m autoretrain.webhook``.
     connection_limit, channel_timeout_seconds
@@ -141,6 +146,7 @@ class WebhookConfig:
     max_alertnames: int = 100
     retrain_timeout_seconds: float = 300.0
     retrain_time_limit_seconds: float = 600.0
+    retrain_catch_up_seconds: float = 120.0
     host: str = "127.0.0.1"
     port: int = 9109
     threads: int = 8
@@ -241,6 +247,7 @@ _FLOAT = (
     "api_retrain_min_interval_seconds",
     "retrain_timeout_seconds",
     "retrain_time_limit_seconds",
+    "retrain_catch_up_seconds",
     "batch_timeout_seconds",
     "save_interval_seconds",
     "half_life_seconds",
@@ -249,7 +256,7 @@ _FLOAT = (
     "recency_weight",
 )
 _ZERO_OK = ("cooldown_seconds", "api_retrain_min_interval_seconds", "retrain_discount",
-            "max_event_skew_seconds",
+            "max_event_skew_seconds", "retrain_catch_up_seconds",
             "ledger_retention_days")
 
 

@@ -52,6 +52,11 @@ class EventSource(Protocol):
         return the timeout to give the next :meth:`poll`."""
         ...
 
+    def read_backlog(self) -> bool:
+        """True once everything the source held when first asked has been read
+        (polled); the consumer still has to apply it."""
+        ...
+
     def close(self) -> None:
         """Release resources."""
         ...
@@ -62,11 +67,22 @@ class EmbeddedSource:
 
     def __init__(self, bus: EmbeddedBus) -> None:
         self.bus = bus
+        self._drained = 0
+        self._backlog_end: int | None = None  # _drained once what was queued is read
 
     def poll(self, timeout: float, max_records: int) -> Poll:
         if not len(self.bus) and (timeout <= 0 or not self.bus.wait(timeout)):
             return [], {}
-        return self.bus.drain(max_records), {}
+        values = self.bus.drain(max_records)
+        self._drained += len(values)
+        return values, {}
+
+    def read_backlog(self) -> bool:
+        # What the bus held when first asked; events published later do not
+        # count, so a monitor publishing without pause cannot keep this False.
+        if self._backlog_end is None:
+            self._backlog_end = self._drained + len(self.bus)
+        return self._drained >= self._backlog_end
 
     def commit(self, offsets: dict[int, int]) -> None:  # an in-process queue has no positions
         return None
@@ -131,6 +147,7 @@ class KafkaSource:
         self._TopicPartition = TopicPartition
         self._errors: tuple[type[BaseException], ...] = (KafkaError, OSError)
         self._commit_timeout_ms = int(commit_timeout_seconds * 1000)
+        self._backlog_end: dict[int, int] = {}  # partition -> end offset when first seen
         factory = consumer_factory or KafkaConsumer
         settings: dict[str, Any] = {
             "bootstrap_servers": servers,
@@ -215,6 +232,23 @@ class KafkaSource:
 
     def pace(self, wait: float, stopping: threading.Event) -> float:
         return wait  # poll blocks until records arrive or the wait ends
+
+    def read_backlog(self) -> bool:
+        """True once the position on every assigned partition reached its end
+        offset as first seen (at the first assignment; a partition assigned
+        later by a rebalance: when first seen); False before any assignment."""
+        try:
+            assigned = self.consumer.assignment()
+            if not assigned:
+                return False
+            unseen = [tp for tp in assigned if tp.partition not in self._backlog_end]
+            if unseen:
+                for tp, end in self.consumer.end_offsets(unseen).items():
+                    self._backlog_end[tp.partition] = int(end)
+            return all(self.consumer.position(tp) >= self._backlog_end[tp.partition]
+                       for tp in assigned)
+        except self._errors as exc:
+            raise self._error("reading the end offsets failed", exc) from exc
 
     def lag(self, positions: dict[int, int]) -> int | None:
         total = 0
