@@ -22,6 +22,7 @@ from typing import Any
 
 from autoretrain.exporter.http import ServerLimits
 from autoretrain.exporter.kafka_security import (
+    SECRET_KEYS,
     SETTING_KEYS,
     KafkaSecurity,
     security_from_settings,
@@ -128,10 +129,14 @@ class WebhookConfig:
         Optional Bearer token for ``GET /api/model/ranking`` (inline or from
         a file; at most one). Without one the ranking is open, like the other GETs.
     kafka_security_protocol, kafka_sasl_mechanism, kafka_sasl_username,
-    kafka_sasl_password_file, kafka_ssl_cafile, kafka_ssl_check_hostname
+    kafka_sasl_password_file, kafka_ssl_cafile, kafka_ssl_check_hostname,
+    kafka_ssl_certfile, kafka_ssl_keyfile, kafka_ssl_password_file,
+    kafka_sasl_password, kafka_ssl_password
         How the updater's consumer and the model publisher connect to Kafka:
         the fields of :class:`~autoretrain.exporter.kafka_security.KafkaSecurity`
-        (text; the password only from a file). Default PLAINTEXT.
+        (text; a client certificate for mutual TLS; the secrets from a file or
+        from the environment, ``AUTORETRAIN_WEBHOOK_KAFKA_SASL_PASSWORD``,
+        never echoed). Default PLAINTEXT.
     """
 
     token: str | None = field(default=None, repr=False)
@@ -173,13 +178,19 @@ class WebhookConfig:
     model_topic: str = "agent-models"
     read_token: str | None = field(default=None, repr=False)
     read_token_file: str | None = None
-    # Kafka connection security (see KafkaSecurity); the password only from a file.
+    # Kafka connection security (see KafkaSecurity); secrets from a file or the environment.
     kafka_security_protocol: str | None = None
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password_file: str | None = None
     kafka_ssl_cafile: str | None = None
     kafka_ssl_check_hostname: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_password_file: str | None = None
+    # Secrets: from the environment (or a mapping), never shown.
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_ssl_password: str | None = field(default=None, repr=False)
 
     def kafka_security(self) -> KafkaSecurity:
         """The Kafka clients' security settings (reads the password file)."""
@@ -262,7 +273,8 @@ _ZERO_OK = ("cooldown_seconds", "api_retrain_min_interval_seconds", "retrain_dis
 
 def _describe(key: str, value: Any) -> str:
     # Never echo a secret back into an error message or a log line.
-    return (f"a value of type {type(value).__name__}" if key in ("token", "read_token")
+    return (f"a value of type {type(value).__name__}"
+            if key in ("token", "read_token", *SECRET_KEYS)
             else repr(value))
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from autoretrain.exporter.http import ServerLimits
 from autoretrain.exporter.kafka_security import (
+    SECRET_KEYS,
     SETTING_KEYS,
     KafkaSecurity,
     security_from_settings,
@@ -73,10 +74,13 @@ class SelectorConfig:
     log_level
         Logging level.
     kafka_security_protocol, kafka_sasl_mechanism, kafka_sasl_username,
-    kafka_sasl_password_file, kafka_ssl_cafile, kafka_ssl_check_hostname
+    kafka_sasl_password_file, kafka_ssl_cafile, kafka_ssl_check_hostname,
+    kafka_ssl_certfile, kafka_ssl_keyfile, kafka_ssl_password_file,
+    kafka_sasl_password, kafka_ssl_password
         How the follower's consumer connects to Kafka: the fields of
-        :class:`~autoretrain.exporter.kafka_security.KafkaSecurity` (text; the
-        password only from a file). Default PLAINTEXT.
+        :class:`~autoretrain.exporter.kafka_security.KafkaSecurity` (text; a
+        client certificate for mutual TLS; the secrets from a file or from the
+        environment, never echoed). Default PLAINTEXT.
     """
 
     kafka_servers: str | None = None
@@ -97,6 +101,12 @@ class SelectorConfig:
     kafka_sasl_password_file: str | None = None
     kafka_ssl_cafile: str | None = None
     kafka_ssl_check_hostname: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_password_file: str | None = None
+    # Secrets: from the environment (or a mapping), never shown.
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_ssl_password: str | None = field(default=None, repr=False)
 
     def kafka_security(self) -> KafkaSecurity:
         """The follower's Kafka security settings (reads the password file)."""
@@ -111,7 +121,7 @@ _INTS = {"port": (0, 65535), "threads": (1, 1000), "connection_limit": (1, 100_0
 
 
 def _check(key: str, value: Any, where: str) -> Any:
-    shown = "a value" if key == "read_token" else repr(value)
+    shown = "a value" if key in ("read_token", *SECRET_KEYS) else repr(value)
     if key in _INTS:
         if isinstance(value, str):
             try:
