@@ -293,6 +293,7 @@ def test_restarts_under_alertmanager_resends_retrain_once(
         "retrain_outcomes_oldest_first": outcomes[::-1],
         "interrupted_retrains": outcomes.count("interrupted"),
         "retrain_outcome": retrain["outcome"],
+        "retrain_events_processed": retrain["events_processed"],
         "events_produced": feed.sent,
         "cooldown_s": COOLDOWN_S,
         "deliveries_per_incarnation": [int(sum(c.values())) for c in incarnations],
@@ -360,8 +361,11 @@ def test_an_episode_queued_at_a_kill_is_retrained_on_real_data_after_the_restart
     webhook.env.update({f"AUTORETRAIN_WEBHOOK_{k.upper()}": v for k, v in settings.items()})
     webhook.start()
     try:
-        poll_until(lambda: applied_events(webhook) >= 600 or None, timeout=60,
-                   what="the first incarnation to apply the topic")
+        try:
+            poll_until(lambda: applied_events(webhook) >= 600 or None, timeout=60,
+                       what="the first incarnation to apply the topic")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}:\n{webhook.log.read_text()[-5000:]}") from None
         # Alert A retrains at once; alert B then waits behind the hour-long cooldown.
         assert post_alert(webhook, "aaaa000000000001", "2026-01-01T00:00:00Z") == \
             "queued_incremental"
@@ -392,3 +396,12 @@ def test_an_episode_queued_at_a_kill_is_retrained_on_real_data_after_the_restart
     assert second["events_processed"] >= 600, second
     assert "caught up with the source" in log
     assert "Traceback" not in log, log[max(0, log.find("Traceback") - 1500):][:5000]
+    record_figures("restart_with_a_queued_episode", {
+        "command": "python -m pytest tests/integration/test_faults_webhook.py -k queued_at_a_kill",
+        "kill_signal": "SIGKILL",
+        "events_before_kill_after_restart": [600, 600],
+        "first_retrain_outcome": rows[0]["outcome"],
+        "restored_retrain_outcome": second["outcome"],
+        "restored_retrain_events_processed": second["events_processed"],
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    })

@@ -70,10 +70,11 @@ class FakeConsumer:
     def highwater(self, tp: Any) -> int:
         return len(self.values)
 
-    def end_offsets(self, partitions: list[Any]) -> dict[Any, int]:
+    def end_offsets(self, partitions: list[Any], timeout_ms: int | None = None
+                    ) -> dict[Any, int]:
         return {tp: len(self.values) for tp in partitions}
 
-    def position(self, tp: Any) -> int:
+    def position(self, tp: Any, timeout_ms: int | None = None) -> int:
         return self.next_offset
 
     def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:

@@ -214,10 +214,11 @@ class GatedConsumer:
     def assignment(self) -> list[Any]:
         return [] if self.listener is not None else [self.tp]
 
-    def end_offsets(self, partitions: list[Any]) -> dict[Any, int]:
+    def end_offsets(self, partitions: list[Any], timeout_ms: int | None = None
+                    ) -> dict[Any, int]:
         return {tp: len(self.values) for tp in partitions}
 
-    def position(self, tp: Any) -> int:
+    def position(self, tp: Any, timeout_ms: int | None = None) -> int:
         return self.next_offset
 
     def highwater(self, tp: Any) -> int:
