@@ -250,9 +250,16 @@ def test_restarts_under_alertmanager_resends_retrain_once(
             poll_until(lambda: failed_deliveries(alertmanager) > seen or None,  # noqa: B023
                        timeout=60, what="a failed delivery while the webhook is down")
 
-        # The episode's retrain has completed (after any interrupted attempts).
-        page = poll_until(lambda: settled_page(webhook), timeout=60,
-                          what="the episode's retrain to complete")
+        # The episode's retrain has completed (after any interrupted attempts). A
+        # restored retrain waits until the new consumer caught up with the topic,
+        # and the consumer is assigned its partition only once the killed
+        # incarnations' group sessions expired (kafka-python: 45 s).
+        try:
+            page = poll_until(lambda: settled_page(webhook), timeout=150,
+                              what="the episode's retrain to complete")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: {retrain_page(webhook)}\n"
+                                 f"{webhook.log.read_text()[-6000:]}") from None
         failures = failed_deliveries(alertmanager) - failures_before
         log = webhook.log.read_text()
     finally:

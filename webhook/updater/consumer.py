@@ -95,6 +95,7 @@ class Consumer:
         self._loop_ident: int | None = None  # the loop thread's id, once it ran a step
         #: Set once the backlog the source held at start is applied (module docstring).
         self.caught_up = threading.Event()
+        self._backlog_read = False  # the source's backlog is read; set caught_up at a flush
         self._loop = BackgroundLoop("model-updater", self._step, on_error=self._on_error,
                                     initial_backoff=0.1, max_backoff=5.0)
 
@@ -112,6 +113,7 @@ class Consumer:
         # With Kafka the consumer is created by the loop (_ensure_source):
         # a broker that is down at start must not fail or block start().
         self.caught_up.clear()
+        self._backlog_read = False
         self._loop.start()
 
     def stop(self, timeout: float) -> bool:
@@ -245,6 +247,8 @@ class Consumer:
         for start in range(0, max(len(values), 1), step):
             last = start + step >= len(values)
             applied += self._ingest(values[start : start + step], offsets if last else None)
+        if self._backlog_read and not self.caught_up.is_set():
+            self._set_caught_up()  # what was read up to the backlog's end is applied now
         return applied
 
     def _on_revoke(self) -> None:
@@ -269,10 +273,20 @@ class Consumer:
 
     def _check_caught_up(self) -> None:
         """Set :attr:`caught_up` once the source's backlog is read and applied
-        (ingest lock held; on the loop thread: KafkaConsumer is not thread-safe)."""
+        (ingest lock held; on the loop thread: KafkaConsumer is not thread-safe).
+
+        Read: the source says so. Applied: at once when nothing read waits to
+        be applied, else at the next flush, which applies all of it (under a
+        steady stream something is pending at almost every step).
+        """
         assert self.source is not None
-        if self.caught_up.is_set() or self._pending or not self.source.read_backlog():
+        if self.caught_up.is_set() or self._backlog_read or not self.source.read_backlog():
             return
+        self._backlog_read = True
+        if not self._pending:
+            self._set_caught_up()
+
+    def _set_caught_up(self) -> None:
         self.caught_up.set()
         with self.state.lock:
             applied, buffered = self.counters.applied, len(self.state.buffer)
