@@ -243,7 +243,7 @@ class KafkaSource:
         try:
             unseen = [tp for tp in assigned if tp.partition not in self._backlog_end]
             if unseen:
-                ends = self.consumer.end_offsets(unseen, timeout_ms=self._commit_timeout_ms)
+                ends = self.consumer.end_offsets(unseen, timeout_ms=1000)
                 for tp, end in ends.items():
                     self._backlog_end[tp.partition] = int(end)
             for tp in assigned:
