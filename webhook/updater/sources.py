@@ -148,6 +148,8 @@ class KafkaSource:
         self._errors: tuple[type[BaseException], ...] = (KafkaError, OSError)
         self._commit_timeout_ms = int(commit_timeout_seconds * 1000)
         self._backlog_end: dict[int, int] = {}  # partition -> end offset when first seen
+        self._read: dict[int, int] = {}  # partition -> offset after the last record handed out
+        self._positions = positions
         factory = consumer_factory or KafkaConsumer
         settings: dict[str, Any] = {
             "bootstrap_servers": servers,
@@ -213,6 +215,7 @@ class KafkaSource:
                 values.append(message.value)
             if messages:
                 offsets[tp.partition] = messages[-1].offset + 1
+        self._read.update(offsets)
         return values, offsets
 
     def commit(self, offsets: dict[int, int]) -> None:
@@ -234,30 +237,35 @@ class KafkaSource:
         return wait  # poll blocks until records arrive or the wait ends
 
     def read_backlog(self) -> bool:
-        """True once the position on every assigned partition reached its end
-        offset as first seen (at the first assignment; a partition assigned
-        later by a rebalance: when first seen); False before any assignment."""
+        """True once every assigned partition has been read up to its end offset
+        as first seen (the high watermark of the first fetch answer after the
+        assignment); False before any assignment.
+
+        Only what the consumer already knows is used (records handed out,
+        the model's offsets it seeked to, fetch answers' high watermarks):
+        no request to the broker on the consumer loop's thread.
+        """
         assigned = self.consumer.assignment()
         if not assigned:
             return False
-        try:
-            unseen = [tp for tp in assigned if tp.partition not in self._backlog_end]
-            if unseen:
-                ends = self.consumer.end_offsets(unseen, timeout_ms=1000)
-                for tp, end in ends.items():
-                    self._backlog_end[tp.partition] = int(end)
-            for tp in assigned:
-                # Bounded: position() may fetch committed offsets first; the
-                # loop must get back to polling, and asks again next step.
-                position = self.consumer.position(tp, timeout_ms=1000)
-                if position is None or position < self._backlog_end[tp.partition]:
-                    return False
-            return True
-        except self._errors as exc:
-            # Not caught up as far as we know; asked again at the next step
-            # (the webhook bounds how long it waits for this).
-            log.debug("Kafka at %s: cannot tell the backlog read yet: %s", self.servers, exc)
-            return False
+        known = None
+        for tp in assigned:
+            end = self._backlog_end.get(tp.partition)
+            if end is None:
+                end = self.consumer.highwater(tp)
+                if end is None:
+                    return False  # no fetch answer yet
+                self._backlog_end[tp.partition] = end
+            read = self._read.get(tp.partition)
+            if read is None:
+                if known is None:
+                    known = self._positions()
+                # Nothing read yet: the consumer starts where the model's offsets
+                # say; with none, at the partition's start (an empty one is read).
+                read = known.get(tp.partition, 0)
+            if read < end:
+                return False
+        return True
 
     def lag(self, positions: dict[int, int]) -> int | None:
         total = 0
