@@ -37,6 +37,10 @@ def parse_buckets(text: str) -> tuple[float, ...]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m autoretrain.exporter",
+        # No abbreviations: "--kafka-sasl-password SECRET" must be refused, not
+        # taken for --kafka-sasl-password-file (a secret belongs in a file or
+        # the environment, never in argv).
+        allow_abbrev=False,
         description=(
             "Consume autoretrain outcome events from Kafka and serve per-agent metrics "
             "on /metrics (plus /healthz and /readyz). Every option can also be set "

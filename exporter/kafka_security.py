@@ -4,12 +4,14 @@ Every Kafka client the product makes (the standalone exporter's consumer, the
 monitor's :class:`~.kafka_sink.KafkaSink`, the updater's consumer, the model
 publisher and the followers' consumers) takes a :class:`KafkaSecurity` and
 passes :meth:`KafkaSecurity.client_config` to kafka-python. It is validated
-once, when built; the SASL password comes from a file on the command line and
-in the environment (never inline in ``argv``), and never appears in ``repr``,
-errors or logs.
-
-Client-certificate authentication (mutual TLS) is not offered: brokers are
-expected to authenticate clients with SASL.
+once, when built. Clients authenticate with SASL (PLAIN, SCRAM-SHA-256,
+SCRAM-SHA-512) or with a client certificate (mutual TLS: ``ssl_certfile``,
+``ssl_keyfile``). The secrets (the SASL password, the password of an
+encrypted client key) come from a file (``--kafka-sasl-password-file``,
+``<PREFIX>KAFKA_SASL_PASSWORD_FILE``) or from the environment
+(``<PREFIX>KAFKA_SASL_PASSWORD``, ``<PREFIX>KAFKA_SSL_PASSWORD``), never from
+``argv`` (visible to every local user), and never appear in ``repr``, errors
+or logs.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from typing import Any
 
 __all__ = [
     "SASL_MECHANISMS",
+    "SECRET_KEYS",
     "SECURITY_PROTOCOLS",
     "SETTING_KEYS",
     "KafkaSecurity",
     "add_security_arguments",
     "read_secret_file",
     "security_from_args",
+    "security_from_environ",
     "security_from_settings",
 ]
 
@@ -78,6 +82,14 @@ class KafkaSecurity:
     ssl_check_hostname
         With ``SSL``/``SASL_SSL``: check that the broker's certificate names
         the host connected to (default true) [``ssl_check_hostname``].
+    ssl_certfile, ssl_keyfile
+        With ``SSL``/``SASL_SSL``: the client certificate (PEM, its chain
+        after it) the broker authenticates this client by (mutual TLS), and
+        its private key (PEM; may be left out when the certificate file
+        holds it) [``ssl_certfile``, ``ssl_keyfile``].
+    ssl_password, ssl_password_file
+        The password of an encrypted ``ssl_keyfile``, given directly or read
+        from a file (as ``sasl_password``); at most one [``ssl_password``].
     """
 
     security_protocol: str = "PLAINTEXT"
@@ -87,6 +99,10 @@ class KafkaSecurity:
     sasl_password_file: str | None = None
     ssl_cafile: str | None = None
     ssl_check_hostname: bool = True
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: str | None = field(default=None, repr=False)
+    ssl_password_file: str | None = None
 
     def __post_init__(self) -> None:
         protocol = self.security_protocol
@@ -98,6 +114,11 @@ class KafkaSecurity:
         if self.sasl_password_file is not None:
             object.__setattr__(self, "sasl_password",
                                read_secret_file(self.sasl_password_file, "sasl_password_file"))
+        if self.ssl_password is not None and self.ssl_password_file is not None:
+            raise ValueError("set ssl_password or ssl_password_file, not both")
+        if self.ssl_password_file is not None:
+            object.__setattr__(self, "ssl_password",
+                               read_secret_file(self.ssl_password_file, "ssl_password_file"))
         if self.uses_sasl:
             if self.sasl_mechanism not in SASL_MECHANISMS:
                 raise ValueError(f"security_protocol {protocol} needs sasl_mechanism, one of "
@@ -106,7 +127,8 @@ class KafkaSecurity:
                 raise ValueError(f"security_protocol {protocol} needs sasl_username")
             if not self.sasl_password:
                 raise ValueError(f"security_protocol {protocol} needs a password: set "
-                                 "sasl_password_file")
+                                 "sasl_password_file (or the environment's "
+                                 "..._KAFKA_SASL_PASSWORD)")
         else:
             given = [name for name in ("sasl_mechanism", "sasl_username", "sasl_password")
                      if getattr(self, name) is not None]
@@ -114,17 +136,24 @@ class KafkaSecurity:
                 raise ValueError(f"{', '.join(given)} set but security_protocol is {protocol}; "
                                  "use SASL_PLAINTEXT or SASL_SSL")
         if not self.uses_ssl:
-            if self.ssl_cafile is not None:
-                raise ValueError(f"ssl_cafile set but security_protocol is {protocol}; "
-                                 "use SSL or SASL_SSL")
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} set but security_protocol is {protocol}; "
+                                     "use SSL or SASL_SSL")
             if self.ssl_check_hostname is not True:
                 raise ValueError(f"ssl_check_hostname set but security_protocol is {protocol}; "
                                  "use SSL or SASL_SSL")
         if not isinstance(self.ssl_check_hostname, bool):
             raise ValueError("ssl_check_hostname must be true or false, got "
                              f"{self.ssl_check_hostname!r}")
-        if self.ssl_cafile is not None and not os.access(self.ssl_cafile, os.R_OK):
-            raise ValueError(f"ssl_cafile {self.ssl_cafile!r} cannot be read")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not os.access(path, os.R_OK):
+                raise ValueError(f"{name} {path!r} cannot be read")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile set without ssl_certfile (the client certificate)")
+        if self.ssl_password is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_password set without ssl_certfile (the client certificate)")
 
     @property
     def uses_sasl(self) -> bool:
@@ -143,15 +172,20 @@ class KafkaSecurity:
                           sasl_plain_password=self.sasl_password)
         if self.uses_ssl:
             config["ssl_check_hostname"] = self.ssl_check_hostname
-            if self.ssl_cafile is not None:
-                config["ssl_cafile"] = self.ssl_cafile
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_password"):
+                value = getattr(self, name)
+                if value is not None:
+                    config[name] = value
         return config
 
     def describe(self) -> str:
         """A log-safe summary, e.g. ``SASL_SSL (PLAIN as alice)``."""
+        text = self.security_protocol
         if self.uses_sasl:
-            return f"{self.security_protocol} ({self.sasl_mechanism} as {self.sasl_username})"
-        return self.security_protocol
+            text += f" ({self.sasl_mechanism} as {self.sasl_username})"
+        if self.ssl_certfile is not None:
+            text += " with a client certificate"
+        return text
 
     def handshake_hint(self) -> str:
         """What to say when the broker accepts TCP but the client cannot connect.
@@ -179,7 +213,17 @@ _OPTIONS = {
                                  "broker's certificate (default: the system's)"),
     "ssl-check-hostname": ("ssl_check_hostname", "with SSL/SASL_SSL: true or false "
                                                  "(default true)"),
+    "ssl-certfile": ("ssl_certfile", "with SSL/SASL_SSL: PEM file of this client's "
+                                     "certificate (mutual TLS)"),
+    "ssl-keyfile": ("ssl_keyfile", "with SSL/SASL_SSL: PEM file of the client "
+                                   "certificate's private key"),
+    "ssl-password-file": ("ssl_password_file",
+                          "file holding the password of an encrypted ssl-keyfile"),
 }
+#: Secrets also accepted from the environment alone (``<PREFIX>KAFKA_<FIELD>``):
+#: never options, since a command line is visible to every local user.
+_ENV_SECRETS = ("sasl_password", "ssl_password")
+_FIELDS = (*(dest for dest, _ in _OPTIONS.values()), *_ENV_SECRETS)
 
 
 def add_security_arguments(parser: argparse.ArgumentParser, env_prefix: str | None,
@@ -187,12 +231,19 @@ def add_security_arguments(parser: argparse.ArgumentParser, env_prefix: str | No
     """Add ``--kafka-<setting>`` options, defaulting to ``<env_prefix>KAFKA_<SETTING>``
     variables when ``env_prefix`` is given (empty variables count as unset)."""
     env = os.environ if environ is None else environ
-    group = parser.add_argument_group("Kafka security")
+    group = parser.add_argument_group(
+        "Kafka security",
+        None if not env_prefix else
+        f"Secrets may also come from {env_prefix}KAFKA_SASL_PASSWORD and "
+        f"{env_prefix}KAFKA_SSL_PASSWORD (environment only).")
     for suffix, (dest, text) in _OPTIONS.items():
         var = f"{env_prefix}KAFKA_{suffix.upper().replace('-', '_')}" if env_prefix else None
         default = (env.get(var) or None) if var else None
         group.add_argument(f"--kafka-{suffix}", dest=f"kafka_{dest}", default=default,
                            metavar="VALUE", help=f"{text}" + (f" [{var}]" if var else ""))
+    parser.set_defaults(**{
+        f"kafka_{dest}": (env.get(f"{env_prefix}KAFKA_{dest.upper()}") or None)
+        if env_prefix else None for dest in _ENV_SECRETS})
 
 
 def parse_bool(text: str, name: str) -> bool:
@@ -207,7 +258,7 @@ def parse_bool(text: str, name: str) -> bool:
 def security_from_values(get: Callable[[str], str | None]) -> KafkaSecurity:
     """Build from text values by field name (None: unset); ValueError when invalid."""
     values: dict[str, Any] = {}
-    for dest, _ in _OPTIONS.values():
+    for dest in _FIELDS:
         text = get(dest)
         if text is None:
             continue
@@ -218,7 +269,9 @@ def security_from_values(get: Callable[[str], str | None]) -> KafkaSecurity:
 
 #: The flat setting names of the webhook's and the selector's configuration
 #: (``kafka_`` + field; environment ``<PREFIX>KAFKA_<FIELD>``).
-SETTING_KEYS = tuple(f"kafka_{dest}" for dest, _ in _OPTIONS.values())
+SETTING_KEYS = tuple(f"kafka_{dest}" for dest in _FIELDS)
+#: Those of them that are secrets (never echoed).
+SECRET_KEYS = tuple(f"kafka_{dest}" for dest in _ENV_SECRETS)
 
 
 def security_from_settings(config: Any) -> KafkaSecurity:
@@ -226,6 +279,14 @@ def security_from_settings(config: Any) -> KafkaSecurity:
     return security_from_values(lambda dest: getattr(config, f"kafka_{dest}"))
 
 
+def security_from_environ(prefix: str, environ: Mapping[str, str] | None = None
+                          ) -> KafkaSecurity:
+    """Build from ``<prefix>KAFKA_<FIELD>`` variables (empty ones count as unset),
+    e.g. ``AUTORETRAIN_MONITOR_KAFKA_SECURITY_PROTOCOL``."""
+    env = os.environ if environ is None else environ
+    return security_from_values(lambda dest: env.get(f"{prefix}KAFKA_{dest.upper()}") or None)
+
+
 def security_from_args(args: argparse.Namespace) -> KafkaSecurity:
     """The :class:`KafkaSecurity` of options added by :func:`add_security_arguments`."""
-    return security_from_values(lambda dest: getattr(args, f"kafka_{dest}"))
+    return security_from_values(lambda dest: getattr(args, f"kafka_{dest}", None))

@@ -158,6 +158,8 @@ class KafkaSink:
         self.topic = topic
         self.max_pending = max_pending
         self.retry_backoff_seconds = retry_backoff_seconds
+        #: How the producer connects (None: PLAINTEXT).
+        self.kafka_security = kafka_security
         self._config: dict[str, Any] = {
             "acks": "all",
             "linger_ms": 5,

@@ -32,6 +32,7 @@ from .bus import EventSink
 from .checker import Checker, Retrainer
 from .effect import VERDICTS, EffectSettings, EffectTracker
 from .http import DEFAULT_ADDRESS, metrics_app, serve
+from .kafka_security import KafkaSecurity, security_from_environ
 from .kafka_sink import KafkaSink
 from .recorder import Recorder
 from .report import build_report
@@ -97,14 +98,23 @@ class _MonitorCollector(Collector):
             yield streak
 
 
+#: Prefix of the environment variables the monitor's Kafka producer reads its security from.
+MONITOR_ENV_PREFIX = "AUTORETRAIN_MONITOR_"
+
 def _event_sink(
-    event_sink: EventSink | None, kafka_servers: str | None, kafka_topic: str, model_updater: Any
+    event_sink: EventSink | None, kafka_servers: str | None, kafka_topic: str, model_updater: Any,
+    kafka_security: KafkaSecurity | None = None,
 ) -> tuple[EventSink | None, str, bool]:
     """The sink, its kind for ``get_stats`` and whether the monitor owns (closes) it."""
     if event_sink is not None:
         return event_sink, type(event_sink).__name__, False
     if kafka_servers:
-        return KafkaSink(kafka_servers, topic=kafka_topic), "kafka", True
+        if kafka_security is None:
+            # The orchestrator's environment: the one way to secure the
+            # producer without changing the code that builds the monitor.
+            kafka_security = security_from_environ(MONITOR_ENV_PREFIX)
+        return (KafkaSink(kafka_servers, topic=kafka_topic, kafka_security=kafka_security),
+                "kafka", True)
     # The model_updater shortcut: an updater in this process reads its own
     # embedded bus, so that bus is where the events go.
     bus = getattr(model_updater, "event_bus", None)
@@ -146,6 +156,13 @@ class PerformanceMonitor:
     kafka_servers, kafka_topic
         Publish events to Kafka (a :class:`~exporter.kafka_sink.KafkaSink`
         the monitor owns and closes) instead of the embedded bus.
+    kafka_security
+        How that producer connects (SASL, TLS, a client certificate; see
+        :class:`~exporter.kafka_security.KafkaSecurity`). None: from the
+        ``AUTORETRAIN_MONITOR_KAFKA_*`` environment variables (e.g.
+        ``AUTORETRAIN_MONITOR_KAFKA_SECURITY_PROTOCOL``,
+        ``..._SASL_PASSWORD`` or ``..._SASL_PASSWORD_FILE``), PLAINTEXT when
+        none is set; invalid ones raise ``ValueError`` here.
     event_sink
         Where outcome events go: any :class:`~exporter.bus.EventSink` (wins
         over Kafka and the updater's bus; the caller closes it).
@@ -176,6 +193,7 @@ class PerformanceMonitor:
         thresholds_file: str | Path | None = None,
         kafka_servers: str | None = None,
         kafka_topic: str = "agent-outcomes",
+        kafka_security: KafkaSecurity | None = None,
         event_sink: EventSink | None = None,
         retrainer: Retrainer | None = None,
         max_agents: int = 500,
@@ -217,7 +235,7 @@ class PerformanceMonitor:
         self._clock = clock
 
         sink, self.event_sink_kind, self._owns_sink = _event_sink(
-            event_sink, kafka_servers, kafka_topic, model_updater
+            event_sink, kafka_servers, kafka_topic, model_updater, kafka_security
         )
         self._recorder = Recorder(
             self.registry,

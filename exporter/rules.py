@@ -338,6 +338,7 @@ def _loop_rules(config: ThresholdsConfig) -> list[dict[str, Any]]:
     )
     retrains = scope.matchers("webhook", 'result=~"failed|rejected"')
     lag = scope.matchers("webhook")
+    agent_capacity = scope.matchers("webhook", 'kind="agent"')
     unauthorized = scope.matchers("webhook", 'reason="unauthorized"')
     notify = scope.matchers("alertmanager", 'integration="webhook"')
     lag_max = _num(loop.consumer_lag_max_events)
@@ -390,6 +391,19 @@ def _loop_rules(config: ThresholdsConfig) -> list[dict[str, Any]]:
             "The updater's Kafka consumer lags by {{ $value | humanize }} events "
             f"(limit {lag_max}): the model learns from old outcomes "
             "and a retrain trains on a stale buffer.",
+        ),
+        alert(
+            "AutoretrainAgentLimitReached",
+            # The updater's capacity gauge: at 1 a new agent gets in only in the
+            # place of an idle one; forged names can keep real ones out meanwhile.
+            f"{_sum(kept, 'max')} "
+            f"(autoretrain_model_updater_capacity_used_ratio{agent_capacity}) >= 1\n",
+            "warning",
+            "The model's agent limit is reached",
+            "The updater knows as many agents as max_agents allows: a new agent is admitted "
+            "only in the place of one with no recent evidence (agent_idle_seconds), and is "
+            "refused (invalid event, capacity:agent_name) while none is idle. Forged agent "
+            "names on the topic look like this.",
         ),
         alert(
             "AutoretrainWebhookUnauthorized",

@@ -133,7 +133,10 @@ class WebhookService:
             self.updater, ledger, self.metrics, cooldown_seconds=settings.cooldown_seconds,
             api_min_interval_seconds=settings.api_retrain_min_interval_seconds,
             time_limit_seconds=settings.retrain_time_limit_seconds,
-            schedule=settings.retrain_schedule())
+            schedule=settings.retrain_schedule(),
+            # Alert retrains wait until the updater re-read its source after the start.
+            source_ready=getattr(self.updater, "caught_up", None),
+            catch_up_seconds=settings.retrain_catch_up_seconds)
         # Retrain effects are measured on the updater's outcome counts; an
         # updater without them (any object with trigger_retraining may be
         # passed in) leaves the ledger's effects empty.

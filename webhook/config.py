@@ -21,6 +21,7 @@ from typing import Any
 from autoretrain.exporter.effect import EffectSettings
 from autoretrain.exporter.http import ServerLimits
 from autoretrain.exporter.kafka_security import (
+    SECRET_KEYS,
     SETTING_KEYS,
 )
 
@@ -87,6 +88,11 @@ class WebhookConfig(KafkaSecurityFields):
         row becomes ``timed_out`` (the thread cannot be stopped; whatever
         waits behind it keeps waiting, and a late result replaces
         ``timed_out`` with a note). Default 600.
+    retrain_catch_up_seconds
+        After a start, alert retrains (queued episodes restored from the
+        ledger included) wait until the updater has applied the backlog its
+        source held (Kafka: up to the end offsets seen at start), at most
+        this long; then they run on what it has. Default 120.
     host, port, threads
         Listen address and waitress worker threads of ``python -m autoretrain.webhook``.
     connection_limit, channel_timeout_seconds
@@ -142,10 +148,14 @@ class WebhookConfig(KafkaSecurityFields):
         Recorded in the ledger with trigger ``schedule``; serialised with
         every other retrain, it waits for the alert cooldown and starts it.
     kafka_security_protocol, kafka_sasl_mechanism, kafka_sasl_username,
-    kafka_sasl_password_file, kafka_ssl_cafile, kafka_ssl_check_hostname
+    kafka_sasl_password_file, kafka_ssl_cafile, kafka_ssl_check_hostname,
+    kafka_ssl_certfile, kafka_ssl_keyfile, kafka_ssl_password_file,
+    kafka_sasl_password, kafka_ssl_password
         How the updater's consumer and the model publisher connect to Kafka:
         the fields of :class:`~autoretrain.exporter.kafka_security.KafkaSecurity`
-        (text; the password only from a file). Default PLAINTEXT.
+        (text; a client certificate for mutual TLS; the secrets from a file or
+        from the environment, ``AUTORETRAIN_WEBHOOK_KAFKA_SASL_PASSWORD``,
+        never echoed). Default PLAINTEXT.
     """
 
     token: str | None = field(default=None, repr=False)
@@ -160,6 +170,7 @@ class WebhookConfig(KafkaSecurityFields):
     max_alertnames: int = 100
     retrain_timeout_seconds: float = 300.0
     retrain_time_limit_seconds: float = 600.0
+    retrain_catch_up_seconds: float = 120.0
     host: str = "127.0.0.1"
     port: int = 9109
     threads: int = 8
@@ -301,6 +312,7 @@ _FLOAT = (
     "api_retrain_min_interval_seconds",
     "retrain_timeout_seconds",
     "retrain_time_limit_seconds",
+    "retrain_catch_up_seconds",
     "batch_timeout_seconds",
     "save_interval_seconds",
     "half_life_seconds",
@@ -316,7 +328,7 @@ _FLOAT = (
     "retrain_schedule_hours",
 )
 _ZERO_OK = ("cooldown_seconds", "api_retrain_min_interval_seconds", "effect_tolerance",
-            "effect_settle_seconds", "ledger_retention_days")
+            "effect_settle_seconds", "retrain_catch_up_seconds", "ledger_retention_days")
 
 
 _MAX_EFFECT_WINDOW = 3600.0
@@ -324,7 +336,8 @@ _MAX_EFFECT_WINDOW = 3600.0
 
 def _describe(key: str, value: Any) -> str:
     # Never echo a secret back into an error message or a log line.
-    return (f"a value of type {type(value).__name__}" if key in ("token", "read_token")
+    return (f"a value of type {type(value).__name__}"
+            if key in ("token", "read_token", *SECRET_KEYS)
             else repr(value))
 
 

@@ -32,6 +32,16 @@ exported (``autoretrain_webhook_retrain_running_seconds``) and the app's readine
 naming it; what is queued keeps waiting behind it. If it returns after all,
 its real outcome replaces ``timed_out`` (with a note): a late promotion did
 swap the serving model, and the ledger must say so.
+
+After a start (a restart, a standby taking over) the updater's retrain
+buffer is empty until its consumer has re-read its source; a retrain before
+then has nothing to train on. So alert retrains (episodes restored from the
+ledger included) wait until ``source_ready()`` (the updater's
+``caught_up``) is True, for at most ``catch_up_seconds`` from ``start()``;
+then they run whatever the updater has, and the ledger records what really
+happened. A retrain ``skipped`` for lack of data does not use its episodes
+up (see :mod:`webhook.ledger`). API retrains, operator overrides, do not
+wait.
 """
 
 from __future__ import annotations
@@ -165,6 +175,10 @@ class RetrainController:
         Age past which a running retrain counts as hung (see the module
         docstring); checked by a watchdog every ``watchdog_interval`` seconds
         and by :meth:`check_time_limit`.
+    source_ready, catch_up_seconds
+        ``source_ready()`` is True once the updater has caught up with its
+        source after a start; alert retrains wait for it, at most
+        ``catch_up_seconds`` after :meth:`start` (None: no waiting).
     clock
         Unix seconds, for what is recorded and reported; tests pass a fake one
         and call :meth:`wake` after moving it.
@@ -188,6 +202,8 @@ class RetrainController:
         api_min_interval_seconds: float = 0.0,
         time_limit_seconds: float = 600.0,
         watchdog_interval: float = 1.0,
+        source_ready: Callable[[], bool] | None = None,
+        catch_up_seconds: float = 120.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] | None = None,
         schedule: RetrainSchedule | None = None,
@@ -200,12 +216,17 @@ class RetrainController:
         if not time_limit_seconds > 0 or not math.isfinite(time_limit_seconds):
             raise ValueError(f"time_limit_seconds must be a finite number > 0, got "
                              f"{time_limit_seconds!r}")
+        if not catch_up_seconds >= 0 or not math.isfinite(catch_up_seconds):
+            raise ValueError(f"catch_up_seconds must be a finite number >= 0, got "
+                             f"{catch_up_seconds!r}")
         self.updater = updater
         self.ledger = ledger
         self.metrics = metrics
         self.cooldown_seconds = float(cooldown_seconds)
         self.api_min_interval_seconds = float(api_min_interval_seconds)
         self.time_limit_seconds = float(time_limit_seconds)
+        self.source_ready = source_ready
+        self.catch_up_seconds = float(catch_up_seconds)
         self.clock = clock
         self.monotonic = monotonic or (time.monotonic if clock is time.time else clock)
         self._cond = threading.Condition()
@@ -223,6 +244,8 @@ class RetrainController:
         self._next_scheduled = math.inf  # wall time the schedule is next due
         self._schedule_due = False  # a scheduled retrain waits (for the cooldown)
         self._schedule_due_since = 0.0  # wall time it became due (its requested_at)
+        self._caught_up = source_ready is None  # alert retrains may run (see the docstring)
+        self._catch_up_until = math.inf  # on the monotonic clock; set by start()
         self._watchdog = BackgroundLoop("retrain-watchdog", self.check_time_limit,
                                         interval=watchdog_interval)
         metrics.retrain_running.set_function(self.running_seconds)
@@ -241,6 +264,8 @@ class RetrainController:
             return
         with self._cond:
             self._stopping = False
+            self._caught_up = self.source_ready is None
+            self._catch_up_until = self.monotonic() + self.catch_up_seconds
             for q in self.ledger.queued():
                 self._pending[q.episode] = q
             finishes = [t for t in (self.ledger.last_finished(trigger=trigger)
@@ -301,6 +326,7 @@ class RetrainController:
                 "queued_api_requests": len(self._api_jobs),
                 "cooldown_seconds": self.cooldown_seconds,
                 "cooldown_until": self._cooldown_until_wall(),
+                "waiting_for_source": not self._caught_up,
                 "errors": self.errors,
                 "last_error": self.last_error,
                 "schedule": None if self.schedule is None else self.schedule.describe(),
@@ -439,7 +465,8 @@ class RetrainController:
                         self._claimed(job)
                         return job
                 now = self.monotonic()
-                if self._pending and now >= self._cooldown_until:
+                if (self._pending and now >= self._cooldown_until
+                        and self._source_caught_up(now)):
                     episodes = tuple(sorted(self._pending.values(), key=lambda q: q.queued_at))
                     retrain_type = retrain_type_of(episodes)
                     job = _Job("alert", _alert_reason(episodes), retrain_type,
@@ -481,8 +508,31 @@ class RetrainController:
                 if math.isfinite(self._next_scheduled):
                     timeout = min(timeout if timeout is not None else 1.0,
                                   max(0.0, self._next_scheduled - wall), 1.0)
+                # Alert retrains waiting for the source's catch-up: poll it.
+                if self._pending and not self._caught_up and timeout is not None:
+                    timeout = min(timeout, 0.2) if timeout > 0 else 0.2
                 self._cond.wait(timeout)
             return None
+
+    def _source_caught_up(self, now: float) -> bool:
+        """May alert retrains run, as far as the updater's source goes? (condition held)
+
+        True once ``source_ready()`` was True, or ``catch_up_seconds`` after
+        :meth:`start` (then they run on what the updater has); latched.
+        """
+        if self._caught_up:
+            return True
+        assert self.source_ready is not None
+        if self.source_ready():
+            log.info("the updater caught up with its source: alert retrains may run")
+            self._caught_up = True
+        elif now >= self._catch_up_until:
+            log.warning("the updater has not caught up with its source within %g s of the "
+                        "start; alert retrains run on what it has (a retrain without data "
+                        "is recorded as skipped and does not use its episodes up)",
+                        self.catch_up_seconds)
+            self._caught_up = True
+        return self._caught_up
 
     def _claimed(self, job: _Job) -> None:
         """``job`` runs now (condition held)."""

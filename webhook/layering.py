@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,8 +31,9 @@ C = TypeVar("C")
 @dataclass(frozen=True)
 class KafkaSecurityFields:
     """The Kafka security settings of a component's settings (a base of its dataclass):
-    the fields of :class:`~autoretrain.exporter.kafka_security.KafkaSecurity` as text,
-    the password only from a file. None everywhere is PLAINTEXT."""
+    the fields of :class:`~autoretrain.exporter.kafka_security.KafkaSecurity` as text
+    (a client certificate for mutual TLS; the secrets from a file or from the
+    environment, never shown). None everywhere is PLAINTEXT."""
 
     kafka_security_protocol: str | None = None
     kafka_sasl_mechanism: str | None = None
@@ -40,6 +41,12 @@ class KafkaSecurityFields:
     kafka_sasl_password_file: str | None = None
     kafka_ssl_cafile: str | None = None
     kafka_ssl_check_hostname: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_password_file: str | None = None
+    # Secrets: from the environment (or a mapping), never shown.
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_ssl_password: str | None = field(default=None, repr=False)
 
     def kafka_security(self) -> KafkaSecurity:
         """The Kafka clients' security settings (reads the password file)."""

@@ -11,7 +11,7 @@ the ``effect`` column when it is opened):
 ``episodes``
     One row per alert episode that carried a valid ``retrain`` label:
     ``fingerprint, starts_at`` (the key), ``alertname``, ``retrain_type``,
-    ``state`` (queued | retrained | cancelled | resolved), ``first_seen``,
+    ``state`` (queued | retrained | skipped | cancelled | resolved), ``first_seen``,
     ``updated`` (Unix seconds; the last change or notification naming it) and
     ``retrain_id`` once claimed by a retrain.
 ``retrains``
@@ -35,7 +35,10 @@ the ``effect`` column when it is opened):
 An episode is claimed (state ``retrained``) in the same transaction that
 records its retrain's start, so concurrent or repeated notifications never
 retrain it twice; only a retrain interrupted by a crash gives its episodes
-back, to be retrained once by the next process.
+back, to be retrained once by the next process. A retrain that ends
+``skipped`` (the updater had nothing to train on) did not do what its
+episodes asked for: they become ``skipped``, and the next firing
+notification naming one queues it again (:mod:`webhook.policy`).
 """
 
 from __future__ import annotations
@@ -284,12 +287,17 @@ class Ledger:
                      EpisodeState.QUEUED.value))
 
     def _insert_episode(self, q: QueuedEpisode, state: EpisodeState, now: float) -> None:
-        # OR IGNORE: an episode is recorded once; a concurrent duplicate changes nothing.
+        # An episode is recorded once; a concurrent duplicate changes nothing.
+        # Only a skipped episode (its retrain had no data) changes: queued
+        # again by a firing alert, resolved by a resolved one.
         self._conn.execute(
-            "INSERT OR IGNORE INTO episodes (fingerprint, starts_at, alertname, retrain_type, "
-            "state, first_seen, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO episodes (fingerprint, starts_at, alertname, retrain_type, "
+            "state, first_seen, updated) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (fingerprint, starts_at) DO UPDATE SET state=excluded.state, "
+            "retrain_type=excluded.retrain_type, updated=excluded.updated, retrain_id=NULL "
+            "WHERE episodes.state=?",
             (q.episode.fingerprint, q.episode.starts_at, q.alertname, q.retrain_type,
-             state.value, q.queued_at, now))
+             state.value, q.queued_at, now, EpisodeState.SKIPPED.value))
 
     def queued(self) -> list[QueuedEpisode]:
         """Episodes still waiting for a retrain, oldest first (restored after a restart)."""
@@ -370,6 +378,12 @@ class Ledger:
                 else None
 
         with self._lock, self._transaction():
+            if outcome == RetrainStatus.SKIPPED.value:
+                # Nothing was trained: the episodes did not get what they asked for.
+                self._conn.execute(
+                    "UPDATE episodes SET state=?, updated=? WHERE retrain_id=? AND state=?",
+                    (EpisodeState.SKIPPED.value, self.clock(), retrain_id,
+                     EpisodeState.RETRAINED.value))
             self._conn.execute(
                 "UPDATE retrains SET finished_at=?, outcome=?, success=?, promoted=?, "
                 "events_processed=?, duration_ms=?, candidate_score=?, serving_score=?, "

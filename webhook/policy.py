@@ -6,9 +6,12 @@ Rules, applied to the alerts in order (a notification may repeat an alert):
    (``ignored_no_retrain_label``); one whose label is neither
    ``incremental`` nor ``full`` likewise (``ignored_invalid_retrain_label``).
 2. An episode (fingerprint + startsAt) is acted on once. A firing alert of
-   an episode already known, in any state, is ``duplicate_episode``: this is
-   what absorbs Alertmanager's repeats, retries and the firing re-sends of
-   an episode that resolved meanwhile.
+   an episode already known, in any state but ``skipped``, is
+   ``duplicate_episode``: this is what absorbs Alertmanager's repeats,
+   retries and the firing re-sends of an episode that resolved meanwhile.
+   An episode whose retrain was skipped (the updater had nothing to train
+   on) has not had the retrain it asked for: a firing re-send queues it
+   again, as rule 3 says.
 3. A firing alert of a new episode queues a retrain: ``queued_full`` or
    ``queued_incremental`` after its label, or ``cooldown`` when the cooldown
    after the previous retrain has not ended (it is queued all the same and
@@ -66,6 +69,7 @@ class EpisodeState(enum.StrEnum):
     RETRAINED = "retrained"  # claimed by a retrain (whatever its result)
     CANCELLED = "cancelled"  # resolved while queued
     RESOLVED = "resolved"    # resolved without being queued (e.g. seen first resolved)
+    SKIPPED = "skipped"      # its retrain had nothing to train on: a re-send queues it again
 
 
 @dataclass(frozen=True)
@@ -164,24 +168,27 @@ def decide(
                 outcome = (Action.RESOLVED_CANCELLED, "resolved: the queued retrain is cancelled",
                            label, None)
             else:
-                if state is None:
+                if state is None or state is EpisodeState.SKIPPED:
                     known[key] = EpisodeState.RESOLVED
                     resolve.append(QueuedEpisode(key, alert.alertname, label, now))
                 outcome = (Action.RESOLVED, "resolved: nothing to do", None, None)
-        elif state is not None:
+        elif state is not None and state is not EpisodeState.SKIPPED:
             outcome = (Action.DUPLICATE_EPISODE,
                        f"episode already {state.value}: not retrained again", None, None)
         else:
             known[key] = EpisodeState.QUEUED
             queue[key] = QueuedEpisode(key, alert.alertname, label, now)
+            again = ("; its previous retrain was skipped (nothing to train on)"
+                     if state is EpisodeState.SKIPPED else "")
             if now < cooldown_until:
-                outcome = (Action.COOLDOWN, "queued; runs when the cooldown ends", label,
-                           cooldown_until)
+                outcome = (Action.COOLDOWN, f"queued; runs when the cooldown ends{again}",
+                           label, cooldown_until)
             elif label == "full":
-                outcome = (Action.QUEUED_FULL, "queued for a full retrain", label, None)
+                outcome = (Action.QUEUED_FULL, f"queued for a full retrain{again}", label,
+                           None)
             else:
-                outcome = (Action.QUEUED_INCREMENTAL, "queued for an incremental retrain",
-                           label, None)
+                outcome = (Action.QUEUED_INCREMENTAL,
+                           f"queued for an incremental retrain{again}", label, None)
         action, detail, retrain_type, not_before = outcome
         decisions.append(Decision(index, alert.alertname, alert.status, key, action,
                                   retrain_type, detail, not_before))

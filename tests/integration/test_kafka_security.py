@@ -1,9 +1,15 @@
-"""Kafka with SASL (PLAIN) and TLS, against a real broker with such listeners.
+"""Kafka with SASL (PLAIN, SCRAM-SHA-256/512), TLS and mutual TLS, against a real broker.
 
-One broker for the module: a SASL_PLAINTEXT listener (user alice) and an SSL
-listener whose keystore is signed by a CA generated here with keytool. The
-standalone exporter process consumes over each; the updater consumes over
-SASL; a wrong password and a wrong CA fail clearly without printing a secret.
+One broker for the module with every kind of listener: SASL_PLAINTEXT and
+SASL_SSL (PLAIN user alice; SCRAM user carol, whose credentials the storage
+format writes, ``--add-scram``), SSL, and an SSL listener that requires a
+client certificate (mutual TLS). The CA, the broker's keystore and
+truststore, and a client certificate with an encrypted key are generated
+here (keytool, openssl). Each product client is run over them: the
+standalone exporter process, the webhook process and the updater library
+(consumers, and the model publisher), and the monitor's producer; secrets
+come from files and from the environment. A wrong password, a wrong CA and
+a missing client certificate fail clearly without printing a secret.
 """
 
 from __future__ import annotations
@@ -20,7 +26,12 @@ from servers import KafkaServer, ServerStartError
 from servers.common import http_get as get
 from servers.common import wait_until
 from servers.exporter import ExporterProcess, exporter_env
-from servers.tls import BrokerKeystore, make_broker_keystore
+from servers.tls import (
+    BrokerKeystore,
+    ClientCertificate,
+    make_broker_keystore,
+    make_client_certificate,
+)
 
 from autoretrain.exporter.events import encode_event, run_event
 from autoretrain.exporter.kafka_security import KafkaSecurity
@@ -28,6 +39,7 @@ from autoretrain.webhook.updater import RealTimeModelUpdater
 
 PASSWORD = "alice-Pa55-" + uuid.uuid4().hex[:8]
 WRONG = "wrong-Pa55-" + uuid.uuid4().hex[:8]
+SCRAM_PASSWORD = "carol-Pa55-" + uuid.uuid4().hex[:8]
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +51,20 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> BrokerKeystore:
 def secure_kafka(tmp_path_factory: pytest.TempPathFactory,
                  tls: BrokerKeystore) -> Iterator[KafkaServer]:
     server = KafkaServer(tmp_path_factory.mktemp("kafka-secure"),
-                         sasl_plain_users={"alice": PASSWORD}, ssl_keystore=tls)
+                         sasl_plain_users={"alice": PASSWORD}, ssl_keystore=tls,
+                         scram_users={"carol": SCRAM_PASSWORD}, mtls=True)
     try:
         server.start()
     except ServerStartError as exc:
         pytest.fail(str(exc), pytrace=False)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def client_cert(tmp_path_factory: pytest.TempPathFactory,
+                tls: BrokerKeystore) -> ClientCertificate:
+    return make_client_certificate(tmp_path_factory.mktemp("client-tls"), tls)
 
 
 @pytest.fixture
@@ -156,3 +175,178 @@ def test_updater_with_wrong_password_reports_it(secure_kafka, topic, tmp_path):
         assert WRONG not in (updater.kafka_status() or "")
     finally:
         updater.stop()
+
+
+# -- issue 13 item 14: SCRAM, SASL_SSL, mutual TLS; secrets from files and the environment ----
+def client_settings(case: str, kafka: KafkaServer, tls: BrokerKeystore,
+                    cert: ClientCertificate, tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """(bootstrap, settings by KafkaSecurity field, as text) of one way to connect.
+
+    ``*_env`` cases give their secret as ``sasl_password`` / ``ssl_password``
+    (environment only); the others as ``*_password_file``.
+    """
+    if case == "scram256_env":
+        return kafka.sasl_bootstrap, {
+            "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-256",
+            "sasl_username": "carol", "sasl_password": SCRAM_PASSWORD}
+    if case == "scram512_sasl_ssl_file":
+        return kafka.sasl_ssl_bootstrap, {
+            "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "carol",
+            "sasl_password_file": secret_file(tmp_path, SCRAM_PASSWORD),
+            "ssl_cafile": str(tls.ca_pem)}
+    if case == "scram512_sasl_ssl_env":
+        return kafka.sasl_ssl_bootstrap, {
+            "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": "carol", "sasl_password": SCRAM_PASSWORD,
+            "ssl_cafile": str(tls.ca_pem)}
+    mtls = {"security_protocol": "SSL", "ssl_cafile": str(tls.ca_pem),
+            "ssl_certfile": str(cert.certfile), "ssl_keyfile": str(cert.keyfile)}
+    if case == "mtls_file":
+        return kafka.mtls_bootstrap, {
+            **mtls, "ssl_password_file": secret_file(tmp_path, cert.key_password)}
+    if case == "mtls_env":
+        return kafka.mtls_bootstrap, {**mtls, "ssl_password": cert.key_password}
+    raise AssertionError(case)
+
+
+def env_of(prefix: str, settings: dict[str, str]) -> dict[str, str]:
+    return {f"{prefix}KAFKA_{k.upper()}": v for k, v in settings.items()}
+
+
+def secrets_in(settings: dict[str, str], cert: ClientCertificate) -> list[str]:
+    return [SCRAM_PASSWORD, PASSWORD, cert.key_password]
+
+
+@pytest.mark.parametrize("case", ["scram256_env", "scram512_sasl_ssl_file", "mtls_file",
+                                  "mtls_env"])
+def test_exporter_consumes_over_scram_sasl_ssl_and_mutual_tls(
+        secure_kafka, tls, client_cert, topic, tmp_path, case):
+    bootstrap, settings = client_settings(case, secure_kafka, tls, client_cert, tmp_path)
+    env = {**exporter_env(bootstrap, topic), **env_of("AUTORETRAIN_EXPORTER_", settings)}
+    exporter = ExporterProcess(tmp_path, env)
+    try:
+        produce(secure_kafka.bootstrap, topic, 25, f"{case}-agent")
+        line = (f'autoretrain_agent_runs_total{{agent="{case}-agent",agent_type="llm",'
+                'status="success"} 25\n')
+        assert wait(lambda: line in get(exporter.base + "/metrics")[1], 60), exporter.log()
+        status, body = get(exporter.base + "/readyz")
+        assert status == 200 and json.loads(body)["ready"] is True, body
+    finally:
+        exporter.stop()
+    for secret in secrets_in(settings, client_cert):
+        assert secret not in exporter.log()
+
+
+def test_mutual_tls_without_a_client_certificate_fails_clearly(secure_kafka, tls, topic,
+                                                                 tmp_path):
+    exporter = ExporterProcess(tmp_path, exporter_env(
+        secure_kafka.mtls_bootstrap, topic, security_protocol="SSL",
+        ssl_cafile=str(tls.ca_pem)))
+    try:
+        assert wait(lambda: "handshake failed" in get(exporter.base + "/readyz")[1], 60), \
+            exporter.log()
+        status, body = get(exporter.base + "/readyz")
+        assert status == 503 and "authentication failed or TLS was refused" in body, body
+    finally:
+        exporter.stop()
+
+
+@pytest.mark.parametrize("case", ["scram512_sasl_ssl_env", "mtls_file"])
+def test_webhook_process_learns_and_publishes_models_over_secured_kafka(
+        secure_kafka, tls, client_cert, topic, tmp_path, case):
+    from servers.webhook import WebhookProcess
+
+    bootstrap, settings = client_settings(case, secure_kafka, tls, client_cert, tmp_path)
+    webhook = WebhookProcess(tmp_path)
+    webhook.env.update({
+        "AUTORETRAIN_WEBHOOK_KAFKA_SERVERS": bootstrap, "AUTORETRAIN_WEBHOOK_KAFKA_TOPIC": topic,
+        "AUTORETRAIN_WEBHOOK_MODEL_TOPIC": f"{topic}-models",
+        "AUTORETRAIN_WEBHOOK_CONSUMER_GROUP": f"w-{topic}",
+        "AUTORETRAIN_WEBHOOK_BATCH_SIZE": "10", "AUTORETRAIN_WEBHOOK_SAVE_INTERVAL_SECONDS": "1",
+        **env_of("AUTORETRAIN_WEBHOOK_", settings)})
+    produce(secure_kafka.bootstrap, topic, 40, f"{case}-agent")
+    webhook.start()
+    try:
+        def applied() -> float:
+            body = webhook.request("GET", "/metrics")[2].decode()
+            return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                       if line.startswith("autoretrain_model_updater_events_total{")
+                       and 'result="applied"' in line)
+
+        assert wait(lambda: applied() >= 40, 60), webhook.log.read_text()
+        # The model publisher, over the same listener, put a saved version on the topic.
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(f"{topic}-models", bootstrap_servers=secure_kafka.bootstrap,
+                                 auto_offset_reset="earliest", consumer_timeout_ms=2000)
+        try:
+            assert wait(lambda: any(True for _ in consumer), 60), webhook.log.read_text()
+        finally:
+            consumer.close()
+    finally:
+        webhook.stop()
+    log = webhook.log.read_text()
+    for secret in secrets_in(settings, client_cert):
+        assert secret not in log
+
+
+@pytest.mark.parametrize("case", ["scram512_sasl_ssl_file", "mtls_env"])
+def test_updater_consumes_over_scram_sasl_ssl_and_mutual_tls(
+        secure_kafka, tls, client_cert, topic, tmp_path, case):
+    from autoretrain.webhook.config import load_config
+
+    bootstrap, settings = client_settings(case, secure_kafka, tls, client_cert, tmp_path)
+    # Through the webhook's settings, as an orchestrator configures it from its environment.
+    config = load_config({"allow_unauthenticated": True, "kafka_servers": bootstrap,
+                          "kafka_topic": topic, "consumer_group": f"u-{topic}",
+                          "model_storage_path": str(tmp_path / "models"), "batch_size": 10,
+                          "batch_timeout_seconds": 0.2},
+                         env_of("AUTORETRAIN_WEBHOOK_", settings))
+    produce(secure_kafka.bootstrap, topic, 40, f"{case}-agent")
+    updater = RealTimeModelUpdater(**config.updater_kwargs())
+    updater.start()
+    try:
+        assert wait(lambda: updater.get_metrics()["events_applied"] >= 40, 60), \
+            updater.get_metrics()
+        assert updater.kafka_status() is None
+        assert wait(updater.caught_up, 30)
+    finally:
+        updater.stop()
+    assert updater.get_metrics()["events_applied"] == 40
+    for secret in secrets_in(settings, client_cert):
+        assert secret not in repr(updater.settings)
+
+
+@pytest.mark.parametrize("case", ["scram256_env", "scram512_sasl_ssl_file", "mtls_env"])
+def test_monitor_produces_over_scram_sasl_ssl_and_mutual_tls(
+        secure_kafka, tls, client_cert, topic, tmp_path, case, monkeypatch):
+    from kafka import KafkaConsumer
+
+    from autoretrain.exporter import PerformanceMonitor
+    from autoretrain.exporter.kafka_security import security_from_values
+
+    bootstrap, settings = client_settings(case, secure_kafka, tls, client_cert, tmp_path)
+    if case.endswith("_env"):
+        # The orchestrator's environment secures a monitor built without any argument.
+        for name, value in env_of("AUTORETRAIN_MONITOR_", settings).items():
+            monkeypatch.setenv(name, value)
+        monitor = PerformanceMonitor(kafka_servers=bootstrap, kafka_topic=topic)
+    else:
+        monitor = PerformanceMonitor(kafka_servers=bootstrap, kafka_topic=topic,
+                                     kafka_security=security_from_values(settings.get))
+    try:
+        for i in range(20):
+            monitor.record_agent_run(f"{case}-{i}", f"{case}-agent", "llm", "success", 50.0)
+    finally:
+        monitor.close()  # delivers what is queued
+    consumer = KafkaConsumer(topic, bootstrap_servers=secure_kafka.bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    try:
+        received: list[bytes] = []
+        assert wait(lambda: received.extend(m.value for m in consumer) or len(received) >= 20,
+                    60), len(received)
+    finally:
+        consumer.close()
+    assert len(received) == 20
+    assert all(f"{case}-agent".encode() in value for value in received)

@@ -54,8 +54,13 @@ class KafkaServer(ServerProcess):
     Optional extra client listeners, beside the PLAINTEXT one the tests and
     the broker itself use: ``sasl_plain_users`` (username -> password) adds a
     SASL_PLAINTEXT listener with the PLAIN mechanism at ``sasl_bootstrap``;
+    ``scram_users`` (username -> password) enables SCRAM-SHA-256 and
+    SCRAM-SHA-512 on it too (the credentials are written when the storage is
+    formatted, ``--add-scram``, as KRaft wants them before the first start);
     ``ssl_keystore`` (see :func:`~servers.tls.make_broker_keystore`) adds an
-    SSL listener at ``ssl_bootstrap``.
+    SSL listener at ``ssl_bootstrap``, with SASL users also a SASL_SSL one
+    at ``sasl_ssl_bootstrap``, and with ``mtls`` an SSL listener that
+    requires a client certificate signed by the test CA at ``mtls_bootstrap``.
     """
 
     name = "kafka"
@@ -72,21 +77,40 @@ class KafkaServer(ServerProcess):
         extra_properties: dict[str, str] | None = None,
         sasl_plain_users: dict[str, str] | None = None,
         ssl_keystore: BrokerKeystore | None = None,
+        scram_users: dict[str, str] | None = None,
+        mtls: bool = False,
     ) -> None:
         super().__init__(workdir)
         self.libs = default_kafka_libs() if libs is None else libs
         self.java = java
         self.heap = heap
-        self.port = free_port()
-        self.controller_port = free_port()
+        # free_port() may hand out a port it gave before (it is free again
+        # until the broker binds it): each listener needs its own.
+        taken: set[int] = set()
+
+        def port() -> int:
+            chosen = free_port()
+            while chosen in taken:
+                chosen = free_port()
+            taken.add(chosen)
+            return chosen
+
+        self.port = port()
+        self.controller_port = port()
         self.data_dir = workdir / "data"
         self.logs_dir = workdir / "logs"
         self.properties_path = workdir / "server.properties"
         self.extra_properties = dict(extra_properties or {})
         self.sasl_plain_users = dict(sasl_plain_users or {})
         self.ssl_keystore = ssl_keystore
-        self.sasl_port = free_port() if self.sasl_plain_users else None
-        self.ssl_port = free_port() if ssl_keystore is not None else None
+        self.scram_users = dict(scram_users or {})
+        sasl = bool(self.sasl_plain_users or self.scram_users)
+        if mtls and ssl_keystore is None:
+            raise ValueError("mtls needs ssl_keystore")
+        self.sasl_port = port() if sasl else None
+        self.ssl_port = port() if ssl_keystore is not None else None
+        self.sasl_ssl_port = port() if sasl and ssl_keystore is not None else None
+        self.mtls_port = port() if mtls else None
 
     @property
     def bootstrap(self) -> str:
@@ -107,29 +131,73 @@ class KafkaServer(ServerProcess):
             raise ValueError("this broker was started without ssl_keystore")
         return f"127.0.0.1:{self.ssl_port}"
 
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """``host:port`` of the SASL_SSL listener (same users and mechanisms as SASL)."""
+        if self.sasl_ssl_port is None:
+            raise ValueError("this broker was started without SASL users and ssl_keystore")
+        return f"127.0.0.1:{self.sasl_ssl_port}"
+
+    @property
+    def mtls_bootstrap(self) -> str:
+        """``host:port`` of the SSL listener that requires a client certificate."""
+        if self.mtls_port is None:
+            raise ValueError("this broker was started without mtls")
+        return f"127.0.0.1:{self.mtls_port}"
+
+    def _sasl_listener(self, name: str) -> dict[str, str]:
+        """SASL settings of listener ``name`` (lower case): its mechanisms and logins."""
+        mechanisms = (["PLAIN"] if self.sasl_plain_users else []) + (
+            ["SCRAM-SHA-256", "SCRAM-SHA-512"] if self.scram_users else [])
+        props = {f"listener.name.{name}.sasl.enabled.mechanisms": ",".join(mechanisms)}
+        if self.sasl_plain_users:
+            # The broker's own login (unused: brokers talk over PLAINTEXT) and
+            # one user_<name>="<password>" entry per client user.
+            users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_plain_users.items())
+            props[f"listener.name.{name}.plain.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="broker" password="broker" {users};')
+        for mechanism in mechanisms[1 if self.sasl_plain_users else 0:]:
+            # SCRAM users live in the cluster metadata (--add-scram at format time).
+            props[f"listener.name.{name}.{mechanism.lower()}.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+        return props
+
+    def _ssl_listener(self, name: str, client_auth: str) -> dict[str, str]:
+        assert self.ssl_keystore is not None
+        ks = self.ssl_keystore
+        props = {
+            f"listener.name.{name}.ssl.keystore.type": "PKCS12",
+            f"listener.name.{name}.ssl.keystore.location": str(ks.keystore),
+            f"listener.name.{name}.ssl.keystore.password": ks.password,
+            f"listener.name.{name}.ssl.key.password": ks.password,
+            f"listener.name.{name}.ssl.client.auth": client_auth,
+        }
+        if client_auth == "required":
+            props.update({
+                f"listener.name.{name}.ssl.truststore.type": "PKCS12",
+                f"listener.name.{name}.ssl.truststore.location": str(ks.truststore),
+                f"listener.name.{name}.ssl.truststore.password": ks.password,
+            })
+        return props
+
     def _security_properties(self) -> tuple[list[str], dict[str, str]]:
         """The extra listeners (``NAME://host:port``) and their settings."""
         listeners: list[str] = []
         props: dict[str, str] = {}
-        if self.sasl_plain_users:
+        if self.sasl_port is not None:
             listeners.append(f"SASL_PLAINTEXT://{self.sasl_bootstrap}")
-            # The broker's own login (unused: brokers talk over PLAINTEXT) and
-            # one user_<name>="<password>" entry per client user.
-            users = " ".join(f'user_{u}="{p}"' for u, p in self.sasl_plain_users.items())
-            jaas = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
-                    f'username="broker" password="broker" {users};')
-            props["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] = "PLAIN"
-            props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = jaas
+            props.update(self._sasl_listener("sasl_plaintext"))
         if self.ssl_keystore is not None:
             listeners.append(f"SSL://{self.ssl_bootstrap}")
-            ks = self.ssl_keystore
-            props.update({
-                "listener.name.ssl.ssl.keystore.type": "PKCS12",
-                "listener.name.ssl.ssl.keystore.location": str(ks.keystore),
-                "listener.name.ssl.ssl.keystore.password": ks.password,
-                "listener.name.ssl.ssl.key.password": ks.password,
-                "listener.name.ssl.ssl.client.auth": "none",
-            })
+            props.update(self._ssl_listener("ssl", "none"))
+        if self.sasl_ssl_port is not None:
+            listeners.append(f"SASL_SSL://{self.sasl_ssl_bootstrap}")
+            props.update(self._sasl_listener("sasl_ssl"))
+            props.update(self._ssl_listener("sasl_ssl", "none"))
+        if self.mtls_port is not None:
+            listeners.append(f"MTLS://{self.mtls_bootstrap}")
+            props.update(self._ssl_listener("mtls", "required"))
         return listeners, props
 
     def _properties(self) -> dict[str, str]:
@@ -138,7 +206,9 @@ class KafkaServer(ServerProcess):
         listeners = ",".join(
             [f"PLAINTEXT://{self.bootstrap}", f"CONTROLLER://{controller}", *extra_listeners])
         protocols = "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT" + "".join(
-            f",{name}:{name}" for name in ("SASL_PLAINTEXT", "SSL")
+            f",{name}:{protocol}" for name, protocol in (
+                ("SASL_PLAINTEXT", "SASL_PLAINTEXT"), ("SSL", "SSL"),
+                ("SASL_SSL", "SASL_SSL"), ("MTLS", "SSL"))
             if any(x.startswith(name + "://") for x in extra_listeners))
         props = {
             "process.roles": "broker,controller",
@@ -204,9 +274,12 @@ class KafkaServer(ServerProcess):
         ]
 
     def _format_storage(self) -> None:
+        scram = [arg for user, password in self.scram_users.items()
+                 for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+                 for arg in ("--add-scram", f"{mechanism}=[name={user},password={password}]")]
         cmd = self._jvm(
             "kafka.tools.StorageTool", "format", "--standalone",
-            "-t", _cluster_id(), "-c", str(self.properties_path),
+            "-t", _cluster_id(), "-c", str(self.properties_path), *scram,
             heap="128m",
         )  # fmt: skip
         try:

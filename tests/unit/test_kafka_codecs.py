@@ -47,7 +47,7 @@ class DecodingConsumer:
 
     def __init__(self, batch: bytes) -> None:
         self.batch = batch
-        self.position = 0
+        self.next_offset = 0
         self.tp = TopicPartition("t", 0)
         self.listener: Any = None
 
@@ -61,13 +61,13 @@ class DecodingConsumer:
         batch = MemoryRecords(self.batch).next_batch()
         assert batch is not None
         records = [SimpleNamespace(value=r.value, offset=r.offset)
-                   for r in batch if r.offset >= self.position][:max_records]
+                   for r in batch if r.offset >= self.next_offset][:max_records]
         if records:
-            self.position = records[-1].offset + 1
+            self.next_offset = records[-1].offset + 1
         return {self.tp: records} if records else {}
 
     def seek(self, tp: Any, offset: int) -> None:
-        self.position = offset
+        self.next_offset = offset
 
     def commit(self, offsets: Any = None, timeout_ms: int | None = None) -> None:
         pass
@@ -77,6 +77,13 @@ class DecodingConsumer:
 
     def highwater(self, tp: Any) -> int:
         return 100
+
+    def end_offsets(self, partitions: list[Any], timeout_ms: int | None = None
+                    ) -> dict[Any, int]:
+        return {tp: 100 for tp in partitions}
+
+    def position(self, tp: Any, timeout_ms: int | None = None) -> int:
+        return self.next_offset
 
     def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
         pass

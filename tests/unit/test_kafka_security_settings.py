@@ -122,3 +122,113 @@ def test_selector_config_refuses_bad_security():
     with pytest.raises(ValueError, match=r"AUTORETRAIN_SELECTOR_KAFKA_.*got 'TLS'"):
         load_selector_config({"kafka_servers": "k:9092"},
                              {"AUTORETRAIN_SELECTOR_KAFKA_SECURITY_PROTOCOL": "TLS"})
+
+
+# -- issue 13 item 14: mutual TLS, secrets from the environment, the monitor's producer ------
+@pytest.fixture
+def pem_files(tmp_path):
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    cert.write_text("cert")
+    key.write_text("key")
+    return str(cert), str(key)
+
+
+def test_client_certificate_config_uses_kafka_python_names(pem_files, tmp_path):
+    cert, key = pem_files
+    key_password = tmp_path / "key-password"
+    key_password.write_text(SECRET + "\n")
+    security = KafkaSecurity("SSL", ssl_certfile=cert, ssl_keyfile=key,
+                             ssl_password_file=str(key_password))
+    assert security.client_config() == {
+        "security_protocol": "SSL", "ssl_check_hostname": True, "ssl_certfile": cert,
+        "ssl_keyfile": key, "ssl_password": SECRET}
+    assert SECRET not in repr(security)
+    assert security.describe() == "SSL with a client certificate"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"ssl_certfile": "/x.pem"}, "ssl_certfile set but security_protocol is PLAINTEXT"),
+    ({"security_protocol": "SSL", "ssl_keyfile": "KEY"},
+     "ssl_keyfile set without ssl_certfile"),
+    ({"security_protocol": "SSL", "ssl_certfile": "/nonexistent/c.pem"},
+     "ssl_certfile '/nonexistent/c.pem' cannot be read"),
+    ({"security_protocol": "SSL", "ssl_certfile": "CERT", "ssl_password": "p",
+      "ssl_password_file": "F"}, "set ssl_password or ssl_password_file, not both"),
+])
+def test_bad_client_certificate_settings_are_refused(kwargs, message, pem_files):
+    cert, key = pem_files
+    kwargs = {k: {"CERT": cert, "KEY": key}.get(v, v) for k, v in kwargs.items()}
+    with pytest.raises(ValueError, match=message):
+        KafkaSecurity(**kwargs)
+
+
+def test_secrets_from_the_environment_not_from_options(pem_files):
+    cert, key = pem_files
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    add_security_arguments(parser, "X_", environ={
+        "X_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "X_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+        "X_KAFKA_SASL_USERNAME": "alice", "X_KAFKA_SASL_PASSWORD": SECRET,
+        "X_KAFKA_SSL_CERTFILE": cert, "X_KAFKA_SSL_KEYFILE": key,
+        "X_KAFKA_SSL_PASSWORD": "key-" + SECRET})
+    config = security_from_args(parser.parse_args([])).client_config()
+    assert config["sasl_plain_password"] == SECRET
+    assert config["ssl_password"] == "key-" + SECRET
+    assert config["ssl_certfile"] == cert
+    # A secret is never an option: argv is visible to every local user.
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--kafka-sasl-password", SECRET])
+    assert SECRET not in parser.format_help()
+
+
+def test_the_exporter_command_line_refuses_a_password_option(capsys):
+    from autoretrain.exporter.__main__ import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--kafka-sasl-password", SECRET])
+    assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_webhook_config_takes_the_secrets_from_the_environment_and_never_echoes_them(
+        pem_files):
+    cert, key = pem_files
+    config = load_config({"allow_unauthenticated": True, "kafka_servers": "k:9092"}, {
+        "AUTORETRAIN_WEBHOOK_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "AUTORETRAIN_WEBHOOK_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "AUTORETRAIN_WEBHOOK_KAFKA_SASL_USERNAME": "alice",
+        "AUTORETRAIN_WEBHOOK_KAFKA_SASL_PASSWORD": SECRET,
+        "AUTORETRAIN_WEBHOOK_KAFKA_SSL_CERTFILE": cert,
+        "AUTORETRAIN_WEBHOOK_KAFKA_SSL_KEYFILE": key})
+    security = config.updater_settings().kafka_security
+    assert security is not None and security.client_config()["sasl_plain_password"] == SECRET
+    assert security.client_config()["ssl_certfile"] == cert
+    assert SECRET not in repr(config)
+    with pytest.raises(ValueError) as caught:
+        load_config({"allow_unauthenticated": True, "kafka_sasl_password": 5})
+    assert "kafka_sasl_password" in str(caught.value) and "5" not in str(caught.value)
+
+
+def test_monitor_producer_takes_its_security_from_the_argument_or_the_environment(
+        monkeypatch, password_file):
+    from autoretrain.exporter import PerformanceMonitor
+
+    given = KafkaSecurity("SASL_PLAINTEXT", "SCRAM-SHA-256", "alice",
+                          sasl_password_file=password_file)
+    monitor = PerformanceMonitor(kafka_servers="127.0.0.1:9", kafka_security=given)
+    try:
+        assert monitor.event_sink.kafka_security is given  # type: ignore[union-attr]
+    finally:
+        monitor.close()
+    monkeypatch.setenv("AUTORETRAIN_MONITOR_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("AUTORETRAIN_MONITOR_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("AUTORETRAIN_MONITOR_KAFKA_SASL_USERNAME", "bob")
+    monkeypatch.setenv("AUTORETRAIN_MONITOR_KAFKA_SASL_PASSWORD", SECRET)
+    monitor = PerformanceMonitor(kafka_servers="127.0.0.1:9")
+    try:
+        security = monitor.event_sink.kafka_security  # type: ignore[union-attr]
+        assert security.describe() == "SASL_PLAINTEXT (SCRAM-SHA-512 as bob)"
+        assert security.client_config()["sasl_plain_password"] == SECRET
+    finally:
+        monitor.close()
+    monkeypatch.setenv("AUTORETRAIN_MONITOR_KAFKA_SASL_MECHANISM", "GSSAPI")
+    with pytest.raises(ValueError, match="got 'GSSAPI'"):
+        PerformanceMonitor(kafka_servers="127.0.0.1:9")

@@ -59,6 +59,7 @@ LOOP_ALERTS = {
     "AutoretrainNoOutcomeEvents": "warning",
     "AutoretrainRetrainsFailing": "warning",
     "AutoretrainConsumerLagHigh": "warning",
+    "AutoretrainAgentLimitReached": "warning",
     "AutoretrainWebhookUnauthorized": "warning",
     "AutoretrainAlertmanagerNotificationsFailing": "critical",
 }
@@ -377,6 +378,11 @@ def test_loop_alerts_never_retrain_and_read_their_components_series() -> None:
         "max by (cluster, env) "
         '(autoretrain_model_updater_consumer_lag_events{job="autoretrain-webhook"})'
         " > 10000\n"
+    )
+    # Issue 13 item 10: reaching the agent limit is alerted on, not only logged.
+    assert alerts["AutoretrainAgentLimitReached"]["expr"] == (
+        "max by (cluster, env) (autoretrain_model_updater_capacity_used_ratio"
+        '{job="autoretrain-webhook", kind="agent"}) >= 1\n'
     )
 
 

@@ -34,7 +34,7 @@ class FakeConsumer:
 
     def __init__(self, values: list[bytes], poll_failures: int = 0) -> None:
         self.values = values
-        self.position = 0
+        self.next_offset = 0
         self.poll_failures = poll_failures
         self.commits: list[dict[Any, Any]] = []
         self.listener: Any = None
@@ -50,15 +50,16 @@ class FakeConsumer:
         if self.poll_failures:
             self.poll_failures -= 1
             raise KafkaConnectionError("111 ECONNREFUSED")
-        batch = self.values[self.position : self.position + max_records]
-        records = [SimpleNamespace(value=v, offset=self.position + i) for i, v in enumerate(batch)]
-        self.position += len(batch)
+        batch = self.values[self.next_offset : self.next_offset + max_records]
+        records = [SimpleNamespace(value=v, offset=self.next_offset + i)
+                   for i, v in enumerate(batch)]
+        self.next_offset += len(batch)
         if not records:
             time.sleep(timeout_ms / 1000)
         return {self.tp: records} if records else {}
 
     def seek(self, tp: Any, offset: int) -> None:
-        self.position = offset
+        self.next_offset = offset
 
     def commit(self, offsets: dict[Any, Any], timeout_ms: int | None = None) -> None:
         self.commits.append(offsets)
@@ -68,6 +69,13 @@ class FakeConsumer:
 
     def highwater(self, tp: Any) -> int:
         return len(self.values)
+
+    def end_offsets(self, partitions: list[Any], timeout_ms: int | None = None
+                    ) -> dict[Any, int]:
+        return {tp: len(self.values) for tp in partitions}
+
+    def position(self, tp: Any, timeout_ms: int | None = None) -> int:
+        return self.next_offset
 
     def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
         pass

@@ -47,12 +47,33 @@ def test_retrain_type_of_incremental_only() -> None:
     assert retrain_type_of([]) == "incremental"
 
 
-@pytest.mark.parametrize("state", list(EpisodeState))
+@pytest.mark.parametrize("state", [s for s in EpisodeState if s is not EpisodeState.SKIPPED])
 def test_a_known_episode_never_queues_again(state: EpisodeState) -> None:
     plan = decide(notification(alert("Low", "a1")), {key("a1"): state}, now=NOW)
     assert actions(plan) == ["duplicate_episode"]
     assert plan.decisions[0].detail == f"episode already {state.value}: not retrained again"
     assert plan.queue == ()
+
+
+def test_an_episode_whose_retrain_was_skipped_queues_again() -> None:
+    # Issue 13 item 2: a retrain that had nothing to train on did not do what
+    # the alert asked for; the next firing re-send asks again.
+    plan = decide(notification(alert("Low", "a1", "full")), {key("a1"): EpisodeState.SKIPPED},
+                  now=NOW)
+    assert actions(plan) == ["queued_full"]
+    assert plan.decisions[0].detail == ("queued for a full retrain; its previous retrain was "
+                                        "skipped (nothing to train on)")
+    assert [(q.episode, q.retrain_type) for q in plan.queue] == [(key("a1"), "full")]
+    cooled = decide(notification(alert("Low", "a1")), {key("a1"): EpisodeState.SKIPPED},
+                    now=NOW, cooldown_until=NOW + 60)
+    assert actions(cooled) == ["cooldown"] and len(cooled.queue) == 1
+
+
+def test_a_skipped_episode_that_resolves_is_remembered_as_resolved() -> None:
+    plan = decide(notification(alert("Low", "a1", status="resolved")),
+                  {key("a1"): EpisodeState.SKIPPED}, now=NOW)
+    assert actions(plan) == ["resolved"] and plan.queue == ()
+    assert [q.episode for q in plan.resolve] == [key("a1")]
 
 
 def test_same_fingerprint_new_start_is_a_new_episode() -> None:

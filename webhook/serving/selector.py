@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from autoretrain.exporter.http import ServerLimits
 from autoretrain.exporter.kafka_security import (
+    SECRET_KEYS,
     SETTING_KEYS,
 )
 
@@ -69,10 +70,13 @@ class SelectorConfig(KafkaSecurityFields):
     log_level
         Logging level.
     kafka_security_protocol, kafka_sasl_mechanism, kafka_sasl_username,
-    kafka_sasl_password_file, kafka_ssl_cafile, kafka_ssl_check_hostname
+    kafka_sasl_password_file, kafka_ssl_cafile, kafka_ssl_check_hostname,
+    kafka_ssl_certfile, kafka_ssl_keyfile, kafka_ssl_password_file,
+    kafka_sasl_password, kafka_ssl_password
         How the follower's consumer connects to Kafka: the fields of
-        :class:`~autoretrain.exporter.kafka_security.KafkaSecurity` (text; the
-        password only from a file). Default PLAINTEXT.
+        :class:`~autoretrain.exporter.kafka_security.KafkaSecurity` (text; a
+        client certificate for mutual TLS; the secrets from a file or from the
+        environment, never echoed). Default PLAINTEXT.
     objective, cost_weight, latency_weight, quality_tolerance
         The selection objective (see
         :class:`~autoretrain.webhook.updater.objective.Objective`; the same
@@ -119,7 +123,7 @@ _INTS = {"port": (0, 65535), "threads": (1, 1000), "connection_limit": (1, 100_0
 
 
 def _check(key: str, value: Any, where: str) -> Any:
-    shown = "a value" if key == "read_token" else repr(value)
+    shown = "a value" if key in ("read_token", *SECRET_KEYS) else repr(value)
     if key in _INTS:
         if isinstance(value, str):
             try:

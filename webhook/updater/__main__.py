@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = UpdaterSettings()
     p = argparse.ArgumentParser(
         prog=PROG,
+        # No abbreviations: "--kafka-sasl-password" is not --kafka-sasl-password-file.
+        allow_abbrev=False,
         description=(
             "Keep an agent-selection model store current from a Kafka topic of outcome "
             "events, without the webhook's HTTP API: other processes read the store. "

@@ -6,6 +6,12 @@ at any time later), the events read but not yet applied, and the commits.
 ``KafkaConsumer`` is not thread-safe, so commits requested from another
 thread are handed to the loop. ``ingest_lock`` serialises reading the
 source and applying batches.
+
+:attr:`Consumer.caught_up` is set once the backlog the source held at start
+is applied (Kafka: every assigned partition read to its end offset as first
+seen; the embedded bus: what was queued). After a restart the retrain buffer
+is empty until then, so an alert's retrain waits for it (see
+:mod:`autoretrain.webhook.controller`).
 """
 
 from __future__ import annotations
@@ -87,6 +93,9 @@ class Consumer:
         self._pending_since: float | None = None
         self._commit_request: dict[int, int] | None = None
         self._loop_ident: int | None = None  # the loop thread's id, once it ran a step
+        #: Set once the backlog the source held at start is applied (module docstring).
+        self.caught_up = threading.Event()
+        self._backlog_read = False  # the source's backlog is read; set caught_up at a flush
         self._loop = BackgroundLoop("model-updater", self._step, on_error=self._on_error,
                                     initial_backoff=0.1, max_backoff=5.0)
 
@@ -103,6 +112,8 @@ class Consumer:
     def start(self) -> None:
         # With Kafka the consumer is created by the loop (_ensure_source):
         # a broker that is down at start must not fail or block start().
+        self.caught_up.clear()
+        self._backlog_read = False
         self._loop.start()
 
     def stop(self, timeout: float) -> bool:
@@ -201,6 +212,7 @@ class Consumer:
                 offsets, self._commit_request = self._commit_request, None
                 self.source.commit(offsets)
             self._report_lag()
+            self._check_caught_up()
         if self.checkpointer.save_due():
             self.checkpointer.save(force=False)
 
@@ -235,6 +247,8 @@ class Consumer:
         for start in range(0, max(len(values), 1), step):
             last = start + step >= len(values)
             applied += self._ingest(values[start : start + step], offsets if last else None)
+        if self._backlog_read and not self.caught_up.is_set():
+            self._set_caught_up()  # what was read up to the backlog's end is applied now
         return applied
 
     def _on_revoke(self) -> None:
@@ -254,7 +268,30 @@ class Consumer:
             self._drain(timeout)
             applied = self._flush()
             self._report_lag()  # as the loop does: a synchronous caller sees the lag too
+            self._check_caught_up()
             return applied
+
+    def _check_caught_up(self) -> None:
+        """Set :attr:`caught_up` once the source's backlog is read and applied
+        (ingest lock held; on the loop thread: KafkaConsumer is not thread-safe).
+
+        Read: the source says so. Applied: at once when nothing read waits to
+        be applied, else at the next flush, which applies all of it (under a
+        steady stream something is pending at almost every step).
+        """
+        assert self.source is not None
+        if self.caught_up.is_set() or self._backlog_read or not self.source.read_backlog():
+            return
+        self._backlog_read = True
+        if not self._pending:
+            self._set_caught_up()
+
+    def _set_caught_up(self) -> None:
+        self.caught_up.set()
+        with self.state.lock:
+            applied, buffered = self.counters.applied, len(self.state.buffer)
+        log.info("caught up with the source: %d event(s) applied so far, %d buffered "
+                 "for retraining", applied, buffered)
 
     def _report_lag(self) -> None:
         assert self.source is not None

@@ -52,6 +52,11 @@ class EventSource(Protocol):
         return the timeout to give the next :meth:`poll`."""
         ...
 
+    def read_backlog(self) -> bool:
+        """True once everything the source held when first asked has been read
+        (polled); the consumer still has to apply it."""
+        ...
+
     def close(self) -> None:
         """Release resources."""
         ...
@@ -62,11 +67,22 @@ class EmbeddedSource:
 
     def __init__(self, bus: EmbeddedBus) -> None:
         self.bus = bus
+        self._drained = 0
+        self._backlog_end: int | None = None  # _drained once what was queued is read
 
     def poll(self, timeout: float, max_records: int) -> Poll:
         if not len(self.bus) and (timeout <= 0 or not self.bus.wait(timeout)):
             return [], {}
-        return self.bus.drain(max_records), {}
+        values = self.bus.drain(max_records)
+        self._drained += len(values)
+        return values, {}
+
+    def read_backlog(self) -> bool:
+        # What the bus held when first asked; events published later do not
+        # count, so a monitor publishing without pause cannot keep this False.
+        if self._backlog_end is None:
+            self._backlog_end = self._drained + len(self.bus)
+        return self._drained >= self._backlog_end
 
     def commit(self, offsets: dict[int, int]) -> None:  # an in-process queue has no positions
         return None
@@ -131,6 +147,9 @@ class KafkaSource:
         self._TopicPartition = TopicPartition
         self._errors: tuple[type[BaseException], ...] = (KafkaError, OSError)
         self._commit_timeout_ms = int(commit_timeout_seconds * 1000)
+        self._backlog_end: dict[int, int] = {}  # partition -> end offset when first seen
+        self._read: dict[int, int] = {}  # partition -> offset after the last record handed out
+        self._positions = positions
         factory = consumer_factory or KafkaConsumer
         settings: dict[str, Any] = {
             "bootstrap_servers": servers,
@@ -196,6 +215,7 @@ class KafkaSource:
                 values.append(message.value)
             if messages:
                 offsets[tp.partition] = messages[-1].offset + 1
+        self._read.update(offsets)
         return values, offsets
 
     def commit(self, offsets: dict[int, int]) -> None:
@@ -215,6 +235,37 @@ class KafkaSource:
 
     def pace(self, wait: float, stopping: threading.Event) -> float:
         return wait  # poll blocks until records arrive or the wait ends
+
+    def read_backlog(self) -> bool:
+        """True once every assigned partition has been read up to its end offset
+        as first seen (the high watermark of the first fetch answer after the
+        assignment); False before any assignment.
+
+        Only what the consumer already knows is used (records handed out,
+        the model's offsets it seeked to, fetch answers' high watermarks):
+        no request to the broker on the consumer loop's thread.
+        """
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return False
+        known = None
+        for tp in assigned:
+            end = self._backlog_end.get(tp.partition)
+            if end is None:
+                end = self.consumer.highwater(tp)
+                if end is None:
+                    return False  # no fetch answer yet
+                self._backlog_end[tp.partition] = end
+            read = self._read.get(tp.partition)
+            if read is None:
+                if known is None:
+                    known = self._positions()
+                # Nothing read yet: the consumer starts where the model's offsets
+                # say; with none, at the partition's start (an empty one is read).
+                read = known.get(tp.partition, 0)
+            if read < end:
+                return False
+        return True
 
     def lag(self, positions: dict[int, int]) -> int | None:
         total = 0

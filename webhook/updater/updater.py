@@ -326,6 +326,18 @@ class RealTimeModelUpdater:
         self._consumer.finish()
         log.info("model updater stopped")
 
+    def caught_up(self) -> bool:
+        """True once the consumer has applied the backlog its source held at start
+        (Kafka: every assigned partition read to its end offset as first seen;
+        the embedded bus: what was queued), and whenever the consumer thread is
+        not running (there is nothing to wait for).
+
+        Until then the retrain buffer lacks that backlog (after a restart it is
+        empty): the webhook holds alert retrains back until this is True, for
+        at most ``retrain_catch_up_seconds``.
+        """
+        return self._consumer.caught_up.is_set() or not self._consumer.running
+
     # -- applying events ---------------------------------------------------------
     def ingest(self, values: list[Any], offsets: dict[int, int] | None = None) -> int:
         """Validate, de-duplicate and apply raw events (dicts or message bytes)
