@@ -127,10 +127,14 @@ def test_500_alerts_per_second_for_30_s(tmp_path: Path) -> None:
     assert figures["errors"] == 0 and figures["requests_completed"] == RATE * DURATION
     assert "Traceback" not in log
 
-    # Every episode decided once; the rest are duplicates.
+    # Every episode decided once, and again only by a re-send after its retrain
+    # was skipped (nothing to train on: this webhook has no outcome events, and
+    # a skipped retrain does not use up its episode, issue 13 item 2); the rest
+    # are duplicates.
     episodes = figures["new_episodes"] + figures["repeat_pool"]
-    assert sum(actions[a] for a in DECIDED) == episodes, actions
-    assert actions["duplicate_episode"] == RATE * DURATION - episodes, actions
+    decided = sum(actions[a] for a in DECIDED)
+    assert decided >= episodes, actions
+    assert actions["duplicate_episode"] == RATE * DURATION - decided, actions
 
     # Coalesced: at most one retrain per cooldown, and none served an episode twice.
     starts = [unix(r["started_at"]) for r in ledger]
@@ -140,11 +144,17 @@ def test_500_alerts_per_second_for_30_s(tmp_path: Path) -> None:
     assert all(gap >= COOLDOWN for gap in gaps), gaps
     window = max(load_ended, starts[-1]) - load_started
     assert len(ledger) <= window / COOLDOWN + 1, (len(ledger), window)
-    # Every episode retrained exactly once (a row lists at most the first
-    # MAX_ALERTS_PER_RETRAIN of them; alerts_total counts them all).
-    served = [a["fingerprint"] for r in ledger for a in r["alerts"]]
-    assert len(served) == len(set(served))
+    # Every episode served by a retrain (a row lists at most the first
+    # MAX_ALERTS_PER_RETRAIN of its episodes; alerts_total counts the episodes
+    # whose last retrain it is), and an episode served twice only when its
+    # earlier retrain skipped.
     assert sum(r["alerts_total"] for r in ledger) == episodes
+    last_outcome: dict[str, str] = {}
+    for r in ledger:
+        for a in r["alerts"]:
+            earlier = last_outcome.get(a["fingerprint"])
+            assert earlier in (None, "skipped"), (a, earlier)
+            last_outcome[a["fingerprint"]] = r["outcome"]
 
     record_figures("alerts_load", {
         "command": "python -m pytest tests/integration/test_load_alerts.py",
