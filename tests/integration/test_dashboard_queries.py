@@ -292,7 +292,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                                headers={"Authorization": f"Bearer {TOKEN}"})
         assert response.status_code == 202, response.get_data(as_text=True)
         wait_for('ALERTS{alertname="AutoretrainRetrainDidNotRecover"}', timeout=40)
-        wait_for("autoretrain_retrain_effect_after_ratio", timeout=60)
+        # Both figures, before and after, scraped several times: a range query's
+        # 1 s grid can end before a series' first sample, which an instant
+        # query (5 min lookback) already shows.
+        for side in ("before", "after"):
+            for figure in ("success_rate", "accuracy"):
+                wait_for(f'count_over_time(autoretrain_retrain_effect_{side}_ratio'
+                         f'{{figure="{figure}"}}[1m]) >= 3', timeout=90)
         yield Stack(prometheus, started)
     finally:
         try:
