@@ -48,7 +48,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from autoretrain.exporter.background import BackgroundLoop
 
-from ..updater.model import AgentEstimate, AgentSelectionModel
+from ..updater.model import AgentEstimate, AgentSelectionModel, check_top_k
 from ..updater.objective import Objective
 from ..updater.results import MODEL_TYPE
 from ..updater.store import CorruptModel, ForeignModel, ModelStore
@@ -214,8 +214,7 @@ class ModelFollower:
         with self._lock:
             served = self._served
             if served is None:
-                if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-                    raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+                check_top_k(top_k)
                 return []
             return served.model.predict_best_agent(task_type, context, top_k, explore)
 
@@ -231,8 +230,7 @@ class ModelFollower:
         with self._lock:
             served = self._served
             if served is None:
-                if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-                    raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+                check_top_k(top_k)
                 return []
             return served.model.rank_agents(task_type, context, top_k, explore)
 

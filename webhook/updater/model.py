@@ -116,6 +116,12 @@ class AgentEstimate:
     latency_seconds: float | None
 
 
+def check_top_k(top_k: object) -> None:
+    """Refuse a ``top_k`` that is not an integer >= 1 (every ranking entry point)."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+
+
 def _measure(rule: Rule, n_tasks: int, n_agents: int) -> tuple[np.ndarray, np.ndarray]:
     ev = rule.evidence(n_tasks, n_agents, np.zeros(0, dtype=np.uint64),
                        np.zeros(0, dtype=np.uint64))
@@ -460,8 +466,7 @@ class AgentSelectionModel:
         * accuracy`` (the default objective and ``constrained``), or that
         minus the weighted cost and latency (``weighted``).
         """
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+        check_top_k(top_k)
         if not self.agents:
             return []
         if not explore and not (context and isinstance(self._rule, GradientRule)):
@@ -498,8 +503,7 @@ class AgentSelectionModel:
 
     def _rank(self, task_type: str | None, context: dict[str, Any] | None, top_k: int,
               explore: bool, estimates: bool) -> list[Any]:
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+        check_top_k(top_k)
         if not self.agents:
             return []
         row = self._row(task_type)
