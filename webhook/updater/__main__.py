@@ -75,11 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
                    default=defaults.max_event_skew_seconds,
                    help="events timestamped more than this after now are invalid "
                         "(default %(default)s)")
+    # The updater assigns itself every partition (no group membership, so no
+    # session to wait out after a restart): these two are accepted and ignored.
     p.add_argument("--session-timeout-ms", type=int, default=None,
-                   help="consumer group session timeout (broker bounds apply)")
+                   help="ignored (kept for compatibility): the updater assigns itself "
+                        "every partition and joins no group")
     p.add_argument("--group-instance-id", default=None,
-                   help="static group membership: a restart with the same id takes its "
-                        "predecessor's partitions at once, without a rebalance")
+                   help="ignored (kept for compatibility), as --session-timeout-ms")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     objective = Objective()
@@ -100,11 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
 def build_updater(args: argparse.Namespace) -> RealTimeModelUpdater:
     """The updater the parsed ``args`` describe (ValueError for bad settings)."""
     consumer_config: dict[str, Any] = {}
-    if args.session_timeout_ms is not None:
-        consumer_config["session_timeout_ms"] = args.session_timeout_ms
-        consumer_config["heartbeat_interval_ms"] = max(100, args.session_timeout_ms // 3)
-    if args.group_instance_id is not None:
-        consumer_config["group_instance_id"] = args.group_instance_id
     settings = UpdaterSettings(
         kafka_servers=args.kafka_servers, kafka_topic=args.topic,
         consumer_group=args.group, model_storage_path=args.model_dir,
