@@ -19,7 +19,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autoretrain.exporter.kafka_security import add_security_arguments, security_from_args
@@ -34,6 +34,9 @@ __all__ = ["STANDALONE_OVERRIDES", "build_parser", "build_updater", "main"]
 log = logging.getLogger("autoretrain.webhook.updater")
 
 PROG = "python -m autoretrain.webhook.updater"
+#: Kafka security settings (and its secrets) may come from
+#: ``AUTORETRAIN_UPDATER_KAFKA_<SETTING>``, as the webhook's and the exporter's do.
+ENV_PREFIX = "AUTORETRAIN_UPDATER_"
 
 #: Where this process departs from UpdaterSettings' defaults, and why: its
 #: readers are other processes polling the store, so it saves every few
@@ -47,7 +50,9 @@ STANDALONE_OVERRIDES: dict[str, Any] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The command line; ``environ`` (default ``os.environ``) supplies the
+    ``AUTORETRAIN_UPDATER_KAFKA_*`` defaults and secrets."""
     defaults = UpdaterSettings()
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -95,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality-tolerance", type=float, default=objective.quality_tolerance,
                    help="constrained: how far below the best an agent may be "
                         "(default %(default)s)")
-    add_security_arguments(p, None)
+    add_security_arguments(p, ENV_PREFIX, environ)
     return p
 
 
