@@ -79,6 +79,13 @@ class StandaloneExporter:
         ``f() -> None | reason``: is the broker reachable? kafka-python polls
         quietly return nothing while the broker is down, so readiness needs
         this separate check; default a :class:`~.kafka_sink.BrokerProbe`.
+    join_stall_seconds
+        A consumer whose group membership is not stable this long rejoins
+        (unsubscribe, subscribe) and says so on ``/readyz``. kafka-python
+        3.0.12 can drop a rejoin for good: when a poll's timeout ends while
+        the JoinGroup is in flight and this member, as leader, then assigns,
+        nobody completes the join (no partitions, nothing consumed), as seen
+        when the consumer starts before its topic's metadata is known.
     """
 
     def __init__(
@@ -95,6 +102,7 @@ class StandaloneExporter:
         clock: Callable[[], float] = time.time,
         kafka_security: KafkaSecurity | None = None,
         duration_buckets: Sequence[float] = DURATION_BUCKETS_SECONDS,
+        join_stall_seconds: float = 60.0,
     ) -> None:
         if (isinstance(max_event_skew_seconds, bool)
                 or not isinstance(max_event_skew_seconds, int | float)
@@ -156,6 +164,10 @@ class StandaloneExporter:
         #: Why the records read cannot be decoded (None when they can).
         self.decode_error: str | None = None
         self.partitions: list[int] = []  # assigned to this instance, as of the last poll
+        self.join_stall_seconds = join_stall_seconds
+        self._unstable_since: float | None = None  # monotonic, while not a stable member
+        #: Why the consumer is not a stable group member (None while it is).
+        self.membership_error: str | None = None
 
     def handle(self, value: bytes | None) -> str:
         """Apply one message value; returns ``applied``, ``duplicate`` or ``invalid``."""
@@ -192,6 +204,8 @@ class StandaloneExporter:
         """For ``/readyz``: consuming from Kafka, or why not."""
         if self.decode_error is not None:
             return False, f"cannot decode the records of {self.topic}: {self.decode_error}"
+        if self.membership_error is not None:
+            return False, self.membership_error
         if self.connected:
             # The consumer exists and its last poll did not raise; polls also
             # "succeed" while the broker is down, hence the separate check.
@@ -212,6 +226,7 @@ class StandaloneExporter:
                      self.group_id, self.kafka_security.describe())
         batches = self._consumer.poll(timeout_ms=500, max_records=2000)
         self.partitions = sorted(tp.partition for tp in self._consumer.assignment())
+        self._check_membership()
         self.last_error = None
         if self.decode_error is not None:
             log.info("decoding the records of %s again", self.topic)
@@ -220,6 +235,35 @@ class StandaloneExporter:
         self._connected.set(1 if self._broker_check() is None else 0)
         for records in batches.values():
             self.handle_batch([record.value for record in records])
+
+    def _check_membership(self) -> None:
+        """Rejoin when the group membership has not been stable for
+        ``join_stall_seconds`` (see the class docstring); a stable member with
+        no partition (more members than partitions) is fine."""
+        from kafka.structs import MemberState
+
+        group_metadata = getattr(self._consumer, "group_metadata", None)
+        state = group_metadata().state if group_metadata is not None else None
+        now = time.monotonic()
+        if state is None or state == MemberState.STABLE:
+            if self.membership_error is not None:
+                log.info("consumer group %s joined again", self.group_id)
+            self._unstable_since, self.membership_error = None, None
+            return
+        if self._unstable_since is None:
+            self._unstable_since = now
+            return
+        waited = now - self._unstable_since
+        if waited < self.join_stall_seconds:
+            return
+        self.membership_error = (f"consumer not a stable member of group {self.group_id} "
+                                 f"after {waited:.0f} s (state {state}); rejoining")
+        log.warning("%s", self.membership_error)
+        # Leaving resets the member's generation, so the next poll joins anew
+        # instead of waiting on the dropped join.
+        self._consumer.unsubscribe()
+        self._consumer.subscribe([self.topic])
+        self._unstable_since = now
 
     def _poll_failed(self, exc: BaseException, retry_in: float) -> None:
         reason = undecodable(exc)

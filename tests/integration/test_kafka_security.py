@@ -350,3 +350,49 @@ def test_monitor_produces_over_scram_sasl_ssl_and_mutual_tls(
         consumer.close()
     assert len(received) == 20
     assert all(f"{case}-agent".encode() in value for value in received)
+
+
+@pytest.mark.parametrize("case", ["scram256_env", "scram512_sasl_ssl_file", "mtls_env"])
+def test_selector_follows_the_model_topic_over_scram_sasl_ssl_and_mutual_tls(
+        secure_kafka, tls, client_cert, topic, tmp_path, case, monkeypatch):
+    """The selector's ModelFollower (Kafka mode), configured from its environment
+    as a deployment does, loads the models a publisher puts on the secured topic."""
+    from servers.models import teach
+
+    from autoretrain.exporter.kafka_security import security_from_values
+    from autoretrain.webhook.serving import ModelPublisher
+    from autoretrain.webhook.serving.selector import EXTENSION, create_selector_app
+
+    bootstrap, settings = client_settings(case, secure_kafka, tls, client_cert, tmp_path)
+    model_topic = f"{topic}-models"
+    security = security_from_values(settings.get)
+    publisher = ModelPublisher(bootstrap, model_topic, kafka_security=security)
+    trainer = RealTimeModelUpdater(model_storage_path=str(tmp_path / "store"), seed=3,
+                                   model_publisher=publisher)
+    for key, value in {"KAFKA_SERVERS": bootstrap, "MODEL_TOPIC": model_topic,
+                       "POLL_INTERVAL_SECONDS": "0.2",
+                       **{k.removeprefix("AUTORETRAIN_SELECTOR_"): v
+                          for k, v in env_of("AUTORETRAIN_SELECTOR_", settings).items()}
+                       }.items():
+        monkeypatch.setenv(f"AUTORETRAIN_SELECTOR_{key}", value)
+    app = create_selector_app()
+    follower = app.extensions[EXTENSION]
+    client = app.test_client()
+    try:
+        teach(trainer, "a0", n=200)
+        version = trainer.save()
+        assert publisher.flush(60) and publisher.published_version == version, \
+            publisher.status()
+
+        def serving() -> bool:
+            return client.get("/readyz").status_code == 200
+
+        assert wait(serving, 60), (client.get("/readyz").get_json(), follower.status())
+        assert follower.version == version and follower.status() is None
+        assert (follower.predict_best_agent("t0")[0][0]
+                == trainer.predict_best_agent("t0")[0][0])
+        body = client.get("/readyz").get_data(as_text=True)
+        assert [s for s in secrets_in(settings, client_cert) if s in body] == []
+    finally:
+        follower.stop()
+        publisher.close()

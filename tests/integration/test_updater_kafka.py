@@ -192,3 +192,57 @@ def test_costs_are_learnt_once_across_a_crash_restart(kafka_server, kafka_topic:
             a = int(e.agent.rsplit("-", 1)[1])
             assert e.cost == pytest.approx(0.001 * (a + 1) * (t + 1))
             assert e.latency_seconds == pytest.approx(0.1 * (a + 1))
+
+
+def produce_to(bootstrap: str, topic: str, values: list[bytes], partitions: int) -> None:
+    """Produce ``values`` round-robin to partitions 0..partitions-1 (once the
+    producer's metadata has that many)."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    try:
+        assert wait_until(lambda: len(producer.partitions_for(topic) or ()) >= partitions, 30)
+        for i, value in enumerate(values):
+            producer.send(topic, value=value, partition=i % partitions)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+
+
+def test_topic_created_after_start_and_partitions_added_later_are_all_consumed(
+        kafka_server, tmp_path: Path) -> None:
+    """Regression (issue 13): the updater started before its topic existed.
+
+    Subscribed as a group member, its first join assigned nothing (no
+    partition metadata yet) and the rejoin could stall for good (kafka-python
+    3.0.12 drops a join whose poll timed out once the leader has assigned);
+    a partition added later was not seen for metadata_max_age (5 min). The
+    updater now assigns itself every partition the metadata holds and
+    refreshes it.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewPartitions
+
+    bootstrap, group = kafka_server.bootstrap, f"g-{uuid.uuid4().hex[:8]}"
+    topic = f"late-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    u = updater(bootstrap, topic, group, tmp_path, batch_size=10, batch_timeout_seconds=0.05)
+    u.start()
+    try:
+        # The broker creates the topic (1 partition) when the updater first
+        # asks for its metadata: the updater is up before the topic is.
+        assert wait_until(lambda: topic in admin.list_topics(), 60)
+        values, _ = events(300, EventIdFactory(), seed=4)
+        produce_to(bootstrap, topic, values[:100], partitions=1)
+        assert wait_until(lambda: u.get_metrics()["events_applied"] >= 100, 60), (
+            u.get_metrics()["events_applied"], u.kafka_status())
+        admin.create_partitions({topic: NewPartitions(3)})
+        produce_to(bootstrap, topic, values[100:], partitions=3)
+        assert wait_until(lambda: u.get_metrics()["events_applied"] >= 300, 60), (
+            u.get_metrics()["kafka_offsets"])
+        assert u.kafka_status() is None
+    finally:
+        u.stop()
+        admin.close()
+    m = u.get_metrics()
+    assert m["events_applied"] == 300 and m["duplicates"] == 0
+    assert m["kafka_offsets"] == {0: 100 + 67, 1: 67, 2: 66}
+

@@ -51,13 +51,13 @@ class DecodingConsumer:
         self.tp = TopicPartition("t", 0)
         self.listener: Any = None
 
-    def subscribe(self, topics: list[str], listener: Any) -> None:
-        self.listener = listener
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {self.tp.partition}
+
+    def assign(self, partitions: list[Any]) -> None:
+        assert partitions == [self.tp]
 
     def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
-        if self.listener is not None:
-            listener, self.listener = self.listener, None
-            listener.on_partitions_assigned([self.tp])
         batch = MemoryRecords(self.batch).next_batch()
         assert batch is not None
         records = [SimpleNamespace(value=r.value, offset=r.offset)

@@ -232,3 +232,39 @@ def test_monitor_producer_takes_its_security_from_the_argument_or_the_environmen
     monkeypatch.setenv("AUTORETRAIN_MONITOR_KAFKA_SASL_MECHANISM", "GSSAPI")
     with pytest.raises(ValueError, match="got 'GSSAPI'"):
         PerformanceMonitor(kafka_servers="127.0.0.1:9")
+
+
+def test_the_standalone_updater_takes_security_and_secrets_from_the_environment(
+        tmp_path, pem_files, capsys):
+    from autoretrain.webhook.updater.__main__ import build_parser, build_updater
+
+    cert, key = pem_files
+    environ = {
+        "AUTORETRAIN_UPDATER_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "AUTORETRAIN_UPDATER_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "AUTORETRAIN_UPDATER_KAFKA_SASL_USERNAME": "alice",
+        "AUTORETRAIN_UPDATER_KAFKA_SASL_PASSWORD": SECRET,
+        "AUTORETRAIN_UPDATER_KAFKA_SSL_CERTFILE": cert,
+        "AUTORETRAIN_UPDATER_KAFKA_SSL_KEYFILE": key,
+        "AUTORETRAIN_UPDATER_KAFKA_SSL_PASSWORD": "key-" + SECRET,
+    }
+    parser = build_parser(environ)
+    updater = build_updater(parser.parse_args(
+        ["--kafka-servers", "k:9092", "--model-dir", str(tmp_path / "models")]))
+    security = updater.settings.kafka_security
+    assert security is not None
+    config = security.client_config()
+    assert config["security_protocol"] == "SASL_SSL"
+    assert config["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert config["sasl_plain_password"] == SECRET
+    assert config["ssl_password"] == "key-" + SECRET and config["ssl_certfile"] == cert
+    # An option still beats the environment; a secret is never an option.
+    args = parser.parse_args(["--kafka-servers", "k:9092", "--model-dir", str(tmp_path),
+                              "--kafka-sasl-username", "bob"])
+    assert build_updater(args).settings.kafka_security.client_config()[
+        "sasl_plain_username"] == "bob"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--kafka-servers", "k:9092", "--model-dir", str(tmp_path),
+                           "--kafka-sasl-password", SECRET])
+    assert "unrecognized arguments" in capsys.readouterr().err
+    assert SECRET not in parser.format_help()

@@ -107,3 +107,43 @@ def test_run_duration_buckets_are_configurable():
     # Bad buckets: exit 2 with a message, before any port is bound.
     assert main(["--duration-buckets", "5,1"]) == 2
     assert main(["--duration-buckets", "1,x"]) == 2
+
+
+def test_a_membership_stuck_rebalancing_rejoins_and_is_not_ready():
+    """kafka-python 3.0.12 can drop a rejoin for good (member stuck in
+    REBALANCING, no partitions): past join_stall_seconds the exporter says so on
+    /readyz and rejoins; once stable again it is ready."""
+    from kafka.structs import ConsumerGroupMetadata, MemberState
+
+    calls = []
+
+    class Consumer:
+        state = MemberState.REBALANCING
+
+        def poll(self, timeout_ms, max_records):
+            return {}
+
+        def assignment(self):
+            return set()
+
+        def group_metadata(self):
+            return ConsumerGroupMetadata(group_id="g", state=self.state)
+
+        def unsubscribe(self):
+            calls.append("unsubscribe")
+
+        def subscribe(self, topics):
+            calls.append(("subscribe", topics))
+
+    consumer = Consumer()
+    exp = StandaloneExporter("k:9092", topic="t", consumer_factory=lambda *_: consumer,
+                             broker_check=lambda: None, join_stall_seconds=0.0)
+    exp._poll_once()  # the membership is seen unstable: the stall clock starts
+    assert calls == [] and exp.ready()[0]
+    exp._poll_once()
+    assert calls == ["unsubscribe", ("subscribe", ["t"])]
+    ready, reason = exp.ready()
+    assert not ready and "not a stable member of group autoretrain-exporter" in reason
+    consumer.state = MemberState.STABLE
+    exp._poll_once()
+    assert exp.ready() == (True, "consuming t from k:9092")

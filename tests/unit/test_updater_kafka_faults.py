@@ -40,13 +40,13 @@ class FakeConsumer:
         self.listener: Any = None
         self.tp = TopicPartition("t", 0)
 
-    def subscribe(self, topics: list[str], listener: Any) -> None:
-        self.listener = listener
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {self.tp.partition}
+
+    def assign(self, partitions: list[Any]) -> None:
+        assert partitions == [self.tp]
 
     def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
-        if self.listener is not None:  # the first poll joins the group
-            listener, self.listener = self.listener, None
-            listener.on_partitions_assigned([self.tp])
         if self.poll_failures:
             self.poll_failures -= 1
             raise KafkaConnectionError("111 ECONNREFUSED")
@@ -297,8 +297,14 @@ def test_assignment_seeks_to_model_offsets_and_rewinds_partitions_the_model_neve
     calls: list[tuple[str, int, int | None]] = []
 
     class Consumer:
-        def subscribe(self, topics: list[str], listener: Any) -> None:
-            self.listener = listener
+        def partitions_for_topic(self, topic: str) -> set[int]:
+            return {0, 1}
+
+        def assign(self, tps: list[Any]) -> None:
+            calls.append(("assign", len(tps), None))
+
+        def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+            return {}
 
         def seek(self, tp: Any, offset: int) -> None:
             calls.append(("seek", tp.partition, offset))
@@ -306,13 +312,77 @@ def test_assignment_seeks_to_model_offsets_and_rewinds_partitions_the_model_neve
         def seek_to_beginning(self, *tps: Any) -> None:
             calls.extend(("beginning", tp.partition, None) for tp in tps)
 
-    consumer = Consumer()
     positions: dict[int, int] = {0: 7}
-    KafkaSource("127.0.0.1:9", "t", "g", positions=lambda: positions, on_revoke=lambda: None,
-                consumer_factory=lambda **_: consumer)
-    consumer.listener.on_partitions_assigned([TopicPartition("t", 0), TopicPartition("t", 1)])
-    assert calls == [("seek", 0, 7), ("beginning", 1, None)]
+    source = KafkaSource("127.0.0.1:9", "t", "g", positions=lambda: positions,
+                         on_revoke=lambda: None, consumer_factory=lambda **_: Consumer())
+    source.poll(0.0, 10)
+    assert calls == [("assign", 2, None), ("seek", 0, 7), ("beginning", 1, None)]
     calls.clear()
     positions.clear()  # a new model: the group's committed offsets stand
-    consumer.listener.on_partitions_assigned([TopicPartition("t", 0), TopicPartition("t", 1)])
-    assert calls == []
+    source = KafkaSource("127.0.0.1:9", "t", "g", positions=lambda: positions,
+                         on_revoke=lambda: None, consumer_factory=lambda **_: Consumer())
+    source.poll(0.0, 10)
+    assert calls == [("assign", 2, None)]
+
+
+def test_source_assigns_partitions_as_they_appear_and_reports_none_held() -> None:
+    """No partition known: nothing assigned and unassigned_seconds grows (readiness
+    says so); partitions that appear, also added later, are assigned at the next
+    check, new ones from their beginning when the model has positions."""
+    from autoretrain.webhook.updater.sources import KafkaSource
+
+    now = [100.0]
+    known: set[int] = set()
+    calls: list[Any] = []
+
+    class Consumer:
+        def partitions_for_topic(self, topic: str) -> set[int] | None:
+            return set(known) or None
+
+        def assign(self, tps: list[Any]) -> None:
+            calls.append(("assign", sorted(tp.partition for tp in tps)))
+
+        def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
+            return {}
+
+        def seek(self, tp: Any, offset: int) -> None:
+            calls.append(("seek", tp.partition, offset))
+
+        def seek_to_beginning(self, *tps: Any) -> None:
+            calls.extend(("beginning", tp.partition) for tp in tps)
+
+    source = KafkaSource("127.0.0.1:9", "t", "g", positions=lambda: {0: 5},
+                         on_revoke=lambda: None, consumer_factory=lambda **_: Consumer(),
+                         partition_check_seconds=10.0, clock=lambda: now[0])
+    source.poll(0.0, 10)
+    now[0] += 40.0
+    source.poll(0.0, 10)
+    assert calls == [] and source.unassigned_seconds() == 40.0
+    known.add(0)
+    source.poll(0.0, 10)  # checked at every poll while nothing is held
+    assert calls == [("assign", [0]), ("seek", 0, 5)] and source.unassigned_seconds() is None
+    calls.clear()
+    known.add(1)
+    now[0] += 5.0
+    source.poll(0.0, 10)
+    assert calls == []  # not yet due
+    now[0] += 5.0
+    source.poll(0.0, 10)
+    assert calls == [("assign", [0, 1]), ("beginning", 1)]
+
+
+def test_readiness_says_when_the_consumer_holds_no_partition(tmp_path: Path, monkeypatch
+                                                             ) -> None:
+    from autoretrain.webhook.updater import consumer as consumer_module
+
+    monkeypatch.setattr(consumer_module, "_UNASSIGNED_GRACE_SECONDS", 0.0)
+    fake = FakeConsumer([])
+    fake.partitions_for_topic = lambda topic: None  # type: ignore[method-assign]
+    u = kafka_updater(tmp_path, lambda **_: fake)
+    u.start()
+    try:
+        assert wait_until(lambda: u.kafka_status() is not None, 10)
+        status = u.kafka_status()
+        assert status is not None and "holds no partition of t" in status
+    finally:
+        u.stop()

@@ -190,20 +190,21 @@ class GatedConsumer:
         self.next_offset = 0
         self.gate = threading.Event()
         self.polls = 0
-        self.listener: Any = None
+        self.assigned: list[Any] = []
         self.tp = TopicPartition("t", 0)
 
-    def subscribe(self, topics: list[str], listener: Any) -> None:
-        self.listener = listener
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        # Unknown until the gate opens (a topic not yet in the metadata).
+        return {self.tp.partition} if self.gate.is_set() else None
+
+    def assign(self, partitions: list[Any]) -> None:
+        self.assigned = list(partitions)
 
     def poll(self, timeout_ms: int, max_records: int) -> dict[Any, list[Any]]:
         self.polls += 1
-        if not self.gate.is_set():
+        if not self.gate.is_set() or not self.assigned:
             time.sleep(min(timeout_ms, 20) / 1000)
             return {}
-        if self.listener is not None:  # the first poll after the gate joins the group
-            listener, self.listener = self.listener, None
-            listener.on_partitions_assigned([self.tp])
         batch = self.values[self.next_offset : self.next_offset + max_records]
         records = [SimpleNamespace(value=v, offset=self.next_offset + i)
                    for i, v in enumerate(batch)]
@@ -213,7 +214,7 @@ class GatedConsumer:
         return {self.tp: records} if records else {}
 
     def assignment(self) -> list[Any]:
-        return [] if self.listener is not None else [self.tp]
+        return self.assigned
 
     def end_offsets(self, partitions: list[Any], timeout_ms: int | None = None
                     ) -> dict[Any, int]:

@@ -19,7 +19,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autoretrain.exporter.kafka_security import add_security_arguments, security_from_args
@@ -34,6 +34,9 @@ __all__ = ["STANDALONE_OVERRIDES", "build_parser", "build_updater", "main"]
 log = logging.getLogger("autoretrain.webhook.updater")
 
 PROG = "python -m autoretrain.webhook.updater"
+#: Kafka security settings (and its secrets) may come from
+#: ``AUTORETRAIN_UPDATER_KAFKA_<SETTING>``, as the webhook's and the exporter's do.
+ENV_PREFIX = "AUTORETRAIN_UPDATER_"
 
 #: Where this process departs from UpdaterSettings' defaults, and why: its
 #: readers are other processes polling the store, so it saves every few
@@ -47,7 +50,9 @@ STANDALONE_OVERRIDES: dict[str, Any] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The command line; ``environ`` (default ``os.environ``) supplies the
+    ``AUTORETRAIN_UPDATER_KAFKA_*`` defaults and secrets."""
     defaults = UpdaterSettings()
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -75,11 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
                    default=defaults.max_event_skew_seconds,
                    help="events timestamped more than this after now are invalid "
                         "(default %(default)s)")
+    # The updater assigns itself every partition (no group membership, so no
+    # session to wait out after a restart): these two are accepted and ignored.
     p.add_argument("--session-timeout-ms", type=int, default=None,
-                   help="consumer group session timeout (broker bounds apply)")
+                   help="ignored (kept for compatibility): the updater assigns itself "
+                        "every partition and joins no group")
     p.add_argument("--group-instance-id", default=None,
-                   help="static group membership: a restart with the same id takes its "
-                        "predecessor's partitions at once, without a rebalance")
+                   help="ignored (kept for compatibility), as --session-timeout-ms")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     objective = Objective()
@@ -93,18 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality-tolerance", type=float, default=objective.quality_tolerance,
                    help="constrained: how far below the best an agent may be "
                         "(default %(default)s)")
-    add_security_arguments(p, None)
+    add_security_arguments(p, ENV_PREFIX, environ)
     return p
 
 
 def build_updater(args: argparse.Namespace) -> RealTimeModelUpdater:
     """The updater the parsed ``args`` describe (ValueError for bad settings)."""
     consumer_config: dict[str, Any] = {}
-    if args.session_timeout_ms is not None:
-        consumer_config["session_timeout_ms"] = args.session_timeout_ms
-        consumer_config["heartbeat_interval_ms"] = max(100, args.session_timeout_ms // 3)
-    if args.group_instance_id is not None:
-        consumer_config["group_instance_id"] = args.group_instance_id
     settings = UpdaterSettings(
         kafka_servers=args.kafka_servers, kafka_topic=args.topic,
         consumer_group=args.group, model_storage_path=args.model_dir,

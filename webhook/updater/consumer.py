@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 _POLL_SECONDS = 0.2
 #: Values read from the source at once, and applied in one slice, at least.
 _SLICE = 10_000
+# A consumer holding no partition this long after it was created says so on
+# /readyz: its topic is not in the broker's metadata (missing, or this client
+# may not describe it); shorter waits are a topic still being created.
+_UNASSIGNED_GRACE_SECONDS = 30.0
 
 
 class Consumer:
@@ -325,4 +329,11 @@ class Consumer:
                     if security is not None and security.security_protocol != "PLAINTEXT"
                     else "")
             return f"Kafka consumer not connected: {self.source_error}{hint}"
+        source = self.source
+        if isinstance(source, KafkaSource):
+            unassigned = source.unassigned_seconds()
+            if unassigned is not None and unassigned >= _UNASSIGNED_GRACE_SECONDS:
+                return (f"Kafka consumer holds no partition of {source.topic} after "
+                        f"{unassigned:.0f} s: the topic is not in the broker's metadata "
+                        "(does it exist, and may this client describe it?)")
         return None

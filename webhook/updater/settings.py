@@ -143,8 +143,9 @@ class UpdaterSettings:
     seed
         Seed of the model's exploration generator.
     consumer_config
-        Further ``KafkaConsumer`` settings, e.g. ``session_timeout_ms`` or
-        ``group_instance_id``.
+        Further ``KafkaConsumer`` settings, e.g. ``fetch_max_bytes`` (the
+        consumer assigns itself every partition, so group settings such as
+        ``session_timeout_ms`` have no effect).
     kafka_security
         How the consumer authenticates and encrypts
         (:class:`~autoretrain.exporter.kafka_security.KafkaSecurity`); None is PLAINTEXT.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -102,27 +103,46 @@ class EmbeddedSource:
 
 
 class KafkaSource:
-    """A ``KafkaConsumer`` with manual commits and seeks to the model's offsets.
+    """A ``KafkaConsumer`` assigned every partition of the topic, with manual
+    commits and seeks to the model's offsets.
+
+    The updater is one process per model store (a flock on the store), so it
+    needs no group membership to share partitions: it assigns them itself
+    (``assign()``), and the group is only where its offsets are committed.
+    Subscribing instead made it depend on kafka-python 3.0.12's group join,
+    which can stall for good: a rejoin that a metadata change starts is
+    dropped when ``poll``'s timeout ends while the JoinGroup is in flight
+    (the leader's assignment then makes ``need_rejoin()`` false, so nobody
+    completes the join), the stall seen when the consumer starts before its
+    topic's metadata is known. Manual assignment also spares a restarted
+    process waiting out its predecessor's session (45 s by default).
 
     Parameters
     ----------
     servers, topic, group
-        Bootstrap servers, topic and consumer group.
+        Bootstrap servers, topic, and the consumer group offsets are
+        committed to.
     positions
         Returns the offsets (partition -> next offset) the model state
-        includes; on assignment the consumer seeks there, so a restart or a
-        rebalance continues exactly after the last applied event.
+        includes; a partition is assigned at these offsets, so a restart
+        continues exactly after the last applied event.
     on_revoke
         Called before partitions are taken away: apply, save and commit.
+        With manual assignment only a partition that left the metadata is
+        taken away (the topic was deleted or recreated).
     consumer_factory
         Builds the consumer (tests inject a fake); default ``KafkaConsumer``.
     commit_timeout_seconds
         Bound on a commit (and on ``close``): kafka-python retries a commit
         for ``request_timeout_ms`` (30 s) while the broker is down, and the
         consumer thread must get back to reporting and retrying sooner.
+    partition_check_seconds
+        How often the topic's metadata is refreshed and new partitions are
+        assigned (while none is known yet, at every poll).
+    clock
+        Monotonic seconds (tests pass a fake one).
     config
-        Further ``KafkaConsumer`` settings (``session_timeout_ms``,
-        ``group_instance_id`` ...).
+        Further ``KafkaConsumer`` settings.
 
     Raises :class:`SourceError` when the consumer cannot be created (no
     broker answers within ``bootstrap_timeout_ms``).
@@ -137,9 +157,11 @@ class KafkaSource:
         on_revoke: Callable[[], None],
         consumer_factory: Callable[..., Any] | None = None,
         commit_timeout_seconds: float = 5.0,
+        partition_check_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
         **config: Any,
     ) -> None:
-        from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+        from kafka import KafkaConsumer, TopicPartition
         from kafka.errors import KafkaError
 
         self.topic = topic
@@ -150,6 +172,12 @@ class KafkaSource:
         self._backlog_end: dict[int, int] = {}  # partition -> end offset when first seen
         self._read: dict[int, int] = {}  # partition -> offset after the last record handed out
         self._positions = positions
+        self._on_revoke = on_revoke
+        self._check_every = partition_check_seconds
+        self._clock = clock
+        self._created = clock()
+        self._next_check = self._created
+        self._assigned: frozenset[int] = frozenset()
         factory = consumer_factory or KafkaConsumer
         settings: dict[str, Any] = {
             "bootstrap_servers": servers,
@@ -172,29 +200,59 @@ class KafkaSource:
             self.consumer = factory(**settings)
         except self._errors as exc:
             raise self._error("cannot connect", exc) from exc
-        source = self
+        # kafka-python's metadata cache: its public partitions_for_topic()
+        # blocks without a bound while the topic is unknown, this one never.
+        self._cluster = getattr(self.consumer, "_cluster", None)
+        if self._cluster is not None:
+            self._cluster.add_topic(topic)  # track it (and ask for it) from now on
 
-        class _Listener(ConsumerRebalanceListener):
-            def on_partitions_revoked(self, revoked: Any) -> None:
-                if revoked:
-                    on_revoke()
+    def _known_partitions(self) -> set[int]:
+        if self._cluster is None:  # a test double
+            return set(self.consumer.partitions_for_topic(self.topic) or ())
+        return set(self._cluster.partitions_for_topic(self.topic) or ())
 
-            def on_partitions_assigned(self, assigned: Any) -> None:
-                known = positions()
-                for tp in assigned:
-                    offset = known.get(tp.partition)
-                    if offset is not None:
-                        source.consumer.seek(tp, offset)
-                    elif known:
-                        # The model holds positions on this topic but none for
-                        # this partition: it has applied nothing from it, so
-                        # start at its beginning, not at a group commit that a
-                        # newer (now corrupt or rolled back) version made.
-                        source.consumer.seek_to_beginning(tp)
-                log.info("assigned %s, seeking to model offsets %s",
-                         sorted(tp.partition for tp in assigned), known)
+    def _refresh_assignment(self) -> None:
+        """Assign every partition the metadata knows, seeking new ones to the
+        model's offsets; ask for fresher metadata every ``partition_check_seconds``."""
+        now = self._clock()
+        if self._assigned and now < self._next_check:
+            return
+        self._next_check = now + self._check_every
+        partitions = self._known_partitions()
+        if self._cluster is not None and (not partitions or self._assigned):
+            self._cluster.request_update()  # picked up by a later check
+        if not partitions or partitions == self._assigned:
+            return
+        if self._assigned - partitions:
+            # A partition vanished (topic deleted or recreated): save what
+            # was read from it before its position is dropped.
+            self._on_revoke()
+        added = sorted(partitions - self._assigned)
+        self.consumer.assign([self._TopicPartition(self.topic, p) for p in sorted(partitions)])
+        self._assigned = frozenset(partitions)
+        known = self._positions()
+        for p in added:
+            tp = self._TopicPartition(self.topic, p)
+            offset = known.get(p)
+            if offset is not None:
+                self.consumer.seek(tp, offset)
+            elif known:
+                # The model holds positions on this topic but none for this
+                # partition: it has applied nothing from it, so start at its
+                # beginning, not at a group commit that a newer (now corrupt
+                # or rolled back) version made.
+                self.consumer.seek_to_beginning(tp)
+            # With no positions at all (a new model) the group's committed
+            # offset stands, else auto_offset_reset (earliest).
+        log.info("assigned %s of %s (added %s), seeking to model offsets %s",
+                 sorted(partitions), self.topic, added, known)
 
-        self.consumer.subscribe([topic], listener=_Listener())
+    def unassigned_seconds(self) -> float | None:
+        """Seconds since the source was created while it holds no partition
+        (the topic is unknown to the broker's metadata), else None."""
+        if self._assigned:
+            return None
+        return max(0.0, self._clock() - self._created)
 
     def _error(self, what: str, exc: BaseException) -> SourceError:
         text = str(exc)
@@ -204,6 +262,7 @@ class KafkaSource:
 
     def poll(self, timeout: float, max_records: int) -> Poll:
         try:
+            self._refresh_assignment()
             records = self.consumer.poll(timeout_ms=int(timeout * 1000),
                                          max_records=max_records)
         except self._errors as exc:
