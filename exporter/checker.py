@@ -143,7 +143,7 @@ class Checker:
                     if key not in current:
                         who = "System" if v.agent is None else f"Agent {v.agent}"
                         msg = f"{who} {v.metric.replace('_', ' ')} back within its threshold"
-                        details = {"metric": v.metric, "agent": v.agent}
+                        details: dict[str, Any] = {"metric": v.metric, "agent": v.agent}
                         aside = self.set_aside.agents() if self.set_aside is not None else {}
                         if v.agent in aside:
                             # Most likely not recovered: routed around, too few runs to judge.
