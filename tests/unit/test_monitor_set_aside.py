@@ -91,7 +91,8 @@ def test_an_alert_that_ends_while_its_agent_is_set_aside_does_not_say_recovered(
     clock.advance(3601)  # routed away: its runs leave the window, another agent's fill it
     for i in range(20):
         monitor.record_agent_run(f"s{i}", "backup", "llm", "success", 100.0, task_type="triage")
-    ended = [a for a in monitor.check() if a.details.get("metric") == "success_rate"]
+    ended = [a for a in monitor.check()
+             if a.details.get("metric") == "success_rate" and a.details.get("agent") == "bot"]
     assert messages(ended) == [
         ("info", "Agent bot success rate no longer judged or back within its threshold; "
                  "the selection model still holds it set aside on triage")]
