@@ -9,6 +9,9 @@ on the same request stream with the same per-request random draws (common
 random numbers), so differences come from the choices alone. The reward of
 a decision is success x accuracy of the chosen agent's run.
 
+``--first-seed K`` runs seeds K..K+N-1 instead of 1..N (other seeds than
+the ones the defaults were chosen on).
+
 Per scenario and policy, over seeds (median, min-max):
 
 * ``share``: cumulative reward as a share of the oracle's (the oracle
@@ -703,17 +706,20 @@ def properties(stream: Stream, played: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(
-    quick: bool = False, seeds: int | None = None, sizes: Sizes | None = None
+    quick: bool = False, seeds: int | None = None, sizes: Sizes | None = None,
+    first_seed: int = 1,
 ) -> dict[str, Any]:
-    """Every policy on every scenario and seed; the JSON-ready results."""
+    """Every policy on every scenario and seed (``first_seed`` .. ``first_seed +
+    seeds - 1``); the JSON-ready results."""
     seeds = seeds or (2 if quick else 5)
+    seed_list = list(range(first_seed, first_seed + seeds))
     sizes = sizes or (QUICK if quick else FULL)
     vw_error = vowpalwabbit_available()
     factories = policy_factories(include_vw=vw_error is None)
     results: dict[str, Any] = {}
     for sc in scenarios(sizes):
         per_policy: dict[str, list[dict[str, Any]]] = {name: [] for name in [*factories, "oracle"]}
-        for seed in range(1, seeds + 1):
+        for seed in seed_list:
             stream = Stream.build(sc, seed)
             oracle = play(stream, None)
             for name in per_policy:
@@ -736,7 +742,7 @@ def run(
         }
     return {
         "quick": quick,
-        "seeds": list(range(1, seeds + 1)),
+        "seeds": seed_list,
         "settings": {
             "sizes": sizes.__dict__,
             "seconds_per_decision": SECONDS_PER_DECISION,
@@ -931,10 +937,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, two seeds (CI)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds 1..N (default 5; quick 2)")
+    parser.add_argument("--first-seed", type=int, default=1,
+                        help="start the seeds at K instead of 1 (K..K+N-1): check other seeds")
     args = parser.parse_args(argv)
+    if args.first_seed < 1:
+        parser.error(f"--first-seed must be >= 1, got {args.first_seed}")
     logging.basicConfig(level=logging.ERROR)
     started = time.perf_counter()
-    result = run(args.quick, args.seeds)
+    result = run(args.quick, args.seeds, first_seed=args.first_seed)
     result["runtime_seconds"] = round(time.perf_counter() - started, 1)
     print("## Decision quality under drift\n")
     print(report(result))

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from .alerts import Alert, RetrainPolicy, Violation, find_violations
 from .effect import UNHELPFUL, EffectTracker
 from .retrain_types import MODEL_TYPE, RetrainType
+from .set_aside import SetAsideWatch
 from .thresholds import MonitorSettings, Thresholds
 from .timefmt import utc_iso
 from .window import WindowStats
@@ -83,6 +84,11 @@ class Checker:
     effects
         Measures each retrain's effect on the outcomes (checked every pass);
         None: not measured.
+    set_aside
+        Watches the pairs the selection model set aside (polled every pass):
+        an alert when one is set aside or restored, so a person learns an
+        agent is broken after routing moved away from it and its per-agent
+        alerts went quiet. None: not watched.
     """
 
     def __init__(
@@ -94,9 +100,11 @@ class Checker:
         clock: Callable[[], float],
         max_alerts: int = 1000,
         effects: EffectTracker | None = None,
+        set_aside: SetAsideWatch | None = None,
     ) -> None:
         self._window_stats = window_stats
         self.effects = effects
+        self.set_aside = set_aside
         self._thresholds = thresholds
         self.settings = settings
         self.retrainer = retrainer
@@ -123,6 +131,7 @@ class Checker:
                 stats, self._thresholds(), self.settings.min_runs, stats.agents
             )
             raised: list[Alert] = self._measure_effects(now)
+            raised += self._watch_set_aside(now)
             self.checks += 1
             if violations is not None:
                 current = {v.key: v for v in violations}
@@ -134,7 +143,14 @@ class Checker:
                     if key not in current:
                         who = "System" if v.agent is None else f"Agent {v.agent}"
                         msg = f"{who} {v.metric.replace('_', ' ')} back within its threshold"
-                        details = {"metric": v.metric, "agent": v.agent}
+                        details: dict[str, Any] = {"metric": v.metric, "agent": v.agent}
+                        aside = self.set_aside.agents() if self.set_aside is not None else {}
+                        if v.agent in aside:
+                            # Most likely not recovered: routed around, too few runs to judge.
+                            msg = (f"Agent {v.agent} {v.metric.replace('_', ' ')} no longer "
+                                   "judged or back within its threshold; the selection model "
+                                   f"still holds it set aside on {', '.join(aside[v.agent])}")
+                            details["set_aside_on"] = aside[v.agent]
                         raised.append(self.alerts.add("info", msg, details, now))
                         log.info("%s", msg)
                 self._active = current
@@ -200,6 +216,28 @@ class Checker:
                     "warning", "Retrains stopped helping: a person should look",
                     {"unhelpful_streak": self.effects.unhelpful_streak,
                      "recommendation": advice}, now))
+        return raised
+
+    def _watch_set_aside(self, now: float) -> list[Alert]:
+        """One alert per pair the selection model set aside or restored since the last pass."""
+        if self.set_aside is None:
+            return []
+        new, restored = self.set_aside.poll(now)
+        raised = []
+        for p in new:
+            message = (f"Agent {p.agent} set aside on task type {p.task_type} by the selection "
+                       "model: clearly worse than its history, routed around and retried later "
+                       "(its per-agent alerts go quiet once it gets no traffic)")
+            log.warning("%s", message)
+            raised.append(self.alerts.add("warning", message, {
+                "event": "set_aside", "agent": p.agent, "task_type": p.task_type,
+                "times": p.times}, now))
+        for task_type, agent in restored:
+            message = (f"Agent {agent} back on task type {task_type}: the selection model's "
+                       "retry found it well again")
+            log.info("%s", message)
+            raised.append(self.alerts.add("info", message, {
+                "event": "restored", "agent": agent, "task_type": task_type}, now))
         return raised
 
     def _call_retrainer(self, reason: str, full: bool) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from .kafka_security import KafkaSecurity, security_from_environ
 from .kafka_sink import KafkaSink
 from .recorder import Recorder
 from .report import build_report
+from .set_aside import SetAsideSource, SetAsideWatch
 from .thresholds import MonitorSettings, Thresholds, ThresholdsConfig, load_thresholds
 from .window import AgentWindowStats, WindowStats
 
@@ -178,6 +179,15 @@ class PerformanceMonitor:
         by default a window of 15 minutes, or half the monitor's window when
         that is shorter. ``window_seconds + settle_seconds`` must fit in the
         monitor's window, which holds the events it is measured on.
+    set_aside
+        Returns the ``(task_type, agent)`` pairs the selection model holds
+        set aside, e.g. ``updater.set_aside_pairs`` of an in-process
+        :class:`~autoretrain.webhook.RealTimeModelUpdater`. Each check then
+        alerts when a pair is set aside or restored, and :meth:`get_stats`
+        and :meth:`generate_report` list them: once routing moves away from
+        a broken agent its runs leave the window and its per-agent alerts
+        stop, so without this a library deployment (no Prometheus, no
+        ``AgentSetAside``) would not learn it is broken. None: not watched.
     clock
         Returns Unix seconds; tests and simulations inject their own.
     """
@@ -204,6 +214,7 @@ class PerformanceMonitor:
         max_window_records: int = 100_000,
         max_alerts: int = 1000,
         retrain_effect: EffectSettings | None = None,
+        set_aside: SetAsideSource | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not (isinstance(window_size_minutes, int | float) and window_size_minutes > 0):
@@ -259,6 +270,7 @@ class PerformanceMonitor:
                 "the effect is measured on"
             )
         self._effects = EffectTracker(self._recorder.outcomes, retrain_effect, clock)
+        self._set_aside = None if set_aside is None else SetAsideWatch(set_aside)
         self._checker = Checker(
             self._recorder.window_stats,
             lambda: self.thresholds,
@@ -267,6 +279,7 @@ class PerformanceMonitor:
             clock,
             max_alerts,
             self._effects,
+            self._set_aside,
         )
         self._loop = BackgroundLoop(
             "autoretrain-monitor", self._check_when_due, on_error=self._check_failed
@@ -358,6 +371,11 @@ class PerformanceMonitor:
             "retrain_effect_counts": dict(self._effects.counts),
             "retrain_effects_pending": self._effects.pending,
             "retrains_unhelpful_streak": self._effects.unhelpful_streak,
+            # Pairs the selection model set aside, as of the last check (None: not watched).
+            "set_aside": None if self._set_aside is None else [
+                p.as_dict() for p in self._set_aside.current()],
+            "set_aside_total": None if self._set_aside is None else self._set_aside.total,
+            "set_aside_source_errors": None if self._set_aside is None else self._set_aside.errors,
         }
 
     def generate_report(self, include_agents: bool = True) -> dict[str, Any]:
@@ -378,6 +396,7 @@ class PerformanceMonitor:
             include_agents=include_agents,
             retrain_effects=self._effects.last(5),
             effect_recommendation=self._effects.recommendation(),
+            set_aside=None if self._set_aside is None else self._set_aside.current(),
         )
 
     # -- checking and retraining -------------------------------------------

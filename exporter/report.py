@@ -6,11 +6,13 @@ from dataclasses import asdict
 from typing import Any
 
 from .alerts import Alert, Violation, find_violations
+from .set_aside import SetAsidePair
 from .thresholds import Thresholds
 from .timefmt import utc_iso
 from .window import AgentWindowStats, WindowStats
 
-__all__ = ["HEALTH_WEIGHTS", "build_report", "health_score", "recommendations"]
+__all__ = ["HEALTH_WEIGHTS", "build_report", "health_score", "recommendations",
+           "set_aside_recommendations"]
 
 HEALTH_WEIGHTS = {"accuracy": 0.40, "success_rate": 0.30, "error_rate": 0.15, "latency_p95": 0.15}
 VIOLATION_PENALTY = 10.0
@@ -86,6 +88,21 @@ def recommendations(
     return out
 
 
+def set_aside_recommendations(pairs: list[SetAsidePair]) -> list[str]:
+    """One line per agent the selection model holds set aside (oldest first)."""
+    by_agent: dict[str, list[SetAsidePair]] = {}
+    for p in pairs:
+        by_agent.setdefault(p.agent, []).append(p)
+    return [
+        f"Agent {agent} is set aside by the selection model on "
+        f"{', '.join(p.task_type for p in ps)} (since {utc_iso(min(p.since for p in ps))}): "
+        "it was clearly worse than its history, traffic is routed around it and retried "
+        "with backoff; check the agent itself (its per-agent figures may be silent for "
+        "lack of traffic)."
+        for agent, ps in by_agent.items()
+    ]
+
+
 def build_report(
     stats: WindowStats,
     thresholds: Thresholds,
@@ -98,12 +115,16 @@ def build_report(
     include_agents: bool = True,
     retrain_effects: list[dict[str, Any]] | None = None,
     effect_recommendation: str | None = None,
+    set_aside: list[SetAsidePair] | None = None,
 ) -> dict[str, Any]:
     """The report of ``generate_report`` from the window's statistics (a pure function).
 
     ``retrain_effects`` (newest first) are reported as they are;
     ``effect_recommendation`` (retrains stopped helping) comes first among
     the recommendations: it asks for a person, whatever the window says.
+    ``set_aside`` (None: not watched) are the pairs the selection model
+    holds set aside; each agent among them gets a recommendation, since its
+    window may no longer hold enough runs for a violation of its own.
 
     ``status`` is ``no_data``, ``healthy``, ``degraded`` or ``critical``
     (from the system-level violations); ``health_score`` is
@@ -129,9 +150,11 @@ def build_report(
         "violations": [asdict(v) for v in violations or []],
         "recommendations": [
             *([effect_recommendation] if effect_recommendation else []),
+            *set_aside_recommendations(set_aside or []),
             *recommendations(stats, stats.agents, violations, min_runs),
         ],
         "retrain_effects": list(retrain_effects or []),
+        "set_aside": None if set_aside is None else [p.as_dict() for p in set_aside],
         "recent_alerts": [asdict(a) for a in recent_alerts],
         "stats": monitor_stats,
     }

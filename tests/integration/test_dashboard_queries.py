@@ -277,6 +277,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             timeout=30,
         )
         wait_for("changes(autoretrain_model_last_retrain_timestamp_seconds[1m]) > 0", timeout=30)
+        # The degraded agents' pairs set aside by the model (the drop detector,
+        # within a few runs), scraped several times: the set-aside panels.
+        wait_for("count_over_time(autoretrain_model_pair_set_aside[1m]) >= 3", timeout=30)
         # Alertmanager's part, played by the test: the firing retrain alert reaches
         # the webhook, which retrains (trigger alert) on a platform that stays
         # degraded. Its effect is measured once its 20 s after-window closed,

@@ -231,7 +231,7 @@ class RealTimeModelUpdater:
         self.metrics.objective.labels(str(settings.objective.mode)).set(1)
         # Read at scrape time: parking happens inside model updates and retrains.
         self.metrics.parked.set_function(lambda: float(self._state.model.parked_pairs()))
-        self.metrics.set_aside.source = lambda: self._state.model.set_aside()
+        self.metrics.set_aside.source = self.set_aside_pairs
         self.metrics.capacity.labels("agent").set_function(
             lambda: len(self._state.model.agents) / settings.max_agents)
         self.metrics.capacity.labels("task_type").set_function(
@@ -372,6 +372,14 @@ class RealTimeModelUpdater:
         state = self._state  # one lookup: this is the orchestrator's per-request path
         with state.lock:
             return state.model.predict_best_agent(task_type, context, top_k, explore)
+
+    def set_aside_pairs(self) -> list[tuple[str, str]]:
+        """``(task_type, agent)`` of the pairs the serving model holds set aside
+        (parked after a drop until a retry restores them): what
+        ``autoretrain_model_pair_set_aside`` exports. Pass this method as the
+        ``set_aside`` of a :class:`~autoretrain.exporter.PerformanceMonitor` in
+        the same process, so the monitor alerts on it without Prometheus."""
+        return self._state.model.set_aside()
 
     def rank_agents(
         self,
