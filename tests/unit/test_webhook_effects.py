@@ -340,6 +340,14 @@ def test_bad_effect_and_schedule_settings_fail_at_start(settings: dict[str, Any]
         load_config({"allow_unauthenticated": True, **settings}, {})
 
 
+def test_a_bad_effect_setting_is_named_with_its_variable() -> None:
+    # EffectSettings checks the range, once; the message names the key and its source.
+    env = {"AUTORETRAIN_WEBHOOK_EFFECT_SETTLE_SECONDS": "-1"}
+    with pytest.raises(ValueError, match=r"^effect_settle_seconds \(from AUTORETRAIN_WEBHOOK_"
+                                         r"EFFECT_SETTLE_SECONDS\) must be a finite number >= 0"):
+        load_config({"allow_unauthenticated": True}, env)
+
+
 def test_schedule_is_off_by_default_and_read_from_the_environment() -> None:
     assert load_config({"allow_unauthenticated": True}, {}).retrain_schedule() is None
     env = {"AUTORETRAIN_WEBHOOK_RETRAIN_SCHEDULE_CRON": "0 3 * * *",
