@@ -491,39 +491,17 @@ class AgentMetrics(Collector):
         a_bounds = [f'le="{floatToGoString(b)}"}} ' for b in self.accuracy_buckets] + [
             'le="+Inf"} '
         ]
-        runs: list[str] = [
-            _header("autoretrain_agent_runs", _HELP["autoretrain_agent_runs"], "counter", om)
-        ]
-        duration: list[str] = [
-            _header(
-                "autoretrain_agent_run_duration_seconds",
-                _HELP["autoretrain_agent_run_duration_seconds"],
-                "histogram",
-                om,
+        # One list of text per family, in exposition order, each opened by its header.
+        runs, duration, tokens, cost, accuracy, records = (
+            [_header(family, _HELP[family], kind, om)] for family, kind in (
+                ("autoretrain_agent_runs", "counter"),
+                ("autoretrain_agent_run_duration_seconds", "histogram"),
+                ("autoretrain_agent_tokens", "counter"),
+                ("autoretrain_agent_cost", "counter"),
+                ("autoretrain_agent_prediction_accuracy_ratio", "histogram"),
+                ("autoretrain_agent_accuracy_records", "counter"),
             )
-        ]
-        tokens: list[str] = [
-            _header("autoretrain_agent_tokens", _HELP["autoretrain_agent_tokens"], "counter", om)
-        ]
-        cost: list[str] = [
-            _header("autoretrain_agent_cost", _HELP["autoretrain_agent_cost"], "counter", om)
-        ]
-        accuracy: list[str] = [
-            _header(
-                "autoretrain_agent_prediction_accuracy_ratio",
-                _HELP["autoretrain_agent_prediction_accuracy_ratio"],
-                "histogram",
-                om,
-            )
-        ]
-        records: list[str] = [
-            _header(
-                "autoretrain_agent_accuracy_records",
-                _HELP["autoretrain_agent_accuracy_records"],
-                "counter",
-                om,
-            )
-        ]
+        )
         if self._before_collect is not None:
             self._before_collect()
         with self._lock:
