@@ -23,6 +23,20 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(ENV_PREFIX + name, default)
 
 
+def _number_option(p: argparse.ArgumentParser, flag: str, name: str, kind: type[float],
+                   default: float, help_text: str) -> None:
+    """``flag`` of type ``kind`` (int or float), default from the variable ``name``;
+    a variable that is not a number is a ``ValueError`` naming it."""
+    text = _env(name, str(default))
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{ENV_PREFIX}{name} must be a number ({kind.__name__}), "
+                         f"got {text!r}") from None
+    p.add_argument(flag, type=kind, default=value,
+                   help=f"{help_text} [{name}] (default %(default)s)")
+
+
 def parse_buckets(text: str) -> tuple[float, ...]:
     """Comma-separated bucket bounds in seconds (``0.5,1,5,30``); ``ValueError`` if not numbers."""
     try:
@@ -69,39 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="address to serve metrics on; 0.0.0.0 for every interface [LISTEN_ADDRESS] "
         "(default %(default)s)",
     )
-    p.add_argument(
-        "--port",
-        type=int,
-        default=int(_env("PORT", "9108")),
-        help="port to serve metrics on [PORT] (default %(default)s)",
-    )
-    p.add_argument(
-        "--connection-limit",
-        type=int,
-        default=int(_env("CONNECTION_LIMIT", str(ServerLimits.connection_limit))),
-        help="open connections served at once [CONNECTION_LIMIT] (default %(default)s)",
-    )
-    p.add_argument(
-        "--channel-timeout",
-        type=int,
-        default=int(_env("CHANNEL_TIMEOUT_SECONDS", str(ServerLimits.channel_timeout_seconds))),
-        help="seconds before an idle or half-sent connection is closed "
-        "[CHANNEL_TIMEOUT_SECONDS] (default %(default)s)",
-    )
-    p.add_argument(
-        "--max-agents",
-        type=int,
-        default=int(_env("MAX_AGENTS", "500")),
-        help='distinct agent label values before new ones become agent="other" '
-        "[MAX_AGENTS] (default %(default)s)",
-    )
-    p.add_argument(
-        "--max-event-skew-seconds",
-        type=float,
-        default=float(_env("MAX_EVENT_SKEW_SECONDS", str(MAX_EVENT_SKEW_SECONDS))),
-        help="events timestamped more than this after now are invalid, "
-        "fault field:timestamp [MAX_EVENT_SKEW_SECONDS] (default %(default)s)",
-    )
+    _number_option(p, "--port", "PORT", int, 9108, "port to serve metrics on")
+    _number_option(p, "--connection-limit", "CONNECTION_LIMIT", int,
+                   ServerLimits.connection_limit, "open connections served at once")
+    _number_option(p, "--channel-timeout", "CHANNEL_TIMEOUT_SECONDS", int,
+                   ServerLimits.channel_timeout_seconds,
+                   "seconds before an idle or half-sent connection is closed")
+    _number_option(p, "--max-agents", "MAX_AGENTS", int, 500,
+                   'distinct agent label values before new ones become agent="other"')
+    _number_option(p, "--max-event-skew-seconds", "MAX_EVENT_SKEW_SECONDS", float,
+                   MAX_EVENT_SKEW_SECONDS,
+                   "events timestamped more than this after now are invalid, "
+                   "fault field:timestamp")
     p.add_argument(
         "--duration-buckets",
         default=_env("DURATION_BUCKETS", ",".join(f"{b:g}" for b in DURATION_BUCKETS_SECONDS)),

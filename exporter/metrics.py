@@ -28,6 +28,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from itertools import accumulate
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -123,7 +124,7 @@ class _RunSeries:
     __slots__ = ("buckets", "cost", "duration_sum", "lines", "statuses", "tokens")
 
     def __init__(self, n_buckets: int) -> None:
-        self.lines: tuple[list[str], list[str], str, str] | None = None  # render() cache
+        self.lines: tuple[str, str] | None = None  # render() templates
         self.statuses = [0, 0, 0, 0]
         self.buckets = [0] * (n_buckets + 1)  # last slot: above the highest bound (+Inf)
         self.duration_sum = 0.0
@@ -137,7 +138,7 @@ class _AgentSeries:
     __slots__ = ("acc_buckets", "acc_sum", "lines", "source_lines", "sources")
 
     def __init__(self, n_buckets: int) -> None:
-        self.lines: tuple[list[str], str, str] | None = None  # render() cache
+        self.lines: str | None = None  # render() template
         self.source_lines: dict[str, str] = {}
         self.acc_buckets = [0] * (n_buckets + 1)
         self.acc_sum = 0.0
@@ -162,6 +163,38 @@ def _header(family: str, help_text: str, kind: str, openmetrics: bool) -> str:
     elif kind == "counter":
         family += "_total"
     return f"# HELP {family} {help_text}\n# TYPE {family} {kind}\n"
+
+
+def _template(prefixes: Iterable[str], value_formats: Iterable[str]) -> str:
+    """One ``%``-format string for a series' sample lines: ``prefix value\n`` each.
+
+    A scrape then formats a whole series in one C-level ``%`` instead of a
+    Python-level f-string per sample (the render's per-sample cost).
+    """
+    return "".join(f"{prefix.replace('%', '%%')}{fmt}\n"
+                   for prefix, fmt in zip(prefixes, value_formats, strict=True))
+
+
+def _run_templates(agent: str, agent_type: str, bounds: list[str]) -> tuple[str, str]:
+    """The templates of one (agent, agent_type) series: run counts by status (ints),
+    and the duration histogram (cumulative bucket counts, ``_count``, ``_sum``)."""
+    lbl = f'agent="{_escape(agent)}",agent_type="{_escape(agent_type)}"'
+    status = _template([f'autoretrain_agent_runs_total{{{lbl},status="{st}"}} '
+                        for st in RUN_STATUSES], ["%d"] * len(RUN_STATUSES))
+    family = "autoretrain_agent_run_duration_seconds"
+    duration = _template([*(f"{family}_bucket{{{lbl},{b}" for b in bounds),
+                          f"{family}_count{{{lbl}}} ", f"{family}_sum{{{lbl}}} "],
+                         ["%d"] * (len(bounds) + 1) + ["%r"])
+    return status, duration
+
+
+def _accuracy_template(agent: str, bounds: list[str]) -> str:
+    """The template of one agent's accuracy histogram (buckets, ``_count``, ``_sum``)."""
+    lbl = f'agent="{_escape(agent)}"'
+    family = "autoretrain_agent_prediction_accuracy_ratio"
+    return _template([*(f"{family}_bucket{{{lbl},{b}" for b in bounds),
+                      f"{family}_count{{{lbl}}} ", f"{family}_sum{{{lbl}}} "],
+                     ["%d"] * (len(bounds) + 1) + ["%r"])
 
 
 def _cumulative(counts: list[int], bounds: tuple[float, ...]) -> list[tuple[str, float]]:
@@ -458,67 +491,29 @@ class AgentMetrics(Collector):
         a_bounds = [f'le="{floatToGoString(b)}"}} ' for b in self.accuracy_buckets] + [
             'le="+Inf"} '
         ]
-        runs: list[str] = [
-            _header("autoretrain_agent_runs", _HELP["autoretrain_agent_runs"], "counter", om)
-        ]
-        duration: list[str] = [
-            _header(
-                "autoretrain_agent_run_duration_seconds",
-                _HELP["autoretrain_agent_run_duration_seconds"],
-                "histogram",
-                om,
+        # One list of text per family, in exposition order, each opened by its header.
+        runs, duration, tokens, cost, accuracy, records = (
+            [_header(family, _HELP[family], kind, om)] for family, kind in (
+                ("autoretrain_agent_runs", "counter"),
+                ("autoretrain_agent_run_duration_seconds", "histogram"),
+                ("autoretrain_agent_tokens", "counter"),
+                ("autoretrain_agent_cost", "counter"),
+                ("autoretrain_agent_prediction_accuracy_ratio", "histogram"),
+                ("autoretrain_agent_accuracy_records", "counter"),
             )
-        ]
-        tokens: list[str] = [
-            _header("autoretrain_agent_tokens", _HELP["autoretrain_agent_tokens"], "counter", om)
-        ]
-        cost: list[str] = [
-            _header("autoretrain_agent_cost", _HELP["autoretrain_agent_cost"], "counter", om)
-        ]
-        accuracy: list[str] = [
-            _header(
-                "autoretrain_agent_prediction_accuracy_ratio",
-                _HELP["autoretrain_agent_prediction_accuracy_ratio"],
-                "histogram",
-                om,
-            )
-        ]
-        records: list[str] = [
-            _header(
-                "autoretrain_agent_accuracy_records",
-                _HELP["autoretrain_agent_accuracy_records"],
-                "counter",
-                om,
-            )
-        ]
+        )
         if self._before_collect is not None:
             self._before_collect()
         with self._lock:
             per_agent: dict[str, list[float]] = {}
             for (agent, agent_type), s in self._runs.items():
-                lines = s.lines
-                if lines is None:
-                    lbl = f'agent="{_escape(agent)}",agent_type="{_escape(agent_type)}"'
-                    lines = s.lines = (
-                        [
-                            f'autoretrain_agent_runs_total{{{lbl},status="{st}"}} '
-                            for st in RUN_STATUSES
-                        ],
-                        [
-                            f"autoretrain_agent_run_duration_seconds_bucket{{{lbl},{b}"
-                            for b in d_bounds
-                        ],
-                        f"autoretrain_agent_run_duration_seconds_count{{{lbl}}} ",
-                        f"autoretrain_agent_run_duration_seconds_sum{{{lbl}}} ",
-                    )
-                status_lines, bucket_lines, count_line, sum_line = lines
-                for prefix, n in zip(status_lines, s.statuses, strict=True):
-                    runs.append(f"{prefix}{n}\n")
-                acc = 0
-                for prefix, n in zip(bucket_lines, s.buckets, strict=True):
-                    acc += n
-                    duration.append(f"{prefix}{acc}\n")
-                duration.append(f"{count_line}{acc}\n{sum_line}{s.duration_sum!r}\n")
+                templates = s.lines
+                if templates is None:
+                    templates = s.lines = _run_templates(agent, agent_type, d_bounds)
+                status_tpl, duration_tpl = templates
+                runs.append(status_tpl % tuple(s.statuses))
+                cumulative = list(accumulate(s.buckets))  # the +Inf bucket is _count
+                duration.append(duration_tpl % (*cumulative, cumulative[-1], s.duration_sum))
                 totals = per_agent.get(agent)
                 if totals is None:
                     per_agent[agent] = [s.tokens, s.cost]
@@ -534,23 +529,11 @@ class AgentMetrics(Collector):
             for agent, a in self._agents.items():
                 if not a.sources:
                     continue
-                alines = a.lines
-                if alines is None:
-                    lbl = f'agent="{_escape(agent)}"'
-                    alines = a.lines = (
-                        [
-                            f"autoretrain_agent_prediction_accuracy_ratio_bucket{{{lbl},{b}"
-                            for b in a_bounds
-                        ],
-                        f"autoretrain_agent_prediction_accuracy_ratio_count{{{lbl}}} ",
-                        f"autoretrain_agent_prediction_accuracy_ratio_sum{{{lbl}}} ",
-                    )
-                bucket_lines, count_line, sum_line = alines
-                acc = 0
-                for prefix, n in zip(bucket_lines, a.acc_buckets, strict=True):
-                    acc += n
-                    accuracy.append(f"{prefix}{acc}\n")
-                accuracy.append(f"{count_line}{acc}\n{sum_line}{a.acc_sum!r}\n")
+                template = a.lines
+                if template is None:
+                    template = a.lines = _accuracy_template(agent, a_bounds)
+                cumulative = list(accumulate(a.acc_buckets))
+                accuracy.append(template % (*cumulative, cumulative[-1], a.acc_sum))
                 for source, n in a.sources.items():
                     line = a.source_lines.get(source)
                     if line is None:

@@ -289,12 +289,15 @@ class WebhookConfig(KafkaSecurityFields):
 # The webhook's own keys first, then the Kafka security ones (the base's fields).
 _KEYS = (*(f.name for f in fields(WebhookConfig) if f.name not in SETTING_KEYS), *SETTING_KEYS)
 # Passed on to the updater: UpdaterSettings, RetrainSettings and the update
-# rule validate these (see _updater_errors); here they are only parsed.
+# rule validate these (see _settings_errors); here they are only parsed.
 _UPDATER_KEYS = ("kafka_topic", "consumer_group", "batch_size",
                  "batch_timeout_seconds", "save_interval_seconds", "buffer_size",
                  "max_event_skew_seconds", "update_strategy", "half_life_seconds",
                  "retry_after_seconds", "detect_drops", "retrain_discount", "recency_weight",
                  "objective", "cost_weight", "latency_weight", "quality_tolerance")
+# Likewise validated by EffectSettings (see _settings_errors); here only parsed.
+_EFFECT_KEYS = ("effect_window_seconds", "effect_min_events", "effect_tolerance",
+                "effect_settle_seconds", "effect_unhelpful_retrains")
 _OPTIONAL_STR = ("token", "token_file", "kafka_servers", "read_token", "read_token_file",
                  "retrain_schedule_cron", *SETTING_KEYS)
 # How the text of an environment variable is parsed (a type, not a rule).
@@ -327,8 +330,8 @@ _FLOAT = (
     "effect_settle_seconds",
     "retrain_schedule_hours",
 )
-_ZERO_OK = ("cooldown_seconds", "api_retrain_min_interval_seconds", "effect_tolerance",
-            "effect_settle_seconds", "retrain_catch_up_seconds", "ledger_retention_days")
+_ZERO_OK = ("cooldown_seconds", "api_retrain_min_interval_seconds",
+            "retrain_catch_up_seconds", "ledger_retention_days")
 
 
 _MAX_EFFECT_WINDOW = 3600.0
@@ -375,8 +378,9 @@ def _check(key: str, value: Any, source: str) -> Any:
     where = f"{key} (from {source})"
     if value is None and key in _NULLABLE:
         return None
-    if key in _UPDATER_KEYS:
-        # Checked once, by the updater's settings and rule (load_config).
+    if key in _UPDATER_KEYS or key in _EFFECT_KEYS:
+        # Checked once, by the updater's settings and rule or by EffectSettings
+        # (_settings_errors).
         if key in _FLOAT and type(value) is int:
             return float(value)
         return value
@@ -403,11 +407,6 @@ def _check(key: str, value: Any, source: str) -> Any:
         if not ok:
             bound = ">= 0" if key in _ZERO_OK else "> 0"
             raise ValueError(f"{where} must be a finite number {bound}, got {value!r}")
-        if key == "effect_window_seconds" and value > _MAX_EFFECT_WINDOW:
-            # The updater's outcome counts reach back 3 h: two windows and a retrain.
-            raise ValueError(f"{where} must be at most {_MAX_EFFECT_WINDOW:g}, got {value!r}")
-        if key == "effect_tolerance" and value >= 1:
-            raise ValueError(f"{where} must be below 1, got {value!r}")
         return float(value)
     if value is None and key in _OPTIONAL_STR:
         return None
@@ -425,18 +424,28 @@ def _check(key: str, value: Any, source: str) -> Any:
     return value
 
 
-def _updater_errors(config: WebhookConfig, sources: Mapping[str, str]) -> None:
-    """Build the updater's settings and rule once, as the app will: a value or a
-    combination they refuse fails at start, the message naming where it came from."""
+def _settings_errors(config: WebhookConfig, sources: Mapping[str, str]) -> None:
+    """Build the retrain effects' settings, the updater's settings and its rule
+    once, as the app will: a value or a combination they refuse fails at start,
+    the message naming the key and where it came from (``effect tolerance
+    must ...`` of :class:`EffectSettings` becomes ``effect_tolerance (from
+    ...) must ...``)."""
     try:
+        effects = config.effect_settings()
         config.update_rule()
         config.updater_settings()
     except ValueError as exc:
         text = str(exc)
-        key = next((k for k in sources if text.startswith(f"{k} ")), None)
-        if key is None:
-            raise
-        raise ValueError(f"{key} (from {sources[key]}) {text[len(key) + 1:]}") from None
+        for key in sources:
+            named = f"effect {key[len('effect_'):]} " if key in _EFFECT_KEYS else f"{key} "
+            if text.startswith(named):
+                raise ValueError(f"{key} (from {sources[key]}) {text[len(named):]}") from None
+        raise
+    if effects.window_seconds > _MAX_EFFECT_WINDOW:
+        # The updater's outcome counts reach back 3 h: two windows and a retrain.
+        key = "effect_window_seconds"
+        raise ValueError(f"{key} (from {sources.get(key, 'default')}) must be at most "
+                         f"{_MAX_EFFECT_WINDOW:g}, got {effects.window_seconds!r}")
 
 
 def load_config(
@@ -461,8 +470,7 @@ def load_config(
         raise ValueError(f"Kafka security ({ENV_PREFIX}KAFKA_*): {exc}") from None
     if config.retrain_schedule_hours is not None and config.retrain_schedule_cron is not None:
         raise ValueError("set retrain_schedule_hours or retrain_schedule_cron, not both")
-    config.effect_settings()
-    _updater_errors(config, sources)
+    _settings_errors(config, sources)
     config = resolve_token(config, "token")
     # The ranking API's read token is checked as the token is.
     config = resolve_token(config, "read_token")

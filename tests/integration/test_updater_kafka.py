@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,34 @@ def committed(bootstrap: str, topic: str, group: str) -> int:
         consumer.close()
 
 
+def crash_and_restart(bootstrap: str, topic: str, group: str, path: Path,
+                      values: list[bytes], keys: list[bytes], first: int,
+                      crash_when: Callable[[dict[str, Any]], bool]) -> RealTimeModelUpdater:
+    """Produce ``values[:first]``; learn them with saves every 50 ms until
+    ``crash_when(metrics)`` and a version is saved; crash; produce the rest;
+    restart. Returns the restarted updater, stopped once it has seen every
+    event and has no lag."""
+    produce(bootstrap, topic, values[:first], keys[:first])
+    u = updater(bootstrap, topic, group, path, save_interval_seconds=0.05, batch_size=200)
+    u.start()
+    assert wait_until(lambda: crash_when(u.get_metrics())
+                      and u.get_metrics()["model_version"] > 0, 60)
+    # Crash: the thread stops and the consumer goes away without a final save
+    # or commit; events applied after the last save exist only in memory.
+    assert u._consumer.stop(10)
+    assert u._consumer.source is not None
+    u._consumer.source.consumer.close(autocommit=False)
+    produce(bootstrap, topic, values[first:], keys[first:])
+    again = updater(bootstrap, topic, group, path)
+    again.start()
+    try:
+        assert wait_until(lambda: again.get_metrics()["events_seen"] >= len(values), 60)
+        assert wait_until(lambda: again.get_metrics()["consumer_lag"] == 0, 60)
+    finally:
+        again.stop()
+    return again
+
+
 def test_ten_thousand_events_applied_once(kafka_server, kafka_topic: str, tmp_path: Path
                                           ) -> None:
     bootstrap, group = kafka_server.bootstrap, f"g-{uuid.uuid4().hex[:8]}"
@@ -107,25 +136,8 @@ def test_crash_restart_reapplies_only_unsaved_events(kafka_server, kafka_topic: 
                                                      tmp_path: Path) -> None:
     bootstrap, group = kafka_server.bootstrap, f"g-{uuid.uuid4().hex[:8]}"
     values, keys = events(10_000, EventIdFactory(), seed=4)
-    produce(bootstrap, kafka_topic, values[:6_000], keys[:6_000])
-    u = updater(bootstrap, kafka_topic, group, tmp_path, save_interval_seconds=0.05,
-                batch_size=200)
-    u.start()
-    assert wait_until(lambda: u.get_metrics()["saves"] >= 2
-                      and u.get_metrics()["model_version"] > 0, 60)
-    # Crash: the thread stops and the consumer goes away without a final save
-    # or commit; events applied after the last save exist only in memory.
-    assert u._consumer.stop(10)
-    assert u._consumer.source is not None
-    u._consumer.source.consumer.close(autocommit=False)
-    produce(bootstrap, kafka_topic, values[6_000:], keys[6_000:])
-    again = updater(bootstrap, kafka_topic, group, tmp_path)
-    again.start()
-    try:
-        assert wait_until(lambda: again.get_metrics()["events_seen"] >= 10_000, 60)
-        assert wait_until(lambda: again.get_metrics()["consumer_lag"] == 0, 60)
-    finally:
-        again.stop()
+    again = crash_and_restart(bootstrap, kafka_topic, group, tmp_path, values, keys, 6_000,
+                              lambda m: m["saves"] >= 2)
     assert again.get_metrics()["events_seen"] == 10_000
 
 
@@ -169,23 +181,8 @@ def test_costs_are_learnt_once_across_a_crash_restart(kafka_server, kafka_topic:
                           10, 0.001 * (a + 1) * (t + 1), task_type=f"task-{t}")
         values.append(encode_event(event))
         keys.append(f"agent-{a}".encode())
-    produce(bootstrap, kafka_topic, values[:4_000], keys[:4_000])
-    u = updater(bootstrap, kafka_topic, group, tmp_path, save_interval_seconds=0.05,
-                batch_size=200)
-    u.start()
-    assert wait_until(lambda: u.get_metrics()["events_applied"] >= 2_000
-                      and u.get_metrics()["model_version"] > 0, 60)
-    assert u._consumer.stop(10)
-    assert u._consumer.source is not None
-    u._consumer.source.consumer.close(autocommit=False)
-    produce(bootstrap, kafka_topic, values[4_000:], keys[4_000:])
-    again = updater(bootstrap, kafka_topic, group, tmp_path)
-    again.start()
-    try:
-        assert wait_until(lambda: again.get_metrics()["events_seen"] >= 6_000, 60)
-        assert wait_until(lambda: again.get_metrics()["consumer_lag"] == 0, 60)
-    finally:
-        again.stop()
+    again = crash_and_restart(bootstrap, kafka_topic, group, tmp_path, values, keys, 4_000,
+                              lambda m: m["events_applied"] >= 2_000)
     assert again.get_metrics()["events_seen"] == 6_000
     for t in range(2):
         for e in again.rank_agents(f"task-{t}", top_k=4):

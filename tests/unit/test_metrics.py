@@ -121,6 +121,8 @@ def test_render_equals_generate_latest_sample_for_sample():
     m = AgentMetrics(registry, max_agents=40)
     rng = random.Random(3)
     names = [f"agent-{i}" for i in range(45)] + ['quote"back\\slash\nnewline']
+    # render() formats with %-templates: a "%" in a label value is text, not a placeholder.
+    m.record_run("per%cent %d%%", "type %s", "success", 1.0)
     for i in range(2000):
         agent = rng.choice(names)
         m.record_run(

@@ -348,6 +348,10 @@ def test_hyperparameters_are_stored_under_their_names(tmp_path: Path) -> None:
     # The moving-average rule owns only its window: the other strategies'
     # hyperparameters are checked (a bad one is refused) and have no effect.
     assert u.rule.hyperparameters() == {"window_size": 7}
+    # Another rule's hyperparameter is no attribute of this updater; settings are read-only.
+    assert not hasattr(u, "half_life_seconds") and u.max_agents == u.settings.max_agents
+    with pytest.raises(AttributeError):
+        u.buffer_size = 1  # type: ignore[misc]
     with pytest.raises(ValueError, match="learning_rate"):
         make(tmp_path, update_strategy="moving_average", learning_rate=-1.0)
     assert u.event_bus is not None and u.registry is not make(tmp_path).registry

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,24 +40,8 @@ def feed(updater: RealTimeModelUpdater, n: int = 60) -> None:
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def parts(tmp_path: Path, clock: FakeClock) -> Iterator[dict[str, Any]]:
-    updater = RealTimeModelUpdater(model_storage_path=str(tmp_path / "models"), seed=0,
-                                   clock=clock)
-    registry = CollectorRegistry()
-    metrics = WebhookMetrics(registry)
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=clock)
-    controller = RetrainController(updater, ledger, metrics, cooldown_seconds=COOLDOWN,
-                                   clock=clock)
-    controller.start()
-    yield {"updater": updater, "registry": registry, "ledger": ledger,
-           "controller": controller}
-    controller.stop()
-    ledger.close()
+def parts(retrain_parts: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    return retrain_parts(COOLDOWN)
 
 
 def history(ledger: Ledger) -> list[tuple[str, str, int]]:
@@ -107,22 +91,15 @@ def test_api_retrains_are_not_delayed_by_the_cooldown(parts: dict[str, Any],
     assert controller.status()["queued_episodes"] == 1
 
 
-def test_zero_cooldown(tmp_path: Path, clock: FakeClock) -> None:
-    updater = RealTimeModelUpdater(model_storage_path=str(tmp_path / "m"), clock=clock)
-    feed(updater)
-    ledger = Ledger(tmp_path / "l.db", clock=clock)
-    controller = RetrainController(updater, ledger, WebhookMetrics(CollectorRegistry()),
-                                   cooldown_seconds=0, clock=clock)
-    controller.start()
-    try:
-        for fp in ("a1", "b2"):
-            plan = controller.handle(notification(("Low", fp, "incremental")))
-            assert plan.decisions[0].action.value == "queued_incremental"
-            assert wait_until(controller.idle)
-        assert len(history(ledger)) == 2
-    finally:
-        controller.stop()
-        ledger.close()
+def test_zero_cooldown(retrain_parts: Callable[..., dict[str, Any]]) -> None:
+    parts = retrain_parts(0)
+    controller, ledger = parts["controller"], parts["ledger"]
+    feed(parts["updater"])
+    for fp in ("a1", "b2"):
+        plan = controller.handle(notification(("Low", fp, "incremental")))
+        assert plan.decisions[0].action.value == "queued_incremental"
+        assert wait_until(controller.idle)
+    assert len(history(ledger)) == 2
 
 
 def test_submit_after_stop_is_refused(parts: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from autoretrain.exporter.events import EventIdFactory, accuracy_event, run_even
 from autoretrain.webhook import RealTimeModelUpdater
 from autoretrain.webhook.alerts import parse_notification
 from autoretrain.webhook.config import load_config
-from autoretrain.webhook.controller import RetrainController
 from autoretrain.webhook.effects import RetrainEffects, unhelpful_streak
 from autoretrain.webhook.ledger import Ledger
 from autoretrain.webhook.metrics import WebhookMetrics
@@ -36,24 +35,11 @@ SETTINGS = EffectSettings(window_seconds=WINDOW, min_events=20, tolerance=0.02,
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def parts(tmp_path: Path, clock: FakeClock) -> Iterator[dict[str, Any]]:
-    updater = RealTimeModelUpdater(model_storage_path=str(tmp_path / "models"), seed=0,
-                                   clock=clock)
-    registry = CollectorRegistry()
-    metrics = WebhookMetrics(registry)
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=clock)
-    controller = RetrainController(updater, ledger, metrics, cooldown_seconds=0, clock=clock)
-    effects = RetrainEffects(ledger, updater.outcomes.outcomes, metrics, SETTINGS, clock)
-    controller.start()
-    yield {"updater": updater, "registry": registry, "ledger": ledger,
-           "controller": controller, "effects": effects}
-    controller.stop()
-    ledger.close()
+def parts(retrain_parts: Callable[..., dict[str, Any]], clock: FakeClock) -> dict[str, Any]:
+    parts = retrain_parts(0)
+    parts["effects"] = RetrainEffects(parts["ledger"], parts["updater"].outcomes.outcomes,
+                                      parts["metrics"], SETTINGS, clock)
+    return parts
 
 
 _ids = EventIdFactory()
@@ -232,16 +218,12 @@ class SlowUpdater:
 
 
 def test_the_schedule_runs_full_retrains_at_the_configured_times_never_two_at_once(
-    tmp_path: Path, clock: FakeClock
+    retrain_parts: Callable[..., dict[str, Any]], clock: FakeClock
 ) -> None:
     updater = SlowUpdater()
-    registry = CollectorRegistry()
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=clock)
-    controller = RetrainController(updater, ledger, WebhookMetrics(registry),
-                                   cooldown_seconds=0, time_limit_seconds=10**6, clock=clock,
-                                   schedule=Every(3600))
     start = clock.now
-    controller.start()
+    parts = retrain_parts(0, updater, time_limit_seconds=10**6, schedule=Every(3600))
+    registry, ledger, controller = parts["registry"], parts["ledger"], parts["controller"]
     try:
         assert controller.status()["schedule"] == "every 1 h"
         clock.advance(3599)
@@ -271,37 +253,29 @@ def test_the_schedule_runs_full_retrains_at_the_configured_times_never_two_at_on
         assert controller.status()["next_scheduled_retrain"] == _iso(start + 3600 + 7200 + 3600,
                                                                      "seconds")
     finally:
-        updater.release.set()
-        controller.stop()
-        ledger.close()
+        updater.release.set()  # before the fixture stops the controller
 
 
-def test_a_scheduled_retrain_waits_for_the_alert_cooldown(tmp_path: Path,
-                                                         clock: FakeClock) -> None:
+def test_a_scheduled_retrain_waits_for_the_alert_cooldown(
+        retrain_parts: Callable[..., dict[str, Any]], clock: FakeClock) -> None:
     updater = SlowUpdater()
     updater.release.set()
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=clock)
-    controller = RetrainController(updater, ledger, WebhookMetrics(CollectorRegistry()),
-                                   cooldown_seconds=600, clock=clock, schedule=Every(1800))
-    controller.start()
-    try:
-        controller.handle(parse_notification({"version": "4", "status": "firing", "alerts": [
-            {"status": "firing", "labels": {"alertname": "Low", "retrain": "incremental"},
-             "startsAt": "2024-05-01T10:00:00Z", "fingerprint": "a"}]}))
-        assert wait_until(controller.idle)
-        clock.advance(1800)  # due, but the alert retrain's cooldown ran until +600: fine
-        controller.wake()
-        assert wait_until(lambda: ledger.list_retrains()[1] == 2)
-        assert wait_until(controller.idle)
-        # It started the cooldown: the next alert waits for it.
-        plan = controller.handle(parse_notification({"version": "4", "status": "firing",
-                                                     "alerts": [
-            {"status": "firing", "labels": {"alertname": "Low", "retrain": "incremental"},
-             "startsAt": "2024-05-01T11:00:00Z", "fingerprint": "b"}]}))
-        assert [d.action.value for d in plan.decisions] == ["cooldown"]
-    finally:
-        controller.stop()
-        ledger.close()
+    parts = retrain_parts(600, updater, schedule=Every(1800))
+    ledger, controller = parts["ledger"], parts["controller"]
+    controller.handle(parse_notification({"version": "4", "status": "firing", "alerts": [
+        {"status": "firing", "labels": {"alertname": "Low", "retrain": "incremental"},
+         "startsAt": "2024-05-01T10:00:00Z", "fingerprint": "a"}]}))
+    assert wait_until(controller.idle)
+    clock.advance(1800)  # due, but the alert retrain's cooldown ran until +600: fine
+    controller.wake()
+    assert wait_until(lambda: ledger.list_retrains()[1] == 2)
+    assert wait_until(controller.idle)
+    # It started the cooldown: the next alert waits for it.
+    plan = controller.handle(parse_notification({"version": "4", "status": "firing",
+                                                 "alerts": [
+        {"status": "firing", "labels": {"alertname": "Low", "retrain": "incremental"},
+         "startsAt": "2024-05-01T11:00:00Z", "fingerprint": "b"}]}))
+    assert [d.action.value for d in plan.decisions] == ["cooldown"]
 
 
 def _iso(t: float, timespec: str = "milliseconds") -> str:
@@ -366,6 +340,14 @@ def test_bad_effect_and_schedule_settings_fail_at_start(settings: dict[str, Any]
         load_config({"allow_unauthenticated": True, **settings}, {})
 
 
+def test_a_bad_effect_setting_is_named_with_its_variable() -> None:
+    # EffectSettings checks the range, once; the message names the key and its source.
+    env = {"AUTORETRAIN_WEBHOOK_EFFECT_SETTLE_SECONDS": "-1"}
+    with pytest.raises(ValueError, match=r"^effect_settle_seconds \(from AUTORETRAIN_WEBHOOK_"
+                                         r"EFFECT_SETTLE_SECONDS\) must be a finite number >= 0"):
+        load_config({"allow_unauthenticated": True}, env)
+
+
 def test_schedule_is_off_by_default_and_read_from_the_environment() -> None:
     assert load_config({"allow_unauthenticated": True}, {}).retrain_schedule() is None
     env = {"AUTORETRAIN_WEBHOOK_RETRAIN_SCHEDULE_CRON": "0 3 * * *",
@@ -401,27 +383,22 @@ def test_the_outcome_tally_is_bounded_and_counts_whole_buckets() -> None:
     assert len(tally) == 1
 
 
-def test_a_cron_schedule_retrains_at_its_times(tmp_path: Path, clock: FakeClock) -> None:
+def test_a_cron_schedule_retrains_at_its_times(
+        retrain_parts: Callable[..., dict[str, Any]], clock: FakeClock) -> None:
     updater = SlowUpdater()
     updater.release.set()
-    ledger = Ledger(tmp_path / "ledger.sqlite3", clock=clock)
-    controller = RetrainController(updater, ledger, WebhookMetrics(CollectorRegistry()),
-                                   cooldown_seconds=0, clock=clock, schedule=Cron("0 * * * *"))
-    controller.start()  # 22:13:20
-    try:
-        assert controller.status()["next_scheduled_retrain"] == "2023-11-14T23:00:00Z"
-        clock.advance(46 * 60 + 39)  # 22:59:59
-        controller.wake()
-        assert controller.idle() and ledger.list_retrains()[1] == 0
-        clock.advance(1)
-        controller.wake()
-        assert wait_until(lambda: ledger.list_retrains()[1] == 1)
-        assert wait_until(controller.idle)
-        (row,), _ = ledger.list_retrains()
-        assert (row["trigger"], row["retrain_type"]) == ("schedule", "full")
-        assert row["requested_at"] == "2023-11-14T23:00:00.000Z"
-        assert row["reason"] == "schedule: cron 0 * * * *"
-        assert controller.status()["next_scheduled_retrain"] == "2023-11-15T00:00:00Z"
-    finally:
-        controller.stop()
-        ledger.close()
+    parts = retrain_parts(0, updater, schedule=Cron("0 * * * *"))  # started at 22:13:20
+    ledger, controller = parts["ledger"], parts["controller"]
+    assert controller.status()["next_scheduled_retrain"] == "2023-11-14T23:00:00Z"
+    clock.advance(46 * 60 + 39)  # 22:59:59
+    controller.wake()
+    assert controller.idle() and ledger.list_retrains()[1] == 0
+    clock.advance(1)
+    controller.wake()
+    assert wait_until(lambda: ledger.list_retrains()[1] == 1)
+    assert wait_until(controller.idle)
+    (row,), _ = ledger.list_retrains()
+    assert (row["trigger"], row["retrain_type"]) == ("schedule", "full")
+    assert row["requested_at"] == "2023-11-14T23:00:00.000Z"
+    assert row["reason"] == "schedule: cron 0 * * * *"
+    assert controller.status()["next_scheduled_retrain"] == "2023-11-15T00:00:00Z"

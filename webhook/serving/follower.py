@@ -41,7 +41,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -64,6 +64,8 @@ from .model_topic import (
 __all__ = ["LOAD_FAILURE_REASONS", "ModelFollower"]
 
 log = logging.getLogger(__name__)
+
+_Row = TypeVar("_Row")  # what a ranking method returns a list of
 
 #: ``reason`` label values of ``autoretrain_follower_load_failures_total``.
 LOAD_FAILURE_REASONS = ("corrupt", "partial", "foreign", "older", "too_large")
@@ -211,12 +213,8 @@ class ModelFollower:
     ) -> list[tuple[str, float]]:
         """Rank agents for ``task_type`` as :meth:`RealTimeModelUpdater.predict_best_agent`
         does; ``[]`` before the first model is loaded."""
-        with self._lock:
-            served = self._served
-            if served is None:
-                check_top_k(top_k)
-                return []
-            return served.model.predict_best_agent(task_type, context, top_k, explore)
+        return self._ranked(AgentSelectionModel.predict_best_agent,
+                            task_type, context, top_k, explore)
 
     def rank_agents(
         self,
@@ -227,12 +225,19 @@ class ModelFollower:
     ) -> list[AgentEstimate]:
         """:meth:`predict_best_agent` with each agent's expected quality, cost and
         latency; ``[]`` before the first model is loaded."""
+        return self._ranked(AgentSelectionModel.rank_agents, task_type, context, top_k, explore)
+
+    def _ranked(self, rank: Callable[[AgentSelectionModel, str | None, dict[str, Any] | None,
+                                      int, bool], list[_Row]],
+                task_type: str | None, context: dict[str, Any] | None, top_k: int,
+                explore: bool) -> list[_Row]:
+        """``rank`` (a ranking method of the model) on the served model, under the lock."""
         with self._lock:
             served = self._served
             if served is None:
                 check_top_k(top_k)
                 return []
-            return served.model.rank_agents(task_type, context, top_k, explore)
+            return rank(served.model, task_type, context, top_k, explore)
 
     @property
     def version(self) -> int | None:

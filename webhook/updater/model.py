@@ -488,6 +488,7 @@ class AgentSelectionModel:
         explore: bool = False,
     ) -> list[AgentEstimate]:
         """:meth:`predict_best_agent` with each agent's expected quality, cost and latency."""
+        check_top_k(top_k)
         return self._rank(task_type, context, top_k, explore, estimates=True)
 
     def _estimates(self, row: int, order: np.ndarray, score: np.ndarray
@@ -503,7 +504,7 @@ class AgentSelectionModel:
 
     def _rank(self, task_type: str | None, context: dict[str, Any] | None, top_k: int,
               explore: bool, estimates: bool) -> list[Any]:
-        check_top_k(top_k)
+        # top_k was checked by the entry point (predict_best_agent, rank_agents).
         if not self.agents:
             return []
         row = self._row(task_type)

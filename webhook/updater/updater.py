@@ -39,7 +39,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from functools import partial
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -61,7 +63,7 @@ from .settings import UNSET, RetrainSettings, Unset, UpdaterSettings
 from .state import ModelState
 from .status import Counters, UpdaterStatus
 from .store import ModelStore
-from .strategies import Rule, UpdateStrategy, make_rule, parse_strategy
+from .strategies import HYPERPARAMETERS, Rule, UpdateStrategy, make_rule, parse_strategy
 
 __all__ = ["RealTimeModelUpdater"]
 
@@ -247,19 +249,19 @@ class RealTimeModelUpdater:
                                   consumer_factory, kafka_check)
         self._checkpointer.commit = self._consumer.commit
 
-    # -- settings read by name (the keyword arguments' names) ------------------------
-    def __getattr__(self, name: str) -> Any:
-        # Only called when normal lookup fails: settings under their keyword names.
-        settings = self.__dict__.get("settings")
-        if settings is not None:
-            if name in _RETRAIN_ALIASES:
-                return getattr(settings.retrain, _RETRAIN_ALIASES[name])
-            if name in UpdaterSettings.__dataclass_fields__:
-                return getattr(settings, name)
-            state = self.__dict__.get("_state")
-            if state is not None and name in state.model.hyperparameters():
-                return state.model.hyperparameters()[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    # Settings read by name (the keyword arguments' names) are read-only properties
+    # added after the class (_add_setting_properties), not a __getattr__: a class
+    # with __getattr__ makes every attribute read on it slower, predict_best_agent's too.
+    if TYPE_CHECKING:  # for the type checker only: those properties' names
+
+        def __getattr__(self, name: str) -> Any: ...
+
+    def _hyperparameter(self, name: str) -> Any:
+        hyperparameters = self._state.model.hyperparameters()
+        if name not in hyperparameters:  # another strategy's: absent, as before
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r} "
+                                 f"(not a hyperparameter of {self.update_strategy.value})")
+        return hyperparameters[name]
 
     @property
     def update_strategy(self) -> UpdateStrategy:
@@ -501,3 +503,25 @@ class RealTimeModelUpdater:
     def get_metrics(self) -> dict[str, Any]:
         """Counters and state of the updater (a snapshot; JSON-ready)."""
         return self.status().as_dict()
+
+
+def _add_setting_properties(cls: type[RealTimeModelUpdater]) -> None:
+    """The settings as read-only attributes under the constructor's keyword names:
+    ``settings.<name>``, the advanced ``settings.retrain.<name>``, and the update
+    rule's hyperparameters (only those of the rule in use)."""
+    def add(name: str, prop: property) -> None:
+        if name not in vars(cls):  # a property or method of its own wins
+            setattr(cls, name, prop)
+
+    for name, field in _RETRAIN_ALIASES.items():
+        add(name, property(attrgetter(f"settings.retrain.{field}"),
+                           doc=f"``settings.retrain.{field}`` (read-only)."))
+    for name in UpdaterSettings.__dataclass_fields__:
+        add(name, property(attrgetter(f"settings.{name}"),
+                           doc=f"``settings.{name}`` (read-only)."))
+    for name in HYPERPARAMETERS:
+        add(name, property(partial(cls._hyperparameter, name=name),
+                           doc=f"The update rule's ``{name}`` (read-only; only the rule's own)."))
+
+
+_add_setting_properties(RealTimeModelUpdater)
