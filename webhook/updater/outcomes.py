@@ -27,9 +27,20 @@ from .batch import EventBatch
 
 __all__ = ["OutcomeTally"]
 
+#: Per entry: runs, successes, accuracy records, their sum, their sum of squares.
+_COLUMNS = 5
+
 
 class OutcomeTally:
-    """Counts of outcome events per (event-time bucket, task type); thread-safe."""
+    """Counts of outcome events per (event-time bucket, task type); thread-safe.
+
+    Storage: one row of :attr:`_counts` per (bucket, task type) entry,
+    ``[runs, successes, accuracy records, their sum, sum of squares]``; an
+    index ``bucket -> {task code: row}`` in bucket order; rows of dropped
+    buckets are reused. A batch is summed per entry with ``np.bincount`` and
+    added to its rows in one numpy operation, so the per-batch Python work is
+    one dict lookup per distinct (bucket, task type), not per event.
+    """
 
     def __init__(self, bucket_seconds: float = 10.0, keep_seconds: float = 3 * 3600.0) -> None:
         if not (math.isfinite(bucket_seconds) and bucket_seconds > 0):
@@ -39,48 +50,101 @@ class OutcomeTally:
         self.bucket_seconds = float(bucket_seconds)
         self.keep_seconds = float(keep_seconds)
         self._lock = threading.Lock()
-        # bucket -> task type -> [runs, successes, accuracy records, their sum, sum of squares]
-        self._buckets: dict[int, dict[str, list[float]]] = {}
+        # bucket -> task code -> row of _counts (insertion order: the order
+        # outcomes() sums buckets in).
+        self._buckets: dict[int, dict[int, int]] = {}
+        self._counts = np.zeros((64, _COLUMNS))
+        self._free: list[int] = list(range(63, -1, -1))
+        self._task_code: dict[str, int] = {}
+        self._task_names: list[str] = []
         self._oldest: int | None = None  # no bucket before this one is kept
 
     def observe(self, batch: EventBatch) -> None:
-        """Count the events of ``batch`` (vectorised: one pass per distinct bucket and task)."""
+        """Count the events of ``batch`` (vectorised: one Python step per distinct
+        bucket and task type)."""
         if not len(batch):
             return
         # An event without a usable time cannot be placed in a window.
-        keep = np.isfinite(batch.timestamp)
-        ts, task, is_run, value = (column[keep] for column in (
-            batch.timestamp, batch.task, batch.is_run, batch.value))
-        if not len(ts):
-            return
+        ts, task, is_run, value = batch.timestamp, batch.task, batch.is_run, batch.value
+        keep = np.isfinite(ts)
+        if not keep.all():
+            ts, task, is_run, value = ts[keep], task[keep], is_run[keep], value[keep]
+            if not len(ts):
+                return
         buckets = np.floor(ts / self.bucket_seconds).astype(np.int64)
         n_tasks = len(batch.task_names)
-        keys, inverse = np.unique(buckets * n_tasks + task, return_inverse=True)
-        n = len(keys)
+        # Entries numbered bucket slot x task: the slot is the offset from the
+        # batch's first bucket when the batch spans few buckets, else the rank
+        # among its distinct buckets.
+        first, last = int(buckets.min()), int(buckets.max())
+        if (last - first + 1) * n_tasks <= 4 * len(buckets) + 4096:
+            slot, bucket_of_slot = buckets - first, None
+            n_slots = last - first + 1
+        else:
+            bucket_of_slot, slot = np.unique(buckets, return_inverse=True)
+            n_slots = len(bucket_of_slot)
+        entry = slot * n_tasks + task
+        size = n_slots * n_tasks
         acc = ~is_run
         acc_values = np.where(acc, value, 0.0)
-        columns = [
-            np.bincount(inverse, weights=is_run.astype(np.float64), minlength=n).tolist(),
-            np.bincount(inverse, weights=(is_run & (value >= 1.0)).astype(np.float64),
-                        minlength=n).tolist(),
-            np.bincount(inverse, weights=acc.astype(np.float64), minlength=n).tolist(),
-            np.bincount(inverse, weights=acc_values, minlength=n).tolist(),
-            np.bincount(inverse, weights=acc_values * acc_values, minlength=n).tolist(),
-        ]
-        names = batch.task_names
+        sums = np.stack([
+            np.bincount(entry, weights=is_run.astype(np.float64), minlength=size),
+            np.bincount(entry, weights=(is_run & (value >= 1.0)).astype(np.float64),
+                        minlength=size),
+            np.bincount(entry, weights=acc.astype(np.float64), minlength=size),
+            np.bincount(entry, weights=acc_values, minlength=size),
+            np.bincount(entry, weights=acc_values * acc_values, minlength=size),
+        ], axis=1)
+        # Every event is a run or an accuracy record: an entry holds events
+        # exactly when one of the two counts is positive.
+        present = np.flatnonzero(sums[:, 0] + sums[:, 2])
+        slots, tasks = np.divmod(present, n_tasks)
+        bucket_list = ((slots + first) if bucket_of_slot is None
+                       else bucket_of_slot[slots]).tolist()
         with self._lock:
+            task_list = self._task_codes(batch.task_names)[tasks].tolist()
             all_buckets = self._buckets
-            for i, key in enumerate(keys.tolist()):
-                bucket, code = divmod(key, n_tasks)
+            rows = []
+            for bucket, code in zip(bucket_list, task_list, strict=True):
                 per_task = all_buckets.get(bucket)
                 if per_task is None:
                     per_task = all_buckets[bucket] = {}
-                c = per_task.get(names[code])
-                if c is None:
-                    c = per_task[names[code]] = [0, 0, 0, 0.0, 0.0]
-                for j in range(5):
-                    c[j] += columns[j][i]
-            self._prune(int(keys[-1]) // n_tasks)
+                row = per_task.get(code)
+                if row is None:
+                    row = per_task[code] = self._new_row()
+                rows.append(row)
+            # Distinct rows: a plain fancy-indexed add, each entry's batch sum
+            # added to what it held.
+            self._counts[rows] += sums[present]
+            self._prune(bucket_list[-1])
+
+    def _task_codes(self, names: tuple[str, ...]) -> np.ndarray:
+        """The tally's codes of a batch's task names (lock held)."""
+        table = self._task_code
+        out = []
+        for name in names:
+            code = table.get(name)
+            if code is None:
+                code = table[name] = len(self._task_names)
+                self._task_names.append(name)
+            out.append(code)
+        return np.array(out, dtype=np.intp)
+
+    def _new_row(self) -> int:
+        """A zeroed row of ``_counts`` (lock held)."""
+        if not self._free:
+            size = len(self._counts)
+            self._counts = np.concatenate([self._counts, np.zeros((size, _COLUMNS))])
+            self._free = list(range(2 * size - 1, size - 1, -1))
+        return self._free.pop()
+
+    def _drop_bucket(self, bucket: int) -> None:
+        """Forget one bucket, its rows zeroed for reuse (lock held)."""
+        per_task = self._buckets.pop(bucket, None)
+        if per_task:
+            rows = list(per_task.values())
+            self._counts[rows] = 0.0
+            self._free.extend(rows)
 
     def _prune(self, newest: int) -> None:
         """Drop the buckets older than ``keep_seconds`` before ``newest`` (lock held)."""
@@ -92,10 +156,10 @@ class OutcomeTally:
         if oldest is None or cutoff - oldest > len(buckets):
             # A first batch, or a jump in event time: look at what is kept.
             for b in [b for b in buckets if b < cutoff]:
-                del buckets[b]
+                self._drop_bucket(b)
         else:
             for b in range(oldest, cutoff):
-                buckets.pop(b, None)
+                self._drop_bucket(b)
         self._oldest = cutoff
 
     def outcomes(self, start: float, end: float) -> Outcomes:
@@ -106,16 +170,20 @@ class OutcomeTally:
         """
         first = math.ceil(start / self.bucket_seconds)
         stop = math.floor(end / self.bucket_seconds)  # exclusive: bucket stop ends past end
-        per: dict[str, list[float]] = {}
+        per: dict[int, list[float]] = {}
         with self._lock:
+            counts = self._counts
             for bucket, per_task in self._buckets.items():
                 if first <= bucket < stop:
-                    for task, c in per_task.items():
-                        p = per.setdefault(task, [0, 0, 0, 0.0, 0.0])
-                        for j in range(5):
+                    for code, row in per_task.items():
+                        p = per.setdefault(code, [0, 0, 0, 0.0, 0.0])
+                        c = counts[row].tolist()
+                        for j in range(_COLUMNS):
                             p[j] += c[j]
-        by_task = {k: Figures(int(c[0]), int(c[1]), int(c[2]), float(c[3]), float(c[4]))
-                   for k, c in sorted(per.items())}
+            names = self._task_names
+        by_task = {names[k]: Figures(int(c[0]), int(c[1]), int(c[2]), float(c[3]),
+                                     float(c[4]))
+                   for k, c in sorted(per.items(), key=lambda kc: names[kc[0]])}
         return Outcomes(sum(by_task.values(), Figures()), by_task)
 
     def __len__(self) -> int:
