@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class OutcomeTally:
         # outcomes() sums buckets in).
         self._buckets: dict[int, dict[int, int]] = {}
         self._counts = np.zeros((64, _COLUMNS))
-        self._free: list[int] = list(range(63, -1, -1))
+        self._free: list[int] = list(range(63, -1, -1))  # zeroed rows, taken from the end
         self._task_code: dict[str, int] = {}
         self._task_names: list[str] = []
         self._oldest: int | None = None  # no bucket before this one is kept
@@ -99,20 +100,33 @@ class OutcomeTally:
         # exactly when one of the two counts is positive.
         present = np.flatnonzero(sums[:, 0] + sums[:, 2])
         slots, tasks = np.divmod(present, n_tasks)
-        bucket_list = ((slots + first) if bucket_of_slot is None
-                       else bucket_of_slot[slots]).tolist()
+        # The entries come bucket by bucket: where each bucket's run starts.
+        starts = np.flatnonzero(np.diff(slots, prepend=-1)).tolist()
+        bucket_list = ((slots[starts] + first) if bucket_of_slot is None
+                       else bucket_of_slot[slots[starts]]).tolist()
         with self._lock:
             task_list = self._task_codes(batch.task_names)[tasks].tolist()
             all_buckets = self._buckets
-            rows = []
-            for bucket, code in zip(bucket_list, task_list, strict=True):
-                per_task = all_buckets.get(bucket)
-                if per_task is None:
-                    per_task = all_buckets[bucket] = {}
-                row = per_task.get(code)
-                if row is None:
-                    row = per_task[code] = self._new_row()
-                rows.append(row)
+            ends = [*starts[1:], len(task_list)]
+            # New buckets (time moves on) take their rows from one allocation.
+            is_new = [b not in all_buckets for b in bucket_list]
+            pool = self._new_rows(sum(e - s for e, s, new in zip(ends, starts, is_new,
+                                                                 strict=True) if new))
+            rows: list[int] = []
+            used = 0
+            for bucket, start, end, new in zip(bucket_list, starts, ends, is_new, strict=True):
+                if new:
+                    taken = pool[used:used + end - start]
+                    used += end - start
+                    all_buckets[bucket] = dict(zip(task_list[start:end], taken, strict=True))
+                    rows += taken
+                    continue
+                per_task = all_buckets[bucket]
+                for code in task_list[start:end]:
+                    row = per_task.get(code)
+                    if row is None:
+                        row = per_task[code] = self._new_rows(1)[0]
+                    rows.append(row)
             # Distinct rows: a plain fancy-indexed add, each entry's batch sum
             # added to what it held.
             self._counts[rows] += sums[present]
@@ -130,36 +144,42 @@ class OutcomeTally:
             out.append(code)
         return np.array(out, dtype=np.intp)
 
-    def _new_row(self) -> int:
-        """A zeroed row of ``_counts`` (lock held)."""
-        if not self._free:
+    def _new_rows(self, k: int) -> list[int]:
+        """``k`` zeroed rows of ``_counts`` (lock held)."""
+        if k <= 0:
+            return []
+        free = self._free
+        if len(free) < k:
             size = len(self._counts)
-            self._counts = np.concatenate([self._counts, np.zeros((size, _COLUMNS))])
-            self._free = list(range(2 * size - 1, size - 1, -1))
-        return self._free.pop()
-
-    def _drop_bucket(self, bucket: int) -> None:
-        """Forget one bucket, its rows zeroed for reuse (lock held)."""
-        per_task = self._buckets.pop(bucket, None)
-        if per_task:
-            rows = list(per_task.values())
-            self._counts[rows] = 0.0
-            self._free.extend(rows)
+            grow = max(size, k)
+            self._counts = np.concatenate([self._counts, np.zeros((grow, _COLUMNS))])
+            free[:0] = range(size + grow - 1, size - 1, -1)
+        rows = free[-k:]
+        del free[-k:]
+        return rows
 
     def _prune(self, newest: int) -> None:
-        """Drop the buckets older than ``keep_seconds`` before ``newest`` (lock held)."""
+        """Drop the buckets older than ``keep_seconds`` before ``newest`` (lock held);
+        their rows are zeroed for reuse."""
         cutoff = newest - int(self.keep_seconds // self.bucket_seconds)
         oldest = self._oldest
         if oldest is not None and oldest >= cutoff:
             return
         buckets = self._buckets
+        dropped: Iterable[int]
         if oldest is None or cutoff - oldest > len(buckets):
             # A first batch, or a jump in event time: look at what is kept.
-            for b in [b for b in buckets if b < cutoff]:
-                self._drop_bucket(b)
+            dropped = [b for b in buckets if b < cutoff]
         else:
-            for b in range(oldest, cutoff):
-                self._drop_bucket(b)
+            dropped = range(oldest, cutoff)
+        rows: list[int] = []
+        for b in dropped:
+            per_task = buckets.pop(b, None)
+            if per_task:
+                rows += per_task.values()
+        if rows:
+            self._counts[rows] = 0.0
+            self._free += rows
         self._oldest = cutoff
 
     def outcomes(self, start: float, end: float) -> Outcomes:

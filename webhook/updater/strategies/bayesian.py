@@ -182,19 +182,20 @@ def update_measures(rules: Sequence[Rule], obs: Observations,
     the cap :meth:`BayesianRule.update_measure` would give them. Other
     rules (MOVING_AVERAGE's window, rules out of step) get their own call.
     """
-    first = rules[0] if rules else None
-    fused = (isinstance(first, BayesianRule) and len(obs) > 0
-             and all(type(r) is type(first) and r.capacity == first.capacity for r in rules))
+    counted = [r for r in rules if isinstance(r, BayesianRule)]
+    fused = len(obs) > 0 and len(counted) == len(rules) > 0 and all(
+        type(r) is type(counted[0]) and r.capacity == counted[0].capacity for r in counted)
     if fused:
-        assert isinstance(first, BayesianRule)
-        counted = [r for r in rules if isinstance(r, BayesianRule)]
-        for rule in counted:
-            rule._advance(obs)
-        fused = all(first._same_clock(r) for r in counted)
+        # Advancing a clock twice to the same observations is a no-op, so a
+        # fallback below may advance again.
+        for counting in counted:
+            counting._advance(obs)
+        fused = all(counted[0]._same_clock(r) for r in counted)
     if not fused:
-        for rule, v in zip(rules, values, strict=True):
-            rule.update_measure(replace(obs, value=v))
+        for any_rule, v in zip(rules, values, strict=True):
+            any_rule.update_measure(replace(obs, value=v))
         return
+    first = counted[0]
     flat = obs.rows * first.capacity[1] + obs.cols
     w = first._scale(obs)
     pairs = first._touched(flat)
