@@ -35,12 +35,16 @@ _COLUMNS = 5
 class OutcomeTally:
     """Counts of outcome events per (event-time bucket, task type); thread-safe.
 
-    Storage: one row of :attr:`_counts` per (bucket, task type) entry,
-    ``[runs, successes, accuracy records, their sum, sum of squares]``; an
-    index ``bucket -> {task code: row}`` in bucket order; rows of dropped
-    buckets are reused. A batch is summed per entry with ``np.bincount`` and
-    added to its rows in one numpy operation, so the per-batch Python work is
-    one dict lookup per distinct (bucket, task type), not per event.
+    Storage: one block of :attr:`_counts` per bucket, a row per task type
+    the tally knows, ``[runs, successes, accuracy records, their sum, sum
+    of squares]``; an index ``bucket -> block`` in the order buckets were
+    first seen (the order :meth:`outcomes` sums them in); blocks of dropped
+    buckets are zeroed and reused. A batch is summed per (bucket, task type)
+    with ``np.bincount`` and added to its blocks in one numpy operation: the
+    per-batch Python work is a dict lookup per distinct bucket, not per
+    event. A (bucket, task type) holds events exactly when its run or
+    record count is positive. Memory: buckets kept x task types known x 5
+    floats (1,080 buckets and 10 task types: 0.4 MiB).
     """
 
     def __init__(self, bucket_seconds: float = 10.0, keep_seconds: float = 3 * 3600.0) -> None:
@@ -51,18 +55,15 @@ class OutcomeTally:
         self.bucket_seconds = float(bucket_seconds)
         self.keep_seconds = float(keep_seconds)
         self._lock = threading.Lock()
-        # bucket -> task code -> row of _counts (insertion order: the order
-        # outcomes() sums buckets in).
-        self._buckets: dict[int, dict[int, int]] = {}
-        self._counts = np.zeros((64, _COLUMNS))
-        self._free: list[int] = list(range(63, -1, -1))  # zeroed rows, taken from the end
+        self._buckets: dict[int, int] = {}  # bucket -> block of _counts, in first-seen order
+        self._counts = np.zeros((16, 4, _COLUMNS))  # [block, task code, column]
+        self._free: list[int] = list(range(15, -1, -1))  # zeroed blocks, taken from the end
         self._task_code: dict[str, int] = {}
         self._task_names: list[str] = []
         self._oldest: int | None = None  # no bucket before this one is kept
 
     def observe(self, batch: EventBatch) -> None:
-        """Count the events of ``batch`` (vectorised: one Python step per distinct
-        bucket and task type)."""
+        """Count the events of ``batch`` (vectorised: one Python step per distinct bucket)."""
         if not len(batch):
             return
         # An event without a usable time cannot be placed in a window.
@@ -95,41 +96,23 @@ class OutcomeTally:
             np.bincount(entry, weights=acc.astype(np.float64), minlength=size),
             np.bincount(entry, weights=acc_values, minlength=size),
             np.bincount(entry, weights=acc_values * acc_values, minlength=size),
-        ], axis=1)
-        # Every event is a run or an accuracy record: an entry holds events
-        # exactly when one of the two counts is positive.
-        present = np.flatnonzero(sums[:, 0] + sums[:, 2])
-        slots, tasks = np.divmod(present, n_tasks)
-        # The entries come bucket by bucket: where each bucket's run starts.
-        starts = np.flatnonzero(np.diff(slots, prepend=-1)).tolist()
-        bucket_list = ((slots[starts] + first) if bucket_of_slot is None
-                       else bucket_of_slot[slots[starts]]).tolist()
+        ], axis=1).reshape(n_slots, n_tasks, _COLUMNS)
+        # The slots that hold events, ascending (the order new buckets are
+        # indexed in).
+        used = np.flatnonzero(np.bincount(slot, minlength=n_slots))
+        bucket_list = ((used + first) if bucket_of_slot is None else bucket_of_slot[used]).tolist()
         with self._lock:
-            task_list = self._task_codes(batch.task_names)[tasks].tolist()
-            all_buckets = self._buckets
-            ends = [*starts[1:], len(task_list)]
-            # New buckets (time moves on) take their rows from one allocation.
-            is_new = [b not in all_buckets for b in bucket_list]
-            pool = self._new_rows(sum(e - s for e, s, new in zip(ends, starts, is_new,
-                                                                 strict=True) if new))
-            rows: list[int] = []
-            used = 0
-            for bucket, start, end, new in zip(bucket_list, starts, ends, is_new, strict=True):
-                if new:
-                    taken = pool[used:used + end - start]
-                    used += end - start
-                    all_buckets[bucket] = dict(zip(task_list[start:end], taken, strict=True))
-                    rows += taken
-                    continue
-                per_task = all_buckets[bucket]
-                for code in task_list[start:end]:
-                    row = per_task.get(code)
-                    if row is None:
-                        row = per_task[code] = self._new_rows(1)[0]
-                    rows.append(row)
-            # Distinct rows: a plain fancy-indexed add, each entry's batch sum
-            # added to what it held.
-            self._counts[rows] += sums[present]
+            codes = self._task_codes(batch.task_names)
+            index = self._buckets
+            blocks = [index.get(b, -1) for b in bucket_list]
+            if -1 in blocks:
+                for i, b in enumerate(bucket_list):
+                    if blocks[i] < 0:
+                        blocks[i] = index[b] = self._new_block()
+            # Distinct blocks and task codes: a plain fancy-indexed add, each
+            # (bucket, task type)'s batch sum added to what it held (+ 0.0
+            # where the batch has none).
+            self._counts[np.ix_(np.array(blocks, dtype=np.intp), codes)] += sums[used]
             self._prune(bucket_list[-1])
 
     def _task_codes(self, names: tuple[str, ...]) -> np.ndarray:
@@ -142,25 +125,23 @@ class OutcomeTally:
                 code = table[name] = len(self._task_names)
                 self._task_names.append(name)
             out.append(code)
+        width = self._counts.shape[1]
+        if len(self._task_names) > width:
+            grow = max(width, len(self._task_names) - width)
+            self._counts = np.pad(self._counts, ((0, 0), (0, grow), (0, 0)))
         return np.array(out, dtype=np.intp)
 
-    def _new_rows(self, k: int) -> list[int]:
-        """``k`` zeroed rows of ``_counts`` (lock held)."""
-        if k <= 0:
-            return []
-        free = self._free
-        if len(free) < k:
+    def _new_block(self) -> int:
+        """A zeroed block of ``_counts`` (lock held)."""
+        if not self._free:
             size = len(self._counts)
-            grow = max(size, k)
-            self._counts = np.concatenate([self._counts, np.zeros((grow, _COLUMNS))])
-            free[:0] = range(size + grow - 1, size - 1, -1)
-        rows = free[-k:]
-        del free[-k:]
-        return rows
+            self._counts = np.pad(self._counts, ((0, size), (0, 0), (0, 0)))
+            self._free = list(range(2 * size - 1, size - 1, -1))
+        return self._free.pop()
 
     def _prune(self, newest: int) -> None:
         """Drop the buckets older than ``keep_seconds`` before ``newest`` (lock held);
-        their rows are zeroed for reuse."""
+        their blocks are zeroed for reuse."""
         cutoff = newest - int(self.keep_seconds // self.bucket_seconds)
         oldest = self._oldest
         if oldest is not None and oldest >= cutoff:
@@ -172,14 +153,10 @@ class OutcomeTally:
             dropped = [b for b in buckets if b < cutoff]
         else:
             dropped = range(oldest, cutoff)
-        rows: list[int] = []
-        for b in dropped:
-            per_task = buckets.pop(b, None)
-            if per_task:
-                rows += per_task.values()
-        if rows:
-            self._counts[rows] = 0.0
-            self._free += rows
+        blocks = [block for block in (buckets.pop(b, -1) for b in dropped) if block >= 0]
+        if blocks:
+            self._counts[blocks] = 0.0
+            self._free += blocks
         self._oldest = cutoff
 
     def outcomes(self, start: float, end: float) -> Outcomes:
@@ -190,23 +167,20 @@ class OutcomeTally:
         """
         first = math.ceil(start / self.bucket_seconds)
         stop = math.floor(end / self.bucket_seconds)  # exclusive: bucket stop ends past end
-        per: dict[int, list[float]] = {}
         with self._lock:
             counts = self._counts
-            for bucket, per_task in self._buckets.items():
+            total = np.zeros(counts.shape[1:])
+            for bucket, block in self._buckets.items():  # summed in first-seen order
                 if first <= bucket < stop:
-                    for code, row in per_task.items():
-                        p = per.setdefault(code, [0, 0, 0, 0.0, 0.0])
-                        c = counts[row].tolist()
-                        for j in range(_COLUMNS):
-                            p[j] += c[j]
-            names = self._task_names
-        by_task = {names[k]: Figures(int(c[0]), int(c[1]), int(c[2]), float(c[3]),
-                                     float(c[4]))
-                   for k, c in sorted(per.items(), key=lambda kc: names[kc[0]])}
+                    total += counts[block]
+            names = list(self._task_names)
+        per = total[:len(names)].tolist()
+        by_task = {name: Figures(int(c[0]), int(c[1]), int(c[2]), float(c[3]), float(c[4]))
+                   for name, c in sorted(zip(names, per, strict=True)) if c[0] + c[2] > 0}
         return Outcomes(sum(by_task.values(), Figures()), by_task)
 
     def __len__(self) -> int:
-        """(bucket, task type) entries kept."""
+        """(bucket, task type) entries kept: those holding events."""
         with self._lock:
-            return sum(len(per_task) for per_task in self._buckets.values())
+            blocks = list(self._buckets.values())
+            return int(np.count_nonzero(self._counts[blocks, :, 0] + self._counts[blocks, :, 2]))
