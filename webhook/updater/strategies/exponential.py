@@ -172,13 +172,15 @@ class ExponentialRule(BayesianRule):
                                np.array([True, False])).any():
                 return
         flat = obs.rows * self.capacity[1] + obs.cols
-        tested = drop_tested(stored[0][flat] * decay, stored[2][flat] * decay, obs.is_run)
+        evidence = [x[flat] * decay for x in stored]
+        tested = drop_tested(evidence[0], evidence[2], obs.is_run)
         if not tested.any():
             return
         is_run, value = obs.is_run, obs.value
         if not tested.all():
             flat, is_run, value = flat[tested], is_run[tested], value[tested]
-        llr = drop_llr([x[flat] * decay for x in stored], is_run, value)
+            evidence = [x[tested] for x in evidence]
+        llr = drop_llr(evidence, is_run, value)
         cusum = self.drop_cusum.reshape(-1)
         np.add.at(cusum, flat, llr)
         cusum[flat] = np.maximum(cusum[flat], 0.0)
