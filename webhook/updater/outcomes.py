@@ -44,7 +44,8 @@ class OutcomeTally:
     per-batch Python work is a dict lookup per distinct bucket, not per
     event. A (bucket, task type) holds events exactly when its run or
     record count is positive. Memory: buckets kept x task types known x 5
-    floats (1,080 buckets and 10 task types: 0.4 MiB).
+    floats (1,080 buckets and 10 task types: 0.4 MiB; at the limit of
+    1,000 task types, 41 MiB).
     """
 
     def __init__(self, bucket_seconds: float = 10.0, keep_seconds: float = 3 * 3600.0) -> None:
