@@ -338,3 +338,35 @@ def test_the_ranking_api_returns_each_agents_quality_cost_and_latency(tmp_path: 
     assert strong["quality"] > cheap["quality"]
     assert cheap["score"] == pytest.approx(cheap["quality"] - 0.01)
     assert strong["score"] == pytest.approx(strong["quality"] - 0.30)
+
+
+@pytest.mark.parametrize("strategy", ["exponential", "bayesian", "moving_average"])
+def test_cost_and_latency_in_one_pass_equal_learning_them_one_by_one(strategy: str) -> None:
+    from dataclasses import replace
+
+    from autoretrain.webhook.updater.strategies import Observations, make_rule
+    from autoretrain.webhook.updater.strategies.bayesian import update_measures
+
+    rng = np.random.default_rng(3)
+    prototype = make_rule(strategy)
+    fused = [prototype.measure_rule() for _ in range(2)]
+    alone = [prototype.measure_rule() for _ in range(2)]
+    t = 1_000.0
+    for size in (1, 50, 400, 3):  # pairs pass the evidence cap on the way
+        rows, cols = rng.integers(3, size=size), rng.integers(4, size=size)
+        t += 100.0
+        obs = Observations(rows, cols, np.zeros(size, dtype=bool), np.zeros(size),
+                           t + rng.uniform(0, 50, size), np.ones(size),
+                           np.zeros(size, dtype=np.uint64), np.zeros(size, dtype=np.uint64),
+                           np.zeros((size, 0), dtype=np.uint64))
+        values = (rng.uniform(0.001, 0.01, size), rng.uniform(0.1, 3.0, size))
+        for rule in fused + alone:
+            rule.resize(3, 4)
+        update_measures(fused, obs, values)
+        for rule, v in zip(alone, values, strict=True):
+            rule.update_measure(replace(obs, value=v))
+    for a, b in zip(fused, alone, strict=True):
+        arrays_a, arrays_b = a.arrays(3, 4), b.arrays(3, 4)
+        assert arrays_a.keys() == arrays_b.keys()
+        for name in arrays_a:
+            np.testing.assert_array_equal(arrays_a[name], arrays_b[name])

@@ -383,6 +383,30 @@ def test_the_outcome_tally_is_bounded_and_counts_whole_buckets() -> None:
     assert len(tally) == 1
 
 
+def test_the_outcome_tally_adds_batches_into_buckets_it_already_holds() -> None:
+    from autoretrain.webhook.updater.batch import BatchBuilder
+    from autoretrain.webhook.updater.outcomes import OutcomeTally
+
+    tally = OutcomeTally(bucket_seconds=10, keep_seconds=100)
+
+    def batch(tasks: list[str], start: float) -> Any:
+        b = BatchBuilder()
+        for i, task in enumerate(tasks):  # a run and an accuracy record each second
+            b.add_row(task, "a", True, 1.0, start + i)
+            b.add_row(task, "a", False, 0.5, start + i)
+        return b.build()
+
+    tally.observe(batch(["t", "u"] * 5, 1000))  # buckets 100 (t and u)
+    tally.observe(batch(["u", "t", "v"] * 3, 1000))  # the same bucket, a new task type
+    tally.observe(batch(["t"] * 5, 1000))  # nothing new at all
+    o = tally.outcomes(1000, 1010)
+    assert {k: (f.runs, f.successes, f.accuracy_records)
+            for k, f in o.by_task_type.items()} == {"t": (13, 13, 13), "u": (8, 8, 8),
+                                                    "v": (3, 3, 3)}
+    assert o.system.accuracy_sum == 12.0
+    assert len(tally) == 3
+
+
 def test_a_cron_schedule_retrains_at_its_times(
         retrain_parts: Callable[..., dict[str, Any]], clock: FakeClock) -> None:
     updater = SlowUpdater()

@@ -86,8 +86,7 @@ class EventBatch:
     def from_events(cls, events: Iterable[OutcomeEvent]) -> EventBatch:
         """Build a batch from events already checked by ``validate_event``."""
         builder = BatchBuilder()
-        for event in events:
-            builder.add(event)
+        builder.add_events(events)
         return builder.build()
 
     def take(self, index: np.ndarray | slice) -> EventBatch:
@@ -181,13 +180,42 @@ class BatchBuilder:
         if context:
             self._contexts[len(self._task) - 1] = [context_hash(k, v) for k, v in context.items()]
 
+    def add_events(self, events: Iterable[OutcomeEvent]) -> None:
+        """Append validated events in order: :meth:`add` of each, with the common
+        run without context (the ingest's almost every event) appended inline
+        here, without a call per event."""
+        task_map, agent_map = self._task_map, self._agent_map
+        task_get, agent_get = task_map.get, agent_map.get
+        task, agent = self._task.append, self._agent.append
+        is_run, value, timestamp = self._is_run.append, self._value.append, self._timestamp.append
+        cost, duration = self._cost.append, self._duration.append
+        add = self.add
+        for event in events:
+            if event["kind"] != "run" or "context" in event:
+                add(event)
+                continue
+            name = event["task_type"]
+            code = task_get(name)
+            if code is None:
+                code = task_map[name] = len(task_map)
+            task(code)
+            name = event["agent_name"]
+            code = agent_get(name)
+            if code is None:
+                code = agent_map[name] = len(agent_map)
+            agent(code)
+            is_run(True)
+            value(1.0 if event["status"] == "success" else 0.0)
+            timestamp(event["timestamp"])
+            cost(event["cost"])
+            duration(event["duration_ms"] / 1000.0)
+
     def add_row(self, task_type: str, agent_name: str, is_run: bool, value: float,
                 timestamp: float, cost: float = math.nan,
                 duration_seconds: float = math.nan) -> None:
         """Append one validated observation without context: a run (``value``
         1.0 for success, else 0.0, with its ``cost`` and ``duration_seconds``)
-        or an accuracy record (NaN for both). Also the ingest fast path, which
-        calls it directly for the common run event."""
+        or an accuracy record (NaN for both)."""
         task_map = self._task_map
         code = task_map.get(task_type)
         if code is None:

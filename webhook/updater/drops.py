@@ -38,7 +38,7 @@ import numpy as np
 from .probation import accuracy_moments, success_rate
 
 __all__ = ["DROP", "DROP_LLR", "DROP_MIN_EVIDENCE", "DROP_RECORD_LLR_MAX", "RESTART_EVIDENCE",
-           "drop_llr"]
+           "drop_llr", "drop_tested"]
 
 #: Relative drop of the success rate or the mean accuracy the CUSUM looks for.
 DROP = 0.2
@@ -57,6 +57,15 @@ RESTART_EVIDENCE = 3.0
 DROP_RECORD_LLR_MAX = 2.0
 
 
+def drop_tested(runs: np.ndarray, records: np.ndarray, is_run: np.ndarray) -> np.ndarray:
+    """Per observation, whether its pair is tested on its kind: the effective
+    ``runs`` (for a run) or accuracy ``records`` (for a record) of its pair
+    reach :data:`DROP_MIN_EVIDENCE`. Where not, :func:`drop_llr` is 0, so the
+    detector's replay skips those observations (a full retrain starts from
+    an empty model: none is tested)."""
+    return np.where(is_run, runs >= DROP_MIN_EVIDENCE, records >= DROP_MIN_EVIDENCE)
+
+
 def drop_llr(evidence: list[np.ndarray], is_run: np.ndarray, value: np.ndarray) -> np.ndarray:
     """Per observation, the log-likelihood ratio "dropped" over "as known".
 
@@ -72,5 +81,5 @@ def drop_llr(evidence: list[np.ndarray], is_run: np.ndarray, value: np.ndarray) 
     mu1 = (1.0 - DROP) * mu0
     acc = np.minimum(((value - mu0) ** 2 - (value - mu1) ** 2) / (2.0 * var),
                      DROP_RECORD_LLR_MAX)
-    enough = np.where(is_run, n >= DROP_MIN_EVIDENCE, m >= DROP_MIN_EVIDENCE)
+    enough = drop_tested(n, m, is_run)
     return np.where(enough, np.where(is_run, run, acc), 0.0)

@@ -212,15 +212,7 @@ class Ingestor:
             for exc in decoded.invalid:
                 self._invalid(exc)
             builder = BatchBuilder()
-            add, add_row = builder.add, builder.add_row
-            for event in decoded.events:
-                # Inline for the common run without context (once per event).
-                if event["kind"] == "run" and "context" not in event:
-                    add_row(event["task_type"], event["agent_name"], True,
-                            1.0 if event["status"] == "success" else 0.0, event["timestamp"],
-                            event["cost"], event["duration_ms"] / 1000.0)
-                else:
-                    add(event)
+            builder.add_events(decoded.events)
             batch = builder.build()
             self.outcomes.observe(batch)
             invalid, duplicates = len(decoded.invalid), decoded.duplicates

@@ -54,6 +54,7 @@ from .strategies import (
     make_rule,
     rule_from_hyperparameters,
 )
+from .strategies.bayesian import update_measures
 
 __all__ = [
     "ACCURACY_PRIOR_MEAN",
@@ -343,21 +344,23 @@ class AgentSelectionModel:
         )
 
     def _measure_observations(self, obs: Observations, batch: EventBatch
-                              ) -> tuple[Observations, Observations]:
-        """The runs of ``obs`` as (cost, latency) observations for the measure rules."""
+                              ) -> tuple[Observations, tuple[np.ndarray, np.ndarray]]:
+        """The runs of ``obs`` as measurement observations (the accuracy
+        channel: mean and variance) for the measure rules, and their (cost,
+        latency) values."""
         run = obs.is_run
         if run.all():
             cols = obs
+            cost, latency = batch.cost, batch.duration
         else:
             cols = Observations(obs.rows[run], obs.cols[run], obs.is_run[run], obs.value[run],
                                 obs.timestamp[run], obs.weight[run], obs.task_hash[run],
                                 obs.agent_hash[run], obs.context[run])
-        flags = np.zeros(len(cols), dtype=bool)  # the accuracy channel: mean and variance
-        cost = Observations(cols.rows, cols.cols, flags, batch.cost[run], cols.timestamp,
-                            cols.weight, cols.task_hash, cols.agent_hash, cols.context)
-        latency = Observations(cols.rows, cols.cols, flags, batch.duration[run], cols.timestamp,
-                               cols.weight, cols.task_hash, cols.agent_hash, cols.context)
-        return cost, latency
+            cost, latency = batch.cost[run], batch.duration[run]
+        flags = np.zeros(len(cols), dtype=bool)
+        measured = Observations(cols.rows, cols.cols, flags, cost, cols.timestamp, cols.weight,
+                                cols.task_hash, cols.agent_hash, cols.context)
+        return measured, (cost, latency)
 
     def update(self, batch: EventBatch, weight: np.ndarray | None = None) -> None:
         """Learn from ``batch`` (oldest first), each event with weight 1 or ``weight``."""
@@ -366,9 +369,9 @@ class AgentSelectionModel:
         obs = self._observations(batch, weight, grow=True)
         self._rule.update(obs)
         if obs.is_run.any():
-            cost, latency = self._measure_observations(obs, batch)
-            self._cost_rule.update_measure(cost)
-            self._latency_rule.update_measure(latency)
+            # Cost and latency of the same runs, in one pass (update_measures).
+            measured, values = self._measure_observations(obs, batch)
+            update_measures(self._measure_rules(), measured, values)
         np.maximum.at(self._last_seen, obs.cols, obs.timestamp)
         self.events_seen += len(batch)
         self._invalidate()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -27,9 +28,25 @@ from .batch import EventBatch
 
 __all__ = ["OutcomeTally"]
 
+#: Per entry: runs, successes, accuracy records, their sum, their sum of squares.
+_COLUMNS = 5
+
 
 class OutcomeTally:
-    """Counts of outcome events per (event-time bucket, task type); thread-safe."""
+    """Counts of outcome events per (event-time bucket, task type); thread-safe.
+
+    Storage: one block of :attr:`_counts` per bucket, a row per task type
+    the tally knows, ``[runs, successes, accuracy records, their sum, sum
+    of squares]``; an index ``bucket -> block`` in the order buckets were
+    first seen (the order :meth:`outcomes` sums them in); blocks of dropped
+    buckets are zeroed and reused. A batch is summed per (bucket, task type)
+    with ``np.bincount`` and added to its blocks in one numpy operation: the
+    per-batch Python work is a dict lookup per distinct bucket, not per
+    event. A (bucket, task type) holds events exactly when its run or
+    record count is positive. Memory: buckets kept x task types known x 5
+    floats (1,080 buckets and 10 task types: 0.4 MiB; at the limit of
+    1,000 task types, 41 MiB).
+    """
 
     def __init__(self, bucket_seconds: float = 10.0, keep_seconds: float = 3 * 3600.0) -> None:
         if not (math.isfinite(bucket_seconds) and bucket_seconds > 0):
@@ -39,63 +56,108 @@ class OutcomeTally:
         self.bucket_seconds = float(bucket_seconds)
         self.keep_seconds = float(keep_seconds)
         self._lock = threading.Lock()
-        # bucket -> task type -> [runs, successes, accuracy records, their sum, sum of squares]
-        self._buckets: dict[int, dict[str, list[float]]] = {}
+        self._buckets: dict[int, int] = {}  # bucket -> block of _counts, in first-seen order
+        self._counts = np.zeros((16, 4, _COLUMNS))  # [block, task code, column]
+        self._free: list[int] = list(range(15, -1, -1))  # zeroed blocks, taken from the end
+        self._task_code: dict[str, int] = {}
+        self._task_names: list[str] = []
         self._oldest: int | None = None  # no bucket before this one is kept
 
     def observe(self, batch: EventBatch) -> None:
-        """Count the events of ``batch`` (vectorised: one pass per distinct bucket and task)."""
+        """Count the events of ``batch`` (vectorised: one Python step per distinct bucket)."""
         if not len(batch):
             return
         # An event without a usable time cannot be placed in a window.
-        keep = np.isfinite(batch.timestamp)
-        ts, task, is_run, value = (column[keep] for column in (
-            batch.timestamp, batch.task, batch.is_run, batch.value))
-        if not len(ts):
-            return
+        ts, task, is_run, value = batch.timestamp, batch.task, batch.is_run, batch.value
+        keep = np.isfinite(ts)
+        if not keep.all():
+            ts, task, is_run, value = ts[keep], task[keep], is_run[keep], value[keep]
+            if not len(ts):
+                return
         buckets = np.floor(ts / self.bucket_seconds).astype(np.int64)
         n_tasks = len(batch.task_names)
-        keys, inverse = np.unique(buckets * n_tasks + task, return_inverse=True)
-        n = len(keys)
+        # Entries numbered bucket slot x task: the slot is the offset from the
+        # batch's first bucket when the batch spans few buckets, else the rank
+        # among its distinct buckets.
+        first, last = int(buckets.min()), int(buckets.max())
+        if (last - first + 1) * n_tasks <= 4 * len(buckets) + 4096:
+            slot, bucket_of_slot = buckets - first, None
+            n_slots = last - first + 1
+        else:
+            bucket_of_slot, slot = np.unique(buckets, return_inverse=True)
+            n_slots = len(bucket_of_slot)
+        entry = slot * n_tasks + task
+        size = n_slots * n_tasks
         acc = ~is_run
         acc_values = np.where(acc, value, 0.0)
-        columns = [
-            np.bincount(inverse, weights=is_run.astype(np.float64), minlength=n).tolist(),
-            np.bincount(inverse, weights=(is_run & (value >= 1.0)).astype(np.float64),
-                        minlength=n).tolist(),
-            np.bincount(inverse, weights=acc.astype(np.float64), minlength=n).tolist(),
-            np.bincount(inverse, weights=acc_values, minlength=n).tolist(),
-            np.bincount(inverse, weights=acc_values * acc_values, minlength=n).tolist(),
-        ]
-        names = batch.task_names
+        sums = np.stack([
+            np.bincount(entry, weights=is_run.astype(np.float64), minlength=size),
+            np.bincount(entry, weights=(is_run & (value >= 1.0)).astype(np.float64),
+                        minlength=size),
+            np.bincount(entry, weights=acc.astype(np.float64), minlength=size),
+            np.bincount(entry, weights=acc_values, minlength=size),
+            np.bincount(entry, weights=acc_values * acc_values, minlength=size),
+        ], axis=1).reshape(n_slots, n_tasks, _COLUMNS)
+        # The slots that hold events, ascending (the order new buckets are
+        # indexed in).
+        used = np.flatnonzero(np.bincount(slot, minlength=n_slots))
+        bucket_list = ((used + first) if bucket_of_slot is None else bucket_of_slot[used]).tolist()
         with self._lock:
-            all_buckets = self._buckets
-            for i, key in enumerate(keys.tolist()):
-                bucket, code = divmod(key, n_tasks)
-                per_task = all_buckets.get(bucket)
-                if per_task is None:
-                    per_task = all_buckets[bucket] = {}
-                c = per_task.get(names[code])
-                if c is None:
-                    c = per_task[names[code]] = [0, 0, 0, 0.0, 0.0]
-                for j in range(5):
-                    c[j] += columns[j][i]
-            self._prune(int(keys[-1]) // n_tasks)
+            codes = self._task_codes(batch.task_names)
+            index = self._buckets
+            blocks = [index.get(b, -1) for b in bucket_list]
+            if -1 in blocks:
+                for i, b in enumerate(bucket_list):
+                    if blocks[i] < 0:
+                        blocks[i] = index[b] = self._new_block()
+            # Distinct blocks and task codes: a plain fancy-indexed add, each
+            # (bucket, task type)'s batch sum added to what it held (+ 0.0
+            # where the batch has none).
+            self._counts[np.ix_(np.array(blocks, dtype=np.intp), codes)] += sums[used]
+            self._prune(bucket_list[-1])
+
+    def _task_codes(self, names: tuple[str, ...]) -> np.ndarray:
+        """The tally's codes of a batch's task names (lock held)."""
+        table = self._task_code
+        out = []
+        for name in names:
+            code = table.get(name)
+            if code is None:
+                code = table[name] = len(self._task_names)
+                self._task_names.append(name)
+            out.append(code)
+        width = self._counts.shape[1]
+        if len(self._task_names) > width:
+            grow = max(width, len(self._task_names) - width)
+            self._counts = np.pad(self._counts, ((0, 0), (0, grow), (0, 0)))
+        return np.array(out, dtype=np.intp)
+
+    def _new_block(self) -> int:
+        """A zeroed block of ``_counts`` (lock held)."""
+        if not self._free:
+            size = len(self._counts)
+            self._counts = np.pad(self._counts, ((0, size), (0, 0), (0, 0)))
+            self._free = list(range(2 * size - 1, size - 1, -1))
+        return self._free.pop()
 
     def _prune(self, newest: int) -> None:
-        """Drop the buckets older than ``keep_seconds`` before ``newest`` (lock held)."""
+        """Drop the buckets older than ``keep_seconds`` before ``newest`` (lock held);
+        their blocks are zeroed for reuse."""
         cutoff = newest - int(self.keep_seconds // self.bucket_seconds)
         oldest = self._oldest
         if oldest is not None and oldest >= cutoff:
             return
         buckets = self._buckets
+        dropped: Iterable[int]
         if oldest is None or cutoff - oldest > len(buckets):
             # A first batch, or a jump in event time: look at what is kept.
-            for b in [b for b in buckets if b < cutoff]:
-                del buckets[b]
+            dropped = [b for b in buckets if b < cutoff]
         else:
-            for b in range(oldest, cutoff):
-                buckets.pop(b, None)
+            dropped = range(oldest, cutoff)
+        blocks = [block for block in (buckets.pop(b, -1) for b in dropped) if block >= 0]
+        if blocks:
+            self._counts[blocks] = 0.0
+            self._free += blocks
         self._oldest = cutoff
 
     def outcomes(self, start: float, end: float) -> Outcomes:
@@ -106,19 +168,20 @@ class OutcomeTally:
         """
         first = math.ceil(start / self.bucket_seconds)
         stop = math.floor(end / self.bucket_seconds)  # exclusive: bucket stop ends past end
-        per: dict[str, list[float]] = {}
         with self._lock:
-            for bucket, per_task in self._buckets.items():
+            counts = self._counts
+            total = np.zeros(counts.shape[1:])
+            for bucket, block in self._buckets.items():  # summed in first-seen order
                 if first <= bucket < stop:
-                    for task, c in per_task.items():
-                        p = per.setdefault(task, [0, 0, 0, 0.0, 0.0])
-                        for j in range(5):
-                            p[j] += c[j]
-        by_task = {k: Figures(int(c[0]), int(c[1]), int(c[2]), float(c[3]), float(c[4]))
-                   for k, c in sorted(per.items())}
+                    total += counts[block]
+            names = list(self._task_names)
+        per = total[:len(names)].tolist()
+        by_task = {name: Figures(int(c[0]), int(c[1]), int(c[2]), float(c[3]), float(c[4]))
+                   for name, c in sorted(zip(names, per, strict=True)) if c[0] + c[2] > 0}
         return Outcomes(sum(by_task.values(), Figures()), by_task)
 
     def __len__(self) -> int:
-        """(bucket, task type) entries kept."""
+        """(bucket, task type) entries kept: those holding events."""
         with self._lock:
-            return sum(len(per_task) for per_task in self._buckets.values())
+            blocks = list(self._buckets.values())
+            return int(np.count_nonzero(self._counts[blocks, :, 0] + self._counts[blocks, :, 2]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import ClassVar
 
@@ -16,7 +17,7 @@ from .base import (
     retrain_factors,
 )
 
-__all__ = ["MEASURE_MEMORY_RUNS", "BayesianRule"]
+__all__ = ["MEASURE_MEMORY_RUNS", "BayesianRule", "update_measures"]
 
 #: Effective runs of cost (or latency) evidence a pair keeps at most (see
 #: :meth:`BayesianRule.update_measure`): a price that doubles is believed
@@ -66,6 +67,10 @@ class BayesianRule(Rule):
             np.add.at(self.acc_sum.reshape(-1), flat, w * v)
             np.add.at(self.acc_sq.reshape(-1), flat, w * v**2)
             return
+        if run.all():  # runs only (the common streamed batch): no masks to apply
+            np.add.at(self.runs.reshape(-1), flat, w)
+            np.add.at(self.successes.reshape(-1), flat, w * v)
+            return
         np.add.at(self.runs.reshape(-1), flat[run], w[run])
         np.add.at(self.successes.reshape(-1), flat[run], w[run] * v[run])
         np.add.at(self.acc_n.reshape(-1), flat[acc], w[acc])
@@ -82,7 +87,17 @@ class BayesianRule(Rule):
         self.update(obs)
         if not len(obs):
             return
-        pairs = np.unique(obs.rows * self.capacity[1] + obs.cols)
+        self._cap_measure(self._touched(obs.rows * self.capacity[1] + obs.cols))
+
+    def _touched(self, flat: np.ndarray) -> np.ndarray:
+        """The distinct pairs of ``flat``, ascending (a mask over the pairs:
+        cheaper than ``np.unique`` of a full retrain's 100,000 runs)."""
+        touched = np.zeros(self.capacity[0] * self.capacity[1], dtype=bool)
+        touched[flat] = True
+        return np.flatnonzero(touched)
+
+    def _cap_measure(self, pairs: np.ndarray) -> None:
+        """The cap of :meth:`update_measure` on ``pairs``."""
         n = self.acc_n.reshape(-1)[pairs] * self._decay()
         over = n > MEASURE_MEMORY_RUNS
         if not over.any():
@@ -90,6 +105,13 @@ class BayesianRule(Rule):
         pairs, scale = pairs[over], MEASURE_MEMORY_RUNS / n[over]
         for name in ("acc_n", "acc_sum", "acc_sq"):
             getattr(self, name).reshape(-1)[pairs] *= scale
+
+    def _advance(self, obs: Observations) -> None:
+        """Move the rule's clock to ``obs`` before they are weighed (here: none)."""
+
+    def _same_clock(self, other: BayesianRule) -> bool:
+        """Whether ``other`` weighs an observation as this rule does (here: always)."""
+        return True
 
     def _decay(self) -> float:
         """Factor from the stored sums to effective evidence now (1: no forgetting)."""
@@ -147,3 +169,38 @@ class BayesianRule(Rule):
     def evidence(self, n_tasks: int, n_agents: int, task_hash: np.ndarray,
                  agent_hash: np.ndarray) -> Evidence:
         return evidence_from_sums(*self._sums(n_tasks, n_agents))
+
+
+def update_measures(rules: Sequence[Rule], obs: Observations,
+                    values: Sequence[np.ndarray]) -> None:
+    """``rule.update_measure(replace(obs, value=v))`` for each rule and its
+    values: the measurements (cost, latency) of the same runs.
+
+    Rules of one counting kind, in step (same capacity, same clock), are fed
+    in one pass: the runs' weights, pairs and touched pairs are computed
+    once for all of them; each rule's arrays get exactly the additions and
+    the cap :meth:`BayesianRule.update_measure` would give them. Other
+    rules (MOVING_AVERAGE's window, rules out of step) get their own call.
+    """
+    counted = [r for r in rules if isinstance(r, BayesianRule)]
+    fused = len(obs) > 0 and len(counted) == len(rules) > 0 and all(
+        type(r) is type(counted[0]) and r.capacity == counted[0].capacity for r in counted)
+    if fused:
+        # Advancing a clock twice to the same observations is a no-op, so a
+        # fallback below may advance again.
+        for counting in counted:
+            counting._advance(obs)
+        fused = all(counted[0]._same_clock(r) for r in counted)
+    if not fused:
+        for any_rule, v in zip(rules, values, strict=True):
+            any_rule.update_measure(replace(obs, value=v))
+        return
+    first = counted[0]
+    flat = obs.rows * first.capacity[1] + obs.cols
+    w = first._scale(obs)
+    pairs = first._touched(flat)
+    for rule, v in zip(counted, values, strict=True):
+        np.add.at(rule.acc_n.reshape(-1), flat, w)
+        np.add.at(rule.acc_sum.reshape(-1), flat, w * v)
+        np.add.at(rule.acc_sq.reshape(-1), flat, w * v**2)
+        rule._cap_measure(pairs)

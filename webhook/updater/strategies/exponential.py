@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..drops import DROP_LLR, RESTART_EVIDENCE, drop_llr
+from ..drops import DROP_LLR, RESTART_EVIDENCE, drop_llr, drop_tested
 from ..probation import PARK_Z, Probation, sums_reward
 from .base import Observations, UpdateStrategy, check_bool, check_number
 from .bayesian import BayesianRule
@@ -110,6 +110,21 @@ class ExponentialRule(BayesianRule):
     def update(self, obs: Observations) -> None:
         if not len(obs):
             return
+        self._advance(obs)
+        if self.probation is None:
+            self._accumulate(obs)
+            return
+        if self.detect_drops:
+            self._detect_drops(obs)
+        if self.probation:  # pairs are parked: the common case skips this
+            self.probation.observe(
+                obs.rows, obs.cols, obs.is_run, obs.value, obs.timestamp,
+                self._scale(replace(obs, weight=np.ones(len(obs)))),
+                [getattr(self, name) for name in self.evidence_arrays], self._decay(), self.clock)
+        self._accumulate(obs)
+
+    def _advance(self, obs: Observations) -> None:
+        """Move the clock to the newest of ``obs``; rebase ``t0`` when due."""
         newest = float(obs.timestamp.max())
         if newest > self.clock:
             self.clock = newest
@@ -122,17 +137,10 @@ class ExponentialRule(BayesianRule):
             if self.probation is not None:
                 self.probation.rescale(factor)
             self.t0 = self.clock
-        if self.probation is None:
-            self._accumulate(obs)
-            return
-        if self.detect_drops:
-            self._detect_drops(obs)
-        if self.probation:  # pairs are parked: the common case skips this
-            self.probation.observe(
-                obs.rows, obs.cols, obs.is_run, obs.value, obs.timestamp,
-                self._scale(replace(obs, weight=np.ones(len(obs)))),
-                [getattr(self, name) for name in self.evidence_arrays], self._decay(), self.clock)
-        self._accumulate(obs)
+
+    def _same_clock(self, other: BayesianRule) -> bool:
+        return (isinstance(other, ExponentialRule) and other.t0 == self.t0
+                and other.half_life_seconds == self.half_life_seconds)
 
     def _decay(self) -> float:
         if self.t0 != self.t0:
@@ -148,14 +156,38 @@ class ExponentialRule(BayesianRule):
         """Advance the pairs' CUSUMs by ``obs`` (against the evidence before
         them); park the pairs that dropped, keeping a little of their history."""
         assert self.probation is not None
-        flat = obs.rows * self.capacity[1] + obs.cols
         stored = [getattr(self, name).reshape(-1) for name in self.evidence_arrays]
         decay = self._decay()
-        llr = drop_llr([x[flat] * decay for x in stored], obs.is_run, obs.value)
+        # Only observations whose pair is tested on their kind move a CUSUM
+        # (drop_llr is 0 for the others, and a statistic is never negative):
+        # replay those alone. A full retrain (an empty model fed the buffer
+        # at once) has none, a streamed batch of known pairs nearly all.
+        # A statistic at the threshold is reset in the call that reached it,
+        # so a pair with no tested observation here cannot have dropped.
+        if len(obs) > len(stored[0]):
+            # More observations than pairs: first ask whether any pair at all
+            # is tested (max(x) * decay == max(x * decay): decay > 0).
+            runs, records = stored[0].max(initial=0.0) * decay, stored[2].max(initial=0.0) * decay
+            if not drop_tested(np.array([runs, runs]), np.array([records, records]),
+                               np.array([True, False])).any():
+                return
+        flat = obs.rows * self.capacity[1] + obs.cols
+        evidence = [x[flat] * decay for x in stored]
+        tested = drop_tested(evidence[0], evidence[2], obs.is_run)
+        if not tested.any():
+            return
+        is_run, value = obs.is_run, obs.value
+        if not tested.all():
+            flat, is_run, value = flat[tested], is_run[tested], value[tested]
+            evidence = [x[tested] for x in evidence]
+        llr = drop_llr(evidence, is_run, value)
         cusum = self.drop_cusum.reshape(-1)
         np.add.at(cusum, flat, llr)
         cusum[flat] = np.maximum(cusum[flat], 0.0)
-        dropped = np.unique(flat[cusum[flat] >= DROP_LLR])
+        hit = cusum[flat] >= DROP_LLR
+        if not hit.any():
+            return
+        dropped = np.unique(flat[hit])
         for pair in dropped:
             key = divmod(int(pair), self.capacity[1])
             history = np.array([x[pair] for x in stored])
