@@ -10,7 +10,9 @@ random numbers), so differences come from the choices alone. The reward of
 a decision is success x accuracy of the chosen agent's run.
 
 ``--first-seed K`` runs seeds K..K+N-1 instead of 1..N (other seeds than
-the ones the defaults were chosen on).
+the ones the defaults were chosen on); ``--scenarios revert,joiner`` only
+those scenarios (for experiments on a mechanism). Either writes its results
+beside the full run's (:func:`results_name`), not over them.
 
 Per scenario and policy, over seeds (median, min-max):
 
@@ -707,10 +709,10 @@ def properties(stream: Stream, played: dict[str, Any]) -> dict[str, Any]:
 
 def run(
     quick: bool = False, seeds: int | None = None, sizes: Sizes | None = None,
-    first_seed: int = 1,
+    first_seed: int = 1, only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Every policy on every scenario and seed (``first_seed`` .. ``first_seed +
-    seeds - 1``); the JSON-ready results."""
+    """Every policy on every scenario (``only``: those named) and seed
+    (``first_seed`` .. ``first_seed + seeds - 1``); the JSON-ready results."""
     seeds = seeds or (2 if quick else 5)
     seed_list = list(range(first_seed, first_seed + seeds))
     sizes = sizes or (QUICK if quick else FULL)
@@ -718,6 +720,8 @@ def run(
     factories = policy_factories(include_vw=vw_error is None)
     results: dict[str, Any] = {}
     for sc in scenarios(sizes):
+        if only is not None and sc.name not in only:
+            continue
         per_policy: dict[str, list[dict[str, Any]]] = {name: [] for name in [*factories, "oracle"]}
         for seed in seed_list:
             stream = Stream.build(sc, seed)
@@ -931,6 +935,18 @@ def report(r: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def results_name(seeds: Sequence[int], only: Sequence[str] | None = None) -> str:
+    """The results file's name: "decisions" for seeds 1..N of every
+    scenario (the figures BENCHMARKS.md cites), else one that says what ran
+    (e.g. "decisions-seeds-6-10", "decisions-revert-seeds-1-5")."""
+    if only is None and seeds[0] == 1:
+        return "decisions"
+    parts = ["decisions", *(only or ())]
+    if seeds[0] != 1 or only is not None:
+        parts.append(f"seeds-{seeds[0]}-{seeds[-1]}")
+    return "-".join(parts)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.decisions", description=__doc__.splitlines()[0]
@@ -939,12 +955,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None, help="seeds 1..N (default 5; quick 2)")
     parser.add_argument("--first-seed", type=int, default=1,
                         help="start the seeds at K instead of 1 (K..K+N-1): check other seeds")
+    parser.add_argument("--scenarios", default=None,
+                        help="comma-separated scenario names (default: all)")
     args = parser.parse_args(argv)
     if args.first_seed < 1:
         parser.error(f"--first-seed must be >= 1, got {args.first_seed}")
+    only = None
+    if args.scenarios is not None:
+        known = [sc.name for sc in scenarios()]
+        only = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+        unknown = [name for name in only if name not in known]
+        if not only or unknown:
+            parser.error(f"--scenarios must name some of {', '.join(known)}; "
+                         f"got {args.scenarios!r}")
     logging.basicConfig(level=logging.ERROR)
     started = time.perf_counter()
-    result = run(args.quick, args.seeds, first_seed=args.first_seed)
+    result = run(args.quick, args.seeds, first_seed=args.first_seed, only=only)
     result["runtime_seconds"] = round(time.perf_counter() - started, 1)
     print("## Decision quality under drift\n")
     print(report(result))
@@ -952,7 +978,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\nVowpal Wabbit: {result['vowpalwabbit']}; versions {result['peer_versions']}; "
         f"{result['runtime_seconds']} s; {machine()['cpu']}"
     )
-    print(f"written to {write_results('decisions', result)}")
+    name = results_name(result["seeds"], only)
+    print(f"written to {write_results(name, result)}")
     return 0
 
 

@@ -132,3 +132,20 @@ def test_the_noisy_spell_does_not_park_the_healthy_agent_for_long_nor_flap() -> 
     assert noisy["noisy_parks"] <= decisions.NOISY_MAX_PARKS, noisy
     assert noisy["noisy_longest_park"] <= decisions.NOISY_MAX_PARK_DECISIONS, noisy
     assert noisy["noisy_back_share"] >= 0.8, noisy
+
+
+def test_a_subset_of_scenarios_runs_and_writes_beside_the_full_results() -> None:
+    result = decisions.run(seeds=1, sizes=TINY, first_seed=3, only=["revert"])
+    assert list(result["scenarios"]) == ["revert"] and list(result["targets"]) == ["revert"]
+    assert result["seeds"] == [3]
+    # Only seeds 1..N of every scenario are the figures BENCHMARKS.md cites.
+    assert decisions.results_name([1, 2, 3, 4, 5]) == "decisions"
+    assert decisions.results_name([6, 7, 8, 9, 10]) == "decisions-seeds-6-10"
+    assert decisions.results_name([1, 2], ["revert", "joiner"]) == (
+        "decisions-revert-joiner-seeds-1-2")
+
+
+def test_unknown_scenarios_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        decisions.main(["--quick", "--scenarios", "revert,nope"])
+    assert "--scenarios must name some of abrupt" in capsys.readouterr().err
