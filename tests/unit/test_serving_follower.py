@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
+from servers.common import wait_until
 from servers.models import TASKS, teach
 
 from autoretrain import ModelFollower as ExportedFollower
@@ -227,3 +229,43 @@ def test_codec_refuses_oversized(message: bytes) -> None:
     with pytest.raises(InvalidModelMessage, match="decompresses") as info:
         decode_model(bomb, max_decompressed_bytes=1_000_000)
     assert info.value.fault == "too_large"
+
+
+class _StuckConsumer:
+    """A Kafka consumer whose metadata lookup never answers, as kafka-python's
+    ``partitions_for_topic`` can wait without a bound."""
+
+    def __init__(self, **config: object) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        _StuckConsumer.last = self
+
+    last: _StuckConsumer
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        self.entered.set()
+        self.release.wait()
+        return set()
+
+    def close(self) -> None:
+        pass
+
+
+def test_stop_returns_while_a_load_is_stuck_in_kafka() -> None:
+    """An orchestrator shutting down is not held by a follower whose load hangs in
+    a Kafka call: stop() gives up after its timeout and says the thread did not stop."""
+    follower = ModelFollower(kafka_servers="127.0.0.1:1", topic="agent-models",
+                             consumer_factory=_StuckConsumer)
+    follower.start()
+    try:
+        assert wait_until(lambda: hasattr(_StuckConsumer, "last")
+                          and _StuckConsumer.last.entered.is_set())
+        result: list[bool] = []
+        stopper = threading.Thread(target=lambda: result.append(follower.stop(timeout=0.2)),
+                                   daemon=True)
+        stopper.start()
+        stopper.join(30)  # generous: a hang, not a slow stop, is what fails here
+        assert result == [False]
+    finally:
+        _StuckConsumer.last.release.set()
+    assert wait_until(lambda: not follower.running)

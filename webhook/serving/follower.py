@@ -286,8 +286,18 @@ class ModelFollower:
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the thread and close the Kafka consumer; False if the thread did not stop."""
         stopped = self._loop.stop(timeout)
-        with self._refresh_lock:
+        # A load stuck in a Kafka call holds the refresh lock (kafka-python's
+        # metadata lookups can wait without a bound); waiting for it here
+        # would hang the orchestrator's shutdown, so give up after the timeout
+        # and leave the consumer to the (daemon) thread.
+        if not self._refresh_lock.acquire(timeout=timeout):
+            log.warning("the follower's load did not end within %.1f s; "
+                        "its Kafka consumer is left to its thread", timeout)
+            return False
+        try:
             self._source.close()
+        finally:
+            self._refresh_lock.release()
         return stopped
 
     def refresh(self, timeout: float = 5.0) -> bool:
@@ -498,8 +508,10 @@ class _KafkaSource:
             for records in consumer.poll(timeout_ms=int(left * 1000)).values():
                 self._held.extend((r.key, r.value) for r in records)
             if self._catch_up:
+                # position() may wait for an offset reset; bound it by what is left.
+                wait_ms = max(1, int((deadline - time.monotonic()) * 1000))
                 self._catch_up = {tp: end for tp, end in self._catch_up.items()
-                                  if consumer.position(tp) < end}
+                                  if (consumer.position(tp, timeout_ms=wait_ms) or 0) < end}
                 if self._catch_up:  # not at the end offsets yet: hold what was read
                     if time.monotonic() >= deadline:
                         return []
