@@ -88,16 +88,25 @@ class OutcomeTally:
             n_slots = len(bucket_of_slot)
         entry = slot * n_tasks + task
         size = n_slots * n_tasks
-        acc = ~is_run
-        acc_values = np.where(acc, value, 0.0)
-        sums = np.stack([
-            np.bincount(entry, weights=is_run.astype(np.float64), minlength=size),
-            np.bincount(entry, weights=(is_run & (value >= 1.0)).astype(np.float64),
-                        minlength=size),
-            np.bincount(entry, weights=acc.astype(np.float64), minlength=size),
-            np.bincount(entry, weights=acc_values, minlength=size),
-            np.bincount(entry, weights=acc_values * acc_values, minlength=size),
-        ], axis=1).reshape(n_slots, n_tasks, _COLUMNS)
+        if is_run.all():
+            # Runs only (a live stream's usual batch): the record columns stay
+            # 0.0, which is what their bincounts of zero weights would give.
+            sums = np.zeros((size, _COLUMNS))
+            sums[:, 0] = np.bincount(entry, minlength=size)
+            sums[:, 1] = np.bincount(entry, weights=(value >= 1.0).astype(np.float64),
+                                     minlength=size)
+            sums = sums.reshape(n_slots, n_tasks, _COLUMNS)
+        else:
+            acc = ~is_run
+            acc_values = np.where(acc, value, 0.0)
+            sums = np.stack([
+                np.bincount(entry, weights=is_run.astype(np.float64), minlength=size),
+                np.bincount(entry, weights=(is_run & (value >= 1.0)).astype(np.float64),
+                            minlength=size),
+                np.bincount(entry, weights=acc.astype(np.float64), minlength=size),
+                np.bincount(entry, weights=acc_values, minlength=size),
+                np.bincount(entry, weights=acc_values * acc_values, minlength=size),
+            ], axis=1).reshape(n_slots, n_tasks, _COLUMNS)
         # The slots that hold events, ascending (the order new buckets are
         # indexed in).
         used = np.flatnonzero(np.bincount(slot, minlength=n_slots))
