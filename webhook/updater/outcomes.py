@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable
+from itertools import repeat
 
 import numpy as np
 
@@ -114,11 +115,14 @@ class OutcomeTally:
         with self._lock:
             codes = self._task_codes(batch.task_names)
             index = self._buckets
-            blocks = [index.get(b, -1) for b in bucket_list]
+            blocks = list(map(index.get, bucket_list, repeat(-1)))
             if -1 in blocks:
-                for i, b in enumerate(bucket_list):
-                    if blocks[i] < 0:
-                        blocks[i] = index[b] = self._new_block()
+                new = [i for i, block in enumerate(blocks) if block < 0]
+                fresh = self._new_blocks(len(new))
+                for i, block in zip(new, fresh, strict=True):
+                    blocks[i] = block
+                # New buckets indexed in ascending order, as they were seen.
+                index.update(zip([bucket_list[i] for i in new], fresh, strict=True))
             # Distinct blocks and task codes: a plain fancy-indexed add, each
             # (bucket, task type)'s batch sum added to what it held (+ 0.0
             # where the batch has none).
@@ -141,13 +145,21 @@ class OutcomeTally:
             self._counts = np.pad(self._counts, ((0, 0), (0, grow), (0, 0)))
         return np.array(out, dtype=np.intp)
 
-    def _new_block(self) -> int:
-        """A zeroed block of ``_counts`` (lock held)."""
-        if not self._free:
-            size = len(self._counts)
-            self._counts = np.pad(self._counts, ((0, size), (0, 0), (0, 0)))
-            self._free = list(range(2 * size - 1, size - 1, -1))
-        return self._free.pop()
+    def _new_blocks(self, count: int) -> list[int]:
+        """``count`` zeroed blocks of ``_counts`` (lock held), taken from the end of
+        the free list (the storage doubles when it runs out)."""
+        out: list[int] = []
+        while count:
+            if not self._free:
+                size = len(self._counts)
+                self._counts = np.pad(self._counts, ((0, size), (0, 0), (0, 0)))
+                self._free = list(range(2 * size - 1, size - 1, -1))
+            free = self._free
+            take = min(count, len(free))
+            out += free[: -take - 1 : -1]  # its last `take`, the last first
+            del free[-take:]
+            count -= take
+        return out
 
     def _prune(self, newest: int) -> None:
         """Drop the buckets older than ``keep_seconds`` before ``newest`` (lock held);
@@ -163,7 +175,7 @@ class OutcomeTally:
             dropped = [b for b in buckets if b < cutoff]
         else:
             dropped = range(oldest, cutoff)
-        blocks = [block for block in (buckets.pop(b, -1) for b in dropped) if block >= 0]
+        blocks = [block for block in map(buckets.pop, dropped, repeat(-1)) if block >= 0]
         if blocks:
             self._counts[blocks] = 0.0
             self._free += blocks
