@@ -192,8 +192,9 @@ class ExponentialRule(BayesianRule):
             llr = drop_llr(evidence, is_run, value)
         cusum = self.drop_cusum.reshape(-1)
         np.add.at(cusum, flat, llr)
-        cusum[flat] = np.maximum(cusum[flat], 0.0)
-        hit = cusum[flat] >= DROP_LLR
+        after = np.maximum(cusum[flat], 0.0)
+        cusum[flat] = after
+        hit = after >= DROP_LLR
         if not hit.any():
             return
         dropped = np.unique(flat[hit])
