@@ -100,14 +100,15 @@ class OutcomeTally:
                 n_slots = len(bucket_of_slot)
             entry = slot * n_tasks + task
             size = n_slots * n_tasks
+            sums: np.ndarray
             if is_run.all():
                 # Runs only (a live stream's usual batch): the record columns
                 # stay 0.0, which is what their bincounts of zero weights give.
-                sums = np.zeros((size, _COLUMNS))
-                sums[:, 0] = np.bincount(entry, minlength=size)
-                sums[:, 1] = np.bincount(entry, weights=(value >= 1.0).astype(np.float64),
-                                         minlength=size)
-                sums = sums.reshape(n_slots, n_tasks, _COLUMNS)
+                columns = np.zeros((size, _COLUMNS))
+                columns[:, 0] = np.bincount(entry, minlength=size)
+                columns[:, 1] = np.bincount(entry, weights=(value >= 1.0).astype(np.float64),
+                                            minlength=size)
+                sums = columns.reshape(n_slots, n_tasks, _COLUMNS)
             else:
                 acc = ~is_run
                 acc_values = np.where(acc, value, 0.0)
