@@ -118,7 +118,8 @@ def decode_batch(
     events: list[OutcomeEvent] = []
     keep = events.append
     invalid: list[InvalidEvent] = []
-    add_if_new = recent.add_if_new
+    current, previous, half = recent._current, recent._previous, recent.capacity // 2
+    remember = current.add
     loads, max_bytes, fast_run = orjson.loads, MAX_EVENT_BYTES, common_run
     duplicates = 0
     for raw in values:
@@ -151,8 +152,15 @@ def decode_batch(
         except InvalidEvent as exc:
             invalid.append(exc)
             continue
-        if add_if_new(event["event_id"]):
-            keep(event)
-        else:
+        # recent.add_if_new, inline (a call per event is a tenth of this loop).
+        event_id = event["event_id"]
+        if event_id in current or event_id in previous:
             duplicates += 1
+            continue
+        remember(event_id)
+        keep(event)
+        if len(current) >= half:
+            recent._previous, recent._current = current, set()
+            previous, current = current, recent._current
+            remember = current.add
     return DecodedBatch(events, duplicates, invalid)

@@ -131,3 +131,18 @@ def test_the_skew_is_configurable_and_past_events_pass():
 def test_timestamps_before_1970_are_invalid_as_numbers_and_iso_alike(timestamp):
     batch = decode_batch([run("e1", timestamp=timestamp)], RecentEventIds(10))
     assert batch.events == [] and batch.invalid_by_fault() == {"field:timestamp": 1}
+
+
+def test_decode_batch_remembers_ids_as_add_if_new_does_across_generations():
+    # A batch longer than the memory: decode_batch's inline de-duplication
+    # must keep and forget the same ids as RecentEventIds.add_if_new.
+    ids = [f"e{i % 9}" if i % 4 else f"n{i}" for i in range(60)]
+    reference = RecentEventIds(capacity=6)
+    expected = [x for x in ids if reference.add_if_new(x)]
+    recent = RecentEventIds(capacity=6)
+    batch = decode_batch([run(x) for x in ids[:25]], recent)
+    batch2 = decode_batch([encode_event(run(x)) for x in ids[25:]], recent)
+    assert [e["event_id"] for e in batch.events + batch2.events] == expected
+    assert batch.duplicates + batch2.duplicates == len(ids) - len(expected)
+    assert len(recent) == len(reference)
+    assert all((x in recent) == (x in reference) for x in set(ids))

@@ -78,6 +78,9 @@ class Ingestor:
         # is applied, so a flood of new names costs one scan per batch.
         self._no_room = False
         self._agents_full = False
+        # The per-task run and cost series' children, by task type (labels()
+        # once per name, not per batch).
+        self._task_counters: dict[str, tuple[Any, Any]] = {}
 
     def know(self, model: AgentSelectionModel) -> None:
         """Count the names of a loaded model against the capacity (state lock held)."""
@@ -188,16 +191,26 @@ class Ingestor:
     def _count_runs(self, batch: EventBatch) -> None:
         """Runs and their cost per task type (the dashboard's cost per task type)."""
         run = batch.is_run
-        if not len(batch) or not run.any():
+        if not len(batch):
+            return
+        if run.all():  # the usual batch: no masks
+            codes, costs = batch.task, batch.cost
+        elif run.any():
+            codes, costs = batch.task[run], batch.cost[run]
+        else:
             return
         n = len(batch.task_names)
-        codes = batch.task[run]
-        runs = np.bincount(codes, minlength=n)
-        cost = np.bincount(codes, weights=batch.cost[run], minlength=n)
+        runs = np.bincount(codes, minlength=n).tolist()
+        cost = np.bincount(codes, weights=costs, minlength=n).tolist()
+        children = self._task_counters
         for name, k, c in zip(batch.task_names, runs, cost, strict=True):
             if k:
-                self.metrics.task_runs.labels(name).inc(int(k))
-                self.metrics.task_cost.labels(name).inc(float(c))
+                child = children.get(name)
+                if child is None:  # at most max_task_types names
+                    child = children[name] = (self.metrics.task_runs.labels(name),
+                                              self.metrics.task_cost.labels(name))
+                child[0].inc(k)
+                child[1].inc(c)
 
     def ingest(self, values: list[Any], offsets: dict[int, int] | None = None) -> int:
         """Apply ``values`` as one batch; ``offsets`` are the source positions after

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable
+from itertools import repeat
 
 import numpy as np
 
@@ -75,45 +76,73 @@ class OutcomeTally:
             if not len(ts):
                 return
         buckets = np.floor(ts / self.bucket_seconds).astype(np.int64)
-        n_tasks = len(batch.task_names)
-        # Entries numbered bucket slot x task: the slot is the offset from the
-        # batch's first bucket when the batch spans few buckets, else the rank
-        # among its distinct buckets.
-        first, last = int(buckets.min()), int(buckets.max())
-        if (last - first + 1) * n_tasks <= 4 * len(buckets) + 4096:
-            slot, bucket_of_slot = buckets - first, None
-            n_slots = last - first + 1
-        else:
-            bucket_of_slot, slot = np.unique(buckets, return_inverse=True)
-            n_slots = len(bucket_of_slot)
-        entry = slot * n_tasks + task
-        size = n_slots * n_tasks
-        acc = ~is_run
-        acc_values = np.where(acc, value, 0.0)
-        sums = np.stack([
-            np.bincount(entry, weights=is_run.astype(np.float64), minlength=size),
-            np.bincount(entry, weights=(is_run & (value >= 1.0)).astype(np.float64),
-                        minlength=size),
-            np.bincount(entry, weights=acc.astype(np.float64), minlength=size),
-            np.bincount(entry, weights=acc_values, minlength=size),
-            np.bincount(entry, weights=acc_values * acc_values, minlength=size),
-        ], axis=1).reshape(n_slots, n_tasks, _COLUMNS)
-        # The slots that hold events, ascending (the order new buckets are
-        # indexed in).
-        used = np.flatnonzero(np.bincount(slot, minlength=n_slots))
-        bucket_list = ((used + first) if bucket_of_slot is None else bucket_of_slot[used]).tolist()
         with self._lock:
             codes = self._task_codes(batch.task_names)
+            # The tally's task columns: when the batch names most task types
+            # the tally knows (the usual case), sum straight into the tally's
+            # column order, so the add below indexes blocks only; else sum in
+            # the batch's order and index blocks and columns.
+            n_known = len(self._task_names)
+            dense = n_known <= 2 * len(codes) + 16
+            if dense:
+                task, n_tasks = codes[task], n_known
+            else:
+                n_tasks = len(codes)
+            # Entries numbered bucket slot x task: the slot is the offset from
+            # the batch's first bucket when the batch spans few buckets, else
+            # the rank among its distinct buckets.
+            first, last = int(buckets.min()), int(buckets.max())
+            if (last - first + 1) * n_tasks <= 4 * len(buckets) + 4096:
+                slot, bucket_of_slot = buckets - first, None
+                n_slots = last - first + 1
+            else:
+                bucket_of_slot, slot = np.unique(buckets, return_inverse=True)
+                n_slots = len(bucket_of_slot)
+            entry = slot * n_tasks + task
+            size = n_slots * n_tasks
+            sums: np.ndarray
+            if is_run.all():
+                # Runs only (a live stream's usual batch): the record columns
+                # stay 0.0, which is what their bincounts of zero weights give.
+                columns = np.zeros((size, _COLUMNS))
+                columns[:, 0] = np.bincount(entry, minlength=size)
+                columns[:, 1] = np.bincount(entry, weights=(value >= 1.0).astype(np.float64),
+                                            minlength=size)
+                sums = columns.reshape(n_slots, n_tasks, _COLUMNS)
+            else:
+                acc = ~is_run
+                acc_values = np.where(acc, value, 0.0)
+                sums = np.stack([
+                    np.bincount(entry, weights=is_run.astype(np.float64), minlength=size),
+                    np.bincount(entry, weights=(is_run & (value >= 1.0)).astype(np.float64),
+                                minlength=size),
+                    np.bincount(entry, weights=acc.astype(np.float64), minlength=size),
+                    np.bincount(entry, weights=acc_values, minlength=size),
+                    np.bincount(entry, weights=acc_values * acc_values, minlength=size),
+                ], axis=1).reshape(n_slots, n_tasks, _COLUMNS)
+            # The slots that hold events, ascending (the order new buckets are
+            # indexed in).
+            used = np.flatnonzero(np.bincount(slot, minlength=n_slots))
+            bucket_list = ((used + first) if bucket_of_slot is None
+                           else bucket_of_slot[used]).tolist()
             index = self._buckets
-            blocks = [index.get(b, -1) for b in bucket_list]
+            blocks = list(map(index.get, bucket_list, repeat(-1)))
             if -1 in blocks:
-                for i, b in enumerate(bucket_list):
-                    if blocks[i] < 0:
-                        blocks[i] = index[b] = self._new_block()
-            # Distinct blocks and task codes: a plain fancy-indexed add, each
+                new = [i for i, block in enumerate(blocks) if block < 0]
+                fresh = self._new_blocks(len(new))
+                for i, block in zip(new, fresh, strict=True):
+                    blocks[i] = block
+                # New buckets indexed in ascending order, as they were seen.
+                index.update(zip([bucket_list[i] for i in new], fresh, strict=True))
+            # Distinct blocks (and task codes): a plain fancy-indexed add, each
             # (bucket, task type)'s batch sum added to what it held (+ 0.0
-            # where the batch has none).
-            self._counts[np.ix_(np.array(blocks, dtype=np.intp), codes)] += sums[used]
+            # where the batch has none, which leaves any count as it was:
+            # counts are never -0.0).
+            rows = np.array(blocks, dtype=np.intp)
+            if dense:
+                self._counts[rows, :n_tasks] += sums[used]
+            else:
+                self._counts[np.ix_(rows, codes)] += sums[used]
             self._prune(bucket_list[-1])
 
     def _task_codes(self, names: tuple[str, ...]) -> np.ndarray:
@@ -132,13 +161,21 @@ class OutcomeTally:
             self._counts = np.pad(self._counts, ((0, 0), (0, grow), (0, 0)))
         return np.array(out, dtype=np.intp)
 
-    def _new_block(self) -> int:
-        """A zeroed block of ``_counts`` (lock held)."""
-        if not self._free:
-            size = len(self._counts)
-            self._counts = np.pad(self._counts, ((0, size), (0, 0), (0, 0)))
-            self._free = list(range(2 * size - 1, size - 1, -1))
-        return self._free.pop()
+    def _new_blocks(self, count: int) -> list[int]:
+        """``count`` zeroed blocks of ``_counts`` (lock held), taken from the end of
+        the free list (the storage doubles when it runs out)."""
+        out: list[int] = []
+        while count:
+            if not self._free:
+                size = len(self._counts)
+                self._counts = np.pad(self._counts, ((0, size), (0, 0), (0, 0)))
+                self._free = list(range(2 * size - 1, size - 1, -1))
+            free = self._free
+            take = min(count, len(free))
+            out += free[: -take - 1 : -1]  # its last `take`, the last first
+            del free[-take:]
+            count -= take
+        return out
 
     def _prune(self, newest: int) -> None:
         """Drop the buckets older than ``keep_seconds`` before ``newest`` (lock held);
@@ -154,7 +191,7 @@ class OutcomeTally:
             dropped = [b for b in buckets if b < cutoff]
         else:
             dropped = range(oldest, cutoff)
-        blocks = [block for block in (buckets.pop(b, -1) for b in dropped) if block >= 0]
+        blocks = [block for block in map(buckets.pop, dropped, repeat(-1)) if block >= 0]
         if blocks:
             self._counts[blocks] = 0.0
             self._free += blocks

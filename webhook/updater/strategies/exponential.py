@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..drops import DROP_LLR, RESTART_EVIDENCE, drop_llr, drop_tested
+from ..drops import DROP_LLR, RESTART_EVIDENCE, drop_llr, drop_llr_runs, drop_tested
 from ..probation import PARK_Z, Probation, sums_reward
 from .base import Observations, UpdateStrategy, check_bool, check_number
 from .bayesian import BayesianRule
@@ -164,27 +164,37 @@ class ExponentialRule(BayesianRule):
         # at once) has none, a streamed batch of known pairs nearly all.
         # A statistic at the threshold is reset in the call that reached it,
         # so a pair with no tested observation here cannot have dropped.
-        if len(obs) > len(stored[0]):
-            # More observations than pairs: first ask whether any pair at all
-            # is tested (max(x) * decay == max(x * decay): decay > 0).
-            runs, records = stored[0].max(initial=0.0) * decay, stored[2].max(initial=0.0) * decay
-            if not drop_tested(np.array([runs, runs]), np.array([records, records]),
-                               np.array([True, False])).any():
+        if obs.is_run.all():
+            # Runs only (the usual streamed batch): the ratios per pair.
+            ratios = drop_llr_runs(stored[0] * decay, stored[1] * decay,
+                                   obs.rows * self.capacity[1] + obs.cols, obs.value)
+            if ratios is None:
                 return
-        flat = obs.rows * self.capacity[1] + obs.cols
-        evidence = [x[flat] * decay for x in stored]
-        tested = drop_tested(evidence[0], evidence[2], obs.is_run)
-        if not tested.any():
-            return
-        is_run, value = obs.is_run, obs.value
-        if not tested.all():
-            flat, is_run, value = flat[tested], is_run[tested], value[tested]
-            evidence = [x[tested] for x in evidence]
-        llr = drop_llr(evidence, is_run, value)
+            llr, flat = ratios
+        else:
+            if len(obs) > len(stored[0]):
+                # More observations than pairs: first ask whether any pair at all
+                # is tested (max(x) * decay == max(x * decay): decay > 0).
+                runs = stored[0].max(initial=0.0) * decay
+                records = stored[2].max(initial=0.0) * decay
+                if not drop_tested(np.array([runs, runs]), np.array([records, records]),
+                                   np.array([True, False])).any():
+                    return
+            flat = obs.rows * self.capacity[1] + obs.cols
+            evidence = [x[flat] * decay for x in stored]
+            tested = drop_tested(evidence[0], evidence[2], obs.is_run)
+            if not tested.any():
+                return
+            is_run, value = obs.is_run, obs.value
+            if not tested.all():
+                flat, is_run, value = flat[tested], is_run[tested], value[tested]
+                evidence = [x[tested] for x in evidence]
+            llr = drop_llr(evidence, is_run, value)
         cusum = self.drop_cusum.reshape(-1)
         np.add.at(cusum, flat, llr)
-        cusum[flat] = np.maximum(cusum[flat], 0.0)
-        hit = cusum[flat] >= DROP_LLR
+        after = np.maximum(cusum[flat], 0.0)
+        cusum[flat] = after
+        hit = after >= DROP_LLR
         if not hit.any():
             return
         dropped = np.unique(flat[hit])
