@@ -197,8 +197,12 @@ def _listening(port: int) -> bool:
 
 def test_the_script_stops_every_server_on_ctrl_c(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
+    # Ctrl-C as in a terminal: a runner started in the background (a script's
+    # `cmd &`) ignores SIGINT, and a child inherits that, so Python would never
+    # install its KeyboardInterrupt handler; reset it to the default first.
     proc = subprocess.Popen([str(SCRIPT), "--keep-logs", str(logs)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     output: list[str] = []
     try:
         assert proc.stdout is not None
