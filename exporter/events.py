@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import os
 import sys
 from datetime import datetime
@@ -40,6 +41,7 @@ __all__ = [
     "MAX_CONTEXT_KEYS",
     "MAX_EVENT_BYTES",
     "MAX_NAME_LENGTH",
+    "RUN_FIELDS",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "AccuracyEvent",
@@ -56,6 +58,7 @@ __all__ = [
     "check_timestamp",
     "check_tokens",
     "common_run",
+    "common_run_row",
     "decode_event",
     "encode_event",
     "parse_event",
@@ -74,6 +77,10 @@ _SCALAR = (str, int, float, bool)
 _RUN_STATUS_SET = frozenset(RUN_STATUSES)
 # A run event in normal form has exactly these keys (no context).
 _COMMON_RUN_KEYS = 11
+#: The fields of a run in normal form, in the order of a row of :func:`common_run_row`.
+RUN_FIELDS = ("schema", "kind", "timestamp", "duration_ms", "cost", "tokens_used", "status",
+              "event_id", "agent_name", "agent_type", "task_type")
+_run_row = operator.itemgetter(*RUN_FIELDS)
 
 
 class RunEvent(TypedDict):
@@ -330,26 +337,38 @@ def common_run(obj: Any, latest: float = FLOAT_MAX) -> RunEvent | None:
     the monitor and the Kafka sink produce: exactly the eleven run fields,
     float timestamp, duration and cost. None means "not this shape", not
     "invalid": :func:`parse_event` then takes the general path, which also
-    explains any fault. Ingest takes this path for almost every event, so it
-    builds nothing and checks each field once, inline. ``latest`` (finite)
-    bounds the timestamp here too, so that a consumer's bound on event time
+    explains any fault. ``latest`` bounds the timestamp as in
+    :func:`common_run_row`.
+    """
+    return obj if common_run_row(obj, latest) is not None else None
+
+
+def common_run_row(obj: Any, latest: float = FLOAT_MAX) -> tuple[Any, ...] | None:
+    """The values of :data:`RUN_FIELDS` of ``obj``, in that order, when ``obj`` is a
+    run event in normal form (see :func:`common_run`); else None.
+
+    Ingest takes this path for almost every event, so it builds nothing but
+    the row (which a consumer may keep to read the batch column by column)
+    and checks each field once, inline. ``latest`` (finite) bounds the
+    timestamp here too, so that a consumer's bound on event time
     (:func:`exporter.ingest.decode_batch`) costs nothing extra on this path:
     a later timestamp is "not this shape" and the caller checks it again.
     """
     if type(obj) is not dict or len(obj) != _COMMON_RUN_KEYS:
         return None
-    g = obj.get
-    if g("kind") != "run" or type(schema := g("schema")) is not int or schema != SCHEMA_VERSION:
+    try:
+        # One C call for the eleven fields instead of eleven ``get`` calls (a
+        # third of this function's time); a missing key is "not this shape".
+        row = _run_row(obj)
+    except KeyError:
         return None
-    ts, dur, cost, tokens, status = (
-        g("timestamp"),
-        g("duration_ms"),
-        g("cost"),
-        g("tokens_used"),
-        g("status"),
-    )
+    (schema, kind, ts, dur, cost, tokens, status, event_id, agent_name, agent_type,
+     task_type) = row
     if (
-        type(ts) is float
+        kind == "run"
+        and type(schema) is int
+        and schema == SCHEMA_VERSION
+        and type(ts) is float
         and 0.0 <= ts <= latest
         and type(dur) is float
         and 0.0 <= dur <= FLOAT_MAX
@@ -359,16 +378,16 @@ def common_run(obj: Any, latest: float = FLOAT_MAX) -> RunEvent | None:
         and tokens >= 0
         and type(status) is str
         and status in _RUN_STATUS_SET
-        and type(event_id := g("event_id")) is str
-        and type(agent_name := g("agent_name")) is str
-        and type(agent_type := g("agent_type")) is str
-        and type(task_type := g("task_type")) is str
+        and type(event_id) is str
+        and type(agent_name) is str
+        and type(agent_type) is str
+        and type(task_type) is str
         and 0 < len(event_id) <= MAX_NAME_LENGTH
         and 0 < len(agent_name) <= MAX_NAME_LENGTH
         and 0 < len(agent_type) <= MAX_NAME_LENGTH
         and 0 < len(task_type) <= MAX_NAME_LENGTH
     ):
-        return obj  # type: ignore[return-value]  # every key and type checked above
+        return row
     return None
 
 

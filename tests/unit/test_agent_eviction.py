@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoretrain.exporter.events import EventIdFactory, accuracy_event, run_event
+from autoretrain.exporter.events import EventIdFactory, accuracy_event, encode_event, run_event
 from autoretrain.webhook import RealTimeModelUpdater
 from autoretrain.webhook.updater.batch import EventBatch
 from autoretrain.webhook.updater.model import AgentSelectionModel
@@ -86,6 +86,25 @@ def test_agents_with_recent_evidence_are_never_evicted(tmp_path: Path) -> None:
         # Now nobody is idle: the next new agent is refused, as before.
         assert u.ingest(runs(ids, ["new-3"], T0 + 2 * DAY + 60)) == 0
         assert u.get_metrics()["invalid_by_fault"]["capacity:agent_name"] == 2
+    finally:
+        u.stop()
+
+
+def test_an_agent_named_later_in_the_batch_is_not_evicted_for_a_newcomer(
+        tmp_path: Path) -> None:
+    ids = EventIdFactory()
+    u = updater(tmp_path, max_agents=3)
+    u.start()
+    try:
+        u.ingest(runs(ids, ["a"], T0))
+        u.ingest(runs(ids, ["b", "c"], T0 + DAY, n=10))  # "a" leaves the 20-event buffer
+        # Idle by time and out of the buffer, "a" is the one agent eviction could
+        # take, but its own run follows the newcomer's in this batch (as bytes).
+        values = [encode_event(e) for e in runs(ids, ["new", "a"], T0 + 3 * DAY)]
+        assert u.ingest(values) == 1
+        assert u.get_metrics()["invalid_by_fault"] == {"capacity:agent_name": 1}
+        assert {a for a, _ in u.predict_best_agent("t", top_k=10)} == {"a", "b", "c"}
+        assert u.registry.get_sample_value("autoretrain_model_updater_agents_evicted_total") == 0
     finally:
         u.stop()
 

@@ -146,3 +146,42 @@ def test_decode_batch_remembers_ids_as_add_if_new_does_across_generations():
     assert batch.duplicates + batch2.duplicates == len(ids) - len(expected)
     assert len(recent) == len(reference)
     assert all((x in recent) == (x in reference) for x in set(ids))
+
+
+def test_decode_batch_keeps_the_fields_of_each_run_in_normal_form_as_a_row():
+    from autoretrain.exporter.events import RUN_FIELDS
+
+    with_context = run_event("e3", 1.0, "a", "llm", "success", 10.0, 3, 0.5, context={"k": 1})
+    values = [
+        encode_event(run("e1")),
+        run("e2", agent_name="b"),  # a dict from the embedded bus
+        encode_event(with_context),  # not normal form: rebuilt, no row
+        encode_event(accuracy_event("e4", 2.0, "a", "llm", "t", 0.25, "human")),
+        encode_event(run("e1")),  # duplicate: no row
+        b"{oops",  # invalid: no row
+        encode_event(run("e5", status="failure")),
+    ]
+    batch = decode_batch(values, RecentEventIds(100))
+    assert [e["event_id"] for e in batch.events] == ["e1", "e2", "e3", "e4", "e5"]
+    assert batch.rebuilt == 2
+    common = [e for e in batch.events if e["event_id"] in ("e1", "e2", "e5")]
+    assert batch.rows == [tuple(e[f] for f in RUN_FIELDS) for e in common]
+    only_runs = decode_batch([encode_event(run("e6")), run("e7")], RecentEventIds(10))
+    assert only_runs.rebuilt == 0 and len(only_runs.rows) == len(only_runs.events) == 2
+
+
+def test_known_names_pass_without_admit_and_unknown_ones_still_go_through_it():
+    asked = []
+
+    def admit(event):
+        asked.append((event["agent_name"], event["task_type"]))
+        if event["agent_name"] == "full":
+            raise InvalidEvent("capacity:agent_name", "too many agents")
+
+    values = [run("e1"), run("e2", agent_name="new"), run("e3", task_type="other"),
+              run("e4", agent_name="full"),
+              accuracy_event("e5", 2.0, "new", "llm", "t", 0.5, "human")]
+    batch = decode_batch(values, RecentEventIds(100), admit=admit, known=({"a"}, {"default"}))
+    assert asked == [("new", "default"), ("a", "other"), ("full", "default"), ("new", "default")]
+    assert [e["event_id"] for e in batch.events] == ["e1", "e2", "e3", "e5"]
+    assert batch.invalid_by_fault() == {"capacity:agent_name": 1}

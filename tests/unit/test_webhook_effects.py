@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 from servers.common import FakeClock, wait_until
@@ -405,6 +406,49 @@ def test_the_outcome_tally_adds_batches_into_buckets_it_already_holds() -> None:
                                                     "v": (3, 3, 3)}
     assert o.system.accuracy_sum == 12.0
     assert len(tally) == 3
+
+
+@pytest.mark.parametrize("other_task_types", [0, 40])
+def test_the_outcome_tally_counts_queued_batches_as_if_counted_one_by_one(
+        other_task_types: int) -> None:
+    from autoretrain.webhook.updater.batch import BatchBuilder
+    from autoretrain.webhook.updater.outcomes import PENDING_EVENTS, OutcomeTally
+
+    rng = np.random.default_rng(7)
+    queued = OutcomeTally(bucket_seconds=10, keep_seconds=10**6)
+    one_by_one = OutcomeTally(bucket_seconds=10, keep_seconds=10**6)
+    if other_task_types:  # many task types known, few in each batch: summed sparsely
+        b = BatchBuilder()
+        for i in range(other_task_types):
+            b.add_row(f"x{i}", "a", True, 1.0, 500.0)
+        queued.observe(b.build())
+        one_by_one.observe(b.build())
+    t = 1000.0
+    for _ in range(2 * PENDING_EVENTS // 500 + 3):  # more than the queue holds, twice
+        b = BatchBuilder()
+        for _ in range(500):
+            t += float(rng.random())
+            task = f"t{rng.integers(3)}"
+            if rng.random() < 0.8:
+                b.add_row(task, "a", True, float(rng.random() < 0.7), t)
+            else:
+                b.add_row(task, "a", False, float(rng.random()), t)
+        batch = b.build()
+        queued.observe(batch)
+        one_by_one.observe(batch)
+        one_by_one.outcomes(0, 1)  # a read counts what is queued
+        # The queue never holds PENDING_EVENTS events: it is counted on reaching them.
+        assert queued._pending_events < PENDING_EVENTS
+    for start, end in ((1000, t + 10), (5000, 9000), (t - 300, t + 10)):
+        a, b = queued.outcomes(start, end), one_by_one.outcomes(start, end)
+        assert set(a.by_task_type) == set(b.by_task_type) == {"t0", "t1", "t2"}
+        for task in a.by_task_type:
+            fa, fb = a.by_task_type[task], b.by_task_type[task]
+            assert (fa.runs, fa.successes, fa.accuracy_records) == (
+                fb.runs, fb.successes, fb.accuracy_records)
+            assert fa.accuracy_sum == pytest.approx(fb.accuracy_sum, rel=1e-12)
+    assert len(queued) == len(one_by_one)
+    assert queued.outcomes(0, 1000).system.runs == other_task_types
 
 
 def test_a_cron_schedule_retrains_at_its_times(

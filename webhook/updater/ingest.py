@@ -28,12 +28,13 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import orjson
 
 from autoretrain.exporter.events import InvalidEvent, OutcomeEvent
 from autoretrain.exporter.ingest import RecentEventIds, decode_batch
 from autoretrain.exporter.timefmt import utc_iso
 
-from .batch import BatchBuilder, EventBatch
+from .batch import EventBatch
 from .metrics import UpdaterMetrics
 from .model import AgentSelectionModel
 from .outcomes import OutcomeTally
@@ -54,6 +55,22 @@ def model_time(t: float) -> str:
         return repr(t)
 
 
+def _agents_named(values: list[Any]) -> set[str]:
+    """The agent names in a batch of raw values (dicts or message bytes), valid or
+    not: the agents an eviction must spare while that batch is read."""
+    names: set[str] = set()
+    for raw in values:
+        obj = raw
+        if isinstance(raw, bytes | str):
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+        if isinstance(obj, dict) and isinstance(name := obj.get("agent_name"), str):
+            names.add(name)
+    return names
+
+
 class Ingestor:
     """Validates, de-duplicates and applies raw events to ``state``."""
 
@@ -70,9 +87,11 @@ class Ingestor:
         self._known_agents: set[str] = set()
         self._known_tasks: set[str] = set()
         self._faults_logged: set[str] = set()
-        # Agents named by the batch being read (never evicted for it), and the
-        # names in the retrain buffer, computed once per batch when needed.
-        self._batch_agents: set[str] = set()
+        # The batch being read (its agents are never evicted for it), and the
+        # agents it names and those in the retrain buffer, computed once per
+        # batch when an eviction needs them (the hot path records nothing).
+        self._batch_values: list[Any] = []
+        self._batch_agents: set[str] | None = None
         self._buffered_agents: set[str] | None = None
         # No agent was idle for this batch: the answer holds until the batch
         # is applied, so a flood of new names costs one scan per batch.
@@ -81,26 +100,15 @@ class Ingestor:
         # The per-task run and cost series' children, by task type (labels()
         # once per name, not per batch).
         self._task_counters: dict[str, tuple[Any, Any]] = {}
+        # The events series' children, resolved once (labels() per batch is a
+        # lock and a validation each).
+        self._event_counters = tuple(metrics.events.labels(result)
+                                     for result in ("applied", "duplicate", "invalid"))
 
     def know(self, model: AgentSelectionModel) -> None:
         """Count the names of a loaded model against the capacity (state lock held)."""
         self._known_agents = set(model.agents)
         self._known_tasks = set(model.task_types)
-
-    def _admitter(self) -> Callable[[OutcomeEvent], None]:
-        """The ``admit`` hook of one batch: known names pass at the cost of two set
-        lookups (the hot path, once per event); a new one goes to :meth:`_admit`."""
-        known_agents, known_tasks = self._known_agents, self._known_tasks
-        batch_agents, admit_new = self._batch_agents, self._admit
-
-        def admit(event: OutcomeEvent) -> None:
-            agent = event["agent_name"]
-            if agent in known_agents and event["task_type"] in known_tasks:
-                batch_agents.add(agent)
-            else:
-                admit_new(event)
-
-        return admit
 
     def _admit(self, event: OutcomeEvent) -> None:
         """Refuse a name beyond ``max_agents`` / ``max_task_types`` known names
@@ -113,7 +121,6 @@ class Ingestor:
                     f"more than max_agents={self.settings.max_agents} agents, none idle "
                     f"for {self.settings.agent_idle_seconds:g} s")
             self._known_agents.add(agent)
-        self._batch_agents.add(agent)
         if task not in self._known_tasks:
             if len(self._known_tasks) >= self.settings.max_task_types:
                 raise InvalidEvent(
@@ -165,6 +172,8 @@ class Ingestor:
         if self._buffered_agents is None:
             batch, _ = self.state.buffer.contents()
             self._buffered_agents = {batch.agent_names[i] for i in np.unique(batch.agent)}
+        if self._batch_agents is None:
+            self._batch_agents = _agents_named(self._batch_values)
         busy = self._buffered_agents | self._batch_agents
         evidence = dict(zip(model.agents, model.agent_evidence(), strict=True))
         best: tuple[float, float, str] | None = None
@@ -217,16 +226,18 @@ class Ingestor:
         them. Returns the number of events applied."""
         state = self.state
         with state.lock:
-            self._batch_agents = set()
+            self._batch_values, self._batch_agents = values, None
             self._buffered_agents = None
             self._no_room = False
-            decoded = decode_batch(values, self._seen, self._admitter(), now=self.clock(),
+            decoded = decode_batch(values, self._seen, self._admit,
+                                   known=(self._known_agents, self._known_tasks), now=self.clock(),
                                    max_skew_seconds=self.settings.max_event_skew_seconds)
             for exc in decoded.invalid:
                 self._invalid(exc)
-            builder = BatchBuilder()
-            builder.add_events(decoded.events)
-            batch = builder.build()
+            if decoded.rebuilt:
+                batch = EventBatch.from_events(decoded.events)
+            else:  # runs in normal form only: the usual batch
+                batch = EventBatch.from_run_rows(decoded.rows)
             self.outcomes.observe(batch)
             invalid, duplicates = len(decoded.invalid), decoded.duplicates
             started = time.perf_counter()
@@ -247,8 +258,11 @@ class Ingestor:
                 state.dirty = True
             buffered = len(state.buffer)
         self._count_runs(batch)
-        self.metrics.events.labels("applied").inc(len(batch))
-        self.metrics.events.labels("duplicate").inc(duplicates)
-        self.metrics.events.labels("invalid").inc(invalid)
+        applied_events, duplicate_events, invalid_events = self._event_counters
+        applied_events.inc(len(batch))
+        if duplicates:
+            duplicate_events.inc(duplicates)
+        if invalid:
+            invalid_events.inc(invalid)
         self.metrics.buffer.set(buffered)
         return len(batch)

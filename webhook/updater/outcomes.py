@@ -31,6 +31,8 @@ __all__ = ["OutcomeTally"]
 
 #: Per entry: runs, successes, accuracy records, their sum, their sum of squares.
 _COLUMNS = 5
+#: Queued events counted together (see :meth:`OutcomeTally.observe`).
+PENDING_EVENTS = 16_384
 
 
 class OutcomeTally:
@@ -40,13 +42,14 @@ class OutcomeTally:
     the tally knows, ``[runs, successes, accuracy records, their sum, sum
     of squares]``; an index ``bucket -> block`` in the order buckets were
     first seen (the order :meth:`outcomes` sums them in); blocks of dropped
-    buckets are zeroed and reused. A batch is summed per (bucket, task type)
-    with ``np.bincount`` and added to its blocks in one numpy operation: the
-    per-batch Python work is a dict lookup per distinct bucket, not per
-    event. A (bucket, task type) holds events exactly when its run or
-    record count is positive. Memory: buckets kept x task types known x 5
-    floats (1,080 buckets and 10 task types: 0.4 MiB; at the limit of
-    1,000 task types, 41 MiB).
+    buckets are zeroed and reused. Batches are queued (:meth:`observe`),
+    then summed together per (bucket, task type) with ``np.bincount`` and
+    added to their blocks in one numpy operation: the Python work is a dict
+    lookup per distinct bucket, not per event. A (bucket, task type) holds
+    events exactly when its run or record count is positive. Memory:
+    buckets kept x task types known x 5 floats (1,080 buckets and 10 task
+    types: 0.4 MiB; at the limit of 1,000 task types, 41 MiB), and the
+    queue of at most :data:`PENDING_EVENTS` events (0.5 MiB).
     """
 
     def __init__(self, bucket_seconds: float = 10.0, keep_seconds: float = 3 * 3600.0) -> None:
@@ -63,87 +66,115 @@ class OutcomeTally:
         self._task_code: dict[str, int] = {}
         self._task_names: list[str] = []
         self._oldest: int | None = None  # no bucket before this one is kept
+        # Batches not counted yet: (timestamp, tally task code, is_run, value).
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending_events = 0
 
     def observe(self, batch: EventBatch) -> None:
-        """Count the events of ``batch`` (vectorised: one Python step per distinct bucket)."""
+        """Count the events of ``batch``.
+
+        Queued, and counted with the batches queued before it when the
+        counts are read or :data:`PENDING_EVENTS` events wait: the counts
+        are read only when a retrain's effect is measured (minutes apart),
+        and counting a streamed batch on its own was a fifth of the
+        updater's per-batch numpy time. The queue holds four columns of at
+        most that many events.
+        """
         if not len(batch):
             return
+        with self._lock:
+            codes = self._task_codes(batch.task_names)
+            self._pending.append((batch.timestamp, codes[batch.task], batch.is_run, batch.value))
+            self._pending_events += len(batch)
+            if self._pending_events >= PENDING_EVENTS:
+                self._count_pending()
+
+    def _count_pending(self) -> None:
+        """Count the queued events (lock held; vectorised: one Python step per
+        distinct bucket)."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending, self._pending_events = [], 0
+        if len(pending) == 1:
+            ts, task, is_run, value = pending[0]
+        else:
+            ts, task, is_run, value = (np.concatenate(column)
+                                       for column in zip(*pending, strict=True))
         # An event without a usable time cannot be placed in a window.
-        ts, task, is_run, value = batch.timestamp, batch.task, batch.is_run, batch.value
         keep = np.isfinite(ts)
         if not keep.all():
             ts, task, is_run, value = ts[keep], task[keep], is_run[keep], value[keep]
             if not len(ts):
                 return
         buckets = np.floor(ts / self.bucket_seconds).astype(np.int64)
-        with self._lock:
-            codes = self._task_codes(batch.task_names)
-            # The tally's task columns: when the batch names most task types
-            # the tally knows (the usual case), sum straight into the tally's
-            # column order, so the add below indexes blocks only; else sum in
-            # the batch's order and index blocks and columns.
-            n_known = len(self._task_names)
-            dense = n_known <= 2 * len(codes) + 16
-            if dense:
-                task, n_tasks = codes[task], n_known
-            else:
-                n_tasks = len(codes)
-            # Entries numbered bucket slot x task: the slot is the offset from
-            # the batch's first bucket when the batch spans few buckets, else
-            # the rank among its distinct buckets.
-            first, last = int(buckets.min()), int(buckets.max())
-            if (last - first + 1) * n_tasks <= 4 * len(buckets) + 4096:
-                slot, bucket_of_slot = buckets - first, None
-                n_slots = last - first + 1
-            else:
-                bucket_of_slot, slot = np.unique(buckets, return_inverse=True)
-                n_slots = len(bucket_of_slot)
-            entry = slot * n_tasks + task
-            size = n_slots * n_tasks
-            sums: np.ndarray
-            if is_run.all():
-                # Runs only (a live stream's usual batch): the record columns
-                # stay 0.0, which is what their bincounts of zero weights give.
-                columns = np.zeros((size, _COLUMNS))
-                columns[:, 0] = np.bincount(entry, minlength=size)
-                columns[:, 1] = np.bincount(entry, weights=(value >= 1.0).astype(np.float64),
-                                            minlength=size)
-                sums = columns.reshape(n_slots, n_tasks, _COLUMNS)
-            else:
-                acc = ~is_run
-                acc_values = np.where(acc, value, 0.0)
-                sums = np.stack([
-                    np.bincount(entry, weights=is_run.astype(np.float64), minlength=size),
-                    np.bincount(entry, weights=(is_run & (value >= 1.0)).astype(np.float64),
-                                minlength=size),
-                    np.bincount(entry, weights=acc.astype(np.float64), minlength=size),
-                    np.bincount(entry, weights=acc_values, minlength=size),
-                    np.bincount(entry, weights=acc_values * acc_values, minlength=size),
-                ], axis=1).reshape(n_slots, n_tasks, _COLUMNS)
-            # The slots that hold events, ascending (the order new buckets are
-            # indexed in).
-            used = np.flatnonzero(np.bincount(slot, minlength=n_slots))
-            bucket_list = ((used + first) if bucket_of_slot is None
-                           else bucket_of_slot[used]).tolist()
-            index = self._buckets
-            blocks = list(map(index.get, bucket_list, repeat(-1)))
-            if -1 in blocks:
-                new = [i for i, block in enumerate(blocks) if block < 0]
-                fresh = self._new_blocks(len(new))
-                for i, block in zip(new, fresh, strict=True):
-                    blocks[i] = block
-                # New buckets indexed in ascending order, as they were seen.
-                index.update(zip([bucket_list[i] for i in new], fresh, strict=True))
-            # Distinct blocks (and task codes): a plain fancy-indexed add, each
-            # (bucket, task type)'s batch sum added to what it held (+ 0.0
-            # where the batch has none, which leaves any count as it was:
-            # counts are never -0.0).
-            rows = np.array(blocks, dtype=np.intp)
-            if dense:
-                self._counts[rows, :n_tasks] += sums[used]
-            else:
-                self._counts[np.ix_(rows, codes)] += sums[used]
-            self._prune(bucket_list[-1])
+        # The tally's task columns: when the events name most task types the
+        # tally knows (the usual case), sum straight into the tally's column
+        # order, so the add below indexes blocks only; else sum over the
+        # task types named and index blocks and columns.
+        n_known = len(self._task_names)
+        codes = np.unique(task) if n_known > 16 else None
+        if codes is None or n_known <= 2 * len(codes) + 16:
+            dense, n_tasks = True, n_known
+        else:
+            dense, n_tasks = False, len(codes)
+            task = np.searchsorted(codes, task)
+        # Entries numbered bucket slot x task: the slot is the offset from
+        # the first bucket when the events span few buckets, else the rank
+        # among their distinct buckets.
+        first, last = int(buckets.min()), int(buckets.max())
+        if (last - first + 1) * n_tasks <= 4 * len(buckets) + 4096:
+            slot, bucket_of_slot = buckets - first, None
+            n_slots = last - first + 1
+        else:
+            bucket_of_slot, slot = np.unique(buckets, return_inverse=True)
+            n_slots = len(bucket_of_slot)
+        entry = slot * n_tasks + task
+        size = n_slots * n_tasks
+        sums: np.ndarray
+        if is_run.all():
+            # Runs only (a live stream's usual batch): the record columns
+            # stay 0.0, which is what their bincounts of zero weights give.
+            columns = np.zeros((size, _COLUMNS))
+            columns[:, 0] = np.bincount(entry, minlength=size)
+            columns[:, 1] = np.bincount(entry, weights=(value >= 1.0).astype(np.float64),
+                                        minlength=size)
+            sums = columns.reshape(n_slots, n_tasks, _COLUMNS)
+        else:
+            acc = ~is_run
+            acc_values = np.where(acc, value, 0.0)
+            sums = np.stack([
+                np.bincount(entry, weights=is_run.astype(np.float64), minlength=size),
+                np.bincount(entry, weights=(is_run & (value >= 1.0)).astype(np.float64),
+                            minlength=size),
+                np.bincount(entry, weights=acc.astype(np.float64), minlength=size),
+                np.bincount(entry, weights=acc_values, minlength=size),
+                np.bincount(entry, weights=acc_values * acc_values, minlength=size),
+            ], axis=1).reshape(n_slots, n_tasks, _COLUMNS)
+        # The slots that hold events, ascending (the order new buckets are
+        # indexed in).
+        used = np.flatnonzero(np.bincount(slot, minlength=n_slots))
+        bucket_list = ((used + first) if bucket_of_slot is None
+                       else bucket_of_slot[used]).tolist()
+        index = self._buckets
+        blocks = list(map(index.get, bucket_list, repeat(-1)))
+        if -1 in blocks:
+            new = [i for i, block in enumerate(blocks) if block < 0]
+            fresh = self._new_blocks(len(new))
+            for i, block in zip(new, fresh, strict=True):
+                blocks[i] = block
+            # New buckets indexed in ascending order, as they were seen.
+            index.update(zip([bucket_list[i] for i in new], fresh, strict=True))
+        # Distinct blocks (and task codes): a plain fancy-indexed add, each
+        # (bucket, task type)'s sum added to what it held (+ 0.0 where there
+        # is none, which leaves any count as it was: counts are never -0.0).
+        rows = np.array(blocks, dtype=np.intp)
+        if dense:
+            self._counts[rows, :n_tasks] += sums[used]
+        else:
+            assert codes is not None
+            self._counts[np.ix_(rows, codes)] += sums[used]
+        self._prune(bucket_list[-1])
 
     def _task_codes(self, names: tuple[str, ...]) -> np.ndarray:
         """The tally's codes of a batch's task names (lock held)."""
@@ -206,6 +237,7 @@ class OutcomeTally:
         first = math.ceil(start / self.bucket_seconds)
         stop = math.floor(end / self.bucket_seconds)  # exclusive: bucket stop ends past end
         with self._lock:
+            self._count_pending()
             counts = self._counts
             total = np.zeros(counts.shape[1:])
             for bucket, block in self._buckets.items():  # summed in first-seen order
@@ -220,5 +252,6 @@ class OutcomeTally:
     def __len__(self) -> int:
         """(bucket, task type) entries kept: those holding events."""
         with self._lock:
+            self._count_pending()
             blocks = list(self._buckets.values())
             return int(np.count_nonzero(self._counts[blocks, :, 0] + self._counts[blocks, :, 2]))
