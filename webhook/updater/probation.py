@@ -216,18 +216,15 @@ class Probation:
 
     def park(self, key: tuple[int, int], history: np.ndarray, clock: float) -> None:
         """Set ``history`` (stored-form ``[n, s, m, a, q]``) of pair ``key``
-        aside and schedule its retry. A pair already parked is left as it is:
-        the evidence it is losing now is from after its drop, and "worse than
-        its history" is what the park already says. Restarting its retry here
-        let every retrain during an outage (the monitor retrains once per
-        cooldown while the system looks degraded) push the retry back by a
-        full wait and throw away an open one's probes, so a recovered agent
-        was restored hundreds of decisions late."""
-        if key in self.pairs:
-            return
-        self.pairs[key] = _Parked(np.asarray(history, dtype=float).copy(), np.zeros(5),
-                                  clock + self.retry_after_seconds)
-        self.journal.append(("parked", key))
+        aside and schedule its retry. A pair already parked keeps the history
+        it has: the evidence it is losing now is from after its drop."""
+        parked = self.pairs.get(key)
+        if parked is None:
+            parked = self.pairs[key] = _Parked(np.asarray(history, dtype=float).copy(),
+                                               np.zeros(5), 0.0)
+            self.journal.append(("parked", key))
+        parked.retry_at = clock + self.retry_after_seconds
+        parked.llr, parked.alt, parked.probes = 0.0, None, 0
 
     def observe(self, rows: np.ndarray, cols: np.ndarray, is_run: np.ndarray,
                 value: np.ndarray, timestamp: np.ndarray, unit: np.ndarray,
