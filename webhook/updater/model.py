@@ -576,12 +576,6 @@ class AgentSelectionModel:
     def _order_by_means(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         post = self.posterior()
         reward = post.reward[row]
-        if row < len(self.task_types):
-            # A retry's first runs are routed greedily (the half-open state).
-            retry = self._rule.probation_scores(len(self.task_types), len(self.agents),
-                                                probing=True)
-            if retry is not None:
-                reward = np.where(np.isnan(retry[row]), reward, retry[row])
         if self.objective.mode is ObjectiveMode.QUALITY:
             return np.argsort(-reward, kind="stable"), reward
         m = self.measures()

@@ -74,15 +74,6 @@ PROBATION_LLR = math.log(20.0)
 #: times ``min(RETRY_BACKOFF**k, RETRY_BACKOFF_CAP)``.
 RETRY_BACKOFF = 2.0
 RETRY_BACKOFF_CAP = 8.0
-#: An open retry is also routed greedily until it has this many retried runs
-#: (the half-open state's trial requests): tested only on the explored share
-#: of its task type's requests, a retry takes tens of minutes to decide.
-PROBE_RUNS = 8
-#: The alternative of a retry ("as since the park") has a success rate of at
-#: least this share of the history's: estimated from the few runs since the
-#: park (often none succeeded), it is far lower than an outage's real rate,
-#: so a short lucky streak of the broken agent looked like proof it was back.
-RETRY_ALT_FLOOR = 0.5
 # Floors that keep one observation from deciding on its own against an
 # estimate from little evidence: success probabilities are kept in
 # [0.01, 0.99] and per-record accuracy variances at or above 0.01 (sd 0.1).
@@ -156,7 +147,6 @@ class _Parked:
     llr: float = 0.0  # of the observations since probation opened
     alt: np.ndarray | None = None  # the alternative of the open retry
     failures: int = 0  # failed retries in a row (the next one waits longer)
-    probes: int = 0  # retried runs of the open retry
 
 
 class Probation:
@@ -180,8 +170,7 @@ class Probation:
     def copy(self) -> Probation:
         clone = Probation(self.retry_after_seconds)
         clone.pairs = {key: _Parked(p.history.copy(), p.since.copy(), p.retry_at, p.llr,
-                                    None if p.alt is None else p.alt.copy(), p.failures,
-                                    p.probes)
+                                    None if p.alt is None else p.alt.copy(), p.failures)
                        for key, p in self.pairs.items()}
         return clone
 
@@ -224,7 +213,7 @@ class Probation:
                                                np.zeros(5), 0.0)
             self.journal.append(("parked", key))
         parked.retry_at = clock + self.retry_after_seconds
-        parked.llr, parked.alt, parked.probes = 0.0, None, 0
+        parked.llr, parked.alt = 0.0, None
 
     def observe(self, rows: np.ndarray, cols: np.ndarray, is_run: np.ndarray,
                 value: np.ndarray, timestamp: np.ndarray, unit: np.ndarray,
@@ -262,16 +251,11 @@ class Probation:
                         alt[:2] = now[:2]
                     if alt[2] <= 0:  # no accuracy record since
                         alt[2:] = now[2:]
-                    eff = alt * decay
-                    p_min = RETRY_ALT_FLOOR * float(success_rate(*(parked.history * decay)[:2]))
-                    if float(success_rate(eff[0], eff[1])) < p_min:
-                        alt[1] = (p_min * (eff[0] + 1.0) - 0.5) / decay
                     parked.alt = alt
                 p, v = run[probing], val[probing]
                 ratio = (log_likelihood([np.full(len(p), x * decay) for x in parked.history], p, v)
                          - log_likelihood([np.full(len(p), x * decay) for x in parked.alt], p, v))
                 parked.llr += float(ratio.sum())
-                parked.probes += int(p.sum())
             parked.since += _observation_sums(run, val, unit[sel])
             if parked.llr >= PROBATION_LLR:
                 self._restore(key, evidence)
@@ -284,7 +268,7 @@ class Probation:
                     parked.failures += 1
                     backoff = min(RETRY_BACKOFF ** parked.failures, RETRY_BACKOFF_CAP)
                     parked.retry_at = clock + self.retry_after_seconds * backoff
-                    parked.llr, parked.alt, parked.probes = 0.0, None, 0
+                    parked.llr, parked.alt = 0.0, None
                     self.journal.append(("retry_failed", key))
 
     def _restore(self, key: tuple[int, int], evidence: list[np.ndarray]) -> None:
@@ -293,14 +277,10 @@ class Probation:
         del self.pairs[key]
         self.journal.append(("restored", key))
 
-    def scores(self, n_tasks: int, n_agents: int, clock: float,
-               probing: bool = False) -> np.ndarray | None:
-        """Per pair, the parked reward of pairs whose retry is open (``probing``:
-        and has fewer than :data:`PROBE_RUNS` retried runs), NaN elsewhere."""
+    def scores(self, n_tasks: int, n_agents: int, clock: float) -> np.ndarray | None:
+        """Per pair, the parked reward of pairs whose retry is open, NaN elsewhere."""
         out: np.ndarray | None = None
         for (r, c), parked in self.pairs.items():
-            if probing and parked.probes >= PROBE_RUNS:
-                continue
             if parked.retry_at <= clock and r < n_tasks and c < n_agents:
                 if out is None:
                     out = np.full((n_tasks, n_agents), np.nan)
@@ -322,7 +302,6 @@ class Probation:
             "parked_alt": np.array([np.full(5, np.nan) if p.alt is None else p.alt
                                     for p in values]).reshape(-1, 5),
             "parked_failures": np.array([p.failures for p in values], dtype=np.int64),
-            "parked_probes": np.array([p.probes for p in values], dtype=np.int64),
         }
 
     def load_arrays(self, arrays: dict[str, np.ndarray], n_tasks: int, n_agents: int) -> None:
@@ -349,10 +328,6 @@ class Probation:
         if failures is not None and np.shape(failures) != (k,):
             raise ValueError(
                 f"array 'parked_failures' has shape {np.shape(failures)}, expected {(k,)}")
-        probes = arrays.get("parked_probes")
-        if probes is not None and np.shape(probes) != (k,):
-            raise ValueError(
-                f"array 'parked_probes' has shape {np.shape(probes)}, expected {(k,)}")
         for i in range(k):
             retry_at, llr = (float(x) for x in arrays["parked_retry"][i])
             alt = None if alts is None or np.isnan(alts[i]).any() else np.array(alts[i], float)
@@ -361,5 +336,4 @@ class Probation:
             self.pairs[(int(keys[i, 0]), int(keys[i, 1]))] = _Parked(
                 np.array(arrays["parked_history"][i], dtype=float),
                 np.array(arrays["parked_since"][i], dtype=float), retry_at, llr, alt,
-                0 if failures is None else int(failures[i]),
-                0 if probes is None else int(probes[i]))
+                0 if failures is None else int(failures[i]))

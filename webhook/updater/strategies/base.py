@@ -283,11 +283,9 @@ class Rule:
         than the pair (context); None when :meth:`evidence` says it all."""
         return None
 
-    def probation_scores(self, n_tasks: int, n_agents: int,
-                         probing: bool = False) -> np.ndarray | None:
+    def probation_scores(self, n_tasks: int, n_agents: int) -> np.ndarray | None:
         """Per pair, the reward exploration should rank a pair on probation by
-        (NaN for pairs that are not); None when no pair is (see :mod:`.probation`).
-        ``probing``: only the open retries greedy routing should still try."""
+        (NaN for pairs that are not); None when no pair is (see :mod:`.probation`)."""
         return None
 
     def hyperparameters(self) -> dict[str, Any]:
