@@ -138,9 +138,9 @@ def compare(before: Path, after: Path, names: list[str], rounds: int,
             "quick": quick, "rows": rows}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.compare_trees",
-                                     description=__doc__.splitlines()[0])
+def add_tree_options(parser: argparse.ArgumentParser) -> None:
+    """``--before REV`` | ``--before-tree DIR``, and ``--after-tree DIR`` (also
+    bench.instructions')."""
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--before", default=DEFAULT_BEFORE, metavar="REV",
                        help=f"commit to check out as the before tree (default {DEFAULT_BEFORE})")
@@ -148,6 +148,23 @@ def main(argv: list[str] | None = None) -> int:
                        help="an existing checkout to use as the before tree")
     parser.add_argument("--after-tree", type=Path, default=REPO, metavar="DIR",
                         help="the after tree (default: this checkout)")
+
+
+@contextmanager
+def before_tree(args: argparse.Namespace) -> Iterator[Path]:
+    """The before tree :func:`add_tree_options` named: the checkout given, or
+    ``--before`` checked out for the run."""
+    if args.before_tree is not None:
+        yield args.before_tree.resolve()
+    else:
+        with checkout(args.before) as path:
+            yield path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.compare_trees",
+                                     description=__doc__.splitlines()[0])
+    add_tree_options(parser)
     parser.add_argument("--rounds", type=int, default=3, help="alternations (default 3)")
     parser.add_argument("--limit", type=float, default=0.05,
                         help="flag figures worse by more than this (default 0.05)")
@@ -159,12 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
     names = list(args.names or DEFAULT_NAMES)
-    if args.before_tree is not None:
-        result = compare(args.before_tree.resolve(), args.after_tree.resolve(), names,
-                         args.rounds, args.quick)
-    else:
-        with checkout(args.before) as before:
-            result = compare(before, args.after_tree.resolve(), names, args.rounds, args.quick)
+    with before_tree(args) as before:
+        result = compare(before, args.after_tree.resolve(), names, args.rounds, args.quick)
     result["before_rev"] = None if args.before_tree else args.before
     print(f"\n## before ({result['before_rev'] or result['before_tree']}) and after "
           f"({result['after_tree']}): medians of {args.rounds} alternated rounds"

@@ -44,7 +44,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .compare_trees import DEFAULT_BEFORE, REPO, checkout
+from .compare_trees import add_tree_options, before_tree
 from .harness import table, write_results
 
 NAMES = ("ingest", "recording", "render", "predict")
@@ -189,13 +189,7 @@ def compare(before: Path, after: Path, names: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--before", default=DEFAULT_BEFORE, metavar="REV",
-                       help=f"commit to check out as the before tree (default {DEFAULT_BEFORE})")
-    which.add_argument("--before-tree", type=Path, metavar="DIR",
-                       help="an existing checkout to use as the before tree")
-    parser.add_argument("--after-tree", type=Path, default=REPO, metavar="DIR",
-                        help="the after tree (default: this checkout)")
+    add_tree_options(parser)
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"workloads (default: {' '.join(NAMES)})")
     args = parser.parse_args(argv)
@@ -203,11 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(NAMES))
     if unknown:
         parser.error(f"unknown workload {', '.join(unknown)}; choose from {', '.join(NAMES)}")
-    if args.before_tree is not None:
-        result = compare(args.before_tree.resolve(), args.after_tree.resolve(), names)
-    else:
-        with checkout(args.before) as before:
-            result = compare(before, args.after_tree.resolve(), names)
+    with before_tree(args) as before:
+        result = compare(before, args.after_tree.resolve(), names)
     result["before_rev"] = None if args.before_tree else args.before
     before = result["before_rev"] or result["before_tree"]
     print(f"\n## Instructions per operation: before ({before}) and after "
