@@ -21,7 +21,9 @@ small C shim toggles callgrind's collection around the measured loop only):
 * ``render``: ``AgentMetrics.render()`` of 1,000 agents (bench.exposition's
   ``/metrics`` body), per render;
 * ``predict``: ``RealTimeModelUpdater.predict_best_agent`` on a model of 10
-  agents and 5 task types, cached ranking (bench.updater's), per call.
+  agents and 5 task types, cached ranking (bench.updater's), per call;
+* ``full_retrain``: the candidate of a full retrain of 100,000 buffered
+  events (``retrain.full_retrain``, bench.updater's), per event.
 
 Both trees run the same workload in their own code (``PYTHONPATH`` set to
 the tree; a tree from before the ``autoretrain`` import root, such as
@@ -47,7 +49,7 @@ from typing import Any
 from .compare_trees import add_tree_options, before_tree
 from .harness import table, write_results
 
-NAMES = ("ingest", "recording", "render", "predict")
+NAMES = ("ingest", "recording", "render", "predict", "full_retrain")
 
 _SHIM = r"""
 #include <valgrind/callgrind.h>
@@ -128,6 +130,24 @@ elif name == "predict":
         shim.start()
         for t in tasks * (ops // len(tasks)):
             u.predict_best_agent(t)
+        shim.stop()
+elif name == "full_retrain":
+    Updater = module("webhook.updater.updater").RealTimeModelUpdater
+    full_retrain = module("webhook.updater.retrain").full_retrain
+    from bench.updater import make_events
+    ops = 100_000
+    events = make_events(ops + 2_000, seed=1)
+    with tempfile.TemporaryDirectory() as d:
+        u = Updater(model_storage_path=d, batch_size=1_000, buffer_size=ops,
+                    enable_auto_save=False)
+        for i in range(0, ops + 2_000, 1_000):
+            u.ingest(events[i:i + 1_000])
+        state = getattr(u, "_state", None)
+        buffer = state.buffer if state is not None else u._buffer
+        batch, _ = buffer.contents()
+        full_retrain(u.model, batch)
+        shim.start()
+        full_retrain(u.model, batch)
         shim.stop()
 else:
     raise SystemExit(f"unknown workload {name!r}")

@@ -11,7 +11,7 @@ def test_an_unknown_workload_is_refused_with_the_known_ones(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "unknown workload bogus" in err
-    assert all(name in err for name in ("ingest", "recording", "render", "predict"))
+    assert all(name in err for name in instructions.NAMES)
 
 
 def test_the_child_script_covers_every_workload():
