@@ -10,7 +10,7 @@ is the caller's job.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Container, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import orjson
@@ -78,7 +78,7 @@ class DecodedBatch(NamedTuple):
     rebuilt: int = 0
     """Events of :attr:`events` that were not already a run in normal form
     (accuracy events, runs with a context or defaults to fill in)."""
-    rows: list[tuple[Any, ...]] = []
+    rows: Sequence[tuple[Any, ...]] = ()
     """The :data:`~exporter.events.RUN_FIELDS` of each event that was a run
     in normal form, in order: when :attr:`rebuilt` is 0, one per event of
     :attr:`events`, for a consumer that reads the batch column by column."""
