@@ -28,9 +28,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import orjson
 
-from autoretrain.exporter.events import InvalidEvent, OutcomeEvent
+from autoretrain.exporter.events import InvalidEvent, OutcomeEvent, loads_value
 from autoretrain.exporter.ingest import RecentEventIds, decode_batch
 from autoretrain.exporter.timefmt import utc_iso
 
@@ -61,10 +60,10 @@ def _agents_named(values: list[Any]) -> set[str]:
     names: set[str] = set()
     for raw in values:
         obj = raw
-        if isinstance(raw, bytes | str):
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError:
+        if raw is None or isinstance(raw, bytes | str):
+            try:  # the decode step's own parse, with its size bound
+                obj = loads_value(raw)
+            except InvalidEvent:
                 continue
         if isinstance(obj, dict) and isinstance(name := obj.get("agent_name"), str):
             names.add(name)
@@ -232,6 +231,8 @@ class Ingestor:
             decoded = decode_batch(values, self._seen, self._admit,
                                    known=(self._known_agents, self._known_tasks), now=self.clock(),
                                    max_skew_seconds=self.settings.max_event_skew_seconds)
+            # Evictions happen only while decoding: do not hold the raw values.
+            self._batch_values, self._batch_agents = [], None
             for exc in decoded.invalid:
                 self._invalid(exc)
             if decoded.rebuilt:
