@@ -74,9 +74,8 @@ def drop_llr(evidence: list[np.ndarray], is_run: np.ndarray, value: np.ndarray) 
     evidence of the observation's kind.
     """
     n, s, m, a, q = evidence
-    p0 = success_rate(n, s)
-    p1 = (1.0 - DROP) * p0
-    run = np.where(value > 0.5, np.log(p1 / p0), np.log((1.0 - p1) / (1.0 - p0)))
+    up, down = _run_ratios(n, s)
+    run = np.where(value > 0.5, up, down)
     mu0, var = accuracy_moments(m, a, q)
     mu1 = (1.0 - DROP) * mu0
     acc = np.minimum(((value - mu0) ** 2 - (value - mu1) ** 2) / (2.0 * var),
@@ -106,7 +105,13 @@ def drop_llr_runs(runs: np.ndarray, successes: np.ndarray, pair: np.ndarray,
         if not gathered.any():
             return None
         pair, value = pair[gathered], value[gathered]
+    up, down = _run_ratios(runs, successes)
+    return np.where(value > 0.5, up[pair], down[pair]), pair
+
+
+def _run_ratios(runs: np.ndarray, successes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A run's log-likelihood ratio "dropped" over "as known", elementwise on
+    the evidence: (for a success, for a failure)."""
     p0 = success_rate(runs, successes)
     p1 = (1.0 - DROP) * p0
-    up, down = np.log(p1 / p0), np.log((1.0 - p1) / (1.0 - p0))
-    return np.where(value > 0.5, up[pair], down[pair]), pair
+    return np.log(p1 / p0), np.log((1.0 - p1) / (1.0 - p0))
