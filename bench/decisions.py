@@ -79,6 +79,10 @@ HEADLINE = "autoretrain (exponential + auto-retrain)"
 #: and a half-life of one hour.
 PREVIOUS = "autoretrain (previous defaults: no drop detection, half-life 1 h)"
 PREVIOUS_HALF_LIFE_SECONDS = 3600.0
+#: The incremental retrain of the defaults before issue 14: every observed
+#: pair's older evidence x 0.25, the buffer counted with weights 1 to 2.
+PREVIOUS_RETRAIN_DISCOUNT = 0.25
+PREVIOUS_RECENCY_WEIGHT = 2.0
 #: The same without retries of parked agents (``retry_after_seconds=None``):
 #: what the model did before probation existed.
 NO_RETRY = "autoretrain (same, no retries)"
@@ -532,6 +536,8 @@ def policy_factories(include_vw: bool) -> dict[str, Callable[[SimClock, int, Str
             name=PREVIOUS,
             detect_drops=False,
             half_life_seconds=PREVIOUS_HALF_LIFE_SECONDS,
+            retrain_discount=PREVIOUS_RETRAIN_DISCOUNT,
+            recency_weight=PREVIOUS_RECENCY_WEIGHT,
         ),
         "autoretrain (same, Thompson on every request)": auto(
             UpdateStrategy.EXPONENTIAL, True, 1.0, "autoretrain (same, Thompson on every request)"

@@ -158,11 +158,11 @@ class _Checked(Policy):
 
     def tick(self) -> None:
         self._decisions += 1
-        if (
-            self.auto
-            and self.monitor is not None
-            and self._decisions % self.settings.check_every_decisions == 0
-        ):
+        # The check runs with or without auto-retraining (a monitor without it
+        # still checks and alerts): the events it flushes first reach the
+        # model at the same decisions in both, so a policy and its "alone"
+        # twin differ by the retrains only, not by fresher data.
+        if self.monitor is not None and self._decisions % self.settings.check_every_decisions == 0:
             self._before_check()
             for alert in self.monitor.check():
                 result = alert.details.get("result")

@@ -180,7 +180,9 @@ def test_retrain_result_and_metrics(tmp_path: Path) -> None:
         "scores",
         "result",
     }
-    assert set(result) - {"save_ms"} == expected
+    # A promoted model is saved: its result also says whether the save worked.
+    assert set(result) - {"save_ms", "saved"} == expected
+    assert ("saved" in result) == result["promoted"]
     assert result["result"] == ("promoted" if result["promoted"] else "rejected")
     assert result["success"] and result["model_type"] == "agent_selection"
     assert result["retrain_type"] == "incremental" and result["events_processed"] == 100

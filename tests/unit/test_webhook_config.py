@@ -116,8 +116,8 @@ def test_updater_kwargs() -> None:
         "consumer_group": "autoretrain-updater", "batch_size": 5,
         "batch_timeout_seconds": 30.0, "model_storage_path": "/m",
         "save_interval_seconds": 300.0, "update_strategy": "exponential",
-        "buffer_size": None, "half_life_seconds": 86400.0, "retry_after_seconds": 600.0,
-        "detect_drops": None, "retrain_discount": 0.25, "recency_weight": 2.0}
+        "buffer_size": None, "half_life_seconds": 365 * 86400.0, "retry_after_seconds": 600.0,
+        "detect_drops": None, "retrain_discount": 1.0, "recency_weight": 1.0}
 
 
 def test_model_hyperparameters_from_env_reach_the_updater(tmp_path: Path) -> None:

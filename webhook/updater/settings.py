@@ -49,10 +49,18 @@ class Unset(enum.Enum):
 #: "Not given: use the default" for a keyword whose None means something else.
 UNSET: Final = Unset.UNSET
 
-#: Incremental retrain: factor applied to evidence older than the buffer.
-RETRAIN_DISCOUNT = 0.25
+#: Incremental retrain: factor applied to evidence older than the buffer, for
+#: the pairs whose buffered runs do not contradict it (a pair at a change
+#: point always restarts, see ``strategies.retrain_factors``). 1 keeps what
+#: still holds. It was 0.25, with ``RECENCY_WEIGHT`` 2, until issue 14: a
+#: retrain then shrank every observed pair's history and counted the buffer
+#: up to twice, so a retrain on a model that had not changed (the monitor's
+#: retrain while new agents are tried out) still moved it, by chance one
+#: way or the other, and the model it left behind was overconfident about
+#: the few runs in its buffer (BENCHMARKS.md, decision quality).
+RETRAIN_DISCOUNT = 1.0
 #: Incremental retrain: weight of the newest buffered event (the oldest gets about 1).
-RECENCY_WEIGHT = 2.0
+RECENCY_WEIGHT = 1.0
 #: Promotion check: the newest fraction of the buffer held out to score both models ...
 HOLDOUT_FRACTION = 0.2
 #: ... and at least this many events.

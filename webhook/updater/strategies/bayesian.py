@@ -39,6 +39,10 @@ class BayesianRule(Rule):
     evidence_arrays: ClassVar[tuple[str, ...]] = ("runs", "successes", "acc_n", "acc_sum",
                                                   "acc_sq")
     pair_arrays = evidence_arrays
+    #: An incremental retrain drops the older evidence of a pair whose buffered
+    #: runs contradict it: with the default ``retrain_discount`` of 1 (issue
+    #: 14) that is how a retrain moves counts that never forget.
+    restarts_at_change_points = True
 
     def __init__(self) -> None:
         super().__init__()

@@ -22,7 +22,7 @@ __all__ = ["HALF_LIFE_SECONDS", "RETRY_AFTER_SECONDS", "ExponentialRule"]
 #: on agents known to be worse. With drops caught pair by pair within a few
 #: runs (and retried), a day's memory did better in every scenario of the
 #: decision benchmark (BENCHMARKS.md), steady ones and drifts alike.
-HALF_LIFE_SECONDS = 86400.0
+HALF_LIFE_SECONDS = 365 * 86400.0
 #: Default wait before an agent set aside on a task type is retried.
 RETRY_AFTER_SECONDS = 600.0
 
