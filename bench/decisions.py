@@ -479,8 +479,8 @@ class Stream:
 #: The deployment every autoretrain variant runs (the demo's, see
 #: examples/autonomous_retraining_example.py): batches of 20 events, a buffer
 #: of ~5 min of events (the monitor's window); the model's hyperparameters
-#: (half-life 24 h since issue 14, retrain_discount 0.25, recency_weight 2,
-#: drop detection on) are the defaults.
+#: (half-life 365 days, retrain_discount 1, recency_weight 1, drop detection
+#: on, all since issue 14) are the defaults.
 UPDATER_KWARGS: dict[str, Any] = {"batch_size": 20, "buffer_size": 300}
 #: Production routing: 90 % greedy, 10 % Thompson sampling (explore=True).
 EXPLORE_SHARE = 0.10

@@ -116,23 +116,20 @@ class DemoSettings:
     # alternatives are sampled again; pure greedy (0.0) flaps longest after
     # a retrain and recovers worst. Neither adapts on its own without it.
     explore_share: float = 0.10
-    # Updater. EXPONENTIAL forgets with a half-life in event time: a day, the
-    # updater's default since issue 14 (an hour before). Forgetting alone
-    # gives up an agent it holds long good evidence for only slowly; the drop
-    # detector (on by default) sets such an agent aside within a few of its
-    # runs instead, which phase 3 shows. An incremental retrain multiplies the evidence
-    # older than its buffer by retrain_discount (the updater's default, 0.25)
-    # and re-adds the buffered events with recency weights from 1 (oldest) to
-    # recency_weight (newest). With the default recency_weight of 2 the few
-    # minutes of degraded runs the buffer holds at the first alert are not
-    # always enough against the discounted hour, and the selection flaps for
-    # a while; 4 makes them count (measured before issue 14, on the previous
-    # scenario, seeds 1-12: recovery-phase accuracy 0.84-0.86 with 4, 0.80-0.86
-    # with 2; without the retrain 0.73-0.80).
+    # Updater: the updater's defaults (issue 14). EXPONENTIAL with a half-life
+    # of 365 days of event time: over the demo's two hours it does not forget;
+    # the drop detector (on by default) sets a broken agent aside within a
+    # few of its runs instead, which phase 3 shows. An incremental retrain
+    # restarts the pairs whose buffered runs contradict their history and
+    # keeps every other pair as it was (retrain_discount 1, recency_weight
+    # 1); phase 4's first retrain does that for the pairs the systemic drop
+    # hit. (Until issue 14 the demo ran a day's half-life, retrain_discount
+    # 0.25 and recency_weight 4: every retrain then shrank every observed
+    # pair's history and counted the buffer up to four times.)
     strategy: str = UpdateStrategy.EXPONENTIAL.value
-    half_life_seconds: float = 86400.0
-    retrain_discount: float = 0.25
-    recency_weight: float = 4.0
+    half_life_seconds: float = 365 * 86400.0
+    retrain_discount: float = 1.0
+    recency_weight: float = 1.0
     batch_size: int = 20  # events per model update
     flush_every_runs: int = 10  # the orchestrator hands its events over every 10 runs
     # About 5 minutes of events, the monitor's window: the retrain learns
@@ -390,13 +387,19 @@ class _Simulation:
         if entry["error"]:
             self.emit(f"{'':9}  ({entry['error']})")
         if entry["promoted"] and not self._explained_flaps:
-            # The retrain discounts evidence older than its buffer, so pairs
-            # with little recent evidence become uncertain again and the
-            # model's optimistic prior makes some of them look worth a try.
+            # What a promoted incremental retrain changed, in the settings' own
+            # terms: the pairs its buffer contradicts restart from the buffer;
+            # with a discount below 1 every other observed pair's history
+            # shrinks too, so pairs with little recent evidence become
+            # uncertain again and some look worth a try.
             self._explained_flaps = True
             retry = self.updater.retry_after_seconds
-            self.emit(f"{'':9}  (old evidence is discounted: agents with little recent "
-                      "evidence may be re-tried for a minute or two"
+            discount = self.updater.settings.retrain.discount
+            kept = ("the pairs the recent runs contradict restart from them, the others "
+                    "are kept" if discount >= 1.0 else
+                    "old evidence is discounted: agents with little recent evidence may "
+                    "be re-tried for a minute or two")
+            self.emit(f"{'':9}  ({kept}"
                       + ("" if retry is None else "; agents that got worse are set aside and "
                          f"retried after {retry / 60:g} min, then less and less often")
                       + ")")

@@ -151,11 +151,14 @@ def test_the_comparison_without_auto_retraining_is_what_happened(
     assert off["fast_path"]["set_aside"][:3] == summary["fast_path"]["set_aside"][:3]
     assert not [r for r in off["retrains"] if r["trigger"] == "monitor"]
     assert not off["alert_path"]["retrains"]
-    # In a systemic drop no routing helps much: the retrain is the audited
-    # response, not a rescue; the demo reports the difference as it is.
+    # In a systemic drop no routing helps much: during the drop the retrain is
+    # the audited response, not a rescue.
+    during = summary["phases"]["systemic"]["mean_accuracy"]
+    assert abs(during - off["phases"]["systemic"]["mean_accuracy"]) < 0.05
+    # Afterwards the demo reports the difference as it is (the retrain restarted
+    # the pairs the drop contradicted, see the README).
     with_retrain = summary["phases"]["recovery"]["mean_accuracy"]
     without = off["phases"]["recovery"]["mean_accuracy"]
-    assert abs(with_retrain - without) < 0.05
     switched = summary["selection_switched_after_drift_s"]
     assert all(seconds is not None for seconds in switched.values()), switched
     assert summary["comparison"]["recovery"] == {
@@ -267,11 +270,14 @@ def test_each_retrain_reports_its_measured_effect(
             if delta is not None:
                 assert delta == pytest.approx(fx["after"][name] - fx["before"][name], abs=1e-5)
         assert sum(effects["by_verdict"].values()) == len(measured)
-    # The monitor's retrains come in the systemic drop, where no agent is better
-    # than the ones in use (issue 14's scenario): they cannot help, the effect
-    # says so, and after three of them the monitor says a person should look.
+    # The monitor's retrains come in the systemic drop (issue 14's scenario):
+    # each is measured and printed with its verdict, as it happened; once
+    # retrains stop helping (the later ones find nothing more to move, and no
+    # agent is better than the ones in use) the monitor says a person should look.
     systemic = [e for e in measured if e["trigger"] == "monitor"][:3]
     assert len(systemic) == 3
-    assert all(e["effect"]["verdict"] in ("unchanged", "worse") for e in systemic), systemic
-    assert "its effect (monitor" in stdout
+    for e in systemic:
+        fx = e["effect"]
+        assert f"its effect (monitor, 150 s before / after): {fx['verdict']}" in stdout
+    assert any(e["effect"]["verdict"] in ("unchanged", "worse") for e in systemic), systemic
     assert "Retrains stopped helping: a person should look" in stdout
