@@ -32,8 +32,9 @@ defaults (default strategy, drop detection, monitor auto-retraining) >= 0.97
 of the oracle in every run; its post-drift regret <= 0.2 x the original
 design's in every run; a share at least as high as every single strategy
 alone and every River and VW policy in every run (paired by seed). They
-are judged for the defaults and, for comparison, the previous defaults
-(drop detection off).
+are judged for the defaults and, for comparison, the defaults of
+2026-11-29 (a day's half-life, the retrain that shrank every observed pair's
+history) and the previous defaults (drop detection off).
 
 Two scenarios check properties beyond reward: in "joiner" the new agent
 must be found (it serves most of its task type by the end), in "noisy" the
@@ -83,6 +84,11 @@ PREVIOUS_HALF_LIFE_SECONDS = 3600.0
 #: pair's older evidence x 0.25, the buffer counted with weights 1 to 2.
 PREVIOUS_RETRAIN_DISCOUNT = 0.25
 PREVIOUS_RECENCY_WEIGHT = 2.0
+#: The defaults between the two changes of issue 14 (2026-11-29 to
+#: 2026-12-07): drop detection on, a half-life of 24 h, and the retrain that
+#: shrank every observed pair's history (discount 0.25, recency weight 2).
+DAY = "autoretrain (defaults of 2026-11-29: half-life 24 h, retrain discount 0.25)"
+DAY_HALF_LIFE_SECONDS = 86400.0
 #: The same without retries of parked agents (``retry_after_seconds=None``):
 #: what the model did before probation existed.
 NO_RETRY = "autoretrain (same, no retries)"
@@ -539,6 +545,14 @@ def policy_factories(include_vw: bool) -> dict[str, Callable[[SimClock, int, Str
             retrain_discount=PREVIOUS_RETRAIN_DISCOUNT,
             recency_weight=PREVIOUS_RECENCY_WEIGHT,
         ),
+        DAY: auto(
+            UpdateStrategy.EXPONENTIAL,
+            True,
+            name=DAY,
+            half_life_seconds=DAY_HALF_LIFE_SECONDS,
+            retrain_discount=PREVIOUS_RETRAIN_DISCOUNT,
+            recency_weight=PREVIOUS_RECENCY_WEIGHT,
+        ),
         "autoretrain (same, Thompson on every request)": auto(
             UpdateStrategy.EXPONENTIAL, True, 1.0, "autoretrain (same, Thompson on every request)"
         ),
@@ -806,7 +820,7 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
         }
         best_peer = max(peers, key=lambda k: peers[k]["share"]["median"])
         out[name] = {}
-        for judged in (HEADLINE, PREVIOUS):
+        for judged in (HEADLINE, DAY, PREVIOUS):
             head = pol[judged]["runs"]
             ratios = [
                 h["post_drift_regret"] / o["post_drift_regret"]

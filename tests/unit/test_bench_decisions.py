@@ -61,10 +61,11 @@ def test_targets_and_report(result: dict) -> None:
     text = decisions.report(result)
     for heading in ("### abrupt", "### gradual", "### revert", "### targets", HEADLINE):
         assert heading in text
-    for heading in ("### joiner", "### noisy", PREVIOUS, "new agent found", "noisy pair: parks"):
+    for heading in ("### joiner", "### noisy", PREVIOUS, decisions.DAY, "new agent found",
+                    "noisy pair: parks"):
         assert heading in text
     for judged in result["targets"].values():
-        assert set(judged) == {HEADLINE, PREVIOUS}
+        assert set(judged) == {HEADLINE, decisions.DAY, PREVIOUS}
 
 
 def test_streams_are_seeded_and_the_drift_changes_the_best_agent() -> None:
