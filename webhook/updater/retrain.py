@@ -99,7 +99,7 @@ def incremental_retrain(
     on their own state, see their ``reweight``). ``f`` is
     (:func:`~.strategies.retrain_factors`) ``discount`` for a pair the
     buffer observes, 0 for one whose buffered observations contradict its
-    older evidence (a change point; EXPONENTIAL and MOVING_AVERAGE only),
+    older evidence (a change point; every strategy but GRADIENT),
     and 1 for a pair the buffer does not observe: what the model knew about
     agents not tried lately is kept, so after a retrain they do not look as
     good as the best for lack of evidence. GRADIENT's shared hashed weights

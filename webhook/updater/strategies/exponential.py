@@ -15,13 +15,15 @@ from .bayesian import BayesianRule
 
 __all__ = ["HALF_LIFE_SECONDS", "RETRY_AFTER_SECONDS", "ExponentialRule"]
 
-#: Default half-life: evidence loses half its weight per day of event time.
-#: It was an hour before drop detection was on by default (issue 14): the
-#: forgetting then had to do the adapting, and its price was paid all the
-#: time, in the wider posteriors that make Thompson sampling spend requests
-#: on agents known to be worse. With drops caught pair by pair within a few
-#: runs (and retried), a day's memory did better in every scenario of the
-#: decision benchmark (BENCHMARKS.md), steady ones and drifts alike.
+#: Default half-life: a year of event time, which over hours and days means
+#: "does not forget in time". It was an hour before drop detection was on by
+#: default (issue 14), then a day: forgetting had to do the adapting, and its
+#: price was paid all the time, in the wider posteriors that make Thompson
+#: sampling spend requests on agents known to be worse. Drops are the drop
+#: detector's (a pair set aside within a few runs, and retried), systemic
+#: drops and slow erosion the alert loop's (its retrain restarts the pairs
+#: the recent runs contradict); the price of a year is that an erosion no
+#: alert catches is followed late (BENCHMARKS.md, decision quality).
 HALF_LIFE_SECONDS = 365 * 86400.0
 #: Default wait before an agent set aside on a task type is retried.
 RETRY_AFTER_SECONDS = 600.0
