@@ -192,6 +192,11 @@ class Checker:
                 result.get("promoted"),
             )
             return self.alerts.add("info", f"Retraining ({retrain_type}) completed", details, now)
+        if result.get("result") == "skipped":
+            # Nothing to retrain on yet (e.g. too few events since the last
+            # promotion): not a failure, and not worth an ERROR at every start.
+            log.info("Retraining skipped: %s", result.get("error"))
+            return self.alerts.add("info", f"Retraining ({retrain_type}) skipped", details, now)
         log.error("Retraining failed: %s", result.get("error"))
         return self.alerts.add("error", f"Retraining ({retrain_type}) failed", details, now)
 

@@ -683,3 +683,27 @@ def test_wsgi_app_negotiates_openmetrics(clock, registry):
         'autoretrain_agent_runs_total{agent="served",agent_type="llm",status="success"} 1' in body
     )
     assert "autoretrain_monitor_events_total" in body and body.endswith("# EOF\n")
+
+
+def test_a_skipped_retrain_is_reported_as_skipped_not_as_a_failure(
+        clock, registry, tmp_path, caplog):
+    import logging
+
+    from autoretrain.webhook.updater import RealTimeModelUpdater
+
+    # The monitor's first check comes before the updater has applied any event
+    # (nothing buffered): the retrain is skipped. That is a normal start, not
+    # an error an operator should be paged or grep'd for.
+    updater = RealTimeModelUpdater(model_storage_path=str(tmp_path), enable_auto_save=False,
+                                   registry=CollectorRegistry(), clock=clock)
+    m = make(clock, registry, model_updater=updater)
+    feed(m, 20, 0.6)
+    with caplog.at_level(logging.INFO, logger="autoretrain.exporter.checker"):
+        alerts = m.check()
+    retrain = alerts[-1]
+    assert retrain.details["result"]["result"] == "skipped", retrain.details
+    assert retrain.level == "info"
+    assert retrain.message == "Retraining (incremental) skipped"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("Retraining skipped: no buffered events" in r.getMessage()
+               for r in caplog.records)
