@@ -106,6 +106,14 @@ def newest_version(store: Path) -> tuple[int, dict[str, Any]]:
     return int(newest.stem[6:]), json.loads(newest.read_text())
 
 
+def saved_events(store: Path) -> int | None:
+    """Events the newest saved version has consumed; None before the first
+    save (a rejected retrain saves nothing; the periodic save follows)."""
+    if not any(store.glob("model-*.json")):
+        return None
+    return sum(newest_version(store)[1]["kafka"]["offsets"].values())
+
+
 def open_files(pid: int) -> list[str]:
     """What process ``pid`` has open, from /proc (Linux)."""
     paths = []
@@ -178,8 +186,8 @@ def test_the_standby_takes_over_after_sigkill_and_a_resend_retrains_once(
         assert retrain["trigger"] == "alert" and retrain["outcome"] in ("promoted", "rejected")
         assert [a["fingerprint"] for a in retrain["alerts"]] == [FINGERPRINT]
         # The store holds every consumed event (offsets of the newest version).
-        poll_until(lambda: sum(newest_version(store)[1]["kafka"]["offsets"].values())
-                   >= EVENTS or None, timeout=60, what="a saved version with every event")
+        poll_until(lambda: (saved_events(store) or 0) >= EVENTS or None, timeout=60,
+                   what="a saved version with every event")
         saved, _ = newest_version(store)
         assert retrains_run(standby) == 0
         assert get_json(standby, "/readyz")[1]["reason"] == "standby"
