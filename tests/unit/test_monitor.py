@@ -1,3 +1,4 @@
+import logging
 import threading
 import urllib.request
 
@@ -687,8 +688,6 @@ def test_wsgi_app_negotiates_openmetrics(clock, registry):
 
 def test_a_skipped_retrain_is_reported_as_skipped_not_as_a_failure(
         clock, registry, tmp_path, caplog):
-    import logging
-
     from autoretrain.webhook.updater import RealTimeModelUpdater
 
     # The monitor's first check comes before the updater has applied any event

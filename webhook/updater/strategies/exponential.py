@@ -60,7 +60,6 @@ class ExponentialRule(BayesianRule):
     """
 
     strategy = UpdateStrategy.EXPONENTIAL
-    restarts_at_change_points = True
     pair_arrays = (*BayesianRule.evidence_arrays, "drop_cusum")
     _REBASE_HALF_LIVES = 64.0
 
