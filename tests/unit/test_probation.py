@@ -12,6 +12,7 @@ from autoretrain.exporter.events import accuracy_event, run_event
 from autoretrain.webhook import RealTimeModelUpdater
 from autoretrain.webhook.updater.batch import EventBatch
 from autoretrain.webhook.updater.model import AgentSelectionModel
+from autoretrain.webhook.updater.probation import PROBE_RUNS, Probation
 from autoretrain.webhook.updater.retrain import incremental_retrain
 from autoretrain.webhook.updater.strategies import UpdateStrategy, retrain_factors
 
@@ -111,15 +112,104 @@ def test_retrain_parks_the_worse_agent_and_explore_retries_it_on_time() -> None:
     ranked = candidate.predict_best_agent("t", explore=True)
     assert ranked[0][0] == "a" and ranked[0][1] == pytest.approx(0.97 * 0.9, abs=0.01)
     assert explore_tops(candidate) == {"a"}
-    assert top(candidate) == "b"  # greedy routing is unchanged by the retry
+    assert top(candidate) == "a"  # the open retry's probes are routed greedily too
     assert candidate.parked_pairs() == 1
+
+
+def test_a_probe_is_routed_greedily_until_it_has_its_runs(parked: AgentSelectionModel) -> None:
+    b_until(parked, PARKED_AT + 1, FIRST_RETRY)
+    # Neither "back" nor "still broken" yet: four successes, a failure, successes.
+    outcomes = [True, True, True, True, False, True, True, True]
+    assert len(outcomes) == PROBE_RUNS
+    for k, ok in enumerate(outcomes):
+        assert top(parked) == "a", k  # every request of the task type tries it
+        a_runs(parked, FIRST_RETRY + 1 + k, [ok])
+    assert parked.parked_pairs() == 1  # undecided ...
+    assert top(parked) == "b"  # ... and its probes spent: greedy routing is back on "b"
+    assert explore_tops(parked) == {"a"}  # the retry goes on with the explored share
+    a_runs(parked, FIRST_RETRY + 1 + PROBE_RUNS, [True, True])
+    assert parked.parked_pairs() == 0 and top(parked) == "a"
+
+
+def test_probes_are_counted_when_routed_so_late_outcomes_do_not_flood_the_agent(
+        parked: AgentSelectionModel) -> None:
+    """A router whose outcomes come back late (a busy task type between two
+    updates, a serving process that reloads the model every few seconds)
+    sends an open retry at most PROBE_RUNS greedy requests, not every request
+    until the outcomes arrive; ranking with estimates routes too."""
+    b_until(parked, PARKED_AT + 1, FIRST_RETRY)
+    routed = [top(parked) for _ in range(PROBE_RUNS - 1)]
+    routed.append(parked.rank_agents("t", top_k=1)[0].agent)
+    assert routed == ["a"] * PROBE_RUNS
+    assert [top(parked) for _ in range(20)] == ["b"] * 20  # probes spent, outcomes pending
+    assert explore_tops(parked) == {"a"}  # the retry goes on with the explored share
+    a_runs(parked, FIRST_RETRY + 1, [True] * 5)  # the probes' outcomes arrive: back
+    assert parked.parked_pairs() == 0 and top(parked) == "a"
+
+
+def test_a_failed_retry_gives_the_next_one_its_own_probes(parked: AgentSelectionModel) -> None:
+    b_until(parked, PARKED_AT + 1, FIRST_RETRY)
+    assert [top(parked) for _ in range(PROBE_RUNS)] == ["a"] * PROBE_RUNS
+    a_runs(parked, FIRST_RETRY + 1, [False, False])
+    assert parked.probation_events()[-1] == ("retry_failed", "t", "a")
+    next_retry = FIRST_RETRY + 2 + 2 * RETRY
+    b_until(parked, FIRST_RETRY + 3, next_retry - 1)
+    assert top(parked) == "b"
+    b_until(parked, next_retry, next_retry)
+    assert top(parked) == "a"
+
+
+def test_a_short_lucky_streak_of_a_still_broken_agent_does_not_restore_it(
+        parked: AgentSelectionModel) -> None:
+    """Three successes in a row of an agent that still fails three runs in
+    four (1.6 % of its retries) once restored it: the retry's alternative was
+    estimated from the few runs since the park. It is now at least half the
+    history's success rate, so the streak is not enough, and the failures
+    that follow decide "still broken"."""
+    b_until(parked, PARKED_AT + 1, FIRST_RETRY)
+    a_runs(parked, FIRST_RETRY + 1, [True, True, True])
+    assert parked.parked_pairs() == 1
+    assert parked.probation_events() == [("parked", "t", "a")]
+    a_runs(parked, FIRST_RETRY + 4, [False, False])
+    assert parked.parked_pairs() == 1 and top(parked) == "b"
+    assert parked.probation_events() == [("retry_failed", "t", "a")]
+
+
+def test_a_recovered_agent_is_restored_within_a_bounded_number_of_its_runs(
+        parked: AgentSelectionModel) -> None:
+    """Requests of the task type go where greedy routing sends them; a
+    recovered "a" is back after five of its runs, all of them probes (no
+    wait for the explored share)."""
+    b_until(parked, PARKED_AT + 1, FIRST_RETRY)
+    t, a_count = FIRST_RETRY + 1, 0
+    while parked.parked_pairs() and t < FIRST_RETRY + 100:
+        chosen = top(parked)
+        assert chosen == "a"  # never routed away while the retry has probes left
+        a_runs(parked, t, [True])
+        a_count, t = a_count + 1, t + 1
+    assert parked.parked_pairs() == 0 and a_count <= 5
+    assert top(parked) == "a" and parked.predict_best_agent("t")[0][1] > 0.8
+
+
+def test_a_retrain_that_finds_a_parked_agent_worse_again_does_not_postpone_its_retry() -> None:
+    """While an outage lasts the monitor retrains once per cooldown, and each
+    retrain finds the parked agent's buffered runs worse: its retry (and the
+    probes of an open one) must go on as scheduled."""
+    probation = Probation(RETRY)
+    history = np.array([100.0, 97.0, 10.0, 9.0, 8.1])  # 97 % success, accuracy 0.9
+    probation.park((0, 0), history, clock=0.0)
+    probation.park((0, 0), np.array([20.0, 5.0, 0.0, 0.0, 0.0]), clock=RETRY - 1.0)
+    assert probation.journal == [("parked", (0, 0))]
+    scores = probation.scores(1, 2, clock=RETRY)
+    assert scores is not None  # the retry opens on time, with the history parked first
+    assert scores[0, 0] == pytest.approx(97.5 / 101 * 0.9)
 
 
 def test_successful_retries_restore_the_history(parked: AgentSelectionModel) -> None:
     b_until(parked, PARKED_AT + 1, FIRST_RETRY)
-    a_runs(parked, FIRST_RETRY + 1, [True, True])
-    assert parked.parked_pairs() == 1 and top(parked) == "b"  # not decided yet
-    a_runs(parked, FIRST_RETRY + 3, [True])
+    a_runs(parked, FIRST_RETRY + 1, [True] * 4)
+    assert parked.parked_pairs() == 1 and top(parked) == "a"  # not decided yet (a probe)
+    a_runs(parked, FIRST_RETRY + 5, [True])  # five successes decide "back"
     assert parked.parked_pairs() == 0
     assert top(parked) == "a"
     assert parked.predict_best_agent("t")[0][1] > 0.8
@@ -128,8 +218,10 @@ def test_successful_retries_restore_the_history(parked: AgentSelectionModel) -> 
 def test_failed_retries_reschedule_the_next_one_with_backoff(
         parked: AgentSelectionModel) -> None:
     b_until(parked, PARKED_AT + 1, FIRST_RETRY)
-    failed_at = FIRST_RETRY + 1
-    a_runs(parked, failed_at, [False])  # 97 % history against one failure: still broken
+    failed_at = FIRST_RETRY + 2
+    a_runs(parked, failed_at - 1, [False])  # one failure alone does not decide ...
+    assert parked.parked_pairs() == 1 and top(parked) == "a"
+    a_runs(parked, failed_at, [False])  # ... two do: still broken
     assert parked.parked_pairs() == 1 and top(parked) == "b"
     assert explore_tops(parked) == {"b"}
     # The second retry waits twice as long as the first.
@@ -137,13 +229,13 @@ def test_failed_retries_reschedule_the_next_one_with_backoff(
     assert explore_tops(parked) == {"b"}
     b_until(parked, failed_at + 2 * RETRY, failed_at + 2 * RETRY)
     assert explore_tops(parked) == {"a"}  # the second retry opens
-    failed_again = failed_at + 2 * RETRY + 1
-    a_runs(parked, failed_again, [False])
+    failed_again = failed_at + 2 * RETRY + 2
+    a_runs(parked, failed_again - 1, [False, False])
     b_until(parked, failed_again + 1, failed_again + 4 * RETRY - 1)
     assert explore_tops(parked) == {"b"}  # the third waits four times as long
     b_until(parked, failed_again + 4 * RETRY, failed_again + 4 * RETRY)
     assert explore_tops(parked) == {"a"}
-    a_runs(parked, failed_again + 4 * RETRY + 1, [True, True, True])
+    a_runs(parked, failed_again + 4 * RETRY + 1, [True] * 5)
     assert parked.parked_pairs() == 0 and top(parked) == "a"
 
 
@@ -213,7 +305,7 @@ def test_a_dropped_pair_is_retried_and_restored() -> None:
     assert "b" in explore_tops(model)
     b_until(model, parked_at + RETRY, parked_at + RETRY)
     assert explore_tops(model) == {"a"}
-    a_runs(model, parked_at + RETRY + 1, [True, True, True])
+    a_runs(model, parked_at + RETRY + 1, [True] * 5)
     assert model.parked_pairs() == 0 and top(model) == "a"
 
 
@@ -233,7 +325,7 @@ def test_save_and_load_keep_the_probation(parked: AgentSelectionModel) -> None:
     assert top(loaded) == "b"
     b_until(loaded, PARKED_AT + 1, FIRST_RETRY)
     assert explore_tops(loaded) == {"a"}
-    a_runs(loaded, FIRST_RETRY + 1, [True, True, True])
+    a_runs(loaded, FIRST_RETRY + 1, [True] * 5)
     assert loaded.parked_pairs() == 0 and top(loaded) == "a"
 
 
@@ -252,8 +344,10 @@ def test_arrays_saved_before_probation_load_with_nothing_parked(
 def test_copy_is_independent(parked: AgentSelectionModel) -> None:
     b_until(parked, PARKED_AT + 1, FIRST_RETRY)
     clone = parked.copy()
-    a_runs(clone, FIRST_RETRY + 1, [True, True, True])
+    a_runs(clone, FIRST_RETRY + 1, [True] * 5)
     assert clone.parked_pairs() == 0 and top(clone) == "a"
+    assert parked.parked_pairs() == 1
+    a_runs(parked, FIRST_RETRY + 1, [False, False])  # the original's retry is its own
     assert parked.parked_pairs() == 1 and top(parked) == "b"
     # ... and parking in a copy leaves the original alone.
     steady = AgentSelectionModel(detect_drops=True, seed=0)
@@ -270,9 +364,21 @@ def test_a_reload_in_the_middle_of_a_retry_does_not_slow_it_down(
     loaded = AgentSelectionModel(seed=0)
     loaded.load(parked.to_arrays(), parked.metadata())
     for model in (parked, loaded):
-        a_runs(model, FIRST_RETRY + 2, [True, True])
-    assert parked.parked_pairs() == 0  # three successes decide "back"
+        a_runs(model, FIRST_RETRY + 2, [True] * 4)
+    assert parked.parked_pairs() == 0  # five successes decide "back"
     assert loaded.parked_pairs() == 0
+
+
+def test_a_reload_keeps_the_probes_a_retry_has_spent(parked: AgentSelectionModel) -> None:
+    b_until(parked, PARKED_AT + 1, FIRST_RETRY)
+    outcomes = [True, True, True, True, False, True, True]  # undecided, one probe left
+    a_runs(parked, FIRST_RETRY + 1, outcomes)
+    loaded = AgentSelectionModel(seed=0)
+    loaded.load(parked.to_arrays(), parked.metadata())
+    for model in (parked, loaded):
+        assert top(model) == "a"
+        a_runs(model, FIRST_RETRY + 1 + len(outcomes), [True])
+        assert model.parked_pairs() == 1 and top(model) == "b"
 
 
 @pytest.mark.parametrize(
@@ -309,11 +415,11 @@ def test_the_model_reports_what_probation_did_once(parked: AgentSelectionModel) 
     assert parked.probation_events() == [("parked", "t", "a")]
     assert parked.probation_events() == []  # reported once
     b_until(parked, PARKED_AT + 1, FIRST_RETRY)
-    a_runs(parked, FIRST_RETRY + 1, [False])
+    a_runs(parked, FIRST_RETRY + 1, [False, False])
     assert parked.copy().probation_events() == []  # a copy does not report again
     assert parked.probation_events() == [("retry_failed", "t", "a")]
-    b_until(parked, FIRST_RETRY + 2, FIRST_RETRY + 1 + 2 * RETRY)
-    a_runs(parked, FIRST_RETRY + 2 + 2 * RETRY, [True, True, True])
+    b_until(parked, FIRST_RETRY + 3, FIRST_RETRY + 2 + 2 * RETRY)
+    a_runs(parked, FIRST_RETRY + 3 + 2 * RETRY, [True] * 5)
     assert parked.probation_events() == [("restored", "t", "a")]
 
 
@@ -357,13 +463,13 @@ def test_a_promoted_retrain_reports_the_agents_it_parked(tmp_path: Path) -> None
 
 def test_the_backoff_survives_a_reload(parked: AgentSelectionModel) -> None:
     b_until(parked, PARKED_AT + 1, FIRST_RETRY)
-    failed_at = FIRST_RETRY + 1
-    a_runs(parked, failed_at, [False])
+    failed_at = FIRST_RETRY + 2
+    a_runs(parked, failed_at - 1, [False, False])
     b_until(parked, failed_at + 1, failed_at + 2 * RETRY)
-    a_runs(parked, failed_at + 2 * RETRY + 1, [False])  # second failure: next waits 4 x
+    second = failed_at + 2 * RETRY + 2
+    a_runs(parked, second - 1, [False, False])  # second failed retry: next waits 4 x
     loaded = AgentSelectionModel(seed=0)
     loaded.load(parked.to_arrays(), parked.metadata())
-    second = failed_at + 2 * RETRY + 1
     b_until(loaded, second + 1, second + 4 * RETRY - 1)
     assert explore_tops(loaded) == {"b"}
     b_until(loaded, second + 4 * RETRY, second + 4 * RETRY)

@@ -256,6 +256,9 @@ class AgentSelectionModel:
         self._measures: Measures | None = None
         self._orders: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._rankings: dict[int, list[tuple[str, float]]] = {}
+        # Row -> agent column whose open retry heads the row's greedy order
+        # (the half-open state's probes; see _count_probe).
+        self._probing: dict[int, int] = {}
 
     # -- configuration -----------------------------------------------------
     @property
@@ -480,6 +483,8 @@ class AgentSelectionModel:
                 order, score = self._greedy_order(row)
                 ranking = [(self.agents[i], float(score[i])) for i in order]
                 self._rankings[row] = ranking
+            if self._probing:
+                self._count_probe(row)
             return ranking[:top_k]
         return self._rank(task_type, context, top_k, explore, estimates=False)
 
@@ -516,6 +521,8 @@ class AgentSelectionModel:
         if not explore and not use_context:
             if estimates:
                 order, score = self._greedy_order(row)
+                if self._probing:
+                    self._count_probe(row)
                 return self._estimates(row, order[:top_k], score)
             ranking = self._rankings.get(row)
             if ranking is None:
@@ -576,12 +583,38 @@ class AgentSelectionModel:
     def _order_by_means(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         post = self.posterior()
         reward = post.reward[row]
+        retry = None
+        if row < len(self.task_types):
+            # An open retry's first requests are routed greedily too (the
+            # half-open state's probes), ranked by the pair's parked reward.
+            retry = self._rule.probation_scores(len(self.task_types), len(self.agents),
+                                                probing=True)
+            if retry is not None:
+                reward = np.where(np.isnan(retry[row]), reward, retry[row])
         if self.objective.mode is ObjectiveMode.QUALITY:
-            return np.argsort(-reward, kind="stable"), reward
-        m = self.measures()
-        spread = _reward_sd(post.success[row], post.success_sd[row], post.accuracy[row],
-                            post.accuracy_sd[row], post.accuracy_n[row])
-        return objective_order(self.objective, reward, spread, m.cost[row], m.latency[row])
+            order, score = np.argsort(-reward, kind="stable"), reward
+        else:
+            m = self.measures()
+            spread = _reward_sd(post.success[row], post.success_sd[row], post.accuracy[row],
+                                post.accuracy_sd[row], post.accuracy_n[row])
+            order, score = objective_order(self.objective, reward, spread, m.cost[row],
+                                           m.latency[row])
+        if retry is not None and len(order) and not np.isnan(retry[row, order[0]]):
+            self._probing[row] = int(order[0])
+        return order, score
+
+    def _count_probe(self, row: int) -> None:
+        """A greedy request of ``row`` was routed: if an open retry heads it,
+        count a probe, and once the retry's probes are spent rank the row
+        again without it. Counted where requests are routed, not where their
+        outcomes arrive, so the probes a still-broken agent gets are bounded
+        (per model instance, so per serving process, and per reload) however
+        late its outcomes come back."""
+        col = self._probing.get(row)
+        if col is not None and self._rule.route_probe(row, col):
+            del self._probing[row]
+            self._orders.pop(row, None)
+            self._rankings.pop(row, None)
 
     def probation_events(self) -> list[tuple[str, str, str]]:
         """``(event, task_type, agent)`` of the parks, restorations, failed

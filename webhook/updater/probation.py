@@ -15,7 +15,14 @@ breaker has the same problem and the same answer, the half-open state:
   half-life), not dropped;
 * ``retry_after_seconds`` of event time later, probation opens: requests
   routed with ``explore=True`` rank the pair by its parked (pre-change)
-  reward, so the exploration share of traffic retries it;
+  reward, so the exploration share of traffic retries it, and so do the
+  next :data:`PROBE_RUNS` greedy requests of its task type (the half-open
+  state's trial requests: tested on the explored share alone, a retry took
+  tens of minutes to decide, and a recovered agent stayed set aside that
+  long). The probes are counted where requests are routed (per model
+  instance, so per serving process) and where their runs are observed,
+  whichever reaches the count first, so a still-broken agent gets a few
+  requests per retry however late its outcomes come back;
 * each retried observation adds to a log-likelihood ratio of "as it was
   before" (the parked history) against "as it has been since it was
   parked" (the observations since then, as they stood when this retry
@@ -24,7 +31,11 @@ breaker has the same problem and the same answer, the half-open state:
   test. The current evidence would be a poor alternative: it is the
   retrain's buffer, which mixes runs from before and after the drop; and
   an alternative that learnt from the retried runs themselves would chase
-  them and never decide. At ``+PROBATION_LLR`` the agent is back: the
+  them and never decide. The alternative's success rate is kept at or
+  above half the history's (:data:`RETRY_ALT_FLOOR`): estimated from the
+  few runs since the park, it is often far below an outage's real rate,
+  and a short lucky streak of a still-broken agent then looked like proof
+  that it was back. At ``+PROBATION_LLR`` the agent is back: the
   parked history is merged into the current evidence and greedy routing
   returns to it; at ``-PROBATION_LLR`` it is still broken: the next retry
   waits twice as long as the last (``retry_after_seconds`` x 1, 2, 4, 8,
@@ -38,8 +49,9 @@ breaker has the same problem and the same answer, the half-open state:
   leaves probation.
 
 A threshold of log(20) means the retried runs are twenty times likelier
-under one hypothesis than the other: one failed run against a 97 % history
-and a 25 % present decides "still broken"; three successes decide "back".
+under one hypothesis than the other: with a 97 % history and the floored
+alternative (48.5 %), two failed runs decide "still broken" and five
+successes decide "back".
 
 Parked pairs are few, so :class:`Probation` keeps them in a dict keyed by
 (task row, agent column) rather than in per-pair arrays: no memory for the
@@ -74,6 +86,15 @@ PROBATION_LLR = math.log(20.0)
 #: times ``min(RETRY_BACKOFF**k, RETRY_BACKOFF_CAP)``.
 RETRY_BACKOFF = 2.0
 RETRY_BACKOFF_CAP = 8.0
+#: An open retry is also routed greedily until this many of its task type's
+#: requests were routed to it, or this many of its runs observed (the
+#: half-open state's trial requests, see the module docs).
+PROBE_RUNS = 8
+#: The alternative of a retry ("as since the park") has a success rate of at
+#: least this share of the history's: estimated from the few runs since the
+#: park (often none succeeded), it is far lower than an outage's real rate,
+#: so a short lucky streak of the broken agent looked like proof it was back.
+RETRY_ALT_FLOOR = 0.5
 # Floors that keep one observation from deciding on its own against an
 # estimate from little evidence: success probabilities are kept in
 # [0.01, 0.99] and per-record accuracy variances at or above 0.01 (sd 0.1).
@@ -147,6 +168,8 @@ class _Parked:
     llr: float = 0.0  # of the observations since probation opened
     alt: np.ndarray | None = None  # the alternative of the open retry
     failures: int = 0  # failed retries in a row (the next one waits longer)
+    probes: int = 0  # retried runs of the open retry (observed)
+    routed: int = 0  # greedy requests this process routed to the open retry
 
 
 class Probation:
@@ -170,7 +193,8 @@ class Probation:
     def copy(self) -> Probation:
         clone = Probation(self.retry_after_seconds)
         clone.pairs = {key: _Parked(p.history.copy(), p.since.copy(), p.retry_at, p.llr,
-                                    None if p.alt is None else p.alt.copy(), p.failures)
+                                    None if p.alt is None else p.alt.copy(), p.failures,
+                                    p.probes, p.routed)
                        for key, p in self.pairs.items()}
         return clone
 
@@ -205,15 +229,18 @@ class Probation:
 
     def park(self, key: tuple[int, int], history: np.ndarray, clock: float) -> None:
         """Set ``history`` (stored-form ``[n, s, m, a, q]``) of pair ``key``
-        aside and schedule its retry. A pair already parked keeps the history
-        it has: the evidence it is losing now is from after its drop."""
-        parked = self.pairs.get(key)
-        if parked is None:
-            parked = self.pairs[key] = _Parked(np.asarray(history, dtype=float).copy(),
-                                               np.zeros(5), 0.0)
-            self.journal.append(("parked", key))
-        parked.retry_at = clock + self.retry_after_seconds
-        parked.llr, parked.alt = 0.0, None
+        aside and schedule its retry. A pair already parked is left as it is:
+        the evidence it is losing now is from after its drop, and "worse than
+        its history" is what the park already says. Restarting its retry here
+        let every retrain during an outage (the monitor retrains once per
+        cooldown while the system looks degraded) push the retry back by a
+        full wait and throw away an open one's probes, so a recovered agent
+        was restored hundreds of decisions late."""
+        if key in self.pairs:
+            return
+        self.pairs[key] = _Parked(np.asarray(history, dtype=float).copy(), np.zeros(5),
+                                  clock + self.retry_after_seconds)
+        self.journal.append(("parked", key))
 
     def observe(self, rows: np.ndarray, cols: np.ndarray, is_run: np.ndarray,
                 value: np.ndarray, timestamp: np.ndarray, unit: np.ndarray,
@@ -251,11 +278,16 @@ class Probation:
                         alt[:2] = now[:2]
                     if alt[2] <= 0:  # no accuracy record since
                         alt[2:] = now[2:]
+                    eff = alt * decay
+                    p_min = RETRY_ALT_FLOOR * float(success_rate(*(parked.history * decay)[:2]))
+                    if float(success_rate(eff[0], eff[1])) < p_min:
+                        alt[1] = (p_min * (eff[0] + 1.0) - 0.5) / decay
                     parked.alt = alt
                 p, v = run[probing], val[probing]
                 ratio = (log_likelihood([np.full(len(p), x * decay) for x in parked.history], p, v)
                          - log_likelihood([np.full(len(p), x * decay) for x in parked.alt], p, v))
                 parked.llr += float(ratio.sum())
+                parked.probes += int(p.sum())
             parked.since += _observation_sums(run, val, unit[sel])
             if parked.llr >= PROBATION_LLR:
                 self._restore(key, evidence)
@@ -268,7 +300,7 @@ class Probation:
                     parked.failures += 1
                     backoff = min(RETRY_BACKOFF ** parked.failures, RETRY_BACKOFF_CAP)
                     parked.retry_at = clock + self.retry_after_seconds * backoff
-                    parked.llr, parked.alt = 0.0, None
+                    parked.llr, parked.alt, parked.probes, parked.routed = 0.0, None, 0, 0
                     self.journal.append(("retry_failed", key))
 
     def _restore(self, key: tuple[int, int], evidence: list[np.ndarray]) -> None:
@@ -277,10 +309,23 @@ class Probation:
         del self.pairs[key]
         self.journal.append(("restored", key))
 
-    def scores(self, n_tasks: int, n_agents: int, clock: float) -> np.ndarray | None:
-        """Per pair, the parked reward of pairs whose retry is open, NaN elsewhere."""
+    def route(self, key: tuple[int, int]) -> bool:
+        """Greedy routing sent a request to the open retry of ``key``; True when
+        that spends its probes (greedy routing stops trying it)."""
+        parked = self.pairs.get(key)
+        if parked is None:
+            return True
+        parked.routed += 1
+        return max(parked.probes, parked.routed) >= PROBE_RUNS
+
+    def scores(self, n_tasks: int, n_agents: int, clock: float,
+               probing: bool = False) -> np.ndarray | None:
+        """Per pair, the parked reward of pairs whose retry is open (``probing``:
+        and has fewer than :data:`PROBE_RUNS` retried runs), NaN elsewhere."""
         out: np.ndarray | None = None
         for (r, c), parked in self.pairs.items():
+            if probing and max(parked.probes, parked.routed) >= PROBE_RUNS:
+                continue
             if parked.retry_at <= clock and r < n_tasks and c < n_agents:
                 if out is None:
                     out = np.full((n_tasks, n_agents), np.nan)
@@ -302,6 +347,7 @@ class Probation:
             "parked_alt": np.array([np.full(5, np.nan) if p.alt is None else p.alt
                                     for p in values]).reshape(-1, 5),
             "parked_failures": np.array([p.failures for p in values], dtype=np.int64),
+            "parked_probes": np.array([p.probes for p in values], dtype=np.int64),
         }
 
     def load_arrays(self, arrays: dict[str, np.ndarray], n_tasks: int, n_agents: int) -> None:
@@ -328,6 +374,10 @@ class Probation:
         if failures is not None and np.shape(failures) != (k,):
             raise ValueError(
                 f"array 'parked_failures' has shape {np.shape(failures)}, expected {(k,)}")
+        probes = arrays.get("parked_probes")
+        if probes is not None and np.shape(probes) != (k,):
+            raise ValueError(
+                f"array 'parked_probes' has shape {np.shape(probes)}, expected {(k,)}")
         for i in range(k):
             retry_at, llr = (float(x) for x in arrays["parked_retry"][i])
             alt = None if alts is None or np.isnan(alts[i]).any() else np.array(alts[i], float)
@@ -336,4 +386,5 @@ class Probation:
             self.pairs[(int(keys[i, 0]), int(keys[i, 1]))] = _Parked(
                 np.array(arrays["parked_history"][i], dtype=float),
                 np.array(arrays["parked_since"][i], dtype=float), retry_at, llr, alt,
-                0 if failures is None else int(failures[i]))
+                0 if failures is None else int(failures[i]),
+                0 if probes is None else int(probes[i]))

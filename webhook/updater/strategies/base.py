@@ -283,10 +283,17 @@ class Rule:
         than the pair (context); None when :meth:`evidence` says it all."""
         return None
 
-    def probation_scores(self, n_tasks: int, n_agents: int) -> np.ndarray | None:
+    def probation_scores(self, n_tasks: int, n_agents: int,
+                         probing: bool = False) -> np.ndarray | None:
         """Per pair, the reward exploration should rank a pair on probation by
-        (NaN for pairs that are not); None when no pair is (see :mod:`.probation`)."""
+        (NaN for pairs that are not); None when no pair is (see :mod:`.probation`).
+        ``probing``: only the open retries greedy routing should still try."""
         return None
+
+    def route_probe(self, row: int, col: int) -> bool:
+        """Greedy routing sent a request to the open retry of pair (``row``,
+        ``col``); True when its probes are spent (see :mod:`.probation`)."""
+        return True
 
     def hyperparameters(self) -> dict[str, Any]:
         """The rule's constructor arguments (saved in the model metadata)."""

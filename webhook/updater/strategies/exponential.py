@@ -223,10 +223,14 @@ class ExponentialRule(BayesianRule):
         decay = self._decay()
         return self.probation.at_retrain(changed, worse, [x / decay for x in older], self.clock)
 
-    def probation_scores(self, n_tasks: int, n_agents: int) -> np.ndarray | None:
+    def probation_scores(self, n_tasks: int, n_agents: int,
+                         probing: bool = False) -> np.ndarray | None:
         if not self.probation:
             return None
-        return self.probation.scores(n_tasks, n_agents, self.clock)
+        return self.probation.scores(n_tasks, n_agents, self.clock, probing)
+
+    def route_probe(self, row: int, col: int) -> bool:
+        return self.probation is None or self.probation.route((row, col))
 
     def parked_pairs(self) -> int:
         """Pairs whose history is parked (on probation or waiting for it)."""
