@@ -175,6 +175,9 @@ def _result_label(result: dict[str, Any]) -> str:
 
 #: The updater's logger whose fast-path lines the demo shows.
 _UPDATER_LOG = "autoretrain.webhook.updater.state"
+#: A degraded agent's return to the selection lasting at most this long (a
+#: retry's probes, see webhook/updater/probation.py) is not "going back".
+FLAP_SECONDS = 60.0
 
 
 class _ListHandler(logging.Handler):
@@ -570,19 +573,29 @@ class _Simulation:
                 "success_rate": round(float(success[mask].mean()), 4) if mask.any() else None,
                 "served_most_by": main_agent,
             }
-        # When the selection left the degraded agent for good: the last move
+        # When the selection left the degraded agent for good: its last move
         # away from it before the end of the recovery phase (None if it still
-        # serves the task type then). Brief flaps back and forth do not count.
+        # serves the task type then). A return of at most FLAP_SECONDS does
+        # not count: a retry's probes send the agent a few requests and, if it
+        # is still broken, move away again.
         drift_at = self.drift_at or 0.0
         recovery_end = self.phase_bounds["recovery"][1]
         switched: dict[str, float | None] = {}
         for task_type in self.scenario.degraded_task_types:
             old = self.selections["good"][task_type]
-            moves = [c["t_s"] for c in self.selection_changes
-                     if c["task_type"] == task_type and c["from"] == old
-                     and drift_at <= c["t_s"] <= recovery_end]
+            left: float | None = None
+            back_at: float | None = None
+            for c in self.selection_changes:
+                if c["task_type"] != task_type or not drift_at <= c["t_s"] <= recovery_end:
+                    continue
+                if c["from"] == old:
+                    if back_at is None or c["t_s"] - back_at > FLAP_SECONDS:
+                        left = c["t_s"]
+                    back_at = None
+                elif c["to"] == old:
+                    back_at = c["t_s"]
             still = self.selections["recovery"][task_type] == old
-            switched[task_type] = None if still or not moves else moves[-1] - drift_at
+            switched[task_type] = None if still or left is None else left - drift_at
         fast = [e for e in self.probation if e.get("cause") == "drop_detector"]
         return {
             "auto_retraining": self.auto,

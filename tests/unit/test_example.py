@@ -161,6 +161,10 @@ def test_the_comparison_without_auto_retraining_is_what_happened(
     without = off["phases"]["recovery"]["mean_accuracy"]
     switched = summary["selection_switched_after_drift_s"]
     assert all(seconds is not None for seconds in switched.values()), switched
+    # The fast path leaves each degraded agent within minutes of the drift; the
+    # probes of its later retries (a few requests, then away again) are not a
+    # return to it.
+    assert all(seconds < 300 for seconds in switched.values()), switched
     assert summary["comparison"]["recovery"] == {
         "mean_accuracy_with": with_retrain, "mean_accuracy_without": without}
 
