@@ -12,7 +12,7 @@ from autoretrain.exporter.events import accuracy_event, run_event
 from autoretrain.webhook import RealTimeModelUpdater
 from autoretrain.webhook.updater.batch import EventBatch
 from autoretrain.webhook.updater.model import AgentSelectionModel
-from autoretrain.webhook.updater.probation import PROBE_RUNS, Probation
+from autoretrain.webhook.updater.probation import PROBE_RUNS, PROBES_IN_FLIGHT, Probation
 from autoretrain.webhook.updater.retrain import incremental_retrain
 from autoretrain.webhook.updater.strategies import UpdateStrategy, retrain_factors
 
@@ -131,27 +131,34 @@ def test_a_probe_is_routed_greedily_until_it_has_its_runs(parked: AgentSelection
     assert parked.parked_pairs() == 0 and top(parked) == "a"
 
 
-def test_probes_are_counted_when_routed_so_late_outcomes_do_not_flood_the_agent(
+def test_probes_go_out_a_few_at_a_time_so_late_outcomes_do_not_flood_the_agent(
         parked: AgentSelectionModel) -> None:
     """A router whose outcomes come back late (a busy task type between two
     updates, a serving process that reloads the model every few seconds)
-    sends an open retry at most PROBE_RUNS greedy requests, not every request
-    until the outcomes arrive; ranking with estimates routes too."""
+    sends an open retry PROBES_IN_FLIGHT greedy requests, then none until
+    their outcomes are observed; ranking with estimates routes too."""
     b_until(parked, PARKED_AT + 1, FIRST_RETRY)
-    routed = [top(parked) for _ in range(PROBE_RUNS - 1)]
-    routed.append(parked.rank_agents("t", top_k=1)[0].agent)
-    assert routed == ["a"] * PROBE_RUNS
-    assert [top(parked) for _ in range(20)] == ["b"] * 20  # probes spent, outcomes pending
-    assert explore_tops(parked) == {"a"}  # the retry goes on with the explored share
-    a_runs(parked, FIRST_RETRY + 1, [True] * 5)  # the probes' outcomes arrive: back
-    assert parked.parked_pairs() == 0 and top(parked) == "a"
+    routed = [parked.rank_agents("t", top_k=1)[0].agent]
+    routed += [top(parked) for _ in range(20)]
+    assert routed == ["a"] * PROBES_IN_FLIGHT + ["b"] * (21 - PROBES_IN_FLIGHT)
+    assert explore_tops(parked) == {"a"}  # the explored share still retries it
+    t = FIRST_RETRY + 1
+    for _ in range(PROBES_IN_FLIGHT):  # their outcomes arrive: more probes go out
+        a_runs(parked, t, [True])
+        t += 1
+    assert [top(parked) for _ in range(5)] == ["a"] * PROBES_IN_FLIGHT + ["b"] * (
+        5 - PROBES_IN_FLIGHT)
+    a_runs(parked, t, [True] * (5 - PROBES_IN_FLIGHT))
+    assert parked.parked_pairs() == 0 and top(parked) == "a"  # five successes: back
 
 
 def test_a_failed_retry_gives_the_next_one_its_own_probes(parked: AgentSelectionModel) -> None:
     b_until(parked, PARKED_AT + 1, FIRST_RETRY)
-    assert [top(parked) for _ in range(PROBE_RUNS)] == ["a"] * PROBE_RUNS
-    a_runs(parked, FIRST_RETRY + 1, [False, False])
+    for k in range(2):  # two failed probes decide "still broken"
+        assert top(parked) == "a", k
+        a_runs(parked, FIRST_RETRY + 1 + k, [False])
     assert parked.probation_events()[-1] == ("retry_failed", "t", "a")
+    assert top(parked) == "b"
     next_retry = FIRST_RETRY + 2 + 2 * RETRY
     b_until(parked, FIRST_RETRY + 3, next_retry - 1)
     assert top(parked) == "b"

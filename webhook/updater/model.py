@@ -605,11 +605,12 @@ class AgentSelectionModel:
 
     def _count_probe(self, row: int) -> None:
         """A greedy request of ``row`` was routed: if an open retry heads it,
-        count a probe, and once the retry's probes are spent rank the row
-        again without it. Counted where requests are routed, not where their
-        outcomes arrive, so the probes a still-broken agent gets are bounded
-        (per model instance, so per serving process, and per reload) however
-        late its outcomes come back."""
+        count a probe, and while the retry should get no more (its probes
+        spent, or one awaiting its outcome) rank the row without it. Counted
+        where requests are routed, not only where their outcomes arrive, so
+        the probes a still-broken agent gets are bounded (per model
+        instance, so per serving process, and per reload) however late its
+        outcomes come back."""
         col = self._probing.get(row)
         if col is not None and self._rule.route_probe(row, col):
             del self._probing[row]

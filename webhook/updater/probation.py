@@ -15,14 +15,16 @@ breaker has the same problem and the same answer, the half-open state:
   half-life), not dropped;
 * ``retry_after_seconds`` of event time later, probation opens: requests
   routed with ``explore=True`` rank the pair by its parked (pre-change)
-  reward, so the exploration share of traffic retries it, and so do the
-  next :data:`PROBE_RUNS` greedy requests of its task type (the half-open
+  reward, so the exploration share of traffic retries it, and so do up to
+  :data:`PROBE_RUNS` greedy requests of its task type (the half-open
   state's trial requests: tested on the explored share alone, a retry took
   tens of minutes to decide, and a recovered agent stayed set aside that
-  long). The probes are counted where requests are routed (per model
-  instance, so per serving process) and where their runs are observed,
-  whichever reaches the count first, so a still-broken agent gets a few
-  requests per retry however late its outcomes come back;
+  long), :data:`PROBES_IN_FLIGHT` at a time: the next probe goes out once
+  the runs observed since the retry opened catch up with the probes routed.
+  The probes are counted where requests are routed (per model instance, so
+  per serving process) and where their runs are observed, so a still-broken
+  agent gets two requests at a time, and at most :data:`PROBE_RUNS`,
+  however late its outcomes come back;
 * each retried observation adds to a log-likelihood ratio of "as it was
   before" (the parked history) against "as it has been since it was
   parked" (the observations since then, as they stood when this retry
@@ -66,8 +68,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EVENTS", "PARK_Z", "PROBATION_LLR", "Probation", "accuracy_moments",
-           "log_likelihood", "success_rate", "sums_reward"]
+__all__ = ["EVENTS", "PARK_Z", "PROBATION_LLR", "PROBES_IN_FLIGHT", "PROBE_RUNS", "Probation",
+           "accuracy_moments", "log_likelihood", "success_rate", "sums_reward"]
 
 #: What :attr:`Probation.journal` records: a pair set aside, restored, a
 #: retry that found it still broken, and a history given up (faded).
@@ -88,8 +90,17 @@ RETRY_BACKOFF = 2.0
 RETRY_BACKOFF_CAP = 8.0
 #: An open retry is also routed greedily until this many of its task type's
 #: requests were routed to it, or this many of its runs observed (the
-#: half-open state's trial requests, see the module docs).
+#: half-open state's trial requests, see the module docs) ...
 PROBE_RUNS = 8
+#: ... this many at a time: greedy routing sends the next probe once the runs
+#: observed since the retry opened catch up with the probes routed. With all
+#: 8 at once a retry of an agent that stays broken cost every request of
+#: its task type until the first outcomes came back; one at a time decided
+#: after every run and so restored a still-broken agent on a lucky pair of
+#: accuracy records more often (bench.decisions: 22 runs of 100 missing a
+#: target with 1 or 2, 25 with 8; one wrong restore in 20 abrupt runs with
+#: 1, none with 2).
+PROBES_IN_FLIGHT = 2
 #: The alternative of a retry ("as since the park") has a success rate of at
 #: least this share of the history's: estimated from the few runs since the
 #: park (often none succeeded), it is far lower than an outage's real rate,
@@ -170,6 +181,11 @@ class _Parked:
     failures: int = 0  # failed retries in a row (the next one waits longer)
     probes: int = 0  # retried runs of the open retry (observed)
     routed: int = 0  # greedy requests this process routed to the open retry
+
+    def probing(self) -> bool:
+        """Whether greedy routing should send the open retry its next probe."""
+        return (max(self.probes, self.routed) < PROBE_RUNS
+                and self.routed - self.probes < PROBES_IN_FLIGHT)
 
 
 class Probation:
@@ -311,20 +327,22 @@ class Probation:
 
     def route(self, key: tuple[int, int]) -> bool:
         """Greedy routing sent a request to the open retry of ``key``; True when
-        that spends its probes (greedy routing stops trying it)."""
+        greedy routing should stop trying it for now (its probes are spent, or
+        one awaits its outcome)."""
         parked = self.pairs.get(key)
         if parked is None:
             return True
         parked.routed += 1
-        return max(parked.probes, parked.routed) >= PROBE_RUNS
+        return not parked.probing()
 
     def scores(self, n_tasks: int, n_agents: int, clock: float,
                probing: bool = False) -> np.ndarray | None:
         """Per pair, the parked reward of pairs whose retry is open (``probing``:
-        and has fewer than :data:`PROBE_RUNS` retried runs), NaN elsewhere."""
+        and should get its next probe now, see :meth:`_Parked.probing`), NaN
+        elsewhere."""
         out: np.ndarray | None = None
         for (r, c), parked in self.pairs.items():
-            if probing and max(parked.probes, parked.routed) >= PROBE_RUNS:
+            if probing and not parked.probing():
                 continue
             if parked.retry_at <= clock and r < n_tasks and c < n_agents:
                 if out is None:
