@@ -482,9 +482,10 @@ class AgentSelectionModel:
             if ranking is None:
                 order, score = self._greedy_order(row)
                 ranking = [(self.agents[i], float(score[i])) for i in order]
-                self._rankings[row] = ranking
-            if self._probing:
-                self._count_probe(row)
+                if row in self._probing:  # counted per request, so not cached
+                    self._count_probe(row)
+                else:
+                    self._rankings[row] = ranking
             return ranking[:top_k]
         return self._rank(task_type, context, top_k, explore, estimates=False)
 
@@ -521,14 +522,17 @@ class AgentSelectionModel:
         if not explore and not use_context:
             if estimates:
                 order, score = self._greedy_order(row)
-                if self._probing:
+                if row in self._probing:
                     self._count_probe(row)
                 return self._estimates(row, order[:top_k], score)
             ranking = self._rankings.get(row)
             if ranking is None:
                 order, score = self._greedy_order(row)
                 ranking = [(self.agents[i], float(score[i])) for i in order]
-                self._rankings[row] = ranking
+                if row in self._probing:
+                    self._count_probe(row)
+                else:
+                    self._rankings[row] = ranking
             return ranking[:top_k]
         post = self.posterior()
         alpha, beta = post.alpha[row], post.beta[row]
