@@ -520,20 +520,13 @@ class AgentSelectionModel:
         quality_only = self.objective.mode is ObjectiveMode.QUALITY
         use_context = bool(context) and isinstance(self._rule, GradientRule)
         if not explore and not use_context:
-            if estimates:
-                order, score = self._greedy_order(row)
-                if row in self._probing:
-                    self._count_probe(row)
-                return self._estimates(row, order[:top_k], score)
-            ranking = self._rankings.get(row)
-            if ranking is None:
-                order, score = self._greedy_order(row)
-                ranking = [(self.agents[i], float(score[i])) for i in order]
-                if row in self._probing:
-                    self._count_probe(row)
-                else:
-                    self._rankings[row] = ranking
-            return ranking[:top_k]
+            # rank_agents' greedy path: predict_best_agent answers its own
+            # (the cached rankings) and calls here only to explore or for a
+            # context.
+            order, score = self._greedy_order(row)
+            if row in self._probing:
+                self._count_probe(row)
+            return self._estimates(row, order[:top_k], score)
         post = self.posterior()
         alpha, beta = post.alpha[row], post.beta[row]
         success, success_sd = post.success[row], post.success_sd[row]
@@ -610,11 +603,11 @@ class AgentSelectionModel:
     def _count_probe(self, row: int) -> None:
         """A greedy request of ``row`` was routed: if an open retry heads it,
         count a probe, and while the retry should get no more (its probes
-        spent, or one awaiting its outcome) rank the row without it. Counted
-        where requests are routed, not only where their outcomes arrive, so
-        the probes a still-broken agent gets are bounded (per model
-        instance, so per serving process, and per reload) however late its
-        outcomes come back."""
+        spent, or PROBES_IN_FLIGHT awaiting their outcomes) rank the row
+        without it. Counted where requests are routed, not only where their
+        outcomes arrive, so the probes a still-broken agent gets are bounded
+        (per model instance, so per serving process, and per reload) however
+        late its outcomes come back."""
         col = self._probing.get(row)
         if col is not None and self._rule.route_probe(row, col):
             del self._probing[row]

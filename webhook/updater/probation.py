@@ -328,7 +328,7 @@ class Probation:
     def route(self, key: tuple[int, int]) -> bool:
         """Greedy routing sent a request to the open retry of ``key``; True when
         greedy routing should stop trying it for now (its probes are spent, or
-        one awaits its outcome)."""
+        :data:`PROBES_IN_FLIGHT` await their outcomes)."""
         parked = self.pairs.get(key)
         if parked is None:
             return True

@@ -292,7 +292,9 @@ class Rule:
 
     def route_probe(self, row: int, col: int) -> bool:
         """Greedy routing sent a request to the open retry of pair (``row``,
-        ``col``); True when its probes are spent (see :mod:`.probation`)."""
+        ``col``); True when greedy routing should stop trying it for now (its
+        probes spent, or as many awaiting their outcomes as may; see
+        :mod:`.probation`)."""
         return True
 
     def hyperparameters(self) -> dict[str, Any]:
