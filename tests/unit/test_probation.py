@@ -13,7 +13,7 @@ from autoretrain.webhook import RealTimeModelUpdater
 from autoretrain.webhook.updater.batch import EventBatch
 from autoretrain.webhook.updater.model import AgentSelectionModel
 from autoretrain.webhook.updater.probation import PROBE_RUNS, PROBES_IN_FLIGHT, Probation
-from autoretrain.webhook.updater.retrain import incremental_retrain
+from autoretrain.webhook.updater.retrain import full_retrain, incremental_retrain
 from autoretrain.webhook.updater.strategies import UpdateStrategy, retrain_factors
 
 # Timeline (event time, seconds): "a" and "b" run once a second on task type
@@ -244,6 +244,42 @@ def test_failed_retries_reschedule_the_next_one_with_backoff(
     assert explore_tops(parked) == {"a"}
     a_runs(parked, failed_again + 4 * RETRY + 1, [True] * 5)
     assert parked.parked_pairs() == 0 and top(parked) == "a"
+
+
+def test_a_full_retrain_keeps_the_pairs_set_aside_and_their_retries(
+        parked: AgentSelectionModel) -> None:
+    """A fresh model fed the buffer cannot see a drop (it has nothing before
+    the buffer to compare with): the candidate takes over the serving
+    model's set-aside pairs, their retry schedule and parked history."""
+    b_until(parked, PARKED_AT + 1, FIRST_RETRY)
+    failed_at = FIRST_RETRY + 2
+    a_runs(parked, failed_at - 1, [False, False])  # the first retry fails: next in 2 x
+    # The buffer: "a" good for 300 s before the drop, then bad; "b" throughout.
+    buffer = EventBatch.from_events(history(HISTORY)[-3 * 330:] + bad_period())
+    rebuilt = full_retrain(parked, buffer)
+    assert rebuilt.set_aside() == [("t", "a")]
+    assert top(rebuilt) == "b"  # not back to "a" on the buffer's runs from before the drop
+    b_until(rebuilt, failed_at + 1, failed_at + 2 * RETRY - 1)
+    assert explore_tops(rebuilt) == {"b"}  # the backoff is kept
+    b_until(rebuilt, failed_at + 2 * RETRY, failed_at + 2 * RETRY)
+    assert explore_tops(rebuilt) == {"a"} and top(rebuilt) == "a"  # the retry opens
+    a_runs(rebuilt, failed_at + 2 * RETRY + 1, [True] * 5)
+    assert rebuilt.parked_pairs() == 0 and top(rebuilt) == "a"
+    assert rebuilt.predict_best_agent("t")[0][1] > 0.8  # the parked history is back
+
+
+def test_a_full_retrain_learns_an_agent_it_only_holds_set_aside(
+        parked: AgentSelectionModel) -> None:
+    """A buffer with no run of the set-aside agent: it is still set aside, by name."""
+    buffer = EventBatch.from_events([e for e in bad_period() if e["agent_name"] == "b"])
+    rebuilt = full_retrain(parked, buffer)
+    assert rebuilt.agents == ["b", "a"] and rebuilt.set_aside() == [("t", "a")]
+    assert top(rebuilt) == "b"
+    b_until(rebuilt, PARKED_AT + 1, FIRST_RETRY)
+    a_runs(rebuilt, FIRST_RETRY + 1, [True] * 5)
+    assert rebuilt.parked_pairs() == 0
+    estimates = dict(rebuilt.predict_best_agent("t", top_k=2))
+    assert estimates["a"] > 0.8  # its parked history is back
 
 
 def test_without_retry_the_history_is_dropped_for_good() -> None:
@@ -526,6 +562,23 @@ def test_set_aside_pairs_are_exported_while_set_aside(tmp_path: Path) -> None:
                                                                        1026 + RETRY)])
     assert updater.get_metrics()["parked_pairs"] == 0
     assert registry.get_sample_value(name, {"task_type": "t", "agent": "a"}) is None
+
+
+def test_a_full_retrain_leaves_set_aside_pairs_exported(tmp_path: Path) -> None:
+    """The alert's ``retrain="full"`` or a scheduled one: the pair stays set
+    aside (and its ``AgentSetAside`` alert firing) while the agent is broken."""
+    registry = CollectorRegistry()
+    updater = RealTimeModelUpdater(model_storage_path=str(tmp_path), enable_auto_save=False,
+                                   registry=registry, seed=0, buffer_size=500)
+    name = "autoretrain_model_pair_set_aside"
+    updater.ingest(history(1000))
+    for k in range(0, 2 * BAD, 2):
+        updater.ingest(bad_period(start=1000)[k : k + 2])
+    assert registry.get_sample_value(name, {"task_type": "t", "agent": "a"}) == 1.0
+    result = updater.trigger_retraining("test: full", force_full_retrain=True)
+    assert result["retrain_type"] == "full" and result["promoted"], result
+    assert registry.get_sample_value(name, {"task_type": "t", "agent": "a"}) == 1.0
+    assert updater.predict_best_agent("t")[0][0] == "b"
 
 
 def test_a_noisy_spell_is_not_a_drop() -> None:

@@ -316,11 +316,13 @@ class AgentSelectionModel:
             out[i] = pos
         return out
 
-    def _observations(self, batch: EventBatch, weight: np.ndarray | None,
-                      grow: bool) -> Observations:
+    def _lookup(self, task_names: tuple[str, ...], agent_names: tuple[str, ...],
+                grow: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of ``task_names`` and columns of ``agent_names`` (-1: unknown,
+        unless ``grow`` adds them, with their hashes and the rules' room)."""
         n_tasks, n_agents = len(self.task_types), len(self.agents)
-        task_lookup = self._index(batch.task_names, self._task_row, self.task_types, grow)
-        agent_lookup = self._index(batch.agent_names, self._agent_col, self.agents, grow)
+        task_lookup = self._index(task_names, self._task_row, self.task_types, grow)
+        agent_lookup = self._index(agent_names, self._agent_col, self.agents, grow)
         if len(self.task_types) > n_tasks:
             new = [stable_hash(n) for n in self.task_types[n_tasks:]]
             self._task_hash = np.concatenate([self._task_hash, np.array(new, dtype=np.uint64)])
@@ -332,6 +334,11 @@ class AgentSelectionModel:
         self._rule.resize(len(self.task_types), len(self.agents))
         self._cost_rule.resize(len(self.task_types), len(self.agents))
         self._latency_rule.resize(len(self.task_types), len(self.agents))
+        return task_lookup, agent_lookup
+
+    def _observations(self, batch: EventBatch, weight: np.ndarray | None,
+                      grow: bool) -> Observations:
+        task_lookup, agent_lookup = self._lookup(batch.task_names, batch.agent_names, grow)
         task_hash = np.array([stable_hash(n) for n in batch.task_names], dtype=np.uint64)
         agent_hash = np.array([stable_hash(n) for n in batch.agent_names], dtype=np.uint64)
         return Observations(
@@ -700,6 +707,31 @@ class AgentSelectionModel:
         keys = list(probation.pairs)  # one C-level copy: safe against a concurrent update
         return [(self.task_types[r], self.agents[c]) for r, c in keys
                 if r < len(self.task_types) and c < len(self.agents)]
+
+    def keep_set_aside(self, serving: AgentSelectionModel) -> None:
+        """Hold the pairs ``serving`` holds set aside as it does (a full
+        retrain's candidate, fed the buffer, calls this).
+
+        A fresh model has no probation, and its drop detector sees the buffer
+        in one batch, with no earlier evidence to test it against: without
+        this, every promoted full retrain (the alert's ``retrain="full"``, a
+        scheduled one) put broken agents back into greedy routing on the
+        buffer's mix of runs from before and after their drop, ended the
+        ``AgentSetAside`` alert while they were still broken, and threw away
+        the histories their retries restore. So the breaker state carries
+        over, and with it the pair's evidence as ``serving`` holds it (a
+        little of its history and its runs since the park), which the
+        buffer's runs from before the drop would otherwise dilute.
+        """
+        probation = getattr(serving._rule, "probation", None)
+        if not probation:
+            return
+        keys = list(probation.pairs)
+        rows, cols = self._lookup(tuple(serving.task_types[r] for r, _ in keys),
+                                  tuple(serving.agents[c] for _, c in keys), grow=True)
+        self._rule.keep_parked(serving._rule, [(key, (int(r), int(c)))
+                                               for key, r, c in zip(keys, rows, cols, strict=True)])
+        self._invalidate()
 
     def parked_pairs(self) -> int:
         """(task type, agent) pairs whose history is parked awaiting a retry."""

@@ -182,6 +182,12 @@ class _Parked:
     probes: int = 0  # retried runs of the open retry (observed)
     routed: int = 0  # greedy requests this process routed to the open retry
 
+    def copy(self, factor: float = 1.0) -> _Parked:
+        """An independent copy, its sums times ``factor`` (another stored form)."""
+        return _Parked(self.history * factor, self.since * factor, self.retry_at, self.llr,
+                       None if self.alt is None else self.alt * factor, self.failures,
+                       self.probes, self.routed)
+
     def probing(self) -> bool:
         """Whether greedy routing should send the open retry its next probe."""
         return (max(self.probes, self.routed) < PROBE_RUNS
@@ -208,10 +214,7 @@ class Probation:
 
     def copy(self) -> Probation:
         clone = Probation(self.retry_after_seconds)
-        clone.pairs = {key: _Parked(p.history.copy(), p.since.copy(), p.retry_at, p.llr,
-                                    None if p.alt is None else p.alt.copy(), p.failures,
-                                    p.probes, p.routed)
-                       for key, p in self.pairs.items()}
+        clone.pairs = {key: parked.copy() for key, parked in self.pairs.items()}
         return clone
 
     def rescale(self, factor: float) -> None:

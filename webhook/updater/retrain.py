@@ -114,9 +114,12 @@ def incremental_retrain(
 
 
 def full_retrain(model: AgentSelectionModel, buffer: EventBatch) -> AgentSelectionModel:
-    """A fresh model (same strategy and hyperparameters) fed ``buffer`` in order."""
+    """A fresh model (same strategy and hyperparameters) fed ``buffer`` in
+    order, holding the pairs ``model`` holds set aside as it does (see
+    :meth:`~.model.AgentSelectionModel.keep_set_aside`)."""
     candidate = model.fresh()
     candidate.update(buffer)
+    candidate.keep_set_aside(model)
     return candidate
 
 

@@ -297,6 +297,13 @@ class Rule:
         :mod:`.probation`)."""
         return True
 
+    def keep_parked(self, source: Rule,
+                    pairs: list[tuple[tuple[int, int], tuple[int, int]]]) -> None:
+        """Take over the parked pairs of ``source`` (the serving model's rule;
+        this one is a full retrain's candidate): ``pairs`` maps each parked
+        (row, col) of ``source`` to this rule's. Rules without probation
+        park nothing."""
+
     def hyperparameters(self) -> dict[str, Any]:
         """The rule's constructor arguments (saved in the model metadata)."""
         return {}

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..drops import DROP_LLR, RESTART_EVIDENCE, drop_llr, drop_llr_runs, drop_tested
 from ..probation import PARK_Z, Probation, sums_reward
-from .base import Observations, UpdateStrategy, check_bool, check_number
+from .base import Observations, Rule, UpdateStrategy, check_bool, check_number
 from .bayesian import BayesianRule
 
 __all__ = ["HALF_LIFE_SECONDS", "RETRY_AFTER_SECONDS", "ExponentialRule"]
@@ -211,6 +211,21 @@ class ExponentialRule(BayesianRule):
             for k, x in enumerate(stored):
                 x[pair] *= keep_runs if k < 2 else keep_records
             cusum[pair] = 0.0
+
+    def keep_parked(self, source: Rule,
+                    pairs: list[tuple[tuple[int, int], tuple[int, int]]]) -> None:
+        if (self.probation is None or not isinstance(source, ExponentialRule)
+                or source.probation is None):
+            return
+        if self.t0 != self.t0:  # nothing learnt yet: take the source's clock
+            self.t0, self.clock = source.t0, source.clock
+        # Source stored form to ours (same half-life: the candidate is a clone).
+        factor = 2.0 ** ((source.t0 - self.t0) / self.half_life_seconds)
+        for src, dst in pairs:
+            for name in self.evidence_arrays:
+                getattr(self, name)[dst] = getattr(source, name)[src] * factor
+            self.drop_cusum[dst] = 0.0
+            self.probation.pairs[dst] = source.probation.pairs[src].copy(factor)
 
     def _park_z(self) -> float | None:
         return None if self.probation is None else PARK_Z
