@@ -49,7 +49,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -298,7 +298,10 @@ def scenarios(sizes: Sizes = FULL) -> list[Scenario]:
             window,
         ),
         Scenario(
-            "revert", "two agents fail 75 % of runs for 30 min, then recover", n, (outage,), window
+            "revert",
+            f"two agents fail 75 % of runs for {sizes.outage * SECONDS_PER_DECISION / 60:g} min, "
+            "then recover",
+            n, (outage,), window,
         ),
         joiner_scenario(sizes),
         noisy_scenario(sizes),
@@ -955,16 +958,30 @@ def report(r: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-def results_name(seeds: Sequence[int], only: Sequence[str] | None = None) -> str:
+def results_name(seeds: Sequence[int], only: Sequence[str] | None = None,
+                 outage_minutes: float | None = None) -> str:
     """The results file's name: "decisions" for seeds 1..N of every
-    scenario (the figures BENCHMARKS.md cites), else one that says what ran
-    (e.g. "decisions-seeds-6-10", "decisions-revert-seeds-1-5")."""
-    if only is None and seeds[0] == 1:
+    scenario at the standard sizes (the figures BENCHMARKS.md cites), else
+    one that says what ran (e.g. "decisions-seeds-6-10",
+    "decisions-revert-seeds-1-5", "decisions-revert-outage-45min-seeds-1-5")."""
+    if only is None and seeds[0] == 1 and outage_minutes is None:
         return "decisions"
     parts = ["decisions", *(only or ())]
-    if seeds[0] != 1 or only is not None:
-        parts.append(f"seeds-{seeds[0]}-{seeds[-1]}")
+    if outage_minutes is not None:
+        parts.append(f"outage-{outage_minutes:g}min")
+    parts.append(f"seeds-{seeds[0]}-{seeds[-1]}")
     return "-".join(parts)
+
+
+def with_outage(sizes: Sizes, minutes: float) -> Sizes:
+    """``sizes`` with revert's outage lasting ``minutes`` of simulated time;
+    ValueError unless it starts and ends within the run."""
+    outage = round(minutes * 60 / SECONDS_PER_DECISION) if math.isfinite(minutes) else 0
+    if not 0 < outage < sizes.decisions - sizes.drift_at:
+        longest = (sizes.decisions - sizes.drift_at - 1) * SECONDS_PER_DECISION / 60
+        raise ValueError(f"the outage must last more than 0 and at most {longest:g} minutes "
+                         f"(the run after the drift), got {minutes!r}")
+    return replace(sizes, outage=outage)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -977,9 +994,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="start the seeds at K instead of 1 (K..K+N-1): check other seeds")
     parser.add_argument("--scenarios", default=None,
                         help="comma-separated scenario names (default: all)")
+    parser.add_argument("--outage-minutes", type=float, default=None,
+                        help="revert's outage length in simulated minutes (default 30; "
+                             "quick 8): where it ends in the retry schedule matters")
     args = parser.parse_args(argv)
     if args.first_seed < 1:
         parser.error(f"--first-seed must be >= 1, got {args.first_seed}")
+    sizes = QUICK if args.quick else FULL
+    if args.outage_minutes is not None:
+        try:
+            sizes = with_outage(sizes, args.outage_minutes)
+        except ValueError as exc:
+            parser.error(f"--outage-minutes: {exc}")
     only = None
     if args.scenarios is not None:
         known = [sc.name for sc in scenarios()]
@@ -990,7 +1016,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          f"got {args.scenarios!r}")
     logging.basicConfig(level=logging.ERROR)
     started = time.perf_counter()
-    result = run(args.quick, args.seeds, first_seed=args.first_seed, only=only)
+    result = run(args.quick, args.seeds, sizes=sizes, first_seed=args.first_seed, only=only)
     result["runtime_seconds"] = round(time.perf_counter() - started, 1)
     print("## Decision quality under drift\n")
     print(report(result))
@@ -998,7 +1024,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\nVowpal Wabbit: {result['vowpalwabbit']}; versions {result['peer_versions']}; "
         f"{result['runtime_seconds']} s; {machine()['cpu']}"
     )
-    name = results_name(result["seeds"], only)
+    name = results_name(result["seeds"], only, args.outage_minutes)
     print(f"written to {write_results(name, result)}")
     return 0
 

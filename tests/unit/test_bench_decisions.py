@@ -146,6 +146,27 @@ def test_a_subset_of_scenarios_runs_and_writes_beside_the_full_results() -> None
         "decisions-revert-joiner-seeds-1-2")
 
 
+def test_the_outage_length_is_a_parameter_named_in_the_results() -> None:
+    sizes = decisions.with_outage(decisions.FULL, 45)
+    assert sizes.outage == 1350 and sizes.decisions == decisions.FULL.decisions
+    revert = {sc.name: sc for sc in decisions.scenarios(sizes)}["revert"]
+    assert revert.story == "two agents fail 75 % of runs for 45 min, then recover"
+    (drift,) = revert.drifts
+    assert drift.end - drift.start == 1350
+    assert decisions.results_name([1, 2], ["revert"], 45.0) == (
+        "decisions-revert-outage-45min-seeds-1-2")
+    assert decisions.results_name([1, 2, 3], None, 12.5) == "decisions-outage-12.5min-seeds-1-3"
+
+
+@pytest.mark.parametrize("minutes", ["0", "-5", "nan", "inf", "200"])
+def test_an_outage_that_does_not_fit_the_run_is_refused(
+        minutes: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        decisions.main(["--quick", "--scenarios", "revert", "--outage-minutes", minutes])
+    assert "--outage-minutes: the outage must last more than 0 and at most" in (
+        capsys.readouterr().err)
+
+
 def test_unknown_scenarios_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         decisions.main(["--quick", "--scenarios", "revert,nope"])
