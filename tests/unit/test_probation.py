@@ -254,7 +254,7 @@ def test_a_full_retrain_keeps_the_pairs_set_aside_and_their_retries(
     b_until(parked, PARKED_AT + 1, FIRST_RETRY)
     failed_at = FIRST_RETRY + 2
     a_runs(parked, failed_at - 1, [False, False])  # the first retry fails: next in 2 x
-    # The buffer: "a" good for 300 s before the drop, then bad; "b" throughout.
+    # The buffer: "a" good for the 450 s before the drop, then bad; "b" throughout.
     buffer = EventBatch.from_events(history(HISTORY)[-3 * 330:] + bad_period())
     rebuilt = full_retrain(parked, buffer)
     assert rebuilt.set_aside() == [("t", "a")]
