@@ -13,10 +13,20 @@ import random
 import socket
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
+
+# The servers' free_port lives with the test servers (tests/servers/common.py,
+# which the stack demo reuses the same way): one port policy for every server
+# this repository starts, not a copy here.
+_TESTS = str(Path(__file__).resolve().parents[1] / "tests")
+if _TESTS not in sys.path:
+    sys.path.insert(0, _TESTS)
+from servers.common import free_port  # noqa: E402
 
 __all__ = ["Request", "free_port", "keepalive_load", "wait_listening", "wait_ready"]
 
@@ -24,11 +34,6 @@ __all__ = ["Request", "free_port", "keepalive_load", "wait_listening", "wait_rea
 Request = tuple[str, str, bytes | None, Mapping[str, str]]
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _exited(proc: subprocess.Popen[bytes]) -> None:

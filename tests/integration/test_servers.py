@@ -15,6 +15,7 @@ from servers import (
     PrometheusFactory,
     PrometheusServer,
     ServerUnavailableError,
+    common,
     free_port,
 )
 from servers.common import http_ok
@@ -140,3 +141,53 @@ def test_missing_kafka_jars_is_an_error_naming_the_install_script(tmp_path: Path
     server = KafkaServer(tmp_path / "kafka", libs=tmp_path / "empty")
     with pytest.raises(ServerUnavailableError, match="scripts/install-test-deps"):
         server.start()
+
+
+def test_free_port_is_outside_the_range_outgoing_connections_use() -> None:
+    # A port the kernel picks comes from the ephemeral range, where every
+    # outgoing connection takes its source port: one could take it before the
+    # server binds it ("address already in use", seen in CI). Ports handed
+    # out come from below that range, are free, and are never repeated.
+    low, high = common.ephemeral_range()
+    assert low - 10000 >= 1000, "this machine's ephemeral range leaves no room below it"
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
+    assert all(10000 <= p < low for p in ports)
+    # Free: a listener can bind each of the last few.
+    for port in ports[-5:]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+    # Outgoing connections meanwhile take ports inside the range.
+    with socket.create_server(("127.0.0.1", 0)) as server, \
+            socket.create_connection(server.getsockname()) as client:
+        assert low <= client.getsockname()[1] <= high
+
+
+def _unlisted_free_ports(count: int) -> list[int]:
+    """Ports below the ephemeral range that are free and were never handed out."""
+    found = []
+    for port in range(10000, common.ephemeral_range()[0]):
+        if port not in common._handed_out and common._bindable(port):
+            found.append(port)
+            if len(found) == count:
+                return found
+    raise AssertionError("no free port below the ephemeral range")
+
+
+def test_free_port_skips_a_port_something_listens_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    taken, other = _unlisted_free_ports(2)
+    with socket.create_server(("127.0.0.1", taken)):
+        picks = iter([taken, other])
+        monkeypatch.setattr(common._random, "randrange", lambda a, b: next(picks))
+        assert free_port() == other
+
+
+def test_free_port_falls_back_to_the_kernel_when_no_room_is_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(common, "ephemeral_range", lambda: (1024, 65535))
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == len(ports)
+    for port in ports[-3:]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import random
 import shutil
 import signal
 import socket
@@ -25,6 +26,7 @@ __all__ = [
     "ServerProcess",
     "ServerStartError",
     "ServerUnavailableError",
+    "ephemeral_range",
     "free_port",
     "http_get_json",
     "http_ok",
@@ -46,16 +48,61 @@ class ServerUnavailableError(ServerStartError):
     """A server cannot even be launched: its binary or jars are not installed."""
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now.
+#: Lowest port :func:`free_port` hands out (below it: well-known and
+#: commonly configured services).
+_FIRST_PORT = 10000
+#: Ports this process handed out: never given twice (a port stays free until
+#: its server binds it, and a test may ask for several before starting any).
+_handed_out: set[int] = set()
+_random = random.Random()  # its own generator: tests that seed ``random`` do not move it
 
-    The kernel picks it; there is a small race until the server binds it, which
-    is acceptable for tests and far less flaky than fixed ports.
-    """
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range of ports for outgoing connections (Linux's default
+    where it cannot be read)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now, for a server to bind.
+
+    Chosen at random *below* the kernel's ephemeral range. A port the kernel
+    picks (``bind(0)``) comes from that range, which is also where every
+    outgoing connection takes its source port: between the pick and the
+    server's bind, a client connecting anywhere (a Kafka client, an HTTP
+    poll) could take it, and the server then failed with "address already in
+    use" (bench.loop's Alertmanager in CI, 2026-12-07). No outgoing
+    connection takes a port outside that range. The port is checked by
+    binding it and is never handed out twice by this process; where the
+    ephemeral range leaves no room below it, the kernel picks.
+    """
+    low, _ = ephemeral_range()
+    if low - _FIRST_PORT >= 1000:
+        for _ in range(200):
+            port = _random.randrange(_FIRST_PORT, low)
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
+                return port
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            chosen: int = sock.getsockname()[1]
+        if chosen not in _handed_out:
+            _handed_out.add(chosen)
+            return chosen
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

@@ -84,19 +84,9 @@ class KafkaServer(ServerProcess):
         self.libs = default_kafka_libs() if libs is None else libs
         self.java = java
         self.heap = heap
-        # free_port() may hand out a port it gave before (it is free again
-        # until the broker binds it): each listener needs its own.
-        taken: set[int] = set()
-
-        def port() -> int:
-            chosen = free_port()
-            while chosen in taken:
-                chosen = free_port()
-            taken.add(chosen)
-            return chosen
-
-        self.port = port()
-        self.controller_port = port()
+        # free_port() never hands out a port twice: each listener gets its own.
+        self.port = free_port()
+        self.controller_port = free_port()
         self.data_dir = workdir / "data"
         self.logs_dir = workdir / "logs"
         self.properties_path = workdir / "server.properties"
@@ -107,10 +97,10 @@ class KafkaServer(ServerProcess):
         sasl = bool(self.sasl_plain_users or self.scram_users)
         if mtls and ssl_keystore is None:
             raise ValueError("mtls needs ssl_keystore")
-        self.sasl_port = port() if sasl else None
-        self.ssl_port = port() if ssl_keystore is not None else None
-        self.sasl_ssl_port = port() if sasl and ssl_keystore is not None else None
-        self.mtls_port = port() if mtls else None
+        self.sasl_port = free_port() if sasl else None
+        self.ssl_port = free_port() if ssl_keystore is not None else None
+        self.sasl_ssl_port = free_port() if sasl and ssl_keystore is not None else None
+        self.mtls_port = free_port() if mtls else None
 
     @property
     def bootstrap(self) -> str:
