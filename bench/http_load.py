@@ -34,8 +34,6 @@ __all__ = ["Request", "free_port", "keepalive_load", "wait_listening", "wait_rea
 Request = tuple[str, str, bytes | None, Mapping[str, str]]
 
 
-
-
 def _exited(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is not None:
         raise RuntimeError(f"server exited with {proc.returncode}")
