@@ -1,7 +1,8 @@
 """Run the benchmarks, print tables, write JSON: ``python -m bench [--quick] [NAME ...]``.
 
 Each benchmark is a module of this package with a ``main(argv)``; results
-land in ``bench/results/NAME.json`` and their tables go into BENCHMARKS.md.
+land in ``bench/results/NAME.json`` (a ``--quick`` run's in a temporary
+directory) and their tables go into BENCHMARKS.md.
 ``--quick`` (small sizes) is what CI runs so the harness cannot rot; the
 figures in BENCHMARKS.md come from full runs by hand.
 """

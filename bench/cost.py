@@ -532,7 +532,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report(result))
     print(f"\nVowpal Wabbit: {result['vowpalwabbit']}; {result['runtime_seconds']} s; "
           f"{machine()['cpu']}")
-    print(f"written to {write_results('cost', result)}")
+    print(f"written to {write_results('cost', result, quick=args.quick)}")
     if args.plot is not None:
         print(f"plot written to {plot(result, args.plot)}")
     return 0

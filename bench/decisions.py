@@ -1025,7 +1025,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{result['runtime_seconds']} s; {machine()['cpu']}"
     )
     name = results_name(result["seeds"], only, args.outage_minutes)
-    print(f"written to {write_results(name, result)}")
+    print(f"written to {write_results(name, result, quick=args.quick)}")
     return 0
 
 

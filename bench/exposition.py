@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.quick)
     print("## /metrics exposition\n")
     print(report(result))
-    print(f"\nwritten to {write_results('exposition', result)}")
+    print(f"\nwritten to {write_results('exposition', result, quick=args.quick)}")
     return 0
 
 

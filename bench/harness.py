@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -84,10 +85,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_results(name: str, data: dict[str, Any]) -> Path:
+def write_results(name: str, data: dict[str, Any], quick: bool = False) -> Path:
     """Write ``NAME.json`` into bench/results/ (the figures BENCHMARKS.md
-    cites), or into $AUTORETRAIN_BENCH_RESULTS when set (quick runs)."""
-    directory = Path(os.environ.get("AUTORETRAIN_BENCH_RESULTS") or RESULTS_DIR)
+    cites), or into $AUTORETRAIN_BENCH_RESULTS when set. A ``quick`` run
+    without it writes into a new temporary directory: its small-size figures
+    are not the ones BENCHMARKS.md cites, and ``python -m bench.NAME --quick``
+    run on its own used to overwrite them (``python -m bench --quick`` sets
+    the variable for every benchmark it runs)."""
+    chosen = os.environ.get("AUTORETRAIN_BENCH_RESULTS")
+    if not chosen and quick:
+        chosen = tempfile.mkdtemp(prefix="bench-quick-")
+    directory = Path(chosen or RESULTS_DIR)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **data}, indent=2) + "\n")

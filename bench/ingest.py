@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     )
-    print(f"\nwritten to {write_results('ingest', r)}")
+    print(f"\nwritten to {write_results('ingest', r, quick=args.quick)}")
     return 0
 
 

@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     )
-    print(f"\nwritten to {write_results('kafka_e2e', r)}")
+    print(f"\nwritten to {write_results('kafka_e2e', r, quick=args.quick)}")
     return 0
 
 

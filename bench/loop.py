@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(f"\nretrain: {r['retrain']}; accuracy {r['accuracy']}")
-    print(f"\nwritten to {write_results('loop', r)}")
+    print(f"\nwritten to {write_results('loop', r, quick=args.quick)}")
     return 0
 
 

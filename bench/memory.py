@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(f"\ngrowth after the buffer filled: {result['growth_after_fill_mib']:+.1f} MiB")
-    print(f"\nwritten to {write_results('memory', result)}")
+    print(f"\nwritten to {write_results('memory', result, quick=args.quick)}")
     return 0
 
 

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args.quick)
     print("## Recording overhead\n")
     print(report(result))
-    print(f"\nwritten to {write_results('recording', result)}")
+    print(f"\nwritten to {write_results('recording', result, quick=args.quick)}")
     return 0
 
 

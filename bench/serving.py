@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
          *(f"{1000 * f['raw_kafka_s'][q]:.1f}" for q in ("p50", "p99", "max"))],
     ]))
     print(f"\ntarget p99 <= {TARGET_P99_S:g} s: {'met' if f['met'] else 'NOT met'}")
-    print(f"\nwritten to {write_results('serving', r)}")
+    print(f"\nwritten to {write_results('serving', r, quick=args.quick)}")
     return 0
 
 

@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
     }
     if args.output is None:
-        print(f"\nwrote {write_results('updater', record)}")
+        print(f"\nwrote {write_results('updater', record, quick=args.quick)}")
     else:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(record, indent=1))

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## POST /alerts, {r['clients']} keep-alive clients, {r['duration_s']:.0f} s\n")
     print(table(["server", "requests/s", "p50 ms", "p99 ms", "errors", "requests"], rows))
     print(f"\nwebhook / bare waitress requests/s: {r['ratio_rps']:.2f}")
-    print(f"\nwritten to {write_results('webhook_http', r)}")
+    print(f"\nwritten to {write_results('webhook_http', r, quick=args.quick)}")
     return 0
 
 
