@@ -294,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
     parser.add_argument("--output", type=Path, default=None,
-                        help="JSON file (default bench/results/updater.json, "
-                             "or in $AUTORETRAIN_BENCH_RESULTS)")
+                        help="JSON file (default bench/results/updater.json, or in "
+                             "$AUTORETRAIN_BENCH_RESULTS; --quick: a temporary directory)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     repeats = 3 if args.quick else 7
