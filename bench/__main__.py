@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     if args.quick and not env.get("AUTORETRAIN_BENCH_RESULTS"):
         # Quick figures are not the ones BENCHMARKS.md cites: keep them out
-        # of the tracked bench/results/ (CI's checkout stays clean).
+        # of the tracked bench/results/ (CI's checkout stays clean). Each
+        # benchmark would make its own temporary directory (write_results);
+        # one for the whole run keeps its results together.
         env["AUTORETRAIN_BENCH_RESULTS"] = tempfile.mkdtemp(prefix="bench-quick-")
     failed = []
     for name in args.names or BENCHMARKS:
