@@ -36,6 +36,13 @@ are judged for the defaults and, for comparison, the defaults of
 2026-11-29 (a day's half-life, the retrain that shrank every observed pair's
 history) and the previous defaults (drop detection off).
 
+The per-run targets meet luck: the defaults are re-run with other seeds for
+their own Thompson draws (the same requests, outcomes and explore
+decisions; :data:`DRAW_TWINS` per seed, ``--twins N``), and the targets
+table says how often a run of the defaults falls below one of these twins
+of itself, and how many twin runs miss the share and regret targets: the
+noise floor a per-run comparison cannot get under.
+
 Two scenarios check properties beyond reward: in "joiner" the new agent
 must be found (it serves most of its task type by the end), in "noisy" the
 healthy agent must not be set aside for long nor back and forth (see
@@ -93,6 +100,10 @@ DAY_HALF_LIFE_SECONDS = 86400.0
 #: what the model did before probation existed.
 NO_RETRY = "autoretrain (same, no retries)"
 ORIGINAL = "original TS + monitor retrain"
+#: Re-runs of the defaults per seed with other seeds for their Thompson
+#: draws (full run, quick run), and the step between those seeds.
+DRAW_TWINS, DRAW_TWINS_QUICK = 3, 1
+TWIN_SEED_STEP = 1000
 
 # The platform's outcome model (as examples/platform_sim.py): a successful
 # run's accuracy is logistic(logit(median) + 0.5 z); an unsuccessful run
@@ -732,11 +743,16 @@ def properties(stream: Stream, played: dict[str, Any]) -> dict[str, Any]:
 
 def run(
     quick: bool = False, seeds: int | None = None, sizes: Sizes | None = None,
-    first_seed: int = 1, only: Sequence[str] | None = None,
+    first_seed: int = 1, only: Sequence[str] | None = None, twins: int | None = None,
 ) -> dict[str, Any]:
     """Every policy on every scenario (``only``: those named) and seed
-    (``first_seed`` .. ``first_seed + seeds - 1``); the JSON-ready results."""
+    (``first_seed`` .. ``first_seed + seeds - 1``), and ``twins`` re-runs of
+    the defaults per seed on other Thompson draws (default
+    :data:`DRAW_TWINS`, quick :data:`DRAW_TWINS_QUICK`); the JSON-ready
+    results."""
     seeds = seeds or (2 if quick else 5)
+    if twins is None:
+        twins = DRAW_TWINS_QUICK if quick else DRAW_TWINS
     seed_list = list(range(first_seed, first_seed + seeds))
     sizes = sizes or (QUICK if quick else FULL)
     vw_error = vowpalwabbit_available()
@@ -746,6 +762,7 @@ def run(
         if only is not None and sc.name not in only:
             continue
         per_policy: dict[str, list[dict[str, Any]]] = {name: [] for name in [*factories, "oracle"]}
+        draw_twins: list[list[dict[str, Any]]] = []
         for seed in seed_list:
             stream = Stream.build(sc, seed)
             oracle = play(stream, None)
@@ -761,12 +778,23 @@ def run(
                 r.pop("retrain_log", None)
                 r.pop("probation_log", None)
                 per_policy[name].append(r)
+            draw_twins.append([])
+            for k in range(1, twins + 1):
+                # Only the model's seed differs: its Thompson draws. The
+                # explore decision is the stream's, as for every policy.
+                draw_seed = seed + TWIN_SEED_STEP * k
+                played = play(stream, factories[HEADLINE](SimClock(), draw_seed, stream))
+                r = evaluate(stream, played["rewards"], oracle["rewards"])
+                draw_twins[-1].append({"draw_seed": draw_seed, "share": r["share"],
+                                       "post_drift_regret": r["post_drift_regret"]})
         results[sc.name] = {
             "story": sc.story,
             "decisions": sc.decisions,
             "events": sc.events(),
             "policies": {name: _aggregate(runs) for name, runs in per_policy.items()},
         }
+        if twins:
+            results[sc.name]["draw_twins"] = draw_twins
     return {
         "quick": quick,
         "seeds": seed_list,
@@ -854,7 +882,33 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
                 "at_least_every_peer_met": all(matches),
                 **_property_targets(head),
             }
+        if "draw_twins" in sc:
+            out[name][HEADLINE].update(_noise_floor(pol[HEADLINE]["runs"], orig, sc["draw_twins"]))
     return out
+
+
+def _noise_floor(head: list[dict[str, Any]], orig: list[dict[str, Any]],
+                 twins: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """The defaults against re-runs of themselves on other Thompson draws:
+    the runs below one of their twins (and by how much at most), and the
+    twin runs that miss the share and regret targets."""
+    best = [max(t["share"] for t in per_seed) for per_seed in twins]
+    below = [b - h["share"] for h, b in zip(head, best, strict=True) if h["share"] < b]
+    share_missed = regret_missed = 0
+    for per_seed, o in zip(twins, orig, strict=True):
+        for t in per_seed:
+            share_missed += t["share"] < SHARE_TARGET
+            ratio = (t["post_drift_regret"] / o["post_drift_regret"]
+                     if o["post_drift_regret"] > 0 else math.inf)
+            regret_missed += ratio > REGRET_RATIO_TARGET
+    n_twins = sum(len(per_seed) for per_seed in twins)
+    return {
+        "draw_twins": len(twins[0]),
+        "below_own_twin_runs": f"{len(below)}/{len(head)}",
+        "below_own_twin_by_max": max(below, default=0.0),
+        "twin_share_missed_runs": f"{share_missed}/{n_twins}",
+        "twin_regret_missed_runs": f"{regret_missed}/{n_twins}",
+    }
 
 
 def _property_targets(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -939,6 +993,7 @@ def report(r: dict[str, Any]) -> str:
                     f"({'met' if t['at_least_every_peer_met'] else 'NOT met'}; best peer "
                     f"{t['best_peer']} {t['best_peer_share']:.3f})",
                     "; ".join(extra),
+                    _noise_floor_cell(t),
                 ]
             )
     parts.append(
@@ -951,11 +1006,20 @@ def report(r: dict[str, Any]) -> str:
                 f"regret / original's, every run (target <= {REGRET_RATIO_TARGET})",
                 "at least every single strategy, River and VW policy",
                 "scenario properties",
+                "the defaults on other Thompson draws (noise floor)",
             ],
             rows,
         )
     )
     return "\n\n".join(parts)
+
+
+def _noise_floor_cell(t: dict[str, Any]) -> str:
+    if "draw_twins" not in t:
+        return ""
+    return (f"below one of its {t['draw_twins']} twins in {t['below_own_twin_runs']} runs "
+            f"(by up to {t['below_own_twin_by_max']:.4f}); twin runs missing share "
+            f"{t['twin_share_missed_runs']}, regret {t['twin_regret_missed_runs']}")
 
 
 def results_name(seeds: Sequence[int], only: Sequence[str] | None = None,
@@ -997,7 +1061,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--outage-minutes", type=float, default=None,
                         help="revert's outage length in simulated minutes (default 30; "
                              "quick 8): where it ends in the retry schedule matters")
+    parser.add_argument("--twins", type=int, default=None,
+                        help=f"re-runs of the defaults per seed on other Thompson draws, the "
+                             f"noise floor of the per-run targets (default {DRAW_TWINS}; quick "
+                             f"{DRAW_TWINS_QUICK}; 0: none)")
     args = parser.parse_args(argv)
+    if args.twins is not None and args.twins < 0:
+        parser.error(f"--twins must be >= 0, got {args.twins}")
     if args.first_seed < 1:
         parser.error(f"--first-seed must be >= 1, got {args.first_seed}")
     sizes = QUICK if args.quick else FULL
@@ -1016,7 +1086,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          f"got {args.scenarios!r}")
     logging.basicConfig(level=logging.ERROR)
     started = time.perf_counter()
-    result = run(args.quick, args.seeds, sizes=sizes, first_seed=args.first_seed, only=only)
+    result = run(args.quick, args.seeds, sizes=sizes, first_seed=args.first_seed, only=only,
+                 twins=args.twins)
     result["runtime_seconds"] = round(time.perf_counter() - started, 1)
     print("## Decision quality under drift\n")
     print(report(result))

@@ -171,3 +171,59 @@ def test_unknown_scenarios_are_refused(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         decisions.main(["--quick", "--scenarios", "revert,nope"])
     assert "--scenarios must name some of abrupt" in capsys.readouterr().err
+
+
+def test_the_defaults_are_rerun_on_other_draws_as_the_noise_floor(result: dict) -> None:
+    # The module's run has the full run's twins: the defaults again with
+    # other seeds for their Thompson draws, on the same stream.
+    twins_seen = []
+    for name, scenario in result["scenarios"].items():
+        (per_seed,) = scenario["draw_twins"]  # one seed
+        assert [t["draw_seed"] for t in per_seed] == [
+            1 + decisions.TWIN_SEED_STEP * k for k in range(1, decisions.DRAW_TWINS + 1)]
+        head = scenario["policies"][HEADLINE]["runs"][0]
+        twins_seen += [t["share"] for t in per_seed]
+        judged = result["targets"][name][HEADLINE]
+        below = sum(t["share"] > head["share"] for t in per_seed) > 0
+        assert judged["below_own_twin_runs"] == f"{int(below)}/1"
+        assert judged["draw_twins"] == decisions.DRAW_TWINS
+        # Only the defaults get twins.
+        assert "draw_twins" not in result["targets"][name][PREVIOUS]
+    # A twin is the defaults with other draws: rerun with its seed it gives
+    # the same figures, and the draws change some run.
+    stream = Stream.build(scenarios(TINY)[0], 1)
+    oracle = play(stream, None)["rewards"]
+    factory = policy_factories(include_vw=False)[HEADLINE]
+    twin = result["scenarios"]["abrupt"]["draw_twins"][0][0]
+    again = play(stream, factory(decisions.SimClock(), twin["draw_seed"], stream))
+    assert decisions.evaluate(stream, again["rewards"], oracle)["share"] == twin["share"]
+    heads = [sc["policies"][HEADLINE]["runs"][0]["share"] for sc in result["scenarios"].values()]
+    assert set(twins_seen) - set(heads)
+    assert "the defaults on other Thompson draws (noise floor)" in decisions.report(result)
+    assert "twins in" in decisions.report(result)
+
+
+def test_the_noise_floor_counts_runs_below_a_twin_and_twins_missing_targets() -> None:
+    head = [{"share": 0.980}, {"share": 0.990}]
+    orig = [{"post_drift_regret": 100.0}, {"post_drift_regret": 50.0}]
+    twins = [
+        [{"share": 0.985, "post_drift_regret": 10.0}, {"share": 0.960, "post_drift_regret": 30.0}],
+        [{"share": 0.990, "post_drift_regret": 5.0}, {"share": 0.975, "post_drift_regret": 11.0}],
+    ]
+    floor = decisions._noise_floor(head, orig, twins)
+    # Seed 1 is below its first twin (by 0.005); seed 2 ties its best twin.
+    assert floor["below_own_twin_runs"] == "1/2"
+    assert floor["below_own_twin_by_max"] == pytest.approx(0.005)
+    assert floor["twin_share_missed_runs"] == "1/4"  # 0.960
+    assert floor["twin_regret_missed_runs"] == "2/4"  # 30/100 and 11/50
+    assert floor["draw_twins"] == 2
+
+
+def test_no_twins_leaves_the_noise_floor_out(capsys: pytest.CaptureFixture[str]) -> None:
+    result = decisions.run(seeds=1, sizes=TINY, only=["noisy"], twins=0)
+    assert "draw_twins" not in result["scenarios"]["noisy"]
+    assert "draw_twins" not in result["targets"]["noisy"][HEADLINE]
+    assert "twins in" not in decisions.report(result)
+    with pytest.raises(SystemExit):
+        decisions.main(["--quick", "--twins", "-1"])
+    assert "--twins must be >= 0, got -1" in capsys.readouterr().err
