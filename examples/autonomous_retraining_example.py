@@ -232,6 +232,9 @@ class _Simulation:
         self.runs = _Runs()
         self.retrains: list[dict[str, Any]] = []
         self.alerts: list[dict[str, Any]] = []
+        # Every retrain's measured effect, as its alert arrives (the monitor's
+        # stats keep only the last few).
+        self.effects: list[dict[str, Any]] = []
         self.selection_changes: list[dict[str, Any]] = []
         self.selections: dict[str, dict[str, str]] = {}
         self.phase_bounds: dict[str, tuple[float, float]] = {}
@@ -303,6 +306,7 @@ class _Simulation:
                 self._note_retrain("monitor", alert.details["result"])
                 retrained = True
             else:
+                self._note_effect(alert)
                 self.alerts.append({"t_s": self.clock.elapsed, "phase": self._phase,
                                     "level": alert.level, "message": alert.message})
                 self.emit(f"{_fmt_t(self.clock.elapsed)}  ALERT {alert.level}: {alert.message}")
@@ -311,6 +315,10 @@ class _Simulation:
         self.ticks.append((self.clock.elapsed, window.avg_accuracy))
         self._update_selection()
         return retrained
+
+    def _note_effect(self, alert: Any) -> None:
+        if "effect" in alert.details:
+            self.effects.append(alert.details)
 
     def _note_probation(self) -> None:
         """Timeline lines for what the model did with agents that got worse."""
@@ -530,7 +538,8 @@ class _Simulation:
 
     # -- results -------------------------------------------------------------
     def _retrain_effects(self) -> dict[str, Any]:
-        self.monitor.check()  # measure what closed since the last check
+        for alert in self.monitor.check():  # measure what closed since the last check
+            self._note_effect(alert)
         stats = self.monitor.get_stats()
         return {
             "measured": [
@@ -538,7 +547,7 @@ class _Simulation:
                  "started_at_s": round(datetime.fromisoformat(
                      e["started_at"].replace("Z", "+00:00")).timestamp() - self.clock.start, 1),
                  "effect": e["effect"]}
-                for e in reversed(stats["retrain_effects"])
+                for e in self.effects
             ],
             "pending": stats["retrain_effects_pending"],
             "by_verdict": stats["retrain_effect_counts"],

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from autoretrain.exporter.events import accuracy_event, run_event
+from autoretrain.webhook.updater import model as model_module
 from autoretrain.webhook.updater.batch import EventBatch
 from autoretrain.webhook.updater.model import AgentSelectionModel
 from autoretrain.webhook.updater.strategies import UpdateStrategy
@@ -116,3 +117,37 @@ def test_load_rejects_other_strategy_and_bad_shapes() -> None:
 def test_constructor_rejects_bad_values(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         AgentSelectionModel(**kwargs)
+
+
+
+def _near_tie(new_runs: int, new_rate: float) -> AgentSelectionModel:
+    """"known": 400 runs at 75 % success; "new": ``new_runs`` at ``new_rate``."""
+    events = [run_event(f"k{i}", float(i), "known", "llm",
+                        "success" if i % 4 else "failure", 1, 0, 0.0) for i in range(400)]
+    events += [run_event(f"n{i}", float(i), "new", "llm",
+                         "success" if int((i + 1) * new_rate) > int(i * new_rate) else "failure",
+                         1, 0, 0.0) for i in range(new_runs)]
+    model = AgentSelectionModel(UpdateStrategy.BAYESIAN, seed=0)
+    model.update(EventBatch.from_events(events))
+    return model
+
+
+def test_greedy_routing_tries_an_agent_known_from_few_runs_in_a_near_tie(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # "new" (3 successes in 4 runs) is below "known" by its mean, and far
+    # less certain: the greedy order tries it, and its next runs settle it.
+    model = _near_tie(4, 0.75)
+    ranking = model.predict_best_agent("default")
+    assert [a for a, _ in ranking] == ["new", "known"]
+    # The score is still the expected reward: "new"'s is the lower one.
+    scores = dict(ranking)
+    reward = model.posterior().reward[0]
+    assert scores["new"] == pytest.approx(reward[model.agents.index("new")])
+    assert scores["new"] < scores["known"]
+    assert [e.agent for e in model.rank_agents("default")] == ["new", "known"]
+    # Ranked by the mean alone, "new" would wait for Thompson draws.
+    monkeypatch.setattr(model_module, "GREEDY_OPTIMISM", 0.0)
+    assert _near_tie(4, 0.75).predict_best_agent("default")[0][0] == "known"
+    monkeypatch.undo()
+    # Known as well as "known" and a little worse, "new" is no longer tried.
+    assert _near_tie(400, 0.7).predict_best_agent("default")[0][0] == "known"

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from autoretrain.exporter.events import accuracy_event, run_event
 from autoretrain.webhook import RealTimeModelUpdater
+from autoretrain.webhook.updater import model as model_module
 from autoretrain.webhook.updater.batch import EventBatch
 from autoretrain.webhook.updater.model import AgentSelectionModel
 from autoretrain.webhook.updater.probation import PROBE_RUNS, PROBES_IN_FLIGHT, Probation
@@ -620,3 +621,20 @@ def test_low_accuracy_records_still_decide_a_drop_within_a_few() -> None:
         if model.parked_pairs():
             break
     assert model.parked_pairs() == 1 and k + 1 <= 5
+
+
+def test_a_parked_pair_gets_no_greedy_optimism(monkeypatch: pytest.MonkeyPatch) -> None:
+    # After a drop "a" keeps only a few runs of its history: thin evidence
+    # whose mean is still about its old level. Greedy optimism would send it
+    # traffic again at once; it is left to its retry instead.
+    monkeypatch.setattr(model_module, "GREEDY_OPTIMISM", 3.0)
+    model = AgentSelectionModel(detect_drops=True, seed=0)
+    model.update(EventBatch.from_events(history()))
+    stream_bad_period(model)
+    assert model.parked_pairs() == 1
+    assert top(model) == "b"
+    # Restored, "a" is an ordinary pair again (its bonus back, and its level).
+    parked_at = float(HISTORY + 5)
+    b_until(model, parked_at + 1, parked_at + RETRY)
+    a_runs(model, parked_at + RETRY + 1, [True] * 5)
+    assert model.parked_pairs() == 0 and top(model) == "a"

@@ -290,6 +290,11 @@ class Rule:
         ``probing``: only the open retries greedy routing should still try."""
         return None
 
+    def parked_mask(self, n_tasks: int, n_agents: int) -> np.ndarray | None:
+        """Per pair, whether its history is parked (on probation or waiting for
+        its retry); None when no pair is (see :mod:`.probation`)."""
+        return None
+
     def route_probe(self, row: int, col: int) -> bool:
         """Greedy routing sent a request to the open retry of pair (``row``,
         ``col``); True when greedy routing should stop trying it for now (its
