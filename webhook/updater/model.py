@@ -498,7 +498,11 @@ class AgentSelectionModel:
         list of (agent, score), best first, under the model's
         :attr:`objective`; score is the expected (or the sampled) ``success
         * accuracy`` (the default objective and ``constrained``), or that
-        minus the weighted cost and latency (``weighted``).
+        minus the weighted cost and latency (``weighted``). Without
+        ``explore`` the default objective orders by the expected value plus
+        :data:`GREEDY_OPTIMISM` posterior standard deviations of it, so a
+        lower score may come first (an agent known from few runs, tried in
+        a near tie).
         """
         check_top_k(top_k)
         if not self.agents:
@@ -631,8 +635,9 @@ class AgentSelectionModel:
 
     def _optimism_sd(self, row: int, post: Posterior) -> np.ndarray:
         """The row's reward sd the greedy order adds a share of: 0 for pairs
-        whose history is parked and for the aggregate row (a task type the
-        model does not know is not routed often enough to learn from)."""
+        whose history is parked, and on the aggregate row (the ranking of a
+        task type the model has not seen: its first outcomes make the type
+        known, and its own row, bonus included, decides from then on)."""
         if row >= len(self.task_types):
             return np.zeros(len(self.agents))
         sd = _reward_sd(post.success[row], post.success_sd[row], post.accuracy[row],
