@@ -36,8 +36,8 @@ are judged for the defaults and, for comparison, the defaults of
 2026-11-29 (a day's half-life, the retrain that shrank every observed pair's
 history) and the previous defaults (drop detection off).
 
-The per-run targets meet luck: the defaults are re-run with other seeds for
-their own Thompson draws (the same requests, outcomes and explore
+Luck moves a run as well as the policy: the defaults are re-run with other
+seeds for their own Thompson draws (the same requests, outcomes and explore
 decisions; :data:`DRAW_TWINS` per seed, ``--twins N``), and the targets
 table says how often a run of the defaults falls below one of these twins
 of itself, and how many twin runs miss the share and regret targets: the
