@@ -119,7 +119,6 @@ def test_constructor_rejects_bad_values(kwargs: dict, match: str) -> None:
         AgentSelectionModel(**kwargs)
 
 
-
 def _near_tie(new_runs: int, new_rate: float) -> AgentSelectionModel:
     """"known": 400 runs at 75 % success; "new": ``new_runs`` at ``new_rate``."""
     events = [run_event(f"k{i}", float(i), "known", "llm",

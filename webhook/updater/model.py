@@ -24,7 +24,8 @@ success rate alone (the multiplier is 1) and lets accuracy records pull it
 down smoothly as they accumulate, instead of a jump at the first record;
 the slight optimism for pairs without records favours trying them.
 
-Greedy routing (``explore=False``, the orchestrator's usual request) orders
+Greedy routing (``explore=False``, the orchestrator's usual request; not a
+GRADIENT request with a context, ranked by its context means) orders
 agents by the expected reward plus :data:`GREEDY_OPTIMISM` posterior
 standard deviations of it; the score it reports is the expected reward.
 Why: by its mean alone, an agent that was unlucky in its first few runs
