@@ -73,8 +73,26 @@ def a_runs(model: AgentSelectionModel, start: float, outcomes: list[bool]) -> No
         model.update(EventBatch.from_events([run(f"ra{start + k}", start + k, ok, "a")]))
 
 
+# A retry of "a" that finds it worse but running (three runs in five succeed,
+# against 97 % before): the fifth run decides "still broken", and its runs
+# since the park succeed more than half as often as its history's, so the
+# next retry backs off. Two failures alone are an outage: retried on schedule.
+WORSE = [True, True, False, True, False]
+
+
 def top(model: AgentSelectionModel) -> str:
     return model.predict_best_agent("t")[0][0]
+
+
+def successes_to_restore(model: AgentSelectionModel, start: float) -> int:
+    """Successful runs of "a" from ``start`` until its open retry restores it
+    (up to 20); it is then the greedy choice again."""
+    for k in range(1, 21):
+        a_runs(model, start + k - 1, [True])
+        if not model.parked_pairs():
+            assert top(model) == "a"
+            return k
+    raise AssertionError("twenty successes did not restore it")
 
 
 def explore_tops(model: AgentSelectionModel, draws: int = 30) -> set[str]:
@@ -160,7 +178,7 @@ def test_a_failed_retry_gives_the_next_one_its_own_probes(parked: AgentSelection
         a_runs(parked, FIRST_RETRY + 1 + k, [False])
     assert parked.probation_events()[-1] == ("retry_failed", "t", "a")
     assert top(parked) == "b"
-    next_retry = FIRST_RETRY + 2 + 2 * RETRY
+    next_retry = FIRST_RETRY + 2 + RETRY  # still failing: an outage, no backoff
     b_until(parked, FIRST_RETRY + 3, next_retry - 1)
     assert top(parked) == "b"
     b_until(parked, next_retry, next_retry)
@@ -199,6 +217,50 @@ def test_a_recovered_agent_is_restored_within_a_bounded_number_of_its_runs(
     assert top(parked) == "a" and parked.predict_best_agent("t")[0][1] > 0.8
 
 
+def test_an_agent_still_down_is_retried_on_schedule_and_restored_soon_after_it_is_back(
+        parked: AgentSelectionModel) -> None:
+    """An outage ends when it ends: retries of an agent whose runs still
+    fail do not back off, so a recovered agent waits at most one
+    ``retry_after_seconds`` for the retry that restores it."""
+    t = FIRST_RETRY
+    b_until(parked, PARKED_AT + 1, t)
+    assert parked.probation_events() == [("parked", "t", "a")]
+    for k in range(4):  # four retries, each finding it still down, each after RETRY
+        assert top(parked) == "a", k
+        a_runs(parked, t + 1, [False, False])
+        assert parked.probation_events() == [("retry_failed", "t", "a")], k
+        assert top(parked) == "b"
+        b_until(parked, t + 3, t + 2 + RETRY - 1)
+        assert explore_tops(parked) == {"b"}, k
+        t += 2 + RETRY
+        b_until(parked, t, t)
+    # It came back during the last wait: the retry that opened restores it.
+    assert successes_to_restore(parked, t + 1) <= 5
+
+
+@pytest.mark.parametrize(("outcomes", "wait"), [
+    ([False, False], 1.0),  # fails every run: down
+    ([True, False, False], 1.0),  # one run in three: down (below half of 97 %)
+    ([True, True, False, False], 2.0),  # half: running, worse
+    (WORSE, 2.0),  # three in five: running, worse
+])
+def test_the_wait_after_a_failed_retry_depends_on_whether_the_agent_runs(
+        outcomes: list[bool], wait: float) -> None:
+    """Runs since the park succeeding less than half as often as the
+    history's (97 %) mean an outage: the next retry waits RETRY; an agent
+    that runs but worse gets the backoff (2 x after the first failed retry)."""
+    probation = Probation(RETRY)
+    probation.park((0, 0), np.array([100.0, 97.0, 0.0, 0.0, 0.0]), clock=0.0)
+    evidence = [np.zeros((1, 2)) for _ in range(5)]
+    for k, ok in enumerate(outcomes):
+        clock = RETRY + k
+        probation.observe(np.array([0]), np.array([0]), np.array([True]),
+                          np.array([1.0 if ok else 0.0]), np.array([clock]), np.ones(1),
+                          evidence, decay=1.0, clock=clock)
+    assert probation.journal == [("parked", (0, 0)), ("retry_failed", (0, 0))]
+    assert probation.pairs[(0, 0)].retry_at == clock + wait * RETRY
+
+
 def test_a_retrain_that_finds_a_parked_agent_worse_again_does_not_postpone_its_retry() -> None:
     """While an outage lasts the monitor retrains once per cooldown, and each
     retrain finds the parked agent's buffered runs worse: its retry (and the
@@ -223,13 +285,14 @@ def test_successful_retries_restore_the_history(parked: AgentSelectionModel) -> 
     assert parked.predict_best_agent("t")[0][1] > 0.8
 
 
-def test_failed_retries_reschedule_the_next_one_with_backoff(
+def test_failed_retries_of_a_worse_agent_reschedule_the_next_one_with_backoff(
         parked: AgentSelectionModel) -> None:
     b_until(parked, PARKED_AT + 1, FIRST_RETRY)
-    failed_at = FIRST_RETRY + 2
-    a_runs(parked, failed_at - 1, [False])  # one failure alone does not decide ...
+    failed_at = FIRST_RETRY + len(WORSE)
+    a_runs(parked, FIRST_RETRY + 1, WORSE[:-1])  # not decided yet ...
     assert parked.parked_pairs() == 1 and top(parked) == "a"
-    a_runs(parked, failed_at, [False])  # ... two do: still broken
+    a_runs(parked, failed_at, WORSE[-1:])  # ... now: still broken
+    assert parked.probation_events()[-1] == ("retry_failed", "t", "a")
     assert parked.parked_pairs() == 1 and top(parked) == "b"
     assert explore_tops(parked) == {"b"}
     # The second retry waits twice as long as the first.
@@ -237,14 +300,13 @@ def test_failed_retries_reschedule_the_next_one_with_backoff(
     assert explore_tops(parked) == {"b"}
     b_until(parked, failed_at + 2 * RETRY, failed_at + 2 * RETRY)
     assert explore_tops(parked) == {"a"}  # the second retry opens
-    failed_again = failed_at + 2 * RETRY + 2
-    a_runs(parked, failed_again - 1, [False, False])
+    failed_again = failed_at + 2 * RETRY + len(WORSE)
+    a_runs(parked, failed_again - len(WORSE) + 1, WORSE)
     b_until(parked, failed_again + 1, failed_again + 4 * RETRY - 1)
     assert explore_tops(parked) == {"b"}  # the third waits four times as long
     b_until(parked, failed_again + 4 * RETRY, failed_again + 4 * RETRY)
     assert explore_tops(parked) == {"a"}
-    a_runs(parked, failed_again + 4 * RETRY + 1, [True] * 5)
-    assert parked.parked_pairs() == 0 and top(parked) == "a"
+    assert successes_to_restore(parked, failed_again + 4 * RETRY + 1) <= PROBE_RUNS
 
 
 def test_a_full_retrain_keeps_the_pairs_set_aside_and_their_retries(
@@ -253,8 +315,8 @@ def test_a_full_retrain_keeps_the_pairs_set_aside_and_their_retries(
     the buffer to compare with): the candidate takes over the serving
     model's set-aside pairs, their retry schedule and parked history."""
     b_until(parked, PARKED_AT + 1, FIRST_RETRY)
-    failed_at = FIRST_RETRY + 2
-    a_runs(parked, failed_at - 1, [False, False])  # the first retry fails: next in 2 x
+    failed_at = FIRST_RETRY + len(WORSE)
+    a_runs(parked, FIRST_RETRY + 1, WORSE)  # the first retry fails: next in 2 x
     # The buffer: "a" good for the 450 s before the drop, then bad; "b" throughout.
     buffer = EventBatch.from_events(history(HISTORY)[-3 * 330:] + bad_period())
     rebuilt = full_retrain(parked, buffer)
@@ -264,8 +326,7 @@ def test_a_full_retrain_keeps_the_pairs_set_aside_and_their_retries(
     assert explore_tops(rebuilt) == {"b"}  # the backoff is kept
     b_until(rebuilt, failed_at + 2 * RETRY, failed_at + 2 * RETRY)
     assert explore_tops(rebuilt) == {"a"} and top(rebuilt) == "a"  # the retry opens
-    a_runs(rebuilt, failed_at + 2 * RETRY + 1, [True] * 5)
-    assert rebuilt.parked_pairs() == 0 and top(rebuilt) == "a"
+    assert successes_to_restore(rebuilt, failed_at + 2 * RETRY + 1) <= PROBE_RUNS
     assert rebuilt.predict_best_agent("t")[0][1] > 0.8  # the parked history is back
 
 
@@ -462,8 +523,8 @@ def test_the_model_reports_what_probation_did_once(parked: AgentSelectionModel) 
     a_runs(parked, FIRST_RETRY + 1, [False, False])
     assert parked.copy().probation_events() == []  # a copy does not report again
     assert parked.probation_events() == [("retry_failed", "t", "a")]
-    b_until(parked, FIRST_RETRY + 3, FIRST_RETRY + 2 + 2 * RETRY)
-    a_runs(parked, FIRST_RETRY + 3 + 2 * RETRY, [True] * 5)
+    b_until(parked, FIRST_RETRY + 3, FIRST_RETRY + 2 + RETRY)
+    a_runs(parked, FIRST_RETRY + 3 + RETRY, [True] * 5)
     assert parked.probation_events() == [("restored", "t", "a")]
 
 
@@ -507,11 +568,11 @@ def test_a_promoted_retrain_reports_the_agents_it_parked(tmp_path: Path) -> None
 
 def test_the_backoff_survives_a_reload(parked: AgentSelectionModel) -> None:
     b_until(parked, PARKED_AT + 1, FIRST_RETRY)
-    failed_at = FIRST_RETRY + 2
-    a_runs(parked, failed_at - 1, [False, False])
+    failed_at = FIRST_RETRY + len(WORSE)
+    a_runs(parked, FIRST_RETRY + 1, WORSE)
     b_until(parked, failed_at + 1, failed_at + 2 * RETRY)
-    second = failed_at + 2 * RETRY + 2
-    a_runs(parked, second - 1, [False, False])  # second failed retry: next waits 4 x
+    second = failed_at + 2 * RETRY + len(WORSE)
+    a_runs(parked, second - len(WORSE) + 1, WORSE)  # second failed retry: next waits 4 x
     loaded = AgentSelectionModel(seed=0)
     loaded.load(parked.to_arrays(), parked.metadata())
     b_until(loaded, second + 1, second + 4 * RETRY - 1)

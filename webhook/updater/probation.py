@@ -39,11 +39,22 @@ breaker has the same problem and the same answer, the half-open state:
   and a short lucky streak of a still-broken agent then looked like proof
   that it was back. At ``+PROBATION_LLR`` the agent is back: the
   parked history is merged into the current evidence and greedy routing
-  returns to it; at ``-PROBATION_LLR`` it is still broken: the next retry
-  waits twice as long as the last (``retry_after_seconds`` x 1, 2, 4, 8,
-  then 8 again: 10, 20, 40, 80, 80 ... minutes by default), the backoff
-  of a circuit breaker, so an agent that stays broken costs fewer and
-  fewer requests. If, when a retry opens, the runs since
+  returns to it; at ``-PROBATION_LLR`` it is still broken, and when the
+  next retry opens depends on how. An agent that still runs but answers
+  worse (a bad model or prompt update: its runs since the park succeed
+  at least :data:`OUTAGE_SUCCESS_SHARE` as often as the history's) gets
+  the backoff of a circuit breaker: the next retry waits twice as long as
+  the last (``retry_after_seconds`` x 1, 2, 4, 8, then 8 again: 10, 20,
+  40, 80, 80 ... minutes by default), so an agent that stays worse costs
+  fewer and fewer requests; a person has to change it, and nothing says
+  when. An agent whose runs still fail (an outage: a provider down, a
+  broken deployment) is retried every ``retry_after_seconds``: an outage
+  ends on its own at a time nothing predicts, and with the backoff a
+  recovered agent waited up to 80 minutes for the retry that restores it
+  (bench.decisions, revert with outages of 15 to 60 minutes: 78 of 100
+  runs above the regret target with the backoff, 42 without it for
+  outages); each such retry costs about two requests, the two failures
+  that decide "still broken". If, when a retry opens, the runs since
   the park (three or more) are already within 10 % of the history's
   reward, the drop was a false alarm or is over: restored without a test;
 * once the parked evidence has faded below three observations' worth
@@ -68,8 +79,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EVENTS", "PARK_Z", "PROBATION_LLR", "PROBES_IN_FLIGHT", "PROBE_RUNS", "Probation",
-           "accuracy_moments", "log_likelihood", "success_rate", "sums_reward"]
+__all__ = ["EVENTS", "OUTAGE_SUCCESS_SHARE", "PARK_Z", "PROBATION_LLR", "PROBES_IN_FLIGHT",
+           "PROBE_RUNS", "Probation", "accuracy_moments", "log_likelihood", "success_rate",
+           "sums_reward"]
 
 #: What :attr:`Probation.journal` records: a pair set aside, restored, a
 #: retry that found it still broken, and a history given up (faded).
@@ -88,6 +100,10 @@ PROBATION_LLR = math.log(20.0)
 #: times ``min(RETRY_BACKOFF**k, RETRY_BACKOFF_CAP)``.
 RETRY_BACKOFF = 2.0
 RETRY_BACKOFF_CAP = 8.0
+#: ... unless the pair's runs since the park succeed less than this share
+#: as often as its history's (an outage rather than a worse agent): then
+#: the next retry waits ``retry_after_seconds``, without backoff.
+OUTAGE_SUCCESS_SHARE = 0.5
 #: An open retry is also routed greedily until this many of its task type's
 #: requests were routed to it, or this many of its runs observed (the
 #: half-open state's trial requests, see the module docs) ...
@@ -171,6 +187,14 @@ def _as_good(since: np.ndarray, history: np.ndarray) -> bool:
     return bool(since[0] >= _FADED and sums_reward(*since) >= 0.9 * sums_reward(*history))
 
 
+def _failing(since: np.ndarray, history: np.ndarray) -> bool:
+    """The runs since the park (effective sums) succeed less than
+    :data:`OUTAGE_SUCCESS_SHARE` as often as the history's: the agent is
+    down rather than worse."""
+    return bool(success_rate(since[0], since[1])
+                < OUTAGE_SUCCESS_SHARE * success_rate(history[0], history[1]))
+
+
 @dataclass
 class _Parked:
     history: np.ndarray  # [n, s, m, a, q] set aside at the drop
@@ -178,7 +202,7 @@ class _Parked:
     retry_at: float  # event time probation (re)opens
     llr: float = 0.0  # of the observations since probation opened
     alt: np.ndarray | None = None  # the alternative of the open retry
-    failures: int = 0  # failed retries in a row (the next one waits longer)
+    failures: int = 0  # failed retries in a row (a worse agent's next one waits longer)
     probes: int = 0  # retried runs of the open retry (observed)
     routed: int = 0  # greedy requests this process routed to the open retry
 
@@ -317,8 +341,11 @@ class Probation:
                     self.journal.append(("given_up", key))
                 else:
                     parked.failures += 1
-                    backoff = min(RETRY_BACKOFF ** parked.failures, RETRY_BACKOFF_CAP)
-                    parked.retry_at = clock + self.retry_after_seconds * backoff
+                    if _failing(parked.since * decay, history):
+                        wait = 1.0  # an outage: it ends when it ends, retry on schedule
+                    else:
+                        wait = min(RETRY_BACKOFF ** parked.failures, RETRY_BACKOFF_CAP)
+                    parked.retry_at = clock + self.retry_after_seconds * wait
                     parked.llr, parked.alt, parked.probes, parked.routed = 0.0, None, 0, 0
                     self.journal.append(("retry_failed", key))
 
