@@ -516,8 +516,9 @@ def _model_rules(config: ThresholdsConfig) -> list[dict[str, Any]]:
                 "{{ $value }} task type(s)",
                 "description": "The agent-selection model found agent {{ $labels.agent }} "
                 "clearly worse than its history on {{ $value }} task type(s) and routes around "
-                "it (see the per-pair series " + SET_ASIDE_METRIC + "). It is retried with "
-                "backoff and this alert resolves when a retry finds it well again. Fires even "
+                "it (see the per-pair series " + SET_ASIDE_METRIC + "). It is retried on a "
+                "schedule (backing off while it runs but worse) and this alert resolves when "
+                "a retry finds it well again. Fires even "
                 "when the agent no longer gets traffic, which silences the rate-based alerts. "
                 "Informational: it does not retrain.",
                 "runbook_url": config.alerts.runbook(name),
