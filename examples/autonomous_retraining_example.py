@@ -412,7 +412,8 @@ class _Simulation:
                     "be re-tried for a minute or two")
             self.emit(f"{'':9}  ({kept}"
                       + ("" if retry is None else "; agents that got worse are set aside and "
-                         f"retried after {retry / 60:g} min, then less and less often")
+                         f"retried every {retry / 60:g} min, less and less often if they run but "
+                         "worse")
                       + ")")
 
     def _update_selection(self) -> None:
