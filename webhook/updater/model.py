@@ -664,7 +664,7 @@ class AgentSelectionModel:
         """``(event, task_type, agent)`` of the parks, restorations, failed
         retries and give-ups since the last call (see :mod:`.probation`),
         oldest first; the list is emptied. A copy starts with none."""
-        probation = getattr(self._rule, "probation", None)
+        probation = self._rule.probation
         if probation is None or not probation.journal:
             return []
         events = [(event, self.task_types[r], self.agents[c])
@@ -677,12 +677,7 @@ class AgentSelectionModel:
         between retrains since the last call (the fast path, see
         :mod:`.drops`), oldest first; the list is emptied. A copy starts with
         none. Each also appears as a ``parked`` probation event."""
-        detections = getattr(self._rule, "detections", None)
-        if not detections:
-            return []
-        out = [(self.task_types[r], self.agents[c]) for r, c in detections]
-        detections.clear()
-        return out
+        return [(self.task_types[r], self.agents[c]) for r, c in self._rule.take_detections()]
 
     def agent_last_seen(self) -> dict[str, float]:
         """Newest event time of each agent (NaN when unknown: loaded from a
@@ -740,7 +735,7 @@ class AgentSelectionModel:
     def set_aside(self) -> list[tuple[str, str]]:
         """``(task_type, agent)`` of the pairs whose history is parked (set
         aside after a drop, awaiting or on a retry)."""
-        probation = getattr(self._rule, "probation", None)
+        probation = self._rule.probation
         if not probation:
             return []
         keys = list(probation.pairs)  # one C-level copy: safe against a concurrent update
@@ -762,7 +757,7 @@ class AgentSelectionModel:
         little of its history and its runs since the park), which the
         buffer's runs from before the drop would otherwise dilute.
         """
-        probation = getattr(serving._rule, "probation", None)
+        probation = serving._rule.probation
         if not probation:
             return
         keys = list(probation.pairs)
@@ -774,8 +769,7 @@ class AgentSelectionModel:
 
     def parked_pairs(self) -> int:
         """(task type, agent) pairs whose history is parked awaiting a retry."""
-        counter = getattr(self._rule, "parked_pairs", None)
-        return 0 if counter is None else int(counter())
+        return self._rule.parked_pairs()
 
     # -- persistence --------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:

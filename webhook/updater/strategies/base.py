@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..probation import accuracy_moments, success_rate, sums_reward
+from ..probation import Probation, accuracy_moments, success_rate, sums_reward
 
 __all__ = [
     "CHANGE_MIN_EVIDENCE",
@@ -209,6 +209,9 @@ class Rule:
     restarts_at_change_points: ClassVar[bool] = False
     #: Names of the per-pair arrays (shape ``[tasks, agents, ...]``).
     pair_arrays: ClassVar[tuple[str, ...]] = ()
+    #: The parked pairs and their retries (see :mod:`.probation`); None for a
+    #: rule that parks nothing.
+    probation: Probation | None = None
 
     def __init__(self) -> None:
         self.capacity = (0, 0)
@@ -294,6 +297,16 @@ class Rule:
         """Per pair, whether its history is parked (on probation or waiting for
         its retry); None when no pair is (see :mod:`.probation`)."""
         return None
+
+    def parked_pairs(self) -> int:
+        """Pairs whose history is parked (on probation or waiting for it)."""
+        return 0 if self.probation is None else len(self.probation)
+
+    def take_detections(self) -> list[tuple[int, int]]:
+        """(row, col) of the pairs the drop detector parked since the last
+        call, oldest first; the list is emptied. Rules without a drop
+        detector detect nothing."""
+        return []
 
     def route_probe(self, row: int, col: int) -> bool:
         """Greedy routing sent a request to the open retry of pair (``row``,

@@ -252,9 +252,9 @@ class ExponentialRule(BayesianRule):
     def route_probe(self, row: int, col: int) -> bool:
         return self.probation is None or self.probation.route((row, col))
 
-    def parked_pairs(self) -> int:
-        """Pairs whose history is parked (on probation or waiting for it)."""
-        return len(self.probation) if self.probation is not None else 0
+    def take_detections(self) -> list[tuple[int, int]]:
+        detections, self.detections = self.detections, []
+        return detections
 
     # -- persistence -------------------------------------------------------
     def arrays(self, n_tasks: int, n_agents: int) -> dict[str, np.ndarray]:
