@@ -75,8 +75,9 @@ def a_runs(model: AgentSelectionModel, start: float, outcomes: list[bool]) -> No
 
 # A retry of "a" that finds it worse but running (three runs in five succeed,
 # against 97 % before): the fifth run decides "still broken", and its runs
-# since the park succeed more than half as often as its history's, so the
-# next retry backs off. Two failures alone are an outage: retried on schedule.
+# since the park succeed more than half as often as its history's, so its
+# retries back off from the second that fails. Two failures alone are an
+# outage: retried on schedule.
 WORSE = [True, True, False, True, False]
 
 
@@ -244,13 +245,16 @@ def test_an_agent_still_down_is_retried_on_schedule_and_restored_soon_after_it_i
     ([True, True, False, False], 2.0),  # half: running, worse
     (WORSE, 2.0),  # three in five: running, worse
 ])
+@pytest.mark.parametrize("failed_before", [0, 1])
 def test_the_wait_after_a_failed_retry_depends_on_whether_the_agent_runs(
-        outcomes: list[bool], wait: float) -> None:
+        outcomes: list[bool], wait: float, failed_before: int) -> None:
     """Runs since the park succeeding less than half as often as the
-    history's (97 %) mean an outage: the next retry waits RETRY; an agent
-    that runs but worse gets the backoff (2 x after the first failed retry)."""
+    history's (97 %) mean an outage: the next retry waits RETRY. An agent
+    that runs but worse gets the backoff from its second failed retry in a
+    row (2 x), its first waiting RETRY like an outage's."""
     probation = Probation(RETRY)
     probation.park((0, 0), np.array([100.0, 97.0, 0.0, 0.0, 0.0]), clock=0.0)
+    probation.pairs[(0, 0)].failures = failed_before
     evidence = [np.zeros((1, 2)) for _ in range(5)]
     for k, ok in enumerate(outcomes):
         clock = RETRY + k
@@ -258,7 +262,8 @@ def test_the_wait_after_a_failed_retry_depends_on_whether_the_agent_runs(
                           np.array([1.0 if ok else 0.0]), np.array([clock]), np.ones(1),
                           evidence, decay=1.0, clock=clock)
     assert probation.journal == [("parked", (0, 0)), ("retry_failed", (0, 0))]
-    assert probation.pairs[(0, 0)].retry_at == clock + wait * RETRY
+    expected = wait if failed_before else 1.0
+    assert probation.pairs[(0, 0)].retry_at == clock + expected * RETRY
 
 
 def test_a_retrain_that_finds_a_parked_agent_worse_again_does_not_postpone_its_retry() -> None:
@@ -285,7 +290,7 @@ def test_successful_retries_restore_the_history(parked: AgentSelectionModel) -> 
     assert parked.predict_best_agent("t")[0][1] > 0.8
 
 
-def test_failed_retries_of_a_worse_agent_reschedule_the_next_one_with_backoff(
+def test_failed_retries_of_a_worse_agent_back_off_from_the_second(
         parked: AgentSelectionModel) -> None:
     b_until(parked, PARKED_AT + 1, FIRST_RETRY)
     failed_at = FIRST_RETRY + len(WORSE)
@@ -295,18 +300,19 @@ def test_failed_retries_of_a_worse_agent_reschedule_the_next_one_with_backoff(
     assert parked.probation_events()[-1] == ("retry_failed", "t", "a")
     assert parked.parked_pairs() == 1 and top(parked) == "b"
     assert explore_tops(parked) == {"b"}
-    # The second retry waits twice as long as the first.
-    b_until(parked, failed_at + 1, failed_at + 2 * RETRY - 1)
-    assert explore_tops(parked) == {"b"}
-    b_until(parked, failed_at + 2 * RETRY, failed_at + 2 * RETRY)
-    assert explore_tops(parked) == {"a"}  # the second retry opens
-    failed_again = failed_at + 2 * RETRY + len(WORSE)
-    a_runs(parked, failed_again - len(WORSE) + 1, WORSE)
-    b_until(parked, failed_again + 1, failed_again + 4 * RETRY - 1)
-    assert explore_tops(parked) == {"b"}  # the third waits four times as long
-    b_until(parked, failed_again + 4 * RETRY, failed_again + 4 * RETRY)
-    assert explore_tops(parked) == {"a"}
-    assert successes_to_restore(parked, failed_again + 4 * RETRY + 1) <= PROBE_RUNS
+    # The second retry waits as long as the first, the third twice as long,
+    # the fourth four times.
+    for k, wait in enumerate([1, 2, 4]):
+        opens = failed_at + wait * RETRY
+        b_until(parked, failed_at + 1, opens - 1)
+        assert explore_tops(parked) == {"b"}, k
+        b_until(parked, opens, opens)
+        assert explore_tops(parked) == {"a"}, k  # the retry opens
+        if k < 2:
+            a_runs(parked, opens + 1, WORSE)
+            assert parked.probation_events() == [("retry_failed", "t", "a")], k
+            failed_at = opens + len(WORSE)
+    assert successes_to_restore(parked, failed_at + 4 * RETRY + 1) <= PROBE_RUNS
 
 
 def test_a_full_retrain_keeps_the_pairs_set_aside_and_their_retries(
@@ -315,8 +321,11 @@ def test_a_full_retrain_keeps_the_pairs_set_aside_and_their_retries(
     the buffer to compare with): the candidate takes over the serving
     model's set-aside pairs, their retry schedule and parked history."""
     b_until(parked, PARKED_AT + 1, FIRST_RETRY)
-    failed_at = FIRST_RETRY + len(WORSE)
-    a_runs(parked, FIRST_RETRY + 1, WORSE)  # the first retry fails: next in 2 x
+    a_runs(parked, FIRST_RETRY + 1, WORSE)  # the first retry fails: next in 1 x
+    second = FIRST_RETRY + len(WORSE) + RETRY
+    b_until(parked, FIRST_RETRY + len(WORSE) + 1, second)
+    a_runs(parked, second + 1, WORSE)  # the second fails too: next in 2 x
+    failed_at = second + len(WORSE)
     # The buffer: "a" good for the 450 s before the drop, then bad; "b" throughout.
     buffer = EventBatch.from_events(history(HISTORY)[-3 * 330:] + bad_period())
     rebuilt = full_retrain(parked, buffer)
@@ -570,14 +579,14 @@ def test_the_backoff_survives_a_reload(parked: AgentSelectionModel) -> None:
     b_until(parked, PARKED_AT + 1, FIRST_RETRY)
     failed_at = FIRST_RETRY + len(WORSE)
     a_runs(parked, FIRST_RETRY + 1, WORSE)
-    b_until(parked, failed_at + 1, failed_at + 2 * RETRY)
-    second = failed_at + 2 * RETRY + len(WORSE)
-    a_runs(parked, second - len(WORSE) + 1, WORSE)  # second failed retry: next waits 4 x
+    b_until(parked, failed_at + 1, failed_at + RETRY)
+    second = failed_at + RETRY + len(WORSE)
+    a_runs(parked, second - len(WORSE) + 1, WORSE)  # second failed retry: next waits 2 x
     loaded = AgentSelectionModel(seed=0)
     loaded.load(parked.to_arrays(), parked.metadata())
-    b_until(loaded, second + 1, second + 4 * RETRY - 1)
+    b_until(loaded, second + 1, second + 2 * RETRY - 1)
     assert explore_tops(loaded) == {"b"}
-    b_until(loaded, second + 4 * RETRY, second + 4 * RETRY)
+    b_until(loaded, second + 2 * RETRY, second + 2 * RETRY)
     assert explore_tops(loaded) == {"a"}
 
 
