@@ -853,12 +853,7 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
         out[name] = {}
         for judged in (HEADLINE, DAY, PREVIOUS):
             head = pol[judged]["runs"]
-            ratios = [
-                h["post_drift_regret"] / o["post_drift_regret"]
-                if o["post_drift_regret"] > 0
-                else math.inf
-                for h, o in zip(head, orig, strict=True)
-            ]
+            ratios = [_regret_ratio(h, o) for h, o in zip(head, orig, strict=True)]
             beats = [
                 all(h["share"] > r["runs"][i]["share"] for r in river.values())
                 for i, h in enumerate(head)
@@ -887,6 +882,14 @@ def _targets(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _regret_ratio(run: dict[str, Any], original: dict[str, Any]) -> float:
+    """A run's post-drift regret over the original design's in the same seed
+    (infinite when the original had none)."""
+    if original["post_drift_regret"] > 0:
+        return float(run["post_drift_regret"] / original["post_drift_regret"])
+    return math.inf
+
+
 def _noise_floor(head: list[dict[str, Any]], orig: list[dict[str, Any]],
                  twins: list[list[dict[str, Any]]]) -> dict[str, Any]:
     """The defaults against re-runs of themselves on other Thompson draws:
@@ -898,9 +901,7 @@ def _noise_floor(head: list[dict[str, Any]], orig: list[dict[str, Any]],
     for per_seed, o in zip(twins, orig, strict=True):
         for t in per_seed:
             share_missed += t["share"] < SHARE_TARGET
-            ratio = (t["post_drift_regret"] / o["post_drift_regret"]
-                     if o["post_drift_regret"] > 0 else math.inf)
-            regret_missed += ratio > REGRET_RATIO_TARGET
+            regret_missed += _regret_ratio(t, o) > REGRET_RATIO_TARGET
     n_twins = sum(len(per_seed) for per_seed in twins)
     return {
         "draw_twins": len(twins[0]),
