@@ -643,8 +643,9 @@ class AgentSelectionModel:
             return np.zeros(len(self.agents))
         sd = _reward_sd(post.success[row], post.success_sd[row], post.accuracy[row],
                         post.accuracy_sd[row], post.accuracy_n[row])
-        parked = self._rule.parked_mask(len(self.task_types), len(self.agents))
-        return sd if parked is None else np.where(parked[row], 0.0, sd)
+        if self._rule.probation:
+            sd[[c for c in self._rule.probation.parked_columns(row) if c < len(sd)]] = 0.0
+        return sd
 
     def _count_probe(self, row: int) -> None:
         """A greedy request of ``row`` was routed: if an open retry heads it,

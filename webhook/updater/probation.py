@@ -387,13 +387,10 @@ class Probation:
                 out[r, c] = float(sums_reward(*parked.history))
         return out
 
-    def mask(self, n_tasks: int, n_agents: int) -> np.ndarray:
-        """Per pair, whether it is parked (on probation or waiting for its retry)."""
-        out = np.zeros((n_tasks, n_agents), dtype=bool)
-        for r, c in self.pairs:
-            if r < n_tasks and c < n_agents:
-                out[r, c] = True
-        return out
+    def parked_columns(self, row: int) -> list[int]:
+        """Agent columns of task row ``row`` whose pair is parked (on probation
+        or waiting for its retry)."""
+        return [c for r, c in self.pairs if r == row]
 
     # -- persistence --------------------------------------------------------
     def to_arrays(self) -> dict[str, np.ndarray]:

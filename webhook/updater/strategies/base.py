@@ -293,11 +293,6 @@ class Rule:
         ``probing``: only the open retries greedy routing should still try."""
         return None
 
-    def parked_mask(self, n_tasks: int, n_agents: int) -> np.ndarray | None:
-        """Per pair, whether its history is parked (on probation or waiting for
-        its retry); None when no pair is (see :mod:`.probation`)."""
-        return None
-
     def parked_pairs(self) -> int:
         """Pairs whose history is parked (on probation or waiting for it)."""
         return 0 if self.probation is None else len(self.probation)

@@ -244,11 +244,6 @@ class ExponentialRule(BayesianRule):
             return None
         return self.probation.scores(n_tasks, n_agents, self.clock, probing)
 
-    def parked_mask(self, n_tasks: int, n_agents: int) -> np.ndarray | None:
-        if not self.probation:
-            return None
-        return self.probation.mask(n_tasks, n_agents)
-
     def route_probe(self, row: int, col: int) -> bool:
         return self.probation is None or self.probation.route((row, col))
 
